@@ -1,1 +1,177 @@
-X=1
+"""Every Redis key taskrank uses, built here and nowhere else.
+
+Keys of one project carry the hash tag ``{pid}`` so a project lives in one Redis Cluster
+slot and its Lua scripts may touch all of its keys atomically.  Experts and tokens are
+global.  Item, task and expert ids match ``[A-Za-z0-9._-]{1,128}``, so they cannot contain
+the ``:`` separator.
+"""
+
+from __future__ import annotations
+
+PREFIX = "taskrank:"
+
+
+def _project(pid: str) -> str:
+    return f"{PREFIX}{{{pid}}}:"
+
+
+# --- global -------------------------------------------------------------------------------
+def projects_key() -> str:
+    """Set of project ids."""
+    return f"{PREFIX}projects"
+
+
+def token_key(token_hash: str) -> str:
+    """Hash describing one API token (role, expert_id); keyed by the token's SHA-256."""
+    return f"{PREFIX}token:{token_hash}"
+
+
+def admin_tokens_key() -> str:
+    """Set of the hashes of admin tokens, to know whether a first admin token exists."""
+    return f"{PREFIX}admin-tokens"
+
+
+def expert_key(eid: str) -> str:
+    """Hash of an expert: declared skills, capacity, cost, active, learned accuracy counts."""
+    return f"{PREFIX}expert:{eid}"
+
+
+def experts_key() -> str:
+    """Set of expert ids."""
+    return f"{PREFIX}experts"
+
+
+# --- per project ----------------------------------------------------------------------------
+def project_key(pid: str) -> str:
+    """Hash of a project's settings (labels, redundancy, lease_seconds, strategy...)."""
+    return _project(pid) + "project"
+
+
+def strategy_history_key(pid: str) -> str:
+    """List of the project's previous strategies (JSON), newest first."""
+    return _project(pid) + "strategies"
+
+
+def item_prefix(pid: str) -> str:
+    """Prefix of the item hashes, passed to Lua which appends item ids."""
+    return _project(pid) + "item:"
+
+
+def item_key(pid: str, iid: str) -> str:
+    """Hash of one item: data, status, priority, breakdown, label counts."""
+    return item_prefix(pid) + iid
+
+
+def item_experts_key(pid: str, iid: str) -> str:
+    """Set of experts who leased or labeled the item (never served to them again)."""
+    return item_key(pid, iid) + ":experts"
+
+
+def item_labels_key(pid: str, iid: str) -> str:
+    """List of the item's counted labels as ``expert_id<TAB>label``."""
+    return item_key(pid, iid) + ":labels"
+
+
+def pool_key(pid: str) -> str:
+    """Sorted set of every rankable item (score = priority)."""
+    return _project(pid) + "pool"
+
+
+def pool_tag_key(pid: str, tag: str) -> str:
+    """Sorted set of rankable items that require skill ``tag``."""
+    return _project(pid) + "pool-tag:" + tag
+
+
+def pool_untagged_key(pid: str) -> str:
+    """Sorted set of rankable items that require no skill."""
+    return _project(pid) + "pool-untagged"
+
+
+def items_key(pid: str) -> str:
+    """Set of every item id of the project (for counts and full re-scores)."""
+    return _project(pid) + "items"
+
+
+def labeled_key(pid: str) -> str:
+    """Set of items that have an aggregated label (the training set)."""
+    return _project(pid) + "labeled"
+
+
+def task_prefix(pid: str) -> str:
+    """Prefix of task (lease) hashes, passed to Lua."""
+    return _project(pid) + "task:"
+
+
+def task_key(pid: str, tid: str) -> str:
+    """Hash of one task (lease): item, expert, expires_at, state."""
+    return task_prefix(pid) + tid
+
+
+def leases_key(pid: str) -> str:
+    """Sorted set of open task ids by expiry time."""
+    return _project(pid) + "leases"
+
+
+def expert_leases_prefix(pid: str) -> str:
+    """Prefix of per-expert open-lease sets, passed to Lua."""
+    return _project(pid) + "expert-leases:"
+
+
+def expert_leases_key(pid: str, eid: str) -> str:
+    """Sorted set of an expert's open task ids in this project, by expiry time."""
+    return expert_leases_prefix(pid) + eid
+
+
+def labels_stream_key(pid: str) -> str:
+    """Stream of every label submitted (counted or not): the durable, exportable log."""
+    return _project(pid) + "labels"
+
+
+def counters_key(pid: str) -> str:
+    """Hash of project counters (labels counted, late, since last retrain...)."""
+    return _project(pid) + "counters"
+
+
+def label_idempotency_key(pid: str, tid: str, key: str) -> str:
+    """The stored answer of a label submitted with an ``Idempotency-Key``."""
+    return _project(pid) + f"idem:{tid}:{key}"
+
+
+def model_key(pid: str, version: int) -> str:
+    """String holding one stored model version (pickled ranker + metadata)."""
+    return _project(pid) + f"model:{version}"
+
+
+def model_meta_key(pid: str) -> str:
+    """Hash describing the current model version (version, n_labels, trained_at, metrics)."""
+    return _project(pid) + "model-meta"
+
+
+def model_history_key(pid: str) -> str:
+    """List of stored model versions (metadata JSON), newest first."""
+    return _project(pid) + "model-history"
+
+
+def rescore_snapshot_key(pid: str, run: str) -> str:
+    """List of item ids captured for one re-score run, read chunk by chunk."""
+    return _project(pid) + f"rescore:{run}"
+
+
+def rescore_progress_key(pid: str, run: str) -> str:
+    """Hash of a re-score run's progress: chunks done, items updated."""
+    return _project(pid) + f"rescore-progress:{run}"
+
+
+def retrain_dirty_key(pid: str) -> str:
+    """Flag set when labels arrive while a retrain runs, so one more retrain follows."""
+    return _project(pid) + "retrain-dirty"
+
+
+def holdback_key(pid: str) -> str:
+    """Sorted set: item id -> time until which it is held back for a better expert."""
+    return _project(pid) + "holdback"
+
+
+def holdback_owner_key(pid: str) -> str:
+    """Hash: item id -> expert the item is held back for."""
+    return _project(pid) + "holdback-owner"

@@ -1,0 +1,36 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from taskrank.queue.connection import connect
+from taskrank.queue.settings import Settings
+from taskrank.server.context import AppState
+from taskrank.server.errors import register_error_handlers
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app for ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    # Explicit paths: Flask cannot derive them for a package mapped by package-dir.
+    here = os.path.dirname(os.path.abspath(__file__))
+    app = Flask(__name__, root_path=here,
+                instance_path=os.path.join(os.path.abspath(settings.data_dir), "instance"))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["taskrank"] = AppState(settings=settings, redis=connect(settings))
+    logging.basicConfig(level=settings.log_level)
+    register_error_handlers(app)
+    _register_blueprints(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from taskrank.server import health
+
+    for module in (health,):
+        app.register_blueprint(module.bp)

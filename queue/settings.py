@@ -1,0 +1,98 @@
+"""The one settings object: every knob is a ``TASKRANK_*`` environment variable, read once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """A ``TASKRANK_*`` variable has a value that cannot be used."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; tests build it directly, processes call ``from_env()``."""
+
+    redis_url: str | None = None  # None: start the embedded Redis under data_dir
+    data_dir: str = "./var"
+    admin_token: str | None = None  # accepted as an admin bearer token when set
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_workers: int = 2  # gunicorn worker processes started by `taskrank serve`
+    rq_workers: int = 1  # RQ worker processes started by `taskrank serve`
+    redis_fsync: str = "always"  # appendfsync of the embedded Redis: always | everysec
+    require_durable_redis: bool = False  # refuse to start on a Redis that can lose labels
+    max_batch_items: int = 1000
+    max_body_bytes: int = 10 * 1024 * 1024
+    claim_depth: int = 32  # candidates read from each of an expert's pool sets per claim
+    sweep_interval: float = 30.0  # seconds between lease sweeps by a worker
+    model_versions_kept: int = 3
+    rescore_chunk: int = 20_000  # pending items per re-score job
+    queue_name: str = "taskrank"
+    log_level: str = "INFO"
+    url: str = "http://127.0.0.1:8000"  # client commands: server to talk to
+    token: str | None = None  # client commands: bearer token
+
+    def __post_init__(self) -> None:
+        if self.redis_fsync not in ("always", "everysec"):
+            raise SettingsError(
+                f"TASKRANK_REDIS_FSYNC must be 'always' or 'everysec', got {self.redis_fsync!r}"
+            )
+        for name in ("port", "web_workers", "rq_workers", "max_batch_items", "max_body_bytes",
+                     "claim_depth", "model_versions_kept", "rescore_chunk"):
+            value = getattr(self, name)
+            if value < 1:
+                raise SettingsError(f"TASKRANK_{name.upper()} must be >= 1, got {value}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``TASKRANK_<FIELD>`` variables; unset ones keep their default."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            raw = environ.get(f"TASKRANK_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = _parse(field.name, field.type, raw)
+        return cls(**values)
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (command-line overrides)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The variables that recreate these settings in a child process."""
+        env = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                env[f"TASKRANK_{field.name.upper()}"] = _format(value)
+        return env
+
+
+def _parse(name: str, kind: str, raw: str) -> object:
+    var = f"TASKRANK_{name.upper()}"
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise SettingsError(f"{var} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+    if kind in ("int", "float"):
+        try:
+            return int(raw) if kind == "int" else float(raw)
+        except ValueError:
+            raise SettingsError(f"{var} must be a number, got {raw!r}") from None
+    return raw or None if "None" in kind else raw
+
+
+def _format(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

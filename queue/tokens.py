@@ -1,0 +1,69 @@
+"""API tokens: random, shown once, stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+
+from taskrank.queue import keys
+
+ROLES = ("expert", "platform", "admin")  # each role may do all that the ones before it may
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for."""
+
+    role: str
+    expert_id: str | None = None
+
+    def allows(self, role: str) -> bool:
+        """Roles nest: an admin may do all that a platform may, a platform all an expert may."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(r: redis.Redis, role: str, expert_id: str | None = None) -> str:
+    """Store a new token's hash with its role; return the token (its only appearance)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {list(ROLES)}")
+    if (role == "expert") != (expert_id is not None):
+        raise ValueError("an expert token needs --expert-id, and only an expert token takes one")
+    token = "tr_" + secrets.token_urlsafe(32)
+    digest = hash_token(token)
+    fields = {"role": role, "created_at": f"{time.time():.3f}"}
+    if expert_id is not None:
+        fields["expert_id"] = expert_id
+    pipe = r.pipeline()
+    pipe.hset(keys.token_key(digest), mapping=fields)
+    if role == "admin":
+        pipe.sadd(keys.admin_tokens_key(), digest)
+    pipe.execute()
+    return token
+
+
+def ensure_admin_token(r: redis.Redis) -> str | None:
+    """Create the first admin token if none exists yet; return it, or None when one exists."""
+    if r.scard(keys.admin_tokens_key()):
+        return None
+    return create_token(r, "admin")
+
+
+def authenticate(r: redis.Redis, token: str, admin_token: str | None = None) -> Principal | None:
+    """The principal a bearer token stands for, or None when it is unknown."""
+    digest = hash_token(token)
+    # Comparing hashes keeps the time independent of how much of the token matches.
+    if admin_token and hmac.compare_digest(digest, hash_token(admin_token)):
+        return Principal("admin")
+    fields = r.hgetall(keys.token_key(digest))
+    if not fields:
+        return None
+    return Principal(fields["role"], fields.get("expert_id"))

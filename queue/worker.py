@@ -1,0 +1,44 @@
+"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import Queue, Worker
+
+from taskrank.queue.connection import connect, connect_binary
+from taskrank.queue.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - a redis client
+    """The RQ queue taskrank's jobs go to."""
+    return Queue(settings.queue_name, connection=connection or connect_binary(settings))
+
+
+def run_worker(settings: Settings, burst: bool = False) -> None:
+    """Work jobs until stopped (or until the queue is empty with ``burst``)."""
+    logging.basicConfig(level=settings.log_level)
+    connection = connect_binary(settings)
+    stop = threading.Event()
+    if not burst:
+        upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
+        upkeep.start()
+    try:
+        Worker([task_queue(settings, connection)], connection=connection).work(burst=burst)
+    finally:
+        stop.set()
+
+
+def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
+    """Return expired leases to the pool even when no request touches a project."""
+    from taskrank.queue.tasks import sweep_all_projects
+
+    r = connect(settings)
+    while not stop.wait(settings.sweep_interval):
+        try:
+            sweep_all_projects(r)
+        except Exception:  # the loop must survive a Redis restart; the error is logged
+            log.exception("lease sweep failed; retrying in %s s", settings.sweep_interval)

@@ -1,0 +1,44 @@
+"""The ``taskrank`` command: dispatches ``taskrank NAME ...`` to ``taskrank.scripts.NAME``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "serve": "run the server: embedded Redis (unless TASKRANK_REDIS_URL), RQ worker, gunicorn",
+    "worker": "run an RQ worker on the configured Redis (scale out with more of these)",
+    "token": "create an API token: taskrank token create --role admin|platform|expert",
+    "ingest": "stream items from JSONL, CSV or .npz into a project",
+    "backfill": "re-score every pending item of a project over the RQ workers",
+    "simulate": "replay a labeled dataset through the acquisition strategies",
+    "bench": "run the benchmarks and write their JSON",
+    "demo": "play a labeling platform against a running server",
+}
+
+MODULES = {"token": "tokens"}
+
+
+def usage() -> str:
+    lines = ["usage: taskrank COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {text}" for name, text in COMMANDS.items()]
+    lines.append("\n'taskrank COMMAND --help' shows a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"taskrank: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    # scripts/token.py would shadow the standard-library token module when run by path.
+    module = importlib.import_module(f"taskrank.scripts.{MODULES.get(name, name)}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

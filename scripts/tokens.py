@@ -1,0 +1,38 @@
+"""``taskrank token create --role admin|platform|expert [--expert-id E]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from taskrank.queue.connection import connect
+from taskrank.queue.embedded import redis_url_for
+from taskrank.queue.settings import Settings
+from taskrank.queue.tokens import ROLES, create_token
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskrank token", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="create a token; it is printed once, as the last line")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--expert-id", help="the expert an expert token acts for")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if (args.role == "expert") != (args.expert_id is not None):
+        print("taskrank token: --expert-id is required with --role expert and only with it",
+              file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    with redis_url_for(settings) as url:
+        token = create_token(connect(settings.replace(redis_url=url)), args.role, args.expert_id)
+    print(f"created a {args.role} token; it is shown only this once:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
