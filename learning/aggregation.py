@@ -1,0 +1,205 @@
+"""Label aggregation (DESIGN §5): accuracy-weighted vote and one-coin Dawid–Skene EM.
+
+Labels come as parallel triples ``(item_index, expert_index, label)``, one entry per
+label given. The one-coin model says expert ``e`` answers right with probability
+``acc[e]`` (optionally ``acc[e, tag]``) and otherwise picks one of the ``k - 1`` wrong
+classes uniformly, so a label for class ``c`` adds ``log(k - 1) + log(acc / (1 - acc))``
+to the log-odds of ``c``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["dawid_skene", "weighted_vote"]
+
+# Keeps log-odds finite when an expert (so far) never disagreed.
+_ACC_EPS = 1e-3
+
+
+def _check_index(name: str, values: np.ndarray, upper: int, length: int | None) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be a 1-d integer array, got {arr.dtype} {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} has {arr.shape[0]} entries, expected {length}")
+    if arr.size and (arr.min() < 0 or arr.max() >= upper):
+        raise ValueError(
+            f"{name} must lie in [0, {upper}), got values in [{arr.min()}, {arr.max()}]"
+        )
+    return arr.astype(np.intp, copy=False)
+
+
+def _check_triples(
+    item_index, expert_index, labels, n_items, n_experts, n_classes, item_tag, n_tags
+):
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    items = _check_index("item_index", item_index, n_items, None)
+    n = items.shape[0]
+    experts = _check_index("expert_index", expert_index, n_experts, n)
+    labs = _check_index("labels", labels, n_classes, n)
+    tags = None if item_tag is None else _check_index("item_tag", item_tag, n_tags, n)
+    return items, experts, labs, tags
+
+
+def _label_weight(accuracy: np.ndarray, experts: np.ndarray, tags: np.ndarray | None, k: int):
+    acc = accuracy[experts] if tags is None else accuracy[experts, tags]
+    acc = np.clip(acc, _ACC_EPS, 1.0 - _ACC_EPS)
+    return np.log(k - 1) + np.log(acc) - np.log1p(-acc)
+
+
+def _vote_scores(items, labs, weight, n_items: int, k: int) -> np.ndarray:
+    flat = np.bincount(items * k + labs, weights=weight, minlength=n_items * k)
+    return flat.reshape(n_items, k)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _decide(posterior: np.ndarray, has_label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    label = np.where(has_label, posterior.argmax(axis=1), -1)
+    confidence = np.where(has_label, posterior.max(axis=1), 0.0)
+    return label, confidence
+
+
+def weighted_vote(
+    item_index: np.ndarray,
+    expert_index: np.ndarray,
+    labels: np.ndarray,
+    accuracy: np.ndarray,
+    n_items: int,
+    n_classes: int,
+    item_tag: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy-weighted (one-coin log-odds) vote per item.
+
+    Parameters
+    ----------
+    item_index, expert_index, labels : ndarray of int, shape (n_labels,)
+        One entry per label given.
+    accuracy : ndarray of shape (n_experts,) or (n_experts, n_tags)
+        Accuracy of each expert (per tag when ``item_tag`` is given), in (0, 1).
+    n_items, n_classes : int
+        Number of items and of classes ``k >= 2``.
+    item_tag : ndarray of int, shape (n_labels,), optional
+        Tag under which each label was given; selects the column of ``accuracy``.
+
+    Returns
+    -------
+    item_label : ndarray of int, shape (n_items,)
+        Label of highest posterior (ties to the lowest class); -1 for unlabelled items.
+    confidence : ndarray of shape (n_items,)
+        Posterior probability of ``item_label`` under a uniform class prior; 0 if unlabelled.
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    if acc.ndim != (1 if item_tag is None else 2):
+        raise ValueError(
+            f"accuracy must be (n_experts,) without item_tag and (n_experts, n_tags) with it, "
+            f"got {acc.shape}"
+        )
+    if np.any(~((acc > 0) & (acc < 1))):
+        raise ValueError("accuracy must lie strictly between 0 and 1")
+    n_tags = acc.shape[1] if acc.ndim == 2 else None
+    items, experts, labs, tags = _check_triples(
+        item_index, expert_index, labels, n_items, acc.shape[0], n_classes, item_tag, n_tags
+    )
+    weight = _label_weight(acc, experts, tags, n_classes)
+    posterior = _softmax(_vote_scores(items, labs, weight, n_items, n_classes))
+    return _decide(posterior, np.bincount(items, minlength=n_items) > 0)
+
+
+def _majority_posterior(items, labs, n_items: int, k: int) -> np.ndarray:
+    """Vote shares per item (n_items, k); uniform for unlabelled items."""
+    counts = _vote_scores(items, labs, np.ones(items.shape[0]), n_items, k)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.where(totals > 0, counts / np.maximum(totals, 1.0), 1.0 / k)
+
+
+def _m_step(posterior, items, experts, labs, cell, shape, alpha0, beta0):
+    """Expert accuracy (posterior mean under the Beta prior) and class prevalence."""
+    n_cells = int(np.prod(shape))
+    correct = np.bincount(cell, weights=posterior[items, labs], minlength=n_cells)
+    total = np.bincount(cell, minlength=n_cells)
+    accuracy = (correct.reshape(shape) + alpha0) / (total.reshape(shape) + alpha0 + beta0)
+    labelled = posterior[np.unique(items)]
+    prevalence = (labelled.sum(axis=0) + 1.0) / (labelled.shape[0] + posterior.shape[1])
+    return accuracy, prevalence
+
+
+def dawid_skene(
+    item_index: np.ndarray,
+    expert_index: np.ndarray,
+    labels: np.ndarray,
+    n_items: int,
+    n_experts: int,
+    n_classes: int,
+    item_tag: np.ndarray | None = None,
+    n_tags: int | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    prior: tuple[float | np.ndarray, float | np.ndarray] = (2.0, 1.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-coin Dawid–Skene EM: item labels and expert accuracies, learned together.
+
+    Starts from the (soft) majority vote, then alternates the M-step (accuracy per expert,
+    or per (expert, tag), as the Beta posterior mean of its soft agreement with the
+    current item posteriors; class prevalence) and the E-step (item posteriors from the
+    log-odds weighted vote plus log prevalence) until accuracies move less than ``tol``.
+
+    Parameters
+    ----------
+    item_index, expert_index, labels : ndarray of int, shape (n_labels,)
+        One entry per label given.
+    n_items, n_experts, n_classes : int
+        Sizes; ``n_classes >= 2``.
+    item_tag : ndarray of int, shape (n_labels,), optional
+        Skill tag of the item each label was given on (e.g. its primary tag); with it,
+        accuracy is estimated per (expert, tag).
+    n_tags : int, optional
+        Number of tags; defaults to ``item_tag.max() + 1``.
+    max_iter : int
+        Maximum EM iterations, >= 1.
+    tol : float
+        Stop when no accuracy changes by more than this.
+    prior : (alpha, beta)
+        Beta prior on every accuracy, as pseudo-counts of right and wrong labels; each
+        may be an array broadcastable to the accuracy shape (e.g. from declared levels).
+
+    Returns
+    -------
+    item_label : ndarray of int, shape (n_items,)
+        -1 for unlabelled items.
+    confidence : ndarray of shape (n_items,)
+        Posterior probability of ``item_label``; 0 for unlabelled items.
+    expert_accuracy : ndarray of shape (n_experts,) or (n_experts, n_tags)
+        Estimated accuracies; the prior mean where an expert gave no label.
+    """
+    if item_tag is not None and n_tags is None:
+        n_tags = int(np.max(item_tag, initial=0)) + 1
+    items, experts, labs, tags = _check_triples(
+        item_index, expert_index, labels, n_items, n_experts, n_classes, item_tag, n_tags
+    )
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    shape = (n_experts,) if tags is None else (n_experts, n_tags)
+    alpha0, beta0 = (np.broadcast_to(np.asarray(p, dtype=float), shape) for p in prior)
+    if np.any(~(alpha0 > 0)) or np.any(~(beta0 > 0)):
+        raise ValueError("prior pseudo-counts must be > 0")
+    cell = experts if tags is None else experts * n_tags + tags
+    has_label = np.bincount(items, minlength=n_items) > 0
+    posterior = _majority_posterior(items, labs, n_items, n_classes)
+    accuracy = alpha0 / (alpha0 + beta0)
+    for _ in range(max_iter):
+        new_acc, prevalence = _m_step(posterior, items, experts, labs, cell, shape, alpha0, beta0)
+        weight = _label_weight(new_acc, experts, tags, n_classes)
+        scores = _vote_scores(items, labs, weight, n_items, n_classes) + np.log(prevalence)
+        posterior = _softmax(scores)
+        converged = np.max(np.abs(new_acc - accuracy), initial=0.0) < tol
+        accuracy = new_acc
+        if converged:
+            break
+    label, confidence = _decide(posterior, has_label)
+    return label, confidence, accuracy
