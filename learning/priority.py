@@ -1,0 +1,366 @@
+"""Acquisition strategy and the priority score that orders the labeling queue.
+
+A :class:`Strategy` is the validated, JSON-shaped configuration of a project (DESIGN §4);
+:func:`score` turns a committee of probability rows (plus optional features and business
+boost) into one priority per item, keeping each weighted term for the explanation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from taskrank.learning._checks import (
+    Rule,
+    check_committee,
+    rule_boolean,
+    rule_choice,
+    rule_integer,
+    rule_number,
+)
+from taskrank.learning.density import _check_matrix, density
+from taskrank.learning.disagreement import DISAGREEMENT, DISAGREEMENT_KERNELS, consensus
+from taskrank.learning.ranker import MODELS
+from taskrank.learning.uncertainty import UNCERTAINTY, UNCERTAINTY_KERNELS
+
+# The defaults of DESIGN §4 plus the sections other modules read. Treat as read-only:
+# Strategy.from_dict deep-copies it before merging.
+DEFAULT_STRATEGY_DICT: dict = {
+    "uncertainty": "margin",
+    "disagreement": "consensus_kl",
+    "weights": {"uncertainty": 0.6, "disagreement": 0.4, "density": 0.0},
+    "committee": {"model": "logistic_regression", "members": 5, "use_supplied": True},
+    "retrain": {"every_labels": 25, "min_labels": 10},
+    "redundancy": {"adaptive": False, "stop_confidence": 0.95, "max_labels": 5},
+    "routing": {
+        "fit_exponent": 1.0,
+        "cost_exponent": 0.0,
+        "holdback_seconds": 0.0,
+        "holdback_margin": 0.1,
+    },
+    "density": {"sample_size": 256},
+}
+
+
+# One rule per leaf of DEFAULT_STRATEGY_DICT, by dotted path.
+_RULES: dict[str, Rule] = {
+    "uncertainty": rule_choice("uncertainty", UNCERTAINTY),
+    "disagreement": rule_choice("disagreement", DISAGREEMENT),
+    "weights.uncertainty": rule_number(),
+    "weights.disagreement": rule_number(),
+    "weights.density": rule_number(),
+    "committee.model": rule_choice("model", MODELS),
+    "committee.members": rule_integer(1),
+    "committee.use_supplied": rule_boolean,
+    "retrain.every_labels": rule_integer(1),
+    "retrain.min_labels": rule_integer(1),
+    "redundancy.adaptive": rule_boolean,
+    "redundancy.stop_confidence": rule_number(0.0, 1.0, open_low=True),
+    "redundancy.max_labels": rule_integer(1),
+    "routing.fit_exponent": rule_number(),
+    "routing.cost_exponent": rule_number(),
+    "routing.holdback_seconds": rule_number(),
+    "routing.holdback_margin": rule_number(),
+    "density.sample_size": rule_integer(1),
+}
+
+
+def _merge(base: Mapping, patch: object, prefix: str = "") -> dict:
+    """Deep-merge ``patch`` onto a copy of ``base``; keys must already exist in ``base``."""
+    if not isinstance(patch, Mapping):
+        what = f"'{prefix[:-1]}'" if prefix else "strategy"
+        raise ValueError(f"{what} must be an object, got {type(patch).__name__}")
+    merged = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        if key not in base:
+            raise ValueError(
+                f"unknown strategy key '{prefix}{key}'; expected one of {sorted(base)}"
+            )
+        if isinstance(base[key], Mapping):
+            merged[key] = _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validated(tree: dict) -> dict:
+    """Apply every leaf rule and the cross-field checks; return the coerced tree."""
+    clean: dict = {}
+    for path, rule in _RULES.items():
+        *sections, leaf = path.split(".")
+        node = tree
+        target = clean
+        for section in sections:
+            node = node[section]
+            target = target.setdefault(section, {})
+        target[leaf] = rule(path, node[leaf])
+    if not any(clean["weights"].values()):
+        raise ValueError(
+            f"strategy weights are all 0; at least one of {sorted(clean['weights'])} "
+            "must be positive"
+        )
+    return clean
+
+
+@dataclass(frozen=True)
+class Weights:
+    uncertainty: float = 0.6
+    disagreement: float = 0.4
+    density: float = 0.0
+
+
+@dataclass(frozen=True)
+class Committee:
+    model: str = "logistic_regression"
+    members: int = 5
+    use_supplied: bool = True
+
+
+@dataclass(frozen=True)
+class Retrain:
+    every_labels: int = 25
+    min_labels: int = 10
+
+
+@dataclass(frozen=True)
+class Redundancy:
+    adaptive: bool = False
+    stop_confidence: float = 0.95
+    max_labels: int = 5
+
+
+@dataclass(frozen=True)
+class Routing:
+    fit_exponent: float = 1.0
+    cost_exponent: float = 0.0
+    holdback_seconds: float = 0.0
+    holdback_margin: float = 0.1
+
+
+@dataclass(frozen=True)
+class DensityOptions:
+    sample_size: int = 256
+
+
+_SECTIONS = {
+    "weights": Weights,
+    "committee": Committee,
+    "retrain": Retrain,
+    "redundancy": Redundancy,
+    "routing": Routing,
+    "density": DensityOptions,
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Validated acquisition strategy; ``Strategy()`` is the default of DESIGN §4.
+
+    Build one from JSON with :meth:`from_dict`; read it with attribute access
+    (``strategy.weights.uncertainty``, ``strategy.routing.fit_exponent``).
+    """
+
+    uncertainty: str = "margin"
+    disagreement: str = "consensus_kl"
+    weights: Weights = field(default_factory=Weights)
+    committee: Committee = field(default_factory=Committee)
+    retrain: Retrain = field(default_factory=Retrain)
+    redundancy: Redundancy = field(default_factory=Redundancy)
+    routing: Routing = field(default_factory=Routing)
+    density: DensityOptions = field(default_factory=DensityOptions)
+
+    def __post_init__(self) -> None:
+        for name, section in _SECTIONS.items():
+            if not isinstance(getattr(self, name), section):
+                raise ValueError(f"strategy {name} must be a {section.__name__}")
+        _validated(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None = None) -> Strategy:
+        """Merge a partial strategy dict onto the defaults and validate the whole.
+
+        Raises
+        ------
+        ValueError
+            Unknown key (named with its dotted path), unknown name, bad number.
+        """
+        return cls._build(_merge(DEFAULT_STRATEGY_DICT, {} if d is None else d))
+
+    def updated(self, patch: Mapping) -> Strategy:
+        """A copy with the partial dict ``patch`` merged on (for PATCH requests)."""
+        return self._build(_merge(self.to_dict(), patch))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict; ``Strategy.from_dict(s.to_dict()) == s``."""
+        return asdict(self)
+
+    @classmethod
+    def _build(cls, tree: dict) -> Strategy:
+        clean = _validated(tree)
+        sections = {name: kind(**clean[name]) for name, kind in _SECTIONS.items()}
+        return cls(uncertainty=clean["uncertainty"], disagreement=clean["disagreement"], **sections)
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Priorities with the terms they are made of.
+
+    ``priority == sum(weights[t] * terms[t] for t in terms)``; ``terms["boost"]`` has
+    weight 1.
+
+    Attributes
+    ----------
+    priority : ndarray of shape (n_items,)
+    terms : dict of str to ndarray of shape (n_items,)
+        Normalised value of each term: ``uncertainty``, ``disagreement``, ``density``
+        (when weighted and features are given), ``random`` (cold start without
+        features) and ``boost``.
+    weights : dict of str to float
+        Weight of each term in ``terms``.
+    """
+
+    priority: np.ndarray
+    terms: dict[str, np.ndarray]
+    weights: dict[str, float]
+
+    def breakdown(self, index: int) -> dict[str, dict[str, float]]:
+        """Value, weight and contribution of every term for item ``index``."""
+        return {
+            name: {
+                "value": float(values[index]),
+                "weight": self.weights[name],
+                "contribution": self.weights[name] * float(values[index]),
+            }
+            for name, values in self.terms.items()
+        }
+
+
+def score(
+    committee: object | None,
+    features: object | None = None,
+    boost: object | None = None,
+    strategy: Strategy | Mapping | None = None,
+    random_state: int | np.random.RandomState | None = 0,
+    *,
+    reference: object | None = None,
+) -> Scores:
+    """Priority of each item under ``strategy``; higher is labeled first.
+
+    Uncertainty is taken on the consensus (mean over members). Cold start (no committee,
+    or zero members) scores by density when ``features`` are given, otherwise by a
+    seeded uniform draw named ``random``; that term gets the strategy's total weight so
+    cold and warm priorities share a scale.
+
+    Parameters
+    ----------
+    committee : array-like of shape (n_members, n_items, n_classes) or None
+        Probability rows of every member (supplied models and learned ones).
+    features : array-like of shape (n_items, n_features), optional
+        Needed for the density term (used when its weight is positive, or at cold start).
+    boost : array-like of shape (n_items,), optional
+        Business priority added unweighted; defaults to 0.
+    strategy : Strategy or dict, optional
+        A dict is read with :meth:`Strategy.from_dict`; defaults to ``Strategy()``.
+    random_state : int, RandomState or None
+        Seeds the density sample and the cold-start draw.
+    reference : array-like of shape (n_reference, n_features), optional
+        Rows the density is measured against; defaults to ``features``.
+
+    Returns
+    -------
+    scores : Scores
+    """
+    strategy = _as_strategy(strategy)
+    members, n_items = _committee_and_length(committee, features, boost)
+    if features is not None:
+        features = _check_matrix(features, "features")
+        _check_length("features", features.shape[0], n_items)
+    boost = _check_boost(boost, n_items)
+    if members is None:
+        terms, weights = _cold_terms(n_items, features, strategy, random_state, reference)
+    else:
+        terms, weights = _warm_terms(members, features, strategy, random_state, reference)
+    terms["boost"], weights["boost"] = boost, 1.0
+    priority = np.zeros(n_items)
+    for name, values in terms.items():  # loop over the handful of terms
+        priority += weights[name] * values
+    return Scores(priority=priority, terms=terms, weights=weights)
+
+
+def _as_strategy(strategy: Strategy | Mapping | None) -> Strategy:
+    if strategy is None:
+        return Strategy()
+    if isinstance(strategy, Strategy):
+        return strategy
+    if isinstance(strategy, Mapping):
+        return Strategy.from_dict(strategy)
+    raise ValueError(f"strategy must be a Strategy or a dict, got {type(strategy).__name__}")
+
+
+def _committee_and_length(committee, features, boost) -> tuple[np.ndarray | None, int]:
+    """Validated committee (None at cold start) and the number of items."""
+    if committee is not None:
+        raw = np.asarray(committee)
+        if raw.ndim == 3 and raw.shape[0] == 0:
+            return None, raw.shape[1]
+        if raw.size or raw.ndim >= 3:
+            members = check_committee(raw)
+            return members, members.shape[1]
+    for given in (features, boost):
+        if given is not None and np.ndim(given) >= 1:
+            return None, np.shape(given)[0]
+    raise ValueError("score needs a committee, features or boost to know the number of items")
+
+
+def _check_length(name: str, got: int, expected: int) -> None:
+    if got != expected:
+        raise ValueError(f"{name} has {got} rows, expected {expected} (one per item)")
+
+
+def _check_boost(boost: object | None, n_items: int) -> np.ndarray:
+    if boost is None:
+        return np.zeros(n_items)
+    try:
+        values = np.asarray(boost, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"boost must be an array of numbers: {exc}") from exc
+    if values.ndim != 1:
+        raise ValueError(f"boost must have shape (n_items,), got shape {values.shape}")
+    _check_length("boost", values.shape[0], n_items)
+    if not np.isfinite(values).all():
+        raise ValueError(f"boost row {int(np.flatnonzero(~np.isfinite(values))[0])} is not finite")
+    return values
+
+
+def _density_term(features, strategy: Strategy, random_state, reference) -> np.ndarray:
+    return density(
+        features, reference, sample_size=strategy.density.sample_size, random_state=random_state
+    )
+
+
+def _cold_terms(n_items, features, strategy, random_state, reference):
+    total = float(sum(asdict(strategy.weights).values()))
+    if features is not None:
+        return {"density": _density_term(features, strategy, random_state, reference)}, {
+            "density": total
+        }
+    draw = check_random_state(random_state).random_sample(n_items)
+    return {"random": draw}, {"random": total}
+
+
+def _warm_terms(members, features, strategy, random_state, reference):
+    mean = consensus(members)
+    weights = strategy.weights
+    terms = {
+        "uncertainty": UNCERTAINTY_KERNELS[strategy.uncertainty](mean),
+        "disagreement": DISAGREEMENT_KERNELS[strategy.disagreement](members, mean),
+    }
+    chosen = {"uncertainty": weights.uncertainty, "disagreement": weights.disagreement}
+    if features is not None and weights.density > 0:
+        terms["density"] = _density_term(features, strategy, random_state, reference)
+        chosen["density"] = weights.density
+    return terms, chosen
