@@ -20,3 +20,12 @@ def connect(settings: Settings, **kwargs: object) -> redis.Redis:
 def connect_binary(settings: Settings) -> redis.Redis:
     """A client that returns bytes: RQ and the model store need raw values."""
     return connect(settings, decode_responses=False)
+
+
+def same_server(client: redis.Redis, decode_responses: bool) -> redis.Redis:
+    """Another client on ``client``'s server with the given decoding (RQ hands jobs a bytes
+    client; the store reads strings)."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": decode_responses}
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))

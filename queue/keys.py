@@ -162,9 +162,9 @@ def rescore_progress_key(pid: str, run: str) -> str:
     return _project(pid) + f"rescore-progress:{run}"
 
 
-def retrain_dirty_key(pid: str) -> str:
-    """Flag set when labels arrive while a retrain runs, so one more retrain follows."""
-    return _project(pid) + "retrain-dirty"
+def retrain_pending_key(pid: str) -> str:
+    """Id of the retrain job waiting in the queue; later labels merge into it."""
+    return _project(pid) + "retrain-pending"
 
 
 def holdback_key(pid: str) -> str:

@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     # Explicit paths: Flask cannot derive them for a package mapped by package-dir.
     here = os.path.dirname(os.path.abspath(__file__))
-    app = Flask(__name__, root_path=here,
+    app = Flask(__name__, root_path=here, static_folder=None,
                 instance_path=os.path.join(os.path.abspath(settings.data_dir), "instance"))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from taskrank.server import health
+    from taskrank.server import experts, health, items, models, projects, tasks
 
-    for module in (health,):
+    for module in (health, projects, items, experts, tasks, models):
         app.register_blueprint(module.bp)

@@ -1,0 +1,108 @@
+"""Experts: declared skills, capacity and cost; learned accuracy per skill tag."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import redis
+
+from taskrank.learning.routing import accuracy_posterior
+from taskrank.queue import keys as K
+from taskrank.queue.exceptions import NoSuchExpertError
+from taskrank.queue.validation import (
+    ID_PATTERN,
+    check_int,
+    check_keys,
+    check_number,
+    check_object,
+    fail,
+)
+
+FIELDS = {"skills", "capacity", "cost_per_hour", "active"}
+GENERAL = "_general"  # pseudo-tag: accuracy on items that require no skill
+DEFAULT_GENERAL_LEVEL = 0.8
+PRIOR_STRENGTH = 10.0  # the declared level counts as this many labels
+
+
+def parse_expert(body: object) -> dict:
+    body = check_object(body, "body")
+    check_keys(body, "", FIELDS)
+    skills = check_object(body.get("skills", {}), "skills")
+    if len(skills) > 256:
+        raise fail("skills", "at most 256 skill tags")
+    for tag, level in skills.items():
+        if not ID_PATTERN.fullmatch(tag) or tag == GENERAL:
+            raise fail(f"skills.{tag}"[:150], "a tag is 1-128 characters of A-Z a-z 0-9 . _ -")
+        check_number(level, f"skills.{tag}", 0.0, 1.0)
+    active = body.get("active", True)
+    if not isinstance(active, bool):
+        raise fail("active", f"must be true or false, got {active!r}"[:200])
+    return {"skills": {tag: float(level) for tag, level in skills.items()},
+            "capacity": check_int(body.get("capacity", 5), "capacity", 1, 10_000),
+            "cost_per_hour": check_number(body.get("cost_per_hour", 100.0), "cost_per_hour",
+                                          0.01, 1e6),
+            "active": active}
+
+
+def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
+    """Create or replace an expert's declaration (learned accuracy is kept); True if new."""
+    expert = parse_expert(body)
+    now = time.time()
+    key = K.expert_key(eid)
+    created = bool(r.hsetnx(key, "created_at", now))
+    r.hset(key, mapping={"skills": json.dumps(expert["skills"]), "capacity": expert["capacity"],
+                         "cost_per_hour": expert["cost_per_hour"],
+                         "active": int(expert["active"]), "updated_at": now})
+    r.sadd(K.experts_key(), eid)
+    return load_expert(r, eid), created
+
+
+def load_expert(r: redis.Redis, eid: str) -> dict:
+    """The expert with its learned accuracy per tag (Beta posterior over agreements)."""
+    fields = r.hgetall(K.expert_key(eid))
+    if "skills" not in fields:
+        raise NoSuchExpertError(f"no expert '{eid}'; declare it with PUT /v1/experts/{eid}")
+    skills = json.loads(fields["skills"])
+    tags = [*skills, GENERAL]
+    levels = np.array([*skills.values(), general_level(skills)])
+    agree = np.array([float(fields.get(f"a:{tag}", 0)) for tag in tags])
+    disagree = np.array([float(fields.get(f"d:{tag}", 0)) for tag in tags])
+    post = accuracy_posterior(levels, agree, disagree, PRIOR_STRENGTH)
+    accuracy = {tag: {"mean": round(float(post.mean[i]), 4),
+                      "alpha": round(float(post.alpha[i]), 3),
+                      "beta": round(float(post.beta[i]), 3), "agree": float(agree[i]),
+                      "disagree": float(disagree[i])} for i, tag in enumerate(tags)}
+    return {"id": eid, "skills": skills, "capacity": int(fields["capacity"]),
+            "cost_per_hour": float(fields["cost_per_hour"]), "active": fields["active"] == "1",
+            "accuracy": accuracy, "created_at": float(fields["created_at"]),
+            "updated_at": float(fields["updated_at"])}
+
+
+def general_level(skills: dict[str, float]) -> float:
+    """Prior accuracy on untagged items: the mean declared level, or a default."""
+    return float(np.mean(list(skills.values()))) if skills else DEFAULT_GENERAL_LEVEL
+
+
+def fit_table(expert: dict) -> tuple[dict[str, float], float]:
+    """{tag: posterior mean accuracy} for the tags the expert holds, and its general fit."""
+    accuracy = expert["accuracy"]
+    return ({tag: accuracy[tag]["mean"] for tag in expert["skills"]},
+            accuracy[GENERAL]["mean"])
+
+
+def record_agreement(r: redis.Redis, outcomes: list[tuple[str, list[str], bool]]) -> None:
+    """Update the counts behind the posteriors: (expert, item tags, agreed) per label."""
+    pipe = r.pipeline()
+    for eid, tags, agreed in outcomes:
+        for tag in tags or [GENERAL]:
+            pipe.hincrbyfloat(K.expert_key(eid), f"{'a' if agreed else 'd'}:{tag}", 1.0)
+    pipe.execute()
+
+
+def open_leases(r: redis.Redis, eid: str, pids: list[str]) -> dict[str, int]:
+    pipe = r.pipeline()
+    for pid in pids:
+        pipe.zcard(K.expert_leases_key(pid, eid))
+    return {pid: n for pid, n in zip(pids, pipe.execute(), strict=True) if n}

@@ -1,0 +1,200 @@
+"""Items: validate a batch, score it at once, upsert it; read items and the ranked queue."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import redis
+
+from taskrank.learning.priority import Strategy
+from taskrank.queue import keys as K
+from taskrank.queue import lua
+from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
+from taskrank.queue.projects import set_input_schema
+from taskrank.queue.scoring import ItemInput, score_items
+from taskrank.queue.validation import ID_PATTERN
+
+ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
+MAX_SKILLS = 32
+MAX_MODELS = 32
+SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded
+_UPSERT_WIDTH = 10
+_ID_RULE = " must be 1-128 characters of A-Z a-z 0-9 . _ -"
+
+
+class Rejected(ValueError):
+    """One item of a batch cannot be stored; the rest of the batch goes on."""
+
+
+def parse_items(project: dict, raw_items: list) -> tuple[list[ItemInput], list[dict]]:
+    """Valid items and rejections ``{"index", "id", "detail"}`` (the first of duplicates wins)."""
+    valid, rejected, first_index = [], [], {}
+    n_features = project.get("n_features")
+    for index, raw in enumerate(raw_items):
+        item_id = raw.get("id") if isinstance(raw, dict) else None
+        try:
+            item = parse_item(raw, project, n_features)
+            if item.id in first_index:
+                first = first_index[item.id]
+                raise Rejected(f"duplicate id in this batch (first at index {first})")
+        except Rejected as error:
+            rejected.append({"index": index, "id": item_id if isinstance(item_id, str) else None,
+                             "detail": str(error)})
+            continue
+        first_index[item.id] = index
+        n_features = n_features or (len(item.features) if item.features else None)
+        valid.append(item)
+    return valid, rejected
+
+
+def parse_item(raw: object, project: dict, n_features: int | None) -> ItemInput:
+    if not isinstance(raw, dict):
+        raise Rejected(f"an item must be a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - ITEM_FIELDS)
+    if unknown:
+        raise Rejected(f"unknown field '{unknown[0]}'; expected one of {sorted(ITEM_FIELDS)}")
+    item_id = raw.get("id")
+    if not isinstance(item_id, str) or not ID_PATTERN.fullmatch(item_id):
+        raise Rejected("id" + _ID_RULE + f", got {item_id!r}"[:150])
+    predictions = _predictions(raw.get("predictions"), len(project["labels"]))
+    features = _features(raw.get("features"), n_features)
+    if not predictions and features is None:
+        raise Rejected("an item needs predictions or features (or both)")
+    boost = raw.get("boost", 0.0)
+    if isinstance(boost, bool) or not isinstance(boost, int | float) or not math.isfinite(boost):
+        raise Rejected(f"boost must be a finite number, got {boost!r}"[:200])
+    gold = raw.get("gold")
+    if gold is not None and gold not in project["labels"]:
+        raise Rejected(f"gold must be one of the project's labels {project['labels']}"[:300])
+    return ItemInput(item_id, predictions, features, _skills(raw.get("skills", [])),
+                     raw.get("payload", {}), float(boost), gold)
+
+
+def _predictions(value: object, k: int) -> dict[str, list[float]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_MODELS:
+        raise Rejected(f"predictions must be an object of at most {MAX_MODELS} "
+                       "model name -> probability list")
+    clean = {}
+    for name, row in value.items():
+        if not ID_PATTERN.fullmatch(name):
+            raise Rejected(f"model name {name!r}"[:150] + _ID_RULE)
+        if not isinstance(row, list) or len(row) != k:
+            raise Rejected(f"predictions.{name} must be a list of {k} probabilities "
+                           f"(one per project label), got {_describe(row)}")
+        if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in row):
+            raise Rejected(f"predictions.{name} must hold numbers only")
+        if not all(math.isfinite(p) and p >= 0 for p in row):
+            raise Rejected(f"predictions.{name} must be finite and non-negative, got {row}"[:300])
+        total = math.fsum(row)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise Rejected(f"predictions.{name} must sum to 1 (within {SUM_TOLERANCE}), "
+                           f"sums to {total:.6g}")
+        clean[name] = [p / total for p in row]
+    return clean
+
+
+def _features(value: object, n_features: int | None) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or len(value) > 4096:
+        raise Rejected("features must be a non-empty list of at most 4096 numbers")
+    if n_features and len(value) != n_features:
+        raise Rejected(f"features must have {n_features} values (fixed per project by its "
+                       f"first item with features), got {len(value)}")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+               for x in value):
+        raise Rejected("features must be finite numbers")
+    return [float(x) for x in value]
+
+
+def _skills(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_SKILLS:
+        raise Rejected(f"skills must be a list of at most {MAX_SKILLS} tags")
+    for tag in value:
+        if not isinstance(tag, str) or not ID_PATTERN.fullmatch(tag):
+            raise Rejected(f"skill tag {tag!r}"[:150] + _ID_RULE)
+    return sorted(set(value))
+
+
+def _describe(value: object) -> str:
+    return f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
+
+
+def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None = None) -> dict:
+    """Validate, score and upsert a batch; answers ``{"created", "updated", "rejected"}``."""
+    items, rejected = parse_items(project, raw_items)
+    if not items:
+        raise InvalidInputError(f"none of the {len(raw_items)} items could be stored; "
+                                "see 'rejected' for each reason", rejected=rejected)
+    priorities, breakdowns = score_items(items, project["strategy"], len(project["labels"]),
+                                         ranker)
+    _remember_schema(r, project, items)
+    version = getattr(ranker, "version", 0) if ranker is not None else 0
+    args = [time.time(), project["redundancy"], _UPSERT_WIDTH]
+    for item, priority, breakdown in zip(items, priorities, breakdowns, strict=True):
+        args += [item.id, _compact(item.predictions), _compact(item.features),
+                 _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
+                 repr(float(priority)), breakdown, version]
+    created, updated = lua.run(r, "upsert_items", project["id"], [K.items_key(project["id"])],
+                               args)
+    return {"created": created, "updated": updated, "rejected": rejected}
+
+
+def _remember_schema(r: redis.Redis, project: dict, items: list[ItemInput]) -> None:
+    n_features = next((len(item.features) for item in items if item.features), None)
+    models = set(project.get("models") or [])
+    new_models = {name for item in items for name in item.predictions} - models
+    if (n_features and not project.get("n_features")) or new_models:
+        set_input_schema(r, project["id"], n_features, sorted(models | new_models))
+
+
+def _compact(value: object) -> str:
+    return "" if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = None) -> dict:
+    """The public form of an item hash, with its priority explained term by term."""
+    weights = Strategy.from_dict(project["strategy"]).to_dict()["weights"]
+    terms = json.loads(fields["bd"]) if fields.get("bd") else {}
+    view = {
+        "id": iid, "status": fields.get("st"), "priority": float(fields.get("pr") or 0),
+        "breakdown": {name: {"value": value, "weight": weights.get(name, 1.0 if name in (
+            "boost", "random") else 0.0)} for name, value in terms.items()},
+        "skills": fields["s"].split(",") if fields.get("s") else [],
+        "labels_wanted": int(fields.get("want", 1)), "labels_out": int(fields.get("out", 0)),
+        "labels_done": int(fields.get("done", 0)), "model_version": int(fields.get("mv") or 0),
+        "payload": json.loads(fields["pl"]) if fields.get("pl") else None,
+    }
+    if fields.get("al"):
+        view["aggregated"] = {"label": fields["al"], "confidence": float(fields.get("ac", 0))}
+    if labels is not None:
+        view["predictions"] = json.loads(fields["p"]) if fields.get("p") else {}
+        view["labels"] = [dict(zip(("expert_id", "label"), entry.split("\t", 1), strict=True))
+                          for entry in labels]
+    return view
+
+
+def get_item(r: redis.Redis, project: dict, iid: str) -> dict:
+    pipe = r.pipeline()
+    pipe.hgetall(K.item_key(project["id"], iid))
+    pipe.lrange(K.item_labels_key(project["id"], iid), 0, -1)
+    fields, labels = pipe.execute()
+    if not fields:
+        raise NoSuchItemError(f"no item '{iid}' in project '{project['id']}'")
+    return item_view(project, iid, fields, labels)
+
+
+def ranked_queue(r: redis.Redis, project: dict, limit: int, skill: str | None) -> list[dict]:
+    """The top ``limit`` rankable items (of one skill tag, if given), best first."""
+    pid = project["id"]
+    pool = K.pool_tag_key(pid, skill) if skill else K.pool_key(pid)
+    ids = r.zrevrange(pool, 0, limit - 1)
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.hgetall(K.item_key(pid, iid))
+    return [item_view(project, iid, fields) for iid, fields in zip(ids, pipe.execute(),
+                                                                     strict=True) if fields]

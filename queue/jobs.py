@@ -1,0 +1,225 @@
+"""RQ jobs: retrain the ranking model and re-score the pool in parallel chunks.
+
+Jobs take ids, load what they need, call ``taskrank.learning``, store the result and
+return a small dict; exceptions reach RQ, which retries them (``Retry``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+
+import numpy as np
+import redis
+from rq import Retry, get_current_job
+from rq.job import Job
+
+from taskrank.learning.quality import cross_validated_metrics
+from taskrank.learning.ranker import TaskRanker
+from taskrank.queue import keys as K
+from taskrank.queue import lua
+from taskrank.queue.connection import same_server
+from taskrank.queue.models import LoadedModel, current_ranker, store_model
+from taskrank.queue.projects import get_project
+from taskrank.queue.scoring import ItemInput, model_inputs, score_items
+from taskrank.queue.settings import Settings
+from taskrank.queue.worker import task_queue
+
+RETRY = Retry(max=3, interval=[1, 5, 15])
+JOB_TIMEOUT = 600
+_RESCORE_WIDTH = 4
+
+
+def _job_redis() -> redis.Redis:
+    return same_server(get_current_job().connection, decode_responses=True)
+
+
+# --- retrain --------------------------------------------------------------------------------
+def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
+    """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
+    job_id = f"retrain.{pid}.{secrets.token_hex(4)}"
+    # The mark expires so that a job lost before it started cannot block retrains forever.
+    if not r.set(K.retrain_pending_key(pid), job_id, nx=True, ex=3600):
+        return r.get(K.retrain_pending_key(pid)) or job_id
+    queue = task_queue(settings, same_server(r, decode_responses=False))
+    queue.enqueue(retrain, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
+                  description=f"retrain {pid}")
+    return job_id
+
+
+def retrain(pid: str) -> dict:
+    """Fit the ranker on every aggregated label, store it as a new version, re-score."""
+    r = _job_redis()
+    # Clear the pending mark before reading labels: any label counted after this point
+    # queues a new retrain, so the last label always reaches a model.
+    r.delete(K.retrain_pending_key(pid))
+    project = get_project(r, pid)
+    trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
+    items, labels, weights = _training_set(r, project)
+    strategy = project["strategy"]
+    if len(items) < strategy["retrain"]["min_labels"] or len(set(labels)) < 2:
+        return {"skipped": f"{len(items)} labeled items of {len(set(labels))} classes; need "
+                           f"{strategy['retrain']['min_labels']} of at least 2 classes"}
+    model = _fit(project, items, labels, weights)
+    metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
+    version = store_model(r, pid, model, {
+        "n_labels": len(items), "trained_on": trained_on, "metrics": metrics,
+        "model": strategy["committee"]["model"],
+        "strategy_version": project["strategy_version"]}, _settings().model_versions_kept)
+    rescore_job = enqueue_rescore(r, pid, reason=f"model v{version}") if version else None
+    return {"version": version, "n_labels": len(items), "metrics": metrics,
+            "rescore_job_id": rescore_job}
+
+
+def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,
+                                                          np.ndarray]:
+    pid = project["id"]
+    ids = r.zrange(K.labeled_key(pid), 0, -1)
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.hmget(K.item_key(pid, iid), "p", "f", "al", "ac")
+    items, labels, weights = [], [], []
+    for iid, (preds, feats, label, confidence) in zip(ids, pipe.execute(), strict=True):
+        if label in project["labels"]:
+            items.append(_item(iid, preds, feats))
+            labels.append(project["labels"].index(label))
+            weights.append(max(float(confidence or 1.0), 1e-3))
+    return items, np.array(labels, dtype=int), np.array(weights)
+
+
+def _item(iid: str, preds: str | None, feats: str | None, boost: str | None = None) -> ItemInput:
+    return ItemInput(iid, json.loads(preds) if preds else {},
+                     json.loads(feats) if feats else None, [], None, float(boost or 0), None)
+
+
+def _fit(project: dict, items: list[ItemInput], labels: np.ndarray,
+         weights: np.ndarray) -> LoadedModel:
+    k = len(project["labels"])
+    n_features = project.get("n_features") or 0
+    if n_features and any(item.features is None for item in items):
+        n_features = 0  # some labeled items lack features: learn from predictions only
+    model = LoadedModel(None, list(project.get("models") or []), n_features, k, 0)
+    committee = project["strategy"]["committee"]
+    model.ranker = TaskRanker(model=committee["model"], members=committee["members"],
+                              classes=list(range(k)), random_state=0)
+    model.ranker.fit(_inputs(model, items), labels, sample_weight=weights)
+    return model
+
+
+def _inputs(model: LoadedModel, items: list[ItemInput]) -> np.ndarray:
+    return model_inputs(items, model.models, model.n_features, model.n_classes)
+
+
+def _settings() -> Settings:
+    """Queue name and sizes from the environment; connections always come from the job."""
+    return Settings.from_env()
+
+
+# --- re-score ---------------------------------------------------------------------------------
+def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | None = None,
+                    chunk: int | None = None) -> str:
+    """Snapshot the pending pool and fan it out as chunk jobs; returns the run's job id."""
+    settings = settings or _settings()
+    chunk = chunk or settings.rescore_chunk
+    run = f"rescore.{pid}.{secrets.token_hex(4)}"
+    snapshot = K.rescore_snapshot_key(pid, run)
+    total = r.zrangestore(snapshot, K.pool_key(pid), 0, -1)
+    chunks = max(1, math.ceil(total / chunk))
+    r.expire(snapshot, 86400)
+    r.hset(K.rescore_progress_key(pid, run), mapping={
+        "total_items": total, "chunks": chunks, "chunk_size": chunk, "reason": reason,
+        "started_at": time.time()})
+    r.expire(K.rescore_progress_key(pid, run), 7 * 86400)
+    enqueue_chunks(r, settings, pid, run, range(chunks), chunk)
+    return run
+
+
+def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
+                   chunk: int) -> None:
+    queue = task_queue(settings, same_server(r, decode_responses=False))
+    for index in indexes:
+        queue.enqueue(rescore_chunk, pid, run, index, chunk, job_id=f"{run}.{index}",
+                      retry=RETRY, job_timeout=JOB_TIMEOUT)
+
+
+def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
+    """Re-score one slice of a run's snapshot; only items still pending are updated."""
+    r = _job_redis()
+    progress = K.rescore_progress_key(pid, run)
+    if r.hexists(progress, f"done:{index}"):
+        return {"skipped": "chunk already done"}  # a retry after the work was stored
+    project = get_project(r, pid)
+    ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk, (index + 1) * chunk - 1)
+    updated = rescore_items(r, project, ids)
+    r.hset(progress, f"done:{index}", updated)
+    r.hincrby(progress, "items_done", len(ids))
+    if r.hincrby(progress, "chunks_done", 1) >= int(r.hget(progress, "chunks")):
+        r.hset(progress, "finished_at", time.time())
+        r.delete(K.rescore_snapshot_key(pid, run))
+    return {"items": len(ids), "updated": updated}
+
+
+def rescore_items(r: redis.Redis, project: dict, ids: list[str]) -> int:
+    """Score ``ids`` with the current committee and store what is still pending."""
+    pid = project["id"]
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.hmget(K.item_key(pid, iid), "p", "f", "b", "st")
+    items = [_item(iid, p, f, b) for iid, (p, f, b, st) in zip(ids, pipe.execute(), strict=True)
+             if st == "pending"]
+    if not items:
+        return 0
+    ranker = current_ranker(r, project)
+    priorities, breakdowns = score_items(items, project["strategy"], len(project["labels"]),
+                                         ranker)
+    args = [_RESCORE_WIDTH]
+    for item, priority, breakdown in zip(items, priorities, breakdowns, strict=True):
+        args += [item.id, repr(float(priority)), breakdown, ranker.version if ranker else 0]
+    return lua.run(r, "rescore", pid, [], args)
+
+
+def rescore_progress(r: redis.Redis, pid: str, run: str) -> dict | None:
+    fields = r.hgetall(K.rescore_progress_key(pid, run))
+    if not fields:
+        return None
+    return {"chunks": int(fields["chunks"]), "chunks_done": int(fields.get("chunks_done", 0)),
+            "items": int(fields["total_items"]), "items_done": int(fields.get("items_done", 0)),
+            "finished": "finished_at" in fields, "reason": fields.get("reason")}
+
+
+def job_view(connection: redis.Redis, r: redis.Redis, job_id: str) -> dict | None:
+    """``{"id", "status", "progress", "result"}`` of an RQ job or of a re-score run."""
+    run_pid = _rescore_run_project(job_id)
+    if run_pid:
+        progress = rescore_progress(r, run_pid, job_id)
+        if progress is not None:
+            status = "finished" if progress["finished"] else "started"
+            share = progress["chunks_done"] / progress["chunks"]
+            return {"id": job_id, "status": status, "progress": round(share, 4),
+                    "result": progress}
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except Exception:  # rq raises NoSuchJobError, or a decode error for a foreign key
+        return None
+    status = job.get_status(refresh=False)
+    return {"id": job_id, "status": str(getattr(status, "value", status)),
+            "progress": 1.0 if str(getattr(status, "value", status)) == "finished" else 0.0,
+            "result": job.return_value(), "error": _last_error(job),
+            "retries_left": job.retries_left}
+
+
+def _rescore_run_project(job_id: str) -> str | None:
+    """The project of a re-score run id ``rescore.<pid>.<hex8>``, else None."""
+    if not job_id.startswith("rescore."):
+        return None
+    pid, _, token = job_id[len("rescore."):].rpartition(".")
+    return pid if pid and len(token) == 8 else None
+
+
+def _last_error(job: Job) -> str | None:
+    result = job.latest_result() if hasattr(job, "latest_result") else None
+    if result is not None and getattr(result, "exc_string", None):
+        return result.exc_string.strip().splitlines()[-1]
+    return None

@@ -1,0 +1,44 @@
+"""The label log: every label in order (resumable by cursor), and aggregated labels."""
+
+from __future__ import annotations
+
+import re
+
+import redis
+
+from taskrank.queue import keys as K
+from taskrank.queue.clock import rfc3339
+from taskrank.queue.validation import ID_PATTERN, fail
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def export_labels(r: redis.Redis, pid: str, cursor: str | None, limit: int) -> dict:
+    """Labels after ``cursor`` (a stream id), oldest first; ``next_cursor`` None at the end."""
+    if cursor and not _STREAM_ID.fullmatch(cursor):
+        raise fail("cursor", "must be a next_cursor value from an earlier page")
+    start = f"({cursor}" if cursor else "-"
+    entries = r.xrange(K.labels_stream_key(pid), min=start, max="+", count=limit + 1)
+    page = entries[:limit]
+    labels = [{"task_id": f["task"], "item_id": f["item"], "expert_id": f["expert"],
+               "label": f["label"], "seconds_spent": float(f["seconds"]),
+               "counted": f["counted"] == "1", "created_at": rfc3339(f["at"]), "cursor": sid}
+              for sid, f in page]
+    more = len(entries) > limit
+    return {"labels": labels, "next_cursor": page[-1][0] if more else None}
+
+
+def export_aggregated(r: redis.Redis, pid: str, cursor: str | None, limit: int) -> dict:
+    """One record per finished item (by item id), with its aggregated label."""
+    if cursor and not ID_PATTERN.fullmatch(cursor):
+        raise fail("cursor", "must be a next_cursor value from an earlier page")
+    start = f"({cursor}" if cursor else "-"
+    ids = r.zrangebylex(K.labeled_key(pid), start, "+", start=0, num=limit + 1)
+    page = ids[:limit]
+    pipe = r.pipeline()
+    for iid in page:
+        pipe.hmget(K.item_key(pid, iid), "al", "ac", "done")
+    records = [{"item_id": iid, "label": label, "confidence": float(conf or 0),
+                "n_labels": int(done or 0)}
+               for iid, (label, conf, done) in zip(page, pipe.execute(), strict=True)]
+    return {"labels": records, "next_cursor": page[-1] if len(ids) > limit else None}

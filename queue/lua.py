@@ -1,0 +1,318 @@
+"""Every Lua script taskrank runs in Redis.
+
+All keys of a project share the hash tag ``{pid}``.  Item, task and per-expert keys are
+built inside the scripts from prefixes passed in ARGV (their ids are only known there);
+they carry the same hash tag, so a script still touches a single Cluster slot.
+
+Each script checks everything it needs before it writes anything: Redis has no rollback.
+Every script starts with the preamble (keys and prefixes as locals) and ``COMMON``: the
+helpers that keep an item's pool membership consistent with its label counts, and the
+lease sweep.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from taskrank.queue import keys as K
+
+# Shared helpers. They read these locals, which every script declares first:
+#   P_ITEM (item hash prefix), P_TASK (task hash prefix), P_XLEASE (per-expert lease set
+#   prefix), P_TAG (per-tag pool prefix), K_POOL, K_UNTAGGED, K_LEASES.
+COMMON = r"""
+local function split_tags(s)
+  local tags = {}
+  if s then for tag in string.gmatch(s, '[^,]+') do tags[#tags + 1] = tag end end
+  return tags
+end
+
+local function depool(iid, tags)
+  redis.call('ZREM', K_POOL, iid)
+  if #tags == 0 then redis.call('ZREM', K_UNTAGGED, iid) end
+  for _, tag in ipairs(tags) do redis.call('ZREM', P_TAG .. tag, iid) end
+end
+
+local function enpool(iid, tags, priority)
+  redis.call('ZADD', K_POOL, priority, iid)
+  if #tags == 0 then redis.call('ZADD', K_UNTAGGED, priority, iid) end
+  for _, tag in ipairs(tags) do redis.call('ZADD', P_TAG .. tag, priority, iid) end
+end
+
+-- An item is rankable while fewer than `want` labels are out or in.
+local function refresh_status(iid)
+  local ikey = P_ITEM .. iid
+  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr')
+  local out, done, want = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 1
+  local tags = split_tags(f[4])
+  local status = 'pending'
+  if done >= want then status = 'labeled' elseif out + done >= want then status = 'leased' end
+  redis.call('HSET', ikey, 'st', status)
+  if status == 'pending' then enpool(iid, tags, tonumber(f[5]) or 0) else depool(iid, tags) end
+  return status
+end
+
+-- Close an open lease (expired or released): the item gets its slot back.
+local function close_lease(tid, state)
+  local tkey = P_TASK .. tid
+  local t = redis.call('HMGET', tkey, 'item', 'expert', 'st')
+  if t[3] ~= 'open' then return false end
+  redis.call('HSET', tkey, 'st', state)
+  redis.call('ZREM', K_LEASES, tid)
+  redis.call('ZREM', P_XLEASE .. t[2], tid)
+  redis.call('HINCRBY', P_ITEM .. t[1], 'out', -1)
+  refresh_status(t[1])
+  return true
+end
+
+local function sweep(now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
+  for _, tid in ipairs(expired) do close_lease(tid, 'expired') end
+  return #expired
+end
+"""
+
+# The prefix/key globals every script receives first: KEYS[1..3] and ARGV[1..4].
+_PREAMBLE = r"""
+local K_POOL, K_UNTAGGED, K_LEASES = KEYS[1], KEYS[2], KEYS[3]
+local P_ITEM, P_TASK, P_XLEASE, P_TAG = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+"""
+
+# Upsert a batch of scored items (ingest).
+# KEYS[4] set of all item ids.
+# ARGV[5] now, ARGV[6] labels wanted per new item, ARGV[7] number of fields per item,
+# then per item: id, predictions JSON, features JSON, payload JSON, tags (comma-joined),
+# boost, gold, priority, breakdown JSON, model version.
+# Returns {created, updated}.
+UPSERT_ITEMS = _PREAMBLE + COMMON + r"""
+local now, want, width = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local created, updated = 0, 0
+for i = 8, #ARGV, width do
+  local iid = ARGV[i]
+  local ikey = P_ITEM .. iid
+  local old_tags = redis.call('HGET', ikey, 's')
+  if old_tags then
+    updated = updated + 1
+    -- Tags may change: leave the old tag sets before joining the new ones.
+    depool(iid, split_tags(old_tags))
+  else
+    created = created + 1
+    redis.call('HSET', ikey, 'out', 0, 'done', 0, 'want', want, 'ca', now)
+    redis.call('SADD', KEYS[4], iid)
+  end
+  redis.call('HSET', ikey, 'p', ARGV[i+1], 'f', ARGV[i+2], 'pl', ARGV[i+3], 's', ARGV[i+4],
+             'b', ARGV[i+5], 'g', ARGV[i+6], 'pr', ARGV[i+7], 'bd', ARGV[i+8], 'mv', ARGV[i+9],
+             'ua', now)
+  refresh_status(iid)
+end
+return {created, updated}
+"""
+
+# Store new priorities, but only for items still pending: a claimed item must never come
+# back into the pool through a re-score.
+# ARGV[5] number of fields per item, then per item: id, priority, breakdown JSON, model
+# version.  Returns the number of items updated.
+RESCORE = _PREAMBLE + COMMON + r"""
+local width, updated = tonumber(ARGV[5]), 0
+for i = 6, #ARGV, width do
+  local iid = ARGV[i]
+  local ikey = P_ITEM .. iid
+  local f = redis.call('HMGET', ikey, 'st', 's')
+  if f[1] == 'pending' then
+    redis.call('HSET', ikey, 'pr', ARGV[i+1], 'bd', ARGV[i+2], 'mv', ARGV[i+3])
+    enpool(iid, split_tags(f[2]), tonumber(ARGV[i+1]))
+    updated = updated + 1
+  end
+end
+return updated
+"""
+
+# Lease the best eligible item to one expert.
+# KEYS[4] the expert's lease set, KEYS[5..] the pool sets to read (untagged + one per tag
+# the expert holds).
+# ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
+# ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
+# ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
+# items, ARGV[15] sweep limit.
+# Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags} or
+# {'capacity'} or {'empty'}.
+CLAIM = _PREAMBLE + COMMON + r"""
+local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
+local depth, pages, exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
+sweep(now, tonumber(ARGV[15]))
+if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
+
+local function item_fit(tags)
+  if #tags == 0 then return default_fit end
+  local total = 0
+  for _, tag in ipairs(tags) do
+    local fit = fits[tag]
+    if fit == nil then return nil end  -- the expert lacks a required skill
+    total = total + fit
+  end
+  return total / #tags
+end
+
+local best, best_value, best_fit, best_priority, best_tags = nil, nil, nil, nil, nil
+local seen = {}
+for page = 0, pages - 1 do
+  for k = 5, #KEYS do
+    local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
+                            'WITHSCORES')
+    for j = 1, #rows, 2 do
+      local iid, priority = rows[j], tonumber(rows[j + 1])
+      if not seen[iid] then
+        seen[iid] = true
+        local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
+        local fit = item_fit(tags)
+        if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0 then
+          local value = priority * fit ^ exponent
+          if best_value == nil or value > best_value then
+            best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
+          end
+        end
+      end
+    end
+  end
+  if best then break end
+end
+if not best then return {'empty'} end
+
+local expires = now + lease
+local ikey = P_ITEM .. best
+redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
+           'ca', now)
+redis.call('ZADD', K_LEASES, expires, tid)
+redis.call('ZADD', KEYS[4], expires, tid)
+redis.call('SADD', ikey .. ':experts', eid)
+redis.call('HINCRBY', ikey, 'out', 1)
+refresh_status(best)
+return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
+        redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ',')}
+"""
+
+# Record a label for a lease.  Counted when the lease is open; kept for the record (not
+# counted) when it expired or was released.
+# KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
+# of the project when none was sent).
+# ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
+# fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds.
+# Returns a JSON string {"status": HTTP status, "body": {...}}.
+LABEL = _PREAMBLE + COMMON + r"""
+local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local fingerprint = ARGV[9]
+if fingerprint ~= '' then
+  local stored = redis.call('GET', KEYS[6])
+  if stored then
+    local answer = cjson.decode(stored)
+    if answer.fingerprint ~= fingerprint then
+      return cjson.encode({status = 422, conflict = true})
+    end
+    return stored
+  end
+end
+local tkey = P_TASK .. tid
+local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label')
+if not t[1] then return cjson.encode({status = 404}) end
+local iid, eid = t[1], t[2]
+if t[3] == 'open' and tonumber(t[4]) < now then close_lease(tid, 'expired') end
+local state = redis.call('HGET', tkey, 'st')
+local body = {task_id = tid, item_id = iid, expert_id = eid, label = label}
+local status
+if state == 'open' then
+  redis.call('XADD', KEYS[4], '*', 'task', tid, 'item', iid, 'expert', eid, 'label', label,
+             'seconds', seconds, 'counted', 1, 'at', ARGV[5])
+  redis.call('HSET', tkey, 'st', 'labeled', 'label', label)
+  redis.call('ZREM', K_LEASES, tid)
+  redis.call('ZREM', P_XLEASE .. eid, tid)
+  redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
+  local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
+  redis.call('RPUSH', P_ITEM .. iid .. ':labels', eid .. '\t' .. label)
+  redis.call('HINCRBY', KEYS[5], 'counted', 1)
+  -- Per-minute counts for labels per hour; the bucket an hour old is dropped as we go.
+  local minute = math.floor(now / 60)
+  redis.call('HINCRBY', KEYS[5], 'm:' .. minute, 1)
+  redis.call('HDEL', KEYS[5], 'm:' .. (minute - 61))
+  body.since_retrain = redis.call('HINCRBY', KEYS[5], 'since_retrain', 1)
+  body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
+  status = 201
+elseif state == 'labeled' then
+  body.counted, body.reason = false, 'this task was already labeled (' .. t[5] .. ')'
+  return cjson.encode({status = 409, body = body})
+else
+  if t[5] then
+    body.counted, body.reason = false, 'a late label for this task was already recorded'
+    return cjson.encode({status = 409, body = body})
+  end
+  redis.call('XADD', KEYS[4], '*', 'task', tid, 'item', iid, 'expert', eid, 'label', label,
+             'seconds', seconds, 'counted', 0, 'at', ARGV[5])
+  redis.call('HSET', tkey, 'label', label)
+  redis.call('HINCRBY', KEYS[5], 'late', 1)
+  body.counted = false
+  body.reason = 'the lease was ' .. state ..
+                ' before the label arrived: it is recorded, not counted'
+  body.item_status = redis.call('HGET', P_ITEM .. iid, 'st')
+  status = 409
+end
+local answer = cjson.encode({status = status, body = body, fingerprint = fingerprint})
+if fingerprint ~= '' then redis.call('SET', KEYS[6], answer, 'EX', ARGV[10]) end
+return answer
+"""
+
+# Extend an open lease (heartbeat).
+# ARGV[5] now, ARGV[6] task id, ARGV[7] lease seconds.
+# Returns {state, expires_at} after the call ('' state when no such task).
+EXTEND = _PREAMBLE + COMMON + r"""
+local now, tid = tonumber(ARGV[5]), ARGV[6]
+local tkey = P_TASK .. tid
+local t = redis.call('HMGET', tkey, 'expert', 'st', 'exp')
+if not t[2] then return {'', ''} end
+if t[2] == 'open' and tonumber(t[3]) < now then close_lease(tid, 'expired') end
+local state = redis.call('HGET', tkey, 'st')
+if state ~= 'open' then return {state, t[3]} end
+local expires = now + tonumber(ARGV[7])
+redis.call('HSET', tkey, 'exp', expires)
+redis.call('ZADD', K_LEASES, expires, tid)
+redis.call('ZADD', P_XLEASE .. t[1], expires, tid)
+return {'open', tostring(expires)}
+"""
+
+# Give a leased item back.  ARGV[5] now, ARGV[6] task id.
+# Returns the task's state after the call ('' when no such task).
+RELEASE = _PREAMBLE + COMMON + r"""
+local now, tid = tonumber(ARGV[5]), ARGV[6]
+local tkey = P_TASK .. tid
+local t = redis.call('HMGET', tkey, 'st', 'exp')
+if not t[1] then return '' end
+if t[1] == 'open' and tonumber(t[2]) < now then close_lease(tid, 'expired')
+elseif t[1] == 'open' then close_lease(tid, 'released') end
+return redis.call('HGET', tkey, 'st')
+"""
+
+# Return expired leases of one project to the pool.  ARGV[5] now, ARGV[6] limit.
+SWEEP = _PREAMBLE + COMMON + r"""
+return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
+"""
+
+
+SCRIPTS = {"upsert_items": UPSERT_ITEMS, "rescore": RESCORE, "claim": CLAIM, "label": LABEL,
+           "extend": EXTEND, "release": RELEASE, "sweep": SWEEP}
+
+
+def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
+        args: list | tuple = ()) -> object:
+    """Run script ``name`` for project ``pid`` with the shared KEYS/ARGV preamble."""
+    script = _registered(r, name)
+    preamble_keys = [K.pool_key(pid), K.pool_untagged_key(pid), K.leases_key(pid)]
+    preamble_args = [K.item_prefix(pid), K.task_prefix(pid), K.expert_leases_prefix(pid),
+                     K.pool_tag_key(pid, "")]
+    return script(keys=preamble_keys + list(keys), args=preamble_args + list(args), client=r)
+
+
+def _registered(r: redis.Redis, name: str) -> redis.commands.core.Script:
+    # Script objects cache the SHA; EVALSHA falls back to EVAL after a Redis restart.
+    cache = r.__dict__.setdefault("_taskrank_scripts", {})
+    if name not in cache:
+        cache[name] = r.register_script(SCRIPTS[name])
+    return cache[name]

@@ -1,0 +1,126 @@
+"""Model versions in Redis: store a trained ranker, switch the current version atomically,
+keep a few, and let web processes notice a new version without a restart."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+import sklearn
+
+from taskrank.queue import keys as K
+from taskrank.queue.clock import rfc3339
+from taskrank.queue.exceptions import ModelIncompatibleError
+from taskrank.queue.scoring import ItemInput, model_inputs
+
+FORMAT = 1  # bump when the stored layout changes; older workers then refuse newer models
+
+
+@dataclass
+class LoadedModel:
+    """A trained ranker with the input schema it was trained on."""
+
+    ranker: object  # taskrank.learning.ranker.TaskRanker
+    models: list[str]  # supplied model names, in input order
+    n_features: int  # 0 when the model does not use features
+    n_classes: int
+    version: int
+
+    def accepts(self, item: ItemInput) -> bool:
+        """Whether the model can score ``item`` (it has the features the model needs)."""
+        return not self.n_features or (item.features is not None
+                                       and len(item.features) == self.n_features)
+
+    def committee(self, items: list[ItemInput]) -> np.ndarray:
+        """The ranker's bootstrap committee for ``items``: (members, n, k)."""
+        X = model_inputs(items, self.models, self.n_features, self.n_classes)
+        return self.ranker.committee_proba(X)
+
+
+def _library_version() -> tuple[int, int]:
+    return tuple(int(part) for part in sklearn.__version__.split(".")[:2])
+
+
+def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: int) -> int:
+    """Store a new version and make it current unless a newer-trained one is already there.
+
+    ``meta["trained_on"]`` is the project's counted-label total when training started: with
+    several workers, a retrain that started later must not be replaced by an earlier one
+    finishing after it.
+    """
+    version = r.hincrby(K.model_meta_key(pid), "next_version", 1)
+    model.version = version
+    blob = base64.b64encode(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    record = {**meta, "version": version, "format": FORMAT,
+              "sklearn": ".".join(map(str, _library_version())), "trained_at": time.time()}
+    r.set(K.model_key(pid, version), blob)
+    with r.pipeline() as pipe:
+        pipe.watch(K.model_meta_key(pid))
+        current = pipe.hget(K.model_meta_key(pid), "trained_on")
+        if current is not None and int(current) > int(meta["trained_on"]):
+            pipe.reset()
+            r.delete(K.model_key(pid, version))
+            return 0
+        pipe.multi()
+        pipe.hset(K.model_meta_key(pid), mapping={
+            key: json.dumps(value) if isinstance(value, dict) else value
+            for key, value in record.items()})
+        pipe.lpush(K.model_history_key(pid), json.dumps(record))
+        pipe.execute()
+    _prune(r, pid, keep)
+    return version
+
+
+def _prune(r: redis.Redis, pid: str, keep: int) -> None:
+    stale = r.lrange(K.model_history_key(pid), keep, -1)
+    if stale:
+        r.delete(*[K.model_key(pid, json.loads(entry)["version"]) for entry in stale])
+        r.ltrim(K.model_history_key(pid), 0, keep - 1)
+
+
+def model_info(r: redis.Redis, pid: str) -> dict:
+    """``{"version", "n_labels", "trained_at", "metrics"}``; version None before training."""
+    meta = r.hgetall(K.model_meta_key(pid))
+    if "version" not in meta:
+        return {"version": None, "n_labels": 0, "trained_at": None, "metrics": {}}
+    history = [json.loads(entry) for entry in r.lrange(K.model_history_key(pid), 0, -1)]
+    return {"version": int(meta["version"]), "n_labels": int(meta["n_labels"]),
+            "trained_at": rfc3339(meta["trained_at"]), "metrics": json.loads(meta["metrics"]),
+            "model": meta.get("model"), "strategy_version": int(meta.get("strategy_version", 0)),
+            "versions_kept": [entry["version"] for entry in history]}
+
+
+def load_model(r: redis.Redis, pid: str, version: int, meta: dict) -> LoadedModel:
+    """Unpickle a stored version after checking this process understands it."""
+    stored_format = int(meta.get("format", FORMAT))
+    stored_lib = tuple(int(part) for part in meta.get("sklearn", "0.0").split("."))
+    if stored_format > FORMAT or stored_lib > _library_version():
+        raise ModelIncompatibleError(
+            f"model version {version} of project '{pid}' was written with model format "
+            f"{stored_format} and scikit-learn {meta.get('sklearn')}; this process has format "
+            f"{FORMAT} and scikit-learn {sklearn.__version__}: upgrade this worker")
+    blob = r.get(K.model_key(pid, version))
+    if blob is None:
+        raise ModelIncompatibleError(f"model version {version} of project '{pid}' is missing")
+    return pickle.loads(base64.b64decode(blob))
+
+
+_cache: dict[str, LoadedModel] = {}
+
+
+def current_ranker(r: redis.Redis, project: dict) -> LoadedModel | None:
+    """The project's current model, cached per process and reloaded when the version moves."""
+    pid = project["id"]
+    meta = r.hgetall(K.model_meta_key(pid))
+    if "version" not in meta:
+        return None
+    version = int(meta["version"])
+    cached = _cache.get(pid)
+    if cached is None or cached.version != version:
+        cached = _cache[pid] = load_model(r, pid, version, meta)
+    return cached

@@ -1,0 +1,89 @@
+"""Scores a batch of items: builds committees from supplied predictions and the project's
+ranking model, then calls ``taskrank.learning.priority.score`` once per group."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from taskrank.learning.priority import Strategy, score
+
+
+@dataclass
+class ItemInput:
+    """One validated item, ready to score and store."""
+
+    id: str
+    predictions: dict[str, list[float]]  # model name -> probabilities (renormalised)
+    features: list[float] | None
+    skills: list[str]
+    payload: object
+    boost: float
+    gold: str | None
+
+
+def model_inputs(items: list[ItemInput], models: list[str], n_features: int | None,
+                 n_classes: int) -> np.ndarray:
+    """The ranking model's input rows: features, then each known model's probabilities
+    (uniform where an item lacks that model). Shape (n, n_features + len(models) * k)."""
+    uniform = [1.0 / n_classes] * n_classes
+    rows = []
+    for item in items:
+        row = list(item.features) if n_features else []
+        for name in models:
+            row.extend(item.predictions.get(name, uniform))
+        rows.append(row)
+    return np.asarray(rows, dtype=float).reshape(len(items), -1)
+
+
+def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
+                ranker: object | None = None) -> tuple[np.ndarray, list[str]]:
+    """Priorities (n,) and breakdown JSON strings for ``items``.
+
+    Items are grouped by which supplied models they carry, so each group's committee is a
+    dense (m, n_g, k) tensor; the ranking model's bootstrap committee joins every group.
+    """
+    strategy_obj = Strategy.from_dict(strategy)
+    priorities = np.zeros(len(items))
+    breakdowns = [""] * len(items)
+    for group in _groups(items):
+        members = _committee(items, group, n_classes, ranker)
+        features = _features(items, group)
+        boost = np.array([items[i].boost for i in group])
+        result = score(members, features=features, boost=boost, strategy=strategy_obj)
+        priorities[group] = result.priority
+        terms = {name: np.asarray(values) for name, values in result.terms.items()}
+        for row, index in enumerate(group):
+            breakdowns[index] = json.dumps(
+                {name: round(float(values[row]), 6) for name, values in terms.items()},
+                separators=(",", ":"))
+    return priorities, breakdowns
+
+
+def _groups(items: list[ItemInput]) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[(tuple(sorted(item.predictions)), item.features is not None)].append(index)
+    return list(groups.values())
+
+
+def _committee(items: list[ItemInput], group: list[int], n_classes: int,
+               ranker: object | None) -> np.ndarray | None:
+    first = items[group[0]]
+    names = sorted(first.predictions)
+    parts = []
+    if names:
+        supplied = np.array([[items[i].predictions[name] for i in group] for name in names])
+        parts.append(supplied.reshape(len(names), len(group), n_classes))
+    if ranker is not None and ranker.accepts(first):
+        parts.append(ranker.committee([items[i] for i in group]))
+    return np.concatenate(parts, axis=0) if parts else None
+
+
+def _features(items: list[ItemInput], group: list[int]) -> np.ndarray | None:
+    if items[group[0]].features is None:
+        return None
+    return np.array([items[i].features for i in group], dtype=float)

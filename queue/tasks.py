@@ -1,0 +1,149 @@
+"""Tasks (leases): claim the best item for an expert, label, extend, release, sweep."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+import redis
+
+from taskrank.queue import keys as K
+from taskrank.queue import lua
+from taskrank.queue.clock import now as clock_now
+from taskrank.queue.clock import rfc3339
+from taskrank.queue.exceptions import (
+    IdempotencyConflictError,
+    LeaseNotOpenError,
+    NoSuchTaskError,
+)
+from taskrank.queue.experts import fit_table
+from taskrank.queue.validation import fail
+
+IDEMPOTENCY_TTL = 24 * 3600
+SWEEP_LIMIT = 100  # expired leases returned per claim; the periodic sweep does the rest
+CLAIM_PAGES = 8  # pages of `claim_depth` candidates read per pool set before giving up
+
+
+def new_task_id(pid: str) -> str:
+    """An opaque id that still says which project the task belongs to."""
+    return f"{secrets.token_hex(10)}.{pid}"
+
+
+def project_of_task(tid: str) -> str:
+    token, _, pid = tid.partition(".")
+    if not token or not pid:
+        raise NoSuchTaskError(f"no task '{tid}'")
+    return pid
+
+
+def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
+          now: float | None = None) -> dict | None:
+    """Lease the eligible item of highest value to ``expert``; None when nothing fits."""
+    if not expert["active"]:
+        return None
+    pid, eid = project["id"], expert["id"]
+    fits, general_fit = fit_table(expert)
+    routing = project["strategy"]["routing"]
+    pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
+    now = clock_now() if now is None else now
+    answer = lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid), *pools], [
+        now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
+        CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT])
+    if answer[0] != "ok":
+        return None
+    tid, iid, priority, fit, value, payload, expires, tags = answer[1:]
+    cost_factor = expert["cost_per_hour"] ** routing["cost_exponent"]
+    return {"id": tid, "item_id": iid, "payload": json.loads(payload) if payload else None,
+            "priority": float(priority), "fit": float(fit),
+            "value": float(value) / cost_factor, "expires_at": rfc3339(expires),
+            "reason": _reason(expert, tags.split(",") if tags else [], float(priority),
+                              float(fit), routing)}
+
+
+def _reason(expert: dict, tags: list[str], priority: float, fit: float, routing: dict) -> str:
+    accuracy = expert["accuracy"]
+    basis = ", ".join(
+        f"{tag}: Beta({accuracy[tag]['alpha']:g}, {accuracy[tag]['beta']:g}) "
+        f"mean {accuracy[tag]['mean']:.3f}" for tag in (tags or ["_general"]))
+    return (f"highest value among the eligible top of the queue: priority {priority:.4f} x "
+            f"fit {fit:.3f}^{routing['fit_exponent']:g} / cost^{routing['cost_exponent']:g}; "
+            f"fit is the mean accuracy posterior over the item's skills ({basis})")
+
+
+def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds: float,
+                 idempotency_key: str | None = None, now: float | None = None) -> tuple[int, dict]:
+    """Record a label; (201, body) when counted, (409, body) when kept but not counted."""
+    if label not in project["labels"]:
+        raise fail("label", f"must be one of the project's labels {project['labels']}"[:300])
+    pid = project["id"]
+    fingerprint = ""
+    idem_key = K.project_key(pid)  # a key of the project's slot; untouched without a key
+    if idempotency_key:
+        fingerprint = hashlib.sha256(f"{tid}\n{label}\n{seconds!r}".encode()).hexdigest()
+        idem_key = K.label_idempotency_key(pid, tid, idempotency_key)
+    now = clock_now() if now is None else now
+    raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key],
+                  [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL])
+    answer = json.loads(raw)
+    if answer["status"] == 404:
+        raise NoSuchTaskError(f"no task '{tid}'")
+    if answer.get("conflict"):
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was used with a different label or seconds_spent; "
+            "use a new key for a new request")
+    return answer["status"], answer["body"]
+
+
+def task_view(r: redis.Redis, pid: str, tid: str) -> dict:
+    fields = r.hgetall(K.task_key(pid, tid))
+    if not fields:
+        raise NoSuchTaskError(f"no task '{tid}'")
+    return {"id": tid, "project_id": pid, "item_id": fields["item"],
+            "expert_id": fields["expert"], "state": fields["st"],
+            "expires_at": rfc3339(fields["exp"]), "created_at": rfc3339(fields["ca"])}
+
+
+def task_expert(r: redis.Redis, pid: str, tid: str) -> str:
+    eid = r.hget(K.task_key(pid, tid), "expert")
+    if eid is None:
+        raise NoSuchTaskError(f"no task '{tid}'")
+    return eid
+
+
+def extend(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
+    now = clock_now() if now is None else now
+    state, _ = lua.run(r, "extend", project["id"], [], [now, tid, project["lease_seconds"]])
+    if state == "":
+        raise NoSuchTaskError(f"no task '{tid}'")
+    if state != "open":
+        raise LeaseNotOpenError(f"task '{tid}' is {state}; only an open lease can be extended",
+                                state=state)
+    return task_view(r, project["id"], tid)
+
+
+def release(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
+    """Give the item back; releasing an already released task answers the same again."""
+    now = clock_now() if now is None else now
+    state = lua.run(r, "release", project["id"], [], [now, tid])
+    if state == "":
+        raise NoSuchTaskError(f"no task '{tid}'")
+    if state != "released":
+        raise LeaseNotOpenError(f"task '{tid}' is {state}; only an open lease can be released",
+                                state=state)
+    return task_view(r, project["id"], tid)
+
+
+def sweep(r: redis.Redis, pid: str, now: float | None = None, limit: int = 1000) -> int:
+    """Return every expired lease of a project to the pool; the number returned."""
+    now = clock_now() if now is None else now
+    total = 0
+    while True:
+        swept = lua.run(r, "sweep", pid, [], [now, limit])
+        total += swept
+        if swept < limit:
+            return total
+
+
+def sweep_all_projects(r: redis.Redis) -> int:
+    return sum(sweep(r, pid) for pid in r.smembers(K.projects_key()))

@@ -1,0 +1,53 @@
+"""Checks shared by the HTTP API and the scripts: each failure names the field and the fix."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from taskrank.queue.exceptions import InvalidInputError
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def fail(field: str, detail: str) -> InvalidInputError:
+    """An error for one field; raise it."""
+    return InvalidInputError(f"{field}: {detail}", errors=[{"field": field, "detail": detail}])
+
+
+def check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise fail(field, f"must be 1-128 characters of A-Z a-z 0-9 . _ -, got {value!r}"[:300])
+    return value
+
+
+def check_int(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise fail(field, f"must be an integer from {low} to {high}, got {value!r}"[:300])
+    return value
+
+
+def check_number(value: object, field: str, low: float = -math.inf,
+                 high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and low <= value <= high):
+        bounds = f" from {low} to {high}" if math.isfinite(low) or math.isfinite(high) else ""
+        raise fail(field, f"must be a finite number{bounds}, got {value!r}"[:300])
+    return float(value)
+
+
+def check_object(value: object, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise fail(field, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_keys(body: dict, field: str, allowed: set[str], required: set[str] = frozenset()) -> None:
+    """Unknown keys are refused (they are usually typos) and required ones must be present."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise fail(f"{field}.{unknown[0]}" if field else unknown[0],
+                   f"unknown field; expected one of {sorted(allowed)}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise fail(f"{field}.{missing[0]}" if field else missing[0], "is required")

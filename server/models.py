@@ -1,0 +1,41 @@
+"""The ranking model of a project, retrain on demand, and background job status."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from taskrank.queue.connection import same_server
+from taskrank.queue.exceptions import NoSuchJobError
+from taskrank.queue.jobs import enqueue_retrain, job_view
+from taskrank.queue.models import model_info
+from taskrank.queue.projects import get_project
+from taskrank.queue.validation import check_id
+from taskrank.server.auth import require
+from taskrank.server.context import redis_client, settings
+
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/v1/projects/<pid>/model")
+@require("platform")
+def get_model(pid: str) -> dict:
+    get_project(redis_client(), check_id(pid, "project id"))
+    return model_info(redis_client(), pid)
+
+
+@bp.post("/v1/projects/<pid>/retrain")
+@require("platform")
+def post_retrain(pid: str) -> tuple[dict, int, dict]:
+    get_project(redis_client(), check_id(pid, "project id"))
+    job_id = enqueue_retrain(redis_client(), settings(), pid)
+    return {"job_id": job_id}, 202, {"Location": f"/v1/jobs/{job_id}"}
+
+
+@bp.get("/v1/jobs/<jid>")
+@require("platform")
+def get_job(jid: str) -> dict:
+    r = redis_client()
+    view = job_view(same_server(r, decode_responses=False), r, check_id(jid, "job id"))
+    if view is None:
+        raise NoSuchJobError(f"no job '{jid}' (finished jobs are kept for a limited time)")
+    return view
