@@ -39,7 +39,7 @@ def _job_redis() -> redis.Redis:
 # --- retrain --------------------------------------------------------------------------------
 def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
     """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
-    job_id = f"retrain.{pid}.{secrets.token_hex(4)}"
+    job_id = _job_id("retrain", pid)
     # The mark expires so that a job lost before it started cannot block retrains forever.
     if not r.set(K.retrain_pending_key(pid), job_id, nx=True, ex=3600):
         return r.get(K.retrain_pending_key(pid)) or job_id
@@ -123,7 +123,7 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     """Snapshot the pending pool and fan it out as chunk jobs; returns the run's job id."""
     settings = settings or _settings()
     chunk = chunk or settings.rescore_chunk
-    run = f"rescore.{pid}.{secrets.token_hex(4)}"
+    run = _job_id("rescore", pid)
     snapshot = K.rescore_snapshot_key(pid, run)
     total = r.zrangestore(snapshot, K.pool_key(pid), 0, -1)
     chunks = max(1, math.ceil(total / chunk))
@@ -140,7 +140,7 @@ def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, index
                    chunk: int) -> None:
     queue = task_queue(settings, same_server(r, decode_responses=False))
     for index in indexes:
-        queue.enqueue(rescore_chunk, pid, run, index, chunk, job_id=f"{run}.{index}",
+        queue.enqueue(rescore_chunk, pid, run, index, chunk, job_id=f"{run}-c{index}",
                       retry=RETRY, job_timeout=JOB_TIMEOUT)
 
 
@@ -210,12 +210,21 @@ def job_view(connection: redis.Redis, r: redis.Redis, job_id: str) -> dict | Non
             "retries_left": job.retries_left}
 
 
+def _job_id(kind: str, pid: str) -> str:
+    """``kind-<random>-<hex of pid>``: RQ ids allow only letters, digits, _ and -."""
+    return f"{kind}-{secrets.token_hex(4)}-{pid.encode().hex()}"
+
+
 def _rescore_run_project(job_id: str) -> str | None:
-    """The project of a re-score run id ``rescore.<pid>.<hex8>``, else None."""
-    if not job_id.startswith("rescore."):
+    """The project of a re-score run id, else None."""
+    kind, _, rest = job_id.partition("-")
+    token, _, pid_hex = rest.partition("-")
+    if kind != "rescore" or len(token) != 8 or not pid_hex:
         return None
-    pid, _, token = job_id[len("rescore."):].rpartition(".")
-    return pid if pid and len(token) == 8 else None
+    try:
+        return bytes.fromhex(pid_hex).decode()
+    except ValueError:
+        return None
 
 
 def _last_error(job: Job) -> str | None:
