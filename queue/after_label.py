@@ -1,4 +1,5 @@
-"""What follows a counted label: aggregation, adaptive redundancy, retrain trigger.
+"""What follows a counted label: aggregation (with adaptive redundancy) and the retrain
+trigger.
 
 Everything here is idempotent, so a client's retry of a label (which replays the stored
 answer) may run it again safely.

@@ -1,4 +1,5 @@
-"""After each counted label: the item's aggregated label and the experts' accuracy counts."""
+"""After each counted label: the item's aggregated label, adaptive redundancy, and the
+experts' accuracy counts."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ import redis
 
 from taskrank.learning.aggregation import weighted_vote
 from taskrank.queue import keys as K
+from taskrank.queue import lua
 from taskrank.queue.experts import GENERAL, load_expert, record_agreement
 
 
 def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]:
-    """Store the item's accuracy-weighted vote; on completion, learn from agreement."""
+    """Store the item's accuracy-weighted vote; adapt its redundancy when the strategy
+    says so; when the item is finished, record it and learn from agreement."""
     pid = project["id"]
     pipe = r.pipeline()
     pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
-    pipe.hmget(K.item_key(pid, iid), "s", "g", "st")
-    entries, (tags, gold, status) = pipe.execute()
+    pipe.hmget(K.item_key(pid, iid), "s", "g", "st", "want")
+    entries, (tags, gold, status, want) = pipe.execute()
     tags = tags.split(",") if tags else []
     votes = [entry.split("\t", 1) for entry in entries]
     label, confidence = vote(r, project, votes, tags)
+    if project["strategy"]["redundancy"]["adaptive"]:
+        status = adapt_redundancy(r, project, iid, votes, confidence, int(want or 1)) or status
     pipe = r.pipeline()
     pipe.hset(K.item_key(pid, iid), mapping={"al": label, "ac": confidence})
     if status == "labeled":
@@ -29,6 +34,25 @@ def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]
     if status == "labeled" and first_completion:
         _learn_from(r, votes, tags, gold or None, label)
     return label, confidence
+
+
+def adapt_redundancy(r: redis.Redis, project: dict, iid: str, votes: list, confidence: float,
+                     want: int) -> str | None:
+    """Stop early when two or more labels agree confidently; ask for one more label when
+    they disagree with low confidence (up to ``redundancy.max_labels``).
+
+    Returns the item's new status, or None when the wanted count did not change.
+    """
+    rule = project["strategy"]["redundancy"]
+    agree = len({label for _, label in votes}) == 1
+    new_want = want
+    if len(votes) >= 2 and agree and confidence >= rule["stop_confidence"]:
+        new_want = min(want, len(votes))
+    elif len(votes) >= want and not agree and confidence < rule["stop_confidence"]:
+        new_want = max(want, min(want + 1, rule["max_labels"]))
+    if new_want == want:
+        return None
+    return lua.run(r, "set_want", project["id"], [], [iid, new_want])
 
 
 def vote(r: redis.Redis, project: dict, votes: list[list[str]],

@@ -106,3 +106,24 @@ def open_leases(r: redis.Redis, eid: str, pids: list[str]) -> dict[str, int]:
     for pid in pids:
         pipe.zcard(K.expert_leases_key(pid, eid))
     return {pid: n for pid, n in zip(pids, pipe.execute(), strict=True) if n}
+
+
+_best_cache: dict[str, object] = {"at": 0.0, "table": {}}
+BEST_CACHE_SECONDS = 5.0  # hold-back needs a recent view of who is best, not an exact one
+
+
+def best_experts_by_tag(r: redis.Redis, top: int = 3) -> dict[str, list[list]]:
+    """{tag: [[expert, fit, capacity], ...]}: the ``top`` active experts per tag by fit."""
+    if time.monotonic() - _best_cache["at"] < BEST_CACHE_SECONDS:
+        return _best_cache["table"]
+    ranked: dict[str, list[list]] = {}
+    for eid in r.smembers(K.experts_key()):
+        expert = load_expert(r, eid)
+        if not expert["active"]:
+            continue
+        fits, _ = fit_table(expert)
+        for tag, fit in fits.items():
+            ranked.setdefault(tag, []).append([eid, fit, expert["capacity"]])
+    table = {tag: sorted(rows, key=lambda row: -row[1])[:top] for tag, rows in ranked.items()}
+    _best_cache.update(at=time.monotonic(), table=table)
+    return table

@@ -132,7 +132,11 @@ return updated
 # ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
-# items, ARGV[15] sweep limit.
+# items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
+# margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag.
+# Hold-back: a tagged item younger than the hold-back time is skipped when, on each of its
+# tags, an active expert with spare capacity fits better than the asking one by more than
+# the margin, so the top items wait briefly for the expert who would label them best.
 # Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags} or
 # {'capacity'} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
@@ -140,6 +144,8 @@ local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
 local depth, pages, exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
+local hold_seconds, hold_margin = tonumber(ARGV[16]), tonumber(ARGV[17])
+local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
 sweep(now, tonumber(ARGV[15]))
 if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
 
@@ -154,6 +160,24 @@ local function item_fit(tags)
   return total / #tags
 end
 
+local function better_expert_waits(tag)
+  for _, other in ipairs(best_by_tag[tag] or {}) do
+    if other[1] ~= eid and other[2] - fits[tag] > hold_margin
+        and redis.call('ZCARD', P_XLEASE .. other[1]) < other[3] then
+      return true
+    end
+  end
+  return false
+end
+
+local function held_back(tags, created)
+  if hold_seconds <= 0 or #tags == 0 or now - created >= hold_seconds then return false end
+  for _, tag in ipairs(tags) do
+    if not better_expert_waits(tag) then return false end
+  end
+  return true
+end
+
 local best, best_value, best_fit, best_priority, best_tags = nil, nil, nil, nil, nil
 local seen = {}
 for page = 0, pages - 1 do
@@ -164,9 +188,11 @@ for page = 0, pages - 1 do
       local iid, priority = rows[j], tonumber(rows[j + 1])
       if not seen[iid] then
         seen[iid] = true
-        local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
+        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca')
+        local tags = split_tags(f[1])
         local fit = item_fit(tags)
-        if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0 then
+        if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0
+            and not held_back(tags, tonumber(f[2]) or 0) then
           local value = priority * fit ^ exponent
           if best_value == nil or value > best_value then
             best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
@@ -290,6 +316,13 @@ elseif t[1] == 'open' then close_lease(tid, 'released') end
 return redis.call('HGET', tkey, 'st')
 """
 
+# Change how many labels an item wants (adaptive redundancy).  ARGV[5] item id,
+# ARGV[6] labels wanted.  Returns the item's status after the change.
+SET_WANT = _PREAMBLE + COMMON + r"""
+redis.call('HSET', P_ITEM .. ARGV[5], 'want', ARGV[6])
+return refresh_status(ARGV[5])
+"""
+
 # Return expired leases of one project to the pool.  ARGV[5] now, ARGV[6] limit.
 SWEEP = _PREAMBLE + COMMON + r"""
 return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -297,7 +330,7 @@ return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
 
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "rescore": RESCORE, "claim": CLAIM, "label": LABEL,
-           "extend": EXTEND, "release": RELEASE, "sweep": SWEEP}
+           "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT}
 
 
 def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),

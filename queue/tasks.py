@@ -17,7 +17,7 @@ from taskrank.queue.exceptions import (
     LeaseNotOpenError,
     NoSuchTaskError,
 )
-from taskrank.queue.experts import fit_table
+from taskrank.queue.experts import best_experts_by_tag, fit_table
 from taskrank.queue.validation import fail
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -49,7 +49,9 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
     now = clock_now() if now is None else now
     answer = lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid), *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
-        CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT])
+        CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT,
+        routing["holdback_seconds"], routing["holdback_margin"],
+        json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {})])
     if answer[0] != "ok":
         return None
     tid, iid, priority, fit, value, payload, expires, tags = answer[1:]
