@@ -88,26 +88,30 @@ def _as_float_array(values: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be an array of numbers: {exc}") from exc
 
 
-def _check_rows(arr: np.ndarray, name: str, where) -> np.ndarray:
+def _check_rows(arr: np.ndarray, name: str, where: Callable[[int], str]) -> np.ndarray:
     """Check finite, non-negative rows summing to ~1; renormalise within tolerance."""
     if arr.size == 0:
         return arr
-    if not np.isfinite(arr).all():
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        what = "NaN" if np.isnan(arr[row]).any() else "inf"
-        raise ValueError(f"{name} {where(row)} contains {what}")
-    if arr.min() < 0:
-        row = int(np.flatnonzero((arr < 0).any(axis=1))[0])
-        raise ValueError(f"{name} {where(row)} contains a negative value")
     # einsum sums short rows several times faster than arr.sum(axis=1), and unlike a
     # BLAS matrix-vector product it does not wake a thread pool for a 10-column matrix.
     sums = np.einsum("ij->i", arr)
+    # NaN and inf propagate into the row sum, so finite sums spare a full isfinite pass.
+    if not np.isfinite(sums).all():
+        bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if bad_rows.size:  # otherwise huge finite values overflowed: the sum check says so
+            row = int(bad_rows[0])
+            what = "NaN" if np.isnan(arr[row]).any() else "inf"
+            raise ValueError(f"{name} {where(row)} contains {what}")
+    if arr.min() < 0:
+        row = int(np.flatnonzero((arr < 0).any(axis=1))[0])
+        raise ValueError(f"{name} {where(row)} contains a negative value")
     off = np.abs(sums - 1.0)
     worst = off.max()
-    if worst > SUM_TOLERANCE:
-        row = int(np.flatnonzero(off > SUM_TOLERANCE)[0])
+    if not worst <= SUM_TOLERANCE:
+        row = int(np.flatnonzero(~(off <= SUM_TOLERANCE))[0])
         raise ValueError(
-            f"{name} {where(row)} sums to {sums[row]:.6g}, expected 1 (tolerance {SUM_TOLERANCE:g})"
+            f"{name} {where(row)} sums to {sums[row]:.6g}, expected 1 "
+            f"(tolerance {SUM_TOLERANCE:g})"
         )
     if worst > _RENORMALISE_EPS:
         arr = arr / sums[:, None]
