@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from taskrank.learning.aggregation import weighted_vote
+from taskrank.learning.aggregation import dawid_skene, weighted_vote
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.experts import GENERAL, load_expert, record_agreement
@@ -82,3 +82,36 @@ def _fit(expert: dict, tags: list[str]) -> float:
     accuracy = expert["accuracy"]
     return float(np.mean([accuracy.get(tag, accuracy[GENERAL])["mean"] for tag in tags
                           or [GENERAL]]))
+
+
+def reaggregate_project(r: redis.Redis, project: dict) -> dict:
+    """Dawid–Skene over every finished item: labels and expert accuracies learned together.
+
+    Runs before each retrain, so the model trains on the jointly estimated labels. Gold
+    items keep their known answer. Returns how many aggregated labels changed.
+    """
+    pid, labels = project["id"], project["labels"]
+    ids = r.zrange(K.labeled_key(pid), 0, -1)
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
+        pipe.hmget(K.item_key(pid, iid), "al", "g")
+    rows = pipe.execute()
+    triples, experts = [], {}
+    for index in range(len(ids)):
+        for entry in rows[2 * index]:
+            eid, label = entry.split("\t", 1)
+            triples.append((index, experts.setdefault(eid, len(experts)), labels.index(label)))
+    if len({t[1] for t in triples}) < 2:
+        return {"items": len(ids), "changed": 0}
+    items, who, given = (np.array(column) for column in zip(*triples, strict=True))
+    label, confidence, _ = dawid_skene(items, who, given, len(ids), len(experts), len(labels))
+    pipe, changed = r.pipeline(), 0
+    for index, iid in enumerate(ids):
+        current, gold = rows[2 * index + 1]
+        new = gold or labels[int(label[index])]
+        conf = 1.0 if gold else round(float(confidence[index]), 6)
+        changed += new != current
+        pipe.hset(K.item_key(pid, iid), mapping={"al": new, "ac": conf})
+    pipe.execute()
+    return {"items": len(ids), "changed": changed}

@@ -20,6 +20,7 @@ from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
 from taskrank.queue import lua
+from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import same_server
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
 from taskrank.queue.projects import get_project
@@ -57,6 +58,7 @@ def retrain(pid: str) -> dict:
     r.delete(K.retrain_pending_key(pid))
     project = get_project(r, pid)
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
+    aggregation = reaggregate_project(r, project)
     items, labels, weights = _training_set(r, project)
     strategy = project["strategy"]
     if len(items) < strategy["retrain"]["min_labels"] or len(set(labels)) < 2:
@@ -70,7 +72,7 @@ def retrain(pid: str) -> dict:
         "strategy_version": project["strategy_version"]}, _settings().model_versions_kept)
     rescore_job = enqueue_rescore(r, pid, reason=f"model v{version}") if version else None
     return {"version": version, "n_labels": len(items), "metrics": metrics,
-            "rescore_job_id": rescore_job}
+            "rescore_job_id": rescore_job, "dawid_skene": aggregation}
 
 
 def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,
