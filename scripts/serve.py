@@ -1,7 +1,8 @@
 """``taskrank serve``: the whole server on one machine.
 
 Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn; Ctrl-C or SIGTERM stops every child process.
+the Flask app under gunicorn; Ctrl-C, SIGTERM or SIGHUP stops every child process
+gracefully (requests in flight are answered, a running job finishes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything starts: a signal during startup must still stop what did start.
+    stopping = catch_stop_signals()
     try:
         settings = Settings.from_env()
         args = parse_args(argv, settings)
@@ -44,16 +47,35 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir, settings.redis_fsync)
-            settings = settings.replace(redis_url=embedded.start())
+            try:
+                settings = settings.replace(redis_url=embedded.start())
+            except (RuntimeError, FileNotFoundError) as error:
+                print(f"taskrank serve: {error}", file=sys.stderr)
+                return 1
             stack.callback(embedded.stop)
             print(f"embedded Redis at {settings.redis_url} (data in {embedded.data_dir})")
+        if stopping:
+            return 0
         if not prepare_redis(settings):
             return 1
-        children = start_children(settings)
+        children: list[subprocess.Popen] = []
         stack.callback(stop_children, children)
+        start_children(settings, children)
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        return supervise(children)
-    return 0
+        return supervise(children, stopping)
+
+
+def catch_stop_signals() -> list[int]:
+    """From now on SIGINT, SIGTERM and SIGHUP (terminal closed) only append to the returned
+    list, so the embedded Redis and the children are always stopped, and in order."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    return stopping
 
 
 def prepare_redis(settings: Settings) -> bool:
@@ -69,27 +91,23 @@ def prepare_redis(settings: Settings) -> bool:
     return True
 
 
-def start_children(settings: Settings) -> list[subprocess.Popen]:
+def start_children(settings: Settings, children: list[subprocess.Popen]) -> None:
+    """Start the RQ workers and gunicorn, adding each to ``children`` as soon as it runs."""
     env = {**os.environ, **settings.as_env()}
     python = sys.executable
     gunicorn = [python, "-m", "gunicorn", "--workers", str(settings.web_workers),
                 "--bind", f"{settings.host}:{settings.port}", "--log-level", "warning",
                 "--graceful-timeout", "10", "taskrank.server.wsgi:app"]
     worker = [python, "-m", "taskrank.scripts.worker"]
-    children = [subprocess.Popen(worker, env=env) for _ in range(settings.rq_workers)]
-    children.append(subprocess.Popen(gunicorn, env=env))
-    return children
+    for command in [worker] * settings.rq_workers + [gunicorn]:
+        # A process group of their own: the terminal's Ctrl-C reaches only us, and we stop
+        # them with one SIGTERM (gunicorn treats SIGINT as a quick stop that drops requests).
+        children.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                         process_group=0))
 
 
-def supervise(children: list[subprocess.Popen]) -> int:
+def supervise(children: list[subprocess.Popen], stopping: list[int]) -> int:
     """Wait until a signal asks us to stop (exit 0) or a child dies on its own (exit 1)."""
-    stopping = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        stopping.append(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
     while not stopping:
         for child in children:
             if child.poll() is not None:
@@ -101,6 +119,7 @@ def supervise(children: list[subprocess.Popen]) -> int:
 
 
 def stop_children(children: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    """SIGTERM each child (graceful); past ``timeout`` kill its whole process group."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -109,7 +128,9 @@ def stop_children(children: list[subprocess.Popen], timeout: float = 15.0) -> No
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
+            # The group holds what the child started: gunicorn's workers, RQ's work horse.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
 
 

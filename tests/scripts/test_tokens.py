@@ -1,0 +1,96 @@
+"""``taskrank token create``: a token printed once, stored only as its hash."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from taskrank.queue import keys
+from taskrank.queue.embedded import EmbeddedRedis
+from taskrank.queue.settings import Settings
+from taskrank.queue.tokens import hash_token
+from taskrank.scripts.tokens import main
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, settings: Settings, r: redis.Redis) -> redis.Redis:
+    """TASKRANK_REDIS_URL points at the test Redis (flushed); returns a client on it."""
+    monkeypatch.setenv("TASKRANK_REDIS_URL", settings.redis_url)
+    return r
+
+
+def _values(r: redis.Redis) -> str:
+    """Every key, hash field and hash value in the database, as one string."""
+    parts = []
+    for key in r.scan_iter():
+        parts.append(key)
+        if r.type(key) == "hash":
+            parts += [text for pair in r.hgetall(key).items() for text in pair]
+        elif r.type(key) == "set":
+            parts += r.smembers(key)
+    return "\n".join(parts)
+
+
+def test_create_prints_token_last_and_stores_only_its_hash(env, capsys):
+    """The token is the last stdout line; Redis holds its SHA-256 and role, never the token."""
+    assert main(["create", "--role", "platform"]) == 0
+    out = capsys.readouterr().out
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("tr_") and len(token) > 40
+    assert env.hgetall(keys.token_key(hash_token(token)))["role"] == "platform"
+    assert token not in _values(env)
+    assert env.scard(keys.admin_tokens_key()) == 0
+
+
+def test_stdout_is_only_the_token(env, capsys):
+    """Scripts can do TOKEN=$(taskrank token create ...): the explanation goes to stderr."""
+    assert main(["create", "--role", "admin"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1 and captured.out.startswith("tr_")
+    assert "shown only this once" in captured.err
+    assert env.sismember(keys.admin_tokens_key(), hash_token(captured.out.strip()))
+
+
+def test_expert_token_records_its_expert(env, capsys):
+    """An expert token is stored with the expert it acts for."""
+    assert main(["create", "--role", "expert", "--expert-id", "dr-lee"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = env.hgetall(keys.token_key(hash_token(token)))
+    assert fields["role"] == "expert" and fields["expert_id"] == "dr-lee"
+
+
+def test_expert_role_without_expert_id_is_exit_2(env, capsys):
+    """--role expert without --expert-id: exit 2, a message naming the flag, nothing stored."""
+    assert main(["create", "--role", "expert"]) == 2
+    captured = capsys.readouterr()
+    assert "--expert-id" in captured.err and captured.out == ""
+    assert env.dbsize() == 0
+
+
+def test_expert_id_on_another_role_is_exit_2(env, capsys):
+    """--expert-id with a non-expert role is refused the same way."""
+    assert main(["create", "--role", "platform", "--expert-id", "dr-lee"]) == 2
+    assert "--expert-id" in capsys.readouterr().err
+    assert env.dbsize() == 0
+
+
+def test_unknown_role_is_exit_2(env, capsys):
+    """An unknown role is an argparse error (exit 2) that lists the valid roles."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["create", "--role", "superuser"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "superuser" in err and "platform" in err
+    assert env.dbsize() == 0
+
+
+def test_without_redis_url_uses_the_embedded_data_dir(monkeypatch, tmp_path, capsys):
+    """With no TASKRANK_REDIS_URL the token lands in the embedded Redis of TASKRANK_DATA_DIR."""
+    monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+    monkeypatch.setenv("TASKRANK_DATA_DIR", str(tmp_path))
+    assert main(["create", "--role", "platform"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    with EmbeddedRedis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert client.hgetall(keys.token_key(hash_token(token)))["role"] == "platform"
+        client.close()
