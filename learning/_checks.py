@@ -81,6 +81,61 @@ def check_committee(committee: object, name: str = "committee") -> np.ndarray:
     return flat.reshape(arr.shape)
 
 
+def check_matrix(values: object, name: str, n_rows: int | None = None) -> np.ndarray:
+    """Validate a finite 2-d float matrix such as item features.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_rows, n_columns)
+        ``n_columns >= 1``.
+    name : str
+        Argument name used in error messages.
+    n_rows : int, optional
+        Required number of rows (one per item), when known.
+
+    Returns
+    -------
+    matrix : ndarray of shape (n_rows, n_columns), float64
+    """
+    arr = _as_float_array(values, name)
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (n_rows, n_features >= 1), got shape {arr.shape}")
+    _check_length(name, arr.shape[0], n_rows)
+    if not np.isfinite(arr).all():
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise ValueError(f"{name} row {row} contains NaN or inf")
+    return arr
+
+
+def check_vector(values: object, name: str, n_rows: int | None = None) -> np.ndarray:
+    """Validate a finite 1-d float vector such as per-item boosts.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_rows,)
+    name : str
+        Argument name used in error messages.
+    n_rows : int, optional
+        Required length (one per item), when known.
+
+    Returns
+    -------
+    vector : ndarray of shape (n_rows,), float64
+    """
+    arr = _as_float_array(values, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must have shape (n_items,), got shape {arr.shape}")
+    _check_length(name, arr.shape[0], n_rows)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} row {int(np.flatnonzero(~np.isfinite(arr))[0])} is not finite")
+    return arr
+
+
+def _check_length(name: str, got: int, expected: int | None) -> None:
+    if expected is not None and got != expected:
+        raise ValueError(f"{name} has {got} rows, expected {expected} (one per item)")
+
+
 def _as_float_array(values: object, name: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
@@ -110,8 +165,7 @@ def _check_rows(arr: np.ndarray, name: str, where: Callable[[int], str]) -> np.n
     if not worst <= SUM_TOLERANCE:
         row = int(np.flatnonzero(~(off <= SUM_TOLERANCE))[0])
         raise ValueError(
-            f"{name} {where(row)} sums to {sums[row]:.6g}, expected 1 "
-            f"(tolerance {SUM_TOLERANCE:g})"
+            f"{name} {where(row)} sums to {sums[row]:.6g}, expected 1 (tolerance {SUM_TOLERANCE:g})"
         )
     if worst > _RENORMALISE_EPS:
         arr = arr / sums[:, None]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
+from taskrank.learning._checks import check_matrix
+
 # Rows per block of the (block, sample_size) distance matrix: 2 MB for the default
 # sample, small enough to stay in cache and to avoid fresh-page faults on every block,
 # large enough that per-call overhead is noise.
@@ -48,11 +50,11 @@ def density(
     scores : ndarray of shape (n_items,)
         In [0, 1]; higher means more representative.
     """
-    features = _check_matrix(features, "features")
+    features = check_matrix(features, "features")
     sample_size = _check_sample_size(sample_size)
     if features.shape[0] == 0:
         return np.zeros(0)
-    reference = features if reference is None else _check_matrix(reference, "reference")
+    reference = features if reference is None else check_matrix(reference, "reference")
     if reference.shape[1] != features.shape[1]:
         raise ValueError(
             f"reference has {reference.shape[1]} features per row, features has {features.shape[1]}"
@@ -78,19 +80,6 @@ def _mean_rbf(features: np.ndarray, sample: np.ndarray, gamma: float) -> np.ndar
         scores[start : start + _BLOCK_ROWS] = np.einsum("ij->i", sq)
     scores /= sample.shape[0]
     return np.clip(scores, 0.0, 1.0, out=scores)
-
-
-def _check_matrix(values: object, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of numbers: {exc}") from exc
-    if arr.ndim != 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n_rows, n_features >= 1), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} row {row} contains NaN or inf")
-    return arr
 
 
 def _check_sample_size(sample_size: object) -> int:

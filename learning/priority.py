@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -17,133 +18,74 @@ from sklearn.utils import check_random_state
 from taskrank.learning._checks import (
     Rule,
     check_committee,
+    check_matrix,
+    check_vector,
     rule_boolean,
     rule_choice,
     rule_integer,
     rule_number,
 )
-from taskrank.learning.density import _check_matrix, density
+from taskrank.learning.density import density
 from taskrank.learning.disagreement import DISAGREEMENT, DISAGREEMENT_KERNELS, consensus
 from taskrank.learning.ranker import MODELS
 from taskrank.learning.uncertainty import UNCERTAINTY, UNCERTAINTY_KERNELS
 
-# The defaults of DESIGN §4 plus the sections other modules read. Treat as read-only:
-# Strategy.from_dict deep-copies it before merging.
-DEFAULT_STRATEGY_DICT: dict = {
-    "uncertainty": "margin",
-    "disagreement": "consensus_kl",
-    "weights": {"uncertainty": 0.6, "disagreement": 0.4, "density": 0.0},
-    "committee": {"model": "logistic_regression", "members": 5, "use_supplied": True},
-    "retrain": {"every_labels": 25, "min_labels": 10},
-    "redundancy": {"adaptive": False, "stop_confidence": 0.95, "max_labels": 5},
-    "routing": {
-        "fit_exponent": 1.0,
-        "cost_exponent": 0.0,
-        "holdback_seconds": 0.0,
-        "holdback_margin": 0.1,
-    },
-    "density": {"sample_size": 256},
-}
 
-
-# One rule per leaf of DEFAULT_STRATEGY_DICT, by dotted path.
-_RULES: dict[str, Rule] = {
-    "uncertainty": rule_choice("uncertainty", UNCERTAINTY),
-    "disagreement": rule_choice("disagreement", DISAGREEMENT),
-    "weights.uncertainty": rule_number(),
-    "weights.disagreement": rule_number(),
-    "weights.density": rule_number(),
-    "committee.model": rule_choice("model", MODELS),
-    "committee.members": rule_integer(1),
-    "committee.use_supplied": rule_boolean,
-    "retrain.every_labels": rule_integer(1),
-    "retrain.min_labels": rule_integer(1),
-    "redundancy.adaptive": rule_boolean,
-    "redundancy.stop_confidence": rule_number(0.0, 1.0, open_low=True),
-    "redundancy.max_labels": rule_integer(1),
-    "routing.fit_exponent": rule_number(),
-    "routing.cost_exponent": rule_number(),
-    "routing.holdback_seconds": rule_number(),
-    "routing.holdback_margin": rule_number(),
-    "density.sample_size": rule_integer(1),
-}
-
-
-def _merge(base: Mapping, patch: object, prefix: str = "") -> dict:
-    """Deep-merge ``patch`` onto a copy of ``base``; keys must already exist in ``base``."""
-    if not isinstance(patch, Mapping):
-        what = f"'{prefix[:-1]}'" if prefix else "strategy"
-        raise ValueError(f"{what} must be an object, got {type(patch).__name__}")
-    merged = copy.deepcopy(dict(base))
-    for key, value in patch.items():
-        if key not in base:
-            raise ValueError(
-                f"unknown strategy key '{prefix}{key}'; expected one of {sorted(base)}"
-            )
-        if isinstance(base[key], Mapping):
-            merged[key] = _merge(base[key], value, f"{prefix}{key}.")
-        else:
-            merged[key] = value
-    return merged
-
-
-def _validated(tree: dict) -> dict:
-    """Apply every leaf rule and the cross-field checks; return the coerced tree."""
-    clean: dict = {}
-    for path, rule in _RULES.items():
-        *sections, leaf = path.split(".")
-        node = tree
-        target = clean
-        for section in sections:
-            node = node[section]
-            target = target.setdefault(section, {})
-        target[leaf] = rule(path, node[leaf])
-    if not any(clean["weights"].values()):
-        raise ValueError(
-            f"strategy weights are all 0; at least one of {sorted(clean['weights'])} "
-            "must be positive"
-        )
-    return clean
+def _setting(default: Any, rule: Rule) -> Any:
+    """A dataclass field with its default and the rule that validates JSON input."""
+    return field(default=default, metadata={"rule": rule})
 
 
 @dataclass(frozen=True)
 class Weights:
-    uncertainty: float = 0.6
-    disagreement: float = 0.4
-    density: float = 0.0
+    """Weight of each normalised term in the priority (``weights`` section)."""
+
+    uncertainty: float = _setting(0.6, rule_number())
+    disagreement: float = _setting(0.4, rule_number())
+    density: float = _setting(0.0, rule_number())
 
 
 @dataclass(frozen=True)
 class Committee:
-    model: str = "logistic_regression"
-    members: int = 5
-    use_supplied: bool = True
+    """Learned committee: model kind, bootstrap size, whether supplied predictions join."""
+
+    model: str = _setting("logistic_regression", rule_choice("model", MODELS))
+    members: int = _setting(5, rule_integer(1))
+    use_supplied: bool = _setting(True, rule_boolean)
 
 
 @dataclass(frozen=True)
 class Retrain:
-    every_labels: int = 25
-    min_labels: int = 10
+    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist."""
+
+    every_labels: int = _setting(25, rule_integer(1))
+    min_labels: int = _setting(10, rule_integer(1))
 
 
 @dataclass(frozen=True)
 class Redundancy:
-    adaptive: bool = False
-    stop_confidence: float = 0.95
-    max_labels: int = 5
+    """Adaptive redundancy: stop asking once the aggregated label is this confident."""
+
+    adaptive: bool = _setting(False, rule_boolean)
+    stop_confidence: float = _setting(0.95, rule_number(0.0, 1.0, open_low=True))
+    max_labels: int = _setting(5, rule_integer(1))
 
 
 @dataclass(frozen=True)
 class Routing:
-    fit_exponent: float = 1.0
-    cost_exponent: float = 0.0
-    holdback_seconds: float = 0.0
-    holdback_margin: float = 0.1
+    """Exponents of value = priority x fit^a / cost^b, and the hold-back settings."""
+
+    fit_exponent: float = _setting(1.0, rule_number())
+    cost_exponent: float = _setting(0.0, rule_number())
+    holdback_seconds: float = _setting(0.0, rule_number())
+    holdback_margin: float = _setting(0.1, rule_number())
 
 
 @dataclass(frozen=True)
 class DensityOptions:
-    sample_size: int = 256
+    """Reference rows sampled by the density term."""
+
+    sample_size: int = _setting(256, rule_integer(1))
 
 
 _SECTIONS = {
@@ -164,8 +106,8 @@ class Strategy:
     (``strategy.weights.uncertainty``, ``strategy.routing.fit_exponent``).
     """
 
-    uncertainty: str = "margin"
-    disagreement: str = "consensus_kl"
+    uncertainty: str = _setting("margin", rule_choice("uncertainty", UNCERTAINTY))
+    disagreement: str = _setting("consensus_kl", rule_choice("disagreement", DISAGREEMENT))
     weights: Weights = field(default_factory=Weights)
     committee: Committee = field(default_factory=Committee)
     retrain: Retrain = field(default_factory=Retrain)
@@ -203,6 +145,45 @@ class Strategy:
         clean = _validated(tree)
         sections = {name: kind(**clean[name]) for name, kind in _SECTIONS.items()}
         return cls(uncertainty=clean["uncertainty"], disagreement=clean["disagreement"], **sections)
+
+
+def _merge(base: Mapping, patch: object, prefix: str = "") -> dict:
+    """Deep-merge ``patch`` onto a copy of ``base``; keys must already exist in ``base``."""
+    if not isinstance(patch, Mapping):
+        what = f"'{prefix[:-1]}'" if prefix else "strategy"
+        raise ValueError(f"{what} must be an object, got {type(patch).__name__}")
+    merged = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        if key not in base:
+            raise ValueError(
+                f"unknown strategy key '{prefix}{key}'; expected one of {sorted(base)}"
+            )
+        if isinstance(base[key], Mapping):
+            merged[key] = _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validated(tree: dict, kind: type = Strategy, prefix: str = "") -> dict:
+    """Apply each field's rule (recursing into sections); return the coerced tree."""
+    clean = {}
+    for spec in fields(kind):
+        path = prefix + spec.name
+        if "rule" in spec.metadata:
+            clean[spec.name] = spec.metadata["rule"](path, tree[spec.name])
+        else:
+            clean[spec.name] = _validated(tree[spec.name], _SECTIONS[spec.name], path + ".")
+    if kind is Weights and not any(clean.values()):
+        raise ValueError(
+            f"strategy weights are all 0; at least one of {sorted(clean)} must be positive"
+        )
+    return clean
+
+
+# The JSON form of Strategy(): DESIGN §4 plus the redundancy, routing and density sections.
+# Treat as read-only (from_dict deep-copies it before merging).
+DEFAULT_STRATEGY_DICT: dict = Strategy().to_dict()
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,9 +258,8 @@ def score(
     strategy = _as_strategy(strategy)
     members, n_items = _committee_and_length(committee, features, boost)
     if features is not None:
-        features = _check_matrix(features, "features")
-        _check_length("features", features.shape[0], n_items)
-    boost = _check_boost(boost, n_items)
+        features = check_matrix(features, "features", n_items)
+    boost = np.zeros(n_items) if boost is None else check_vector(boost, "boost", n_items)
     if members is None:
         terms, weights = _cold_terms(n_items, features, strategy, random_state, reference)
     else:
@@ -314,26 +294,6 @@ def _committee_and_length(committee, features, boost) -> tuple[np.ndarray | None
         if given is not None and np.ndim(given) >= 1:
             return None, np.shape(given)[0]
     raise ValueError("score needs a committee, features or boost to know the number of items")
-
-
-def _check_length(name: str, got: int, expected: int) -> None:
-    if got != expected:
-        raise ValueError(f"{name} has {got} rows, expected {expected} (one per item)")
-
-
-def _check_boost(boost: object | None, n_items: int) -> np.ndarray:
-    if boost is None:
-        return np.zeros(n_items)
-    try:
-        values = np.asarray(boost, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"boost must be an array of numbers: {exc}") from exc
-    if values.ndim != 1:
-        raise ValueError(f"boost must have shape (n_items,), got shape {values.shape}")
-    _check_length("boost", values.shape[0], n_items)
-    if not np.isfinite(values).all():
-        raise ValueError(f"boost row {int(np.flatnonzero(~np.isfinite(values))[0])} is not finite")
-    return values
 
 
 def _density_term(features, strategy: Strategy, random_state, reference) -> np.ndarray:
