@@ -283,17 +283,23 @@ def _as_strategy(strategy: Strategy | Mapping | None) -> Strategy:
 
 def _committee_and_length(committee, features, boost) -> tuple[np.ndarray | None, int]:
     """Validated committee (None at cold start) and the number of items."""
-    if committee is not None:
-        raw = np.asarray(committee)
-        if raw.ndim == 3 and raw.shape[0] == 0:
-            return None, raw.shape[1]
-        if raw.size or raw.ndim >= 3:
-            members = check_committee(raw)
-            return members, members.shape[1]
+    if committee is not None and not _has_no_members(committee):
+        members = check_committee(committee)
+        return members, members.shape[1]
+    if committee is not None and np.ndim(committee) == 3:
+        return None, np.shape(committee)[1]
     for given in (features, boost):
         if given is not None and np.ndim(given) >= 1:
             return None, np.shape(given)[0]
     raise ValueError("score needs a committee, features or boost to know the number of items")
+
+
+def _has_no_members(committee: object) -> bool:
+    """True for ``[]`` or an array of shape (0, n, k): nothing to score with yet."""
+    shape = getattr(committee, "shape", None)
+    if shape is not None:
+        return len(shape) >= 1 and shape[0] == 0
+    return isinstance(committee, list | tuple) and len(committee) == 0
 
 
 def _density_term(features, strategy: Strategy, random_state, reference) -> np.ndarray:

@@ -201,11 +201,12 @@ class TaskRanker(ClassifierMixin, BaseEstimator):
             raise ValueError(f"classes must be a non-empty 1-d list, got {self.classes!r}")
         if np.unique(classes).size != classes.size:
             raise ValueError(f"classes contains duplicates: {self.classes!r}")
-        unknown = np.setdiff1d(seen, classes)
-        if unknown.size:
+        # Compare as Python values: np.setdiff1d would cast 0 and "0" to one string dtype.
+        known = set(classes.tolist())
+        unknown = [label for label in seen.tolist() if label not in known]
+        if unknown:
             raise ValueError(
-                f"y contains labels not in classes: {unknown.tolist()}; "
-                f"classes is {classes.tolist()}"
+                f"y contains labels not in classes: {unknown}; classes is {classes.tolist()}"
             )
         return classes
 

@@ -288,3 +288,9 @@ def test_priority_is_weighted_sum_and_permutes_with_items(committee, seed):
         assert np.all((result.terms[name] >= 0) & (result.terms[name] <= 1))
     order = np.random.default_rng(seed).permutation(committee.shape[1])
     np.testing.assert_allclose(score(committee[:, order]).priority, result.priority[order])
+
+
+def test_ragged_committee_is_a_named_error():
+    """Members with different class counts raise ValueError naming the committee."""
+    with pytest.raises(ValueError, match="committee must be an array of numbers"):
+        score([[[0.5, 0.5]], [[0.2, 0.3, 0.5]]])

@@ -156,3 +156,10 @@ def test_committee_feeds_score():
     result = score(ranker.committee_proba(X[30:]))
     assert result.priority.shape == (30,)
     assert np.all(np.isfinite(result.priority))
+
+
+def test_labels_of_another_type_than_classes_are_rejected():
+    """Integer labels do not silently match string classes ("0" is not 0)."""
+    X, y = _data(classes=2)
+    with pytest.raises(ValueError, match="y contains labels not in classes"):
+        TaskRanker(classes=["0", "1"]).fit(X, y)
