@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import redis
-from rq import Retry, get_current_job
-from rq.job import Job
+from rq import Queue, Retry, get_current_job
+from rq.job import Job, JobStatus
 
 from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
@@ -22,13 +22,14 @@ from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import same_server
+from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
 from taskrank.queue.projects import get_project
 from taskrank.queue.scoring import ItemInput, model_inputs, score_items
 from taskrank.queue.settings import Settings
 from taskrank.queue.worker import task_queue
 
-RETRY = Retry(max=3, interval=[1, 5, 15])
+RETRY = Retry(max=3)  # immediate re-queue: no scheduler needed
 JOB_TIMEOUT = 600
 _RESCORE_WIDTH = 4
 
@@ -234,3 +235,58 @@ def _last_error(job: Job) -> str | None:
     if result is not None and getattr(result, "exc_string", None):
         return result.exc_string.strip().splitlines()[-1]
     return None
+
+
+# --- backfill: resume a re-score run, set priorities computed elsewhere ---------------------
+def rescore_chunks(r: redis.Redis, pid: str, run: str) -> dict[int, int | None]:
+    """Chunk index -> items it updated once done, None while not done."""
+    fields = r.hgetall(K.rescore_progress_key(pid, run))
+    if not fields:
+        raise NoSuchJobError(f"no re-score run '{run}' of project '{pid}' (runs are kept 7 days)")
+    done = {int(name[5:]): int(value) for name, value in fields.items()
+            if name.startswith("done:")}
+    return {index: done.get(index) for index in range(int(fields["chunks"]))}
+
+
+def resume_rescore(r: redis.Redis, pid: str, run: str,
+                   settings: Settings | None = None) -> list[int]:
+    """Enqueue again the chunks of ``run`` that are not done and that no worker holds.
+
+    A chunk job still waiting in a queue is taken off it first (one LREM: when it finds
+    nothing, a worker popped the job and holds it), so no chunk runs twice at once.
+    Returns the chunk indexes enqueued.
+    """
+    settings = settings or _settings()
+    left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
+    progress = r.hgetall(K.rescore_progress_key(pid, run))
+    if left and int(progress["total_items"]) and not r.exists(K.rescore_snapshot_key(pid, run)):
+        raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
+                             "start a new re-score")
+    binary = same_server(r, decode_responses=False)
+    jobs = Job.fetch_many([f"{run}-c{index}" for index in left], connection=binary)
+    free = [index for index, job in zip(left, jobs, strict=True)
+            if job is None or _release(binary, job)]
+    enqueue_chunks(r, settings, pid, run, free, int(progress["chunk_size"]))
+    return free
+
+
+def _release(connection: redis.Redis, job: Job) -> bool:
+    """Whether no worker holds ``job``; if so it is deleted, to be enqueued afresh."""
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED:
+        return False
+    if status == JobStatus.QUEUED and not Queue(job.origin, connection=connection).remove(job.id):
+        return False
+    job.delete(remove_from_queue=False)
+    return True
+
+
+def set_priorities(r: redis.Redis, pid: str, pairs: list[tuple[str, float]]) -> dict:
+    """Store priorities computed outside taskrank for the items still pending.
+
+    Returns ``{"updated", "not_pending", "unknown"}``; ``unknown`` lists the positions in
+    ``pairs`` of ids with no item.
+    """
+    args = [value for iid, priority in pairs for value in (iid, repr(float(priority)))]
+    updated, not_pending, unknown = lua.run(r, "set_priorities", pid, [], args)
+    return {"updated": updated, "not_pending": not_pending, "unknown": unknown}

@@ -27,7 +27,8 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
         upkeep.start()
     try:
-        Worker([task_queue(settings, connection)], connection=connection).work(burst=burst)
+        worker = Worker([task_queue(settings, connection)], connection=connection)
+        worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()
 

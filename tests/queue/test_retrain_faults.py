@@ -1,0 +1,85 @@
+"""A retrain whose work horse is SIGKILLed: the old model keeps serving, the retry wins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rq.job import Job
+
+from taskrank.queue import keys as K
+from taskrank.queue.connection import connect_binary
+from taskrank.queue.items import ingest
+from taskrank.queue.jobs import enqueue_retrain
+from taskrank.queue.models import model_info
+from taskrank.queue.projects import create_project, get_project
+
+
+def _labeled_project(r, n=3000, d=20):
+    """A project whose items are all labeled (written directly: this test is about jobs)."""
+    create_project(r, {"id": "p", "labels": ["a", "b"], "strategy": {
+        "committee": {"members": 8}}})
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d))
+    for start in range(0, n, 1000):
+        ingest(r, get_project(r, "p"), [{"id": f"i{i}", "features": X[i].round(3).tolist()}
+                                        for i in range(start, min(n, start + 1000))])
+    pipe = r.pipeline()
+    for i in range(n):
+        pipe.hset(K.item_key("p", f"i{i}"), mapping={"al": "ab"[int(X[i, :3].sum() > 0)],
+                                                     "ac": 1.0})
+        pipe.zadd(K.labeled_key("p"), {f"i{i}": 0})
+    pipe.execute()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs, tmp_path):
+    """SIGKILL of the process running a retrain leaves version 1 serving; RQ's retry then
+    makes version 2 current."""
+    _labeled_project(r)
+    enqueue_retrain(r, settings, "p")
+    run_jobs()  # version 1, trained in-process
+    assert model_info(r, "p")["version"] == 1
+    env = {**os.environ, **settings.as_env(), "TASKRANK_LOG_LEVEL": "INFO"}
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "taskrank.scripts.worker"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # The worker forks its scheduler first, then one work horse per job.
+        scheduler = set(_wait(lambda: _children(worker.pid), 20, "the RQ scheduler process"))
+        job = Job.fetch(enqueue_retrain(r, settings, "p"), connection=connect_binary(settings))
+        _wait(lambda: job.get_status() == "started", 30, "the retrain to start")
+        horse = _wait(lambda: set(_children(worker.pid)) - scheduler, 10, "the work horse").pop()
+        time.sleep(0.3)  # inside the fit
+        os.kill(horse, signal.SIGKILL)
+        assert model_info(r, "p")["version"] == 1, "the old model keeps serving"
+        _wait(lambda: (model_info(r, "p")["version"] or 0) >= 2, 60,
+              f"the retried retrain; worker log: {log.read_text()[-3000:]}")
+        job.refresh()
+        assert job.retries_left is not None and job.retries_left < 3
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
