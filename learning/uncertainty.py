@@ -81,13 +81,16 @@ def row_entropy(proba: np.ndarray) -> np.ndarray:
     entropy : ndarray of shape (...)
         ``-sum(p log p)`` over the last axis.
     """
-    # Adding the smallest normal float turns log 0 into a finite -708 that the zero
-    # probability then cancels, and leaves log p unchanged for every p above 1e-290;
-    # it is several times faster than a masked np.log(..., where=proba > 0). Taking the
-    # log in place saves a second large temporary (fresh pages cost as much as the log).
-    logs = np.add(proba, _TINY)
-    np.log(logs, out=logs)
-    return -np.einsum("...k,...k->...", proba, logs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.einsum("...k,...k->...", proba, np.log(proba))
+    # Rows holding an exact 0 came out NaN (0 * log 0); redo only those, with a tiny
+    # offset that makes 0 log 0 = 0. Logging the whole array plainly and patching the
+    # few rows is far cheaper than a masked np.log(..., where=proba > 0).
+    zero_rows = np.isnan(entropy)
+    if zero_rows.any():
+        rows = proba[zero_rows]
+        entropy[zero_rows] = -np.einsum("ik,ik->i", rows, np.log(rows + _TINY))
+    return entropy
 
 
 def _least_confidence_kernel(proba: np.ndarray) -> np.ndarray:
