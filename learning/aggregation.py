@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dawid_skene", "weighted_vote"]
+__all__ = ["dawid_skene", "vote_posterior", "weighted_vote"]
 
 # Keeps log-odds finite when an expert (so far) never disagreed.
 _ACC_EPS = 1e-3
@@ -65,7 +65,7 @@ def _decide(posterior: np.ndarray, has_label: np.ndarray) -> tuple[np.ndarray, n
     return label, confidence
 
 
-def weighted_vote(
+def vote_posterior(
     item_index: np.ndarray,
     expert_index: np.ndarray,
     labels: np.ndarray,
@@ -73,8 +73,12 @@ def weighted_vote(
     n_items: int,
     n_classes: int,
     item_tag: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy-weighted (one-coin log-odds) vote per item.
+) -> np.ndarray:
+    """Posterior over classes per item under the one-coin model and a uniform prior.
+
+    ``posterior[item_index, labels]`` is the probability that each given label is right:
+    a soft agreement count that, unlike agreement with the winning label, does not hand
+    every disagreement to the expert currently believed best.
 
     Parameters
     ----------
@@ -89,10 +93,8 @@ def weighted_vote(
 
     Returns
     -------
-    item_label : ndarray of int, shape (n_items,)
-        Label of highest posterior (ties to the lowest class); -1 for unlabelled items.
-    confidence : ndarray of shape (n_items,)
-        Posterior probability of ``item_label`` under a uniform class prior; 0 if unlabelled.
+    posterior : ndarray of shape (n_items, n_classes)
+        Rows sum to 1; uniform for unlabelled items.
     """
     acc = np.asarray(accuracy, dtype=float)
     if acc.ndim != (1 if item_tag is None else 2):
@@ -107,8 +109,37 @@ def weighted_vote(
         item_index, expert_index, labels, n_items, acc.shape[0], n_classes, item_tag, n_tags
     )
     weight = _label_weight(acc, experts, tags, n_classes)
-    posterior = _softmax(_vote_scores(items, labs, weight, n_items, n_classes))
-    return _decide(posterior, np.bincount(items, minlength=n_items) > 0)
+    return _softmax(_vote_scores(items, labs, weight, n_items, n_classes))
+
+
+def weighted_vote(
+    item_index: np.ndarray,
+    expert_index: np.ndarray,
+    labels: np.ndarray,
+    accuracy: np.ndarray,
+    n_items: int,
+    n_classes: int,
+    item_tag: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy-weighted (one-coin log-odds) vote per item.
+
+    Parameters
+    ----------
+    item_index, expert_index, labels, accuracy, n_items, n_classes, item_tag
+        As :func:`vote_posterior`.
+
+    Returns
+    -------
+    item_label : ndarray of int, shape (n_items,)
+        Label of highest posterior (ties to the lowest class); -1 for unlabelled items.
+    confidence : ndarray of shape (n_items,)
+        Posterior probability of ``item_label`` under a uniform class prior; 0 if unlabelled.
+    """
+    posterior = vote_posterior(
+        item_index, expert_index, labels, accuracy, n_items, n_classes, item_tag
+    )
+    has_label = np.bincount(np.asarray(item_index, dtype=np.intp), minlength=n_items) > 0
+    return _decide(posterior, has_label)
 
 
 def _majority_posterior(items, labs, n_items: int, k: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskrank.learning.aggregation import dawid_skene, weighted_vote
+from taskrank.learning.aggregation import dawid_skene, vote_posterior, weighted_vote
 
 
 def _simulate_labels(accuracy, n_items=400, per_item=5, k=4, seed=0):
@@ -145,3 +145,11 @@ def test_dawid_skene_rejects_bad_prior_and_iterations():
         dawid_skene(*args, prior=(0.0, 1.0))
     with pytest.raises(ValueError, match="max_iter"):
         dawid_skene(*args, max_iter=0)
+
+
+def test_vote_posterior_rows_and_soft_agreement():
+    """The posterior rows match the hand example; posterior[item, label] scores each label."""
+    items, experts, labels = np.array([0, 0, 0]), np.array([0, 1, 2]), np.array([0, 1, 1])
+    posterior = vote_posterior(items, experts, labels, np.array([0.9, 0.6, 0.6]), 2, 3)
+    np.testing.assert_allclose(posterior, [[18 / 28, 9 / 28, 1 / 28], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(posterior[items, labels], [18 / 28, 9 / 28, 9 / 28])
