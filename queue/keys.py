@@ -41,6 +41,11 @@ def experts_key() -> str:
     return f"{PREFIX}experts"
 
 
+def web_secret_key() -> str:
+    """Random secret signing the operator page's login cookies, shared by all web processes."""
+    return f"{PREFIX}web-secret"
+
+
 # --- per project ----------------------------------------------------------------------------
 def project_key(pid: str) -> str:
     """Hash of a project's settings (labels, redundancy, lease_seconds, strategy...)."""
