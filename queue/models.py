@@ -76,11 +76,15 @@ def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: 
     return version
 
 
+HISTORY_KEPT = 500  # metadata records (for learning curves) outlive the stored models
+
+
 def _prune(r: redis.Redis, pid: str, keep: int) -> None:
-    stale = r.lrange(K.model_history_key(pid), keep, -1)
+    """Delete the stored models older than the newest ``keep``; keep their metadata."""
+    stale = r.lrange(K.model_history_key(pid), keep, keep + 50)
     if stale:
         r.delete(*[K.model_key(pid, json.loads(entry)["version"]) for entry in stale])
-        r.ltrim(K.model_history_key(pid), 0, keep - 1)
+    r.ltrim(K.model_history_key(pid), 0, HISTORY_KEPT - 1)
 
 
 def model_info(r: redis.Redis, pid: str) -> dict:
@@ -92,7 +96,16 @@ def model_info(r: redis.Redis, pid: str) -> dict:
     return {"version": int(meta["version"]), "n_labels": int(meta["n_labels"]),
             "trained_at": rfc3339(meta["trained_at"]), "metrics": json.loads(meta["metrics"]),
             "model": meta.get("model"), "strategy_version": int(meta.get("strategy_version", 0)),
-            "versions_kept": [entry["version"] for entry in history]}
+            "versions_kept": _stored_versions(r, pid, history)}
+
+
+def _stored_versions(r: redis.Redis, pid: str, history: list[dict]) -> list[int]:
+    """The versions whose model is still stored (older ones keep only their metadata)."""
+    pipe = r.pipeline()
+    for entry in history:
+        pipe.exists(K.model_key(pid, entry["version"]))
+    return [entry["version"] for entry, kept in zip(history, pipe.execute(), strict=True)
+            if kept]
 
 
 def load_model(r: redis.Redis, pid: str, version: int, meta: dict) -> LoadedModel:
