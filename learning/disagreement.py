@@ -97,7 +97,10 @@ def _vote_entropy_kernel(committee: np.ndarray, mean: np.ndarray | None = None) 
     rows = np.arange(n)
     for member_votes in votes:  # loop over members, never over items
         counts[rows, member_votes] += 1.0
-    scores = row_entropy(counts / m) / bound
+    # H(counts / m) = log m - (1/m) sum_c n_c log n_c, and sum_c n_c log n_c is the sum
+    # over members of log(how many members share their vote): no zero counts to log.
+    shared = counts[rows, votes]
+    scores = (np.log(m) - np.log(shared).mean(axis=0)) / bound
     return np.clip(scores, 0.0, 1.0, out=scores)
 
 

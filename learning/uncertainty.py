@@ -17,7 +17,7 @@ from taskrank.learning._checks import check_proba
 
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
 
-_TINY = np.finfo(np.float64).tiny
+_LOG_FLOOR = -800.0
 
 
 def least_confidence(proba: object) -> np.ndarray:
@@ -81,16 +81,13 @@ def row_entropy(proba: np.ndarray) -> np.ndarray:
     entropy : ndarray of shape (...)
         ``-sum(p log p)`` over the last axis.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.einsum("...k,...k->...", proba, np.log(proba))
-    # Rows holding an exact 0 came out NaN (0 * log 0); redo only those, with a tiny
-    # offset that makes 0 log 0 = 0. Logging the whole array plainly and patching the
-    # few rows is far cheaper than a masked np.log(..., where=proba > 0).
-    zero_rows = np.isnan(entropy)
-    if zero_rows.any():
-        rows = proba[zero_rows]
-        entropy[zero_rows] = -np.einsum("ik,ik->i", rows, np.log(rows + _TINY))
-    return entropy
+    with np.errstate(divide="ignore"):
+        logs = np.log(proba)
+    # log 0 = -inf would make 0 * log 0 NaN. Every positive float64 has log >= -744.4,
+    # so flooring at -800 changes only the zeros, whose products then vanish: one
+    # in-place pass instead of a masked np.log(..., where=proba > 0), several times slower.
+    np.maximum(logs, _LOG_FLOOR, out=logs)
+    return -np.einsum("...k,...k->...", proba, logs)
 
 
 def _least_confidence_kernel(proba: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import redis
 
 from taskrank.learning.routing import accuracy_posterior
 from taskrank.queue import keys as K
+from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import NoSuchExpertError
 from taskrank.queue.validation import (
     ID_PATTERN,
@@ -76,8 +77,8 @@ def load_expert(r: redis.Redis, eid: str) -> dict:
                       "disagree": float(disagree[i])} for i, tag in enumerate(tags)}
     return {"id": eid, "skills": skills, "capacity": int(fields["capacity"]),
             "cost_per_hour": float(fields["cost_per_hour"]), "active": fields["active"] == "1",
-            "accuracy": accuracy, "created_at": float(fields["created_at"]),
-            "updated_at": float(fields["updated_at"])}
+            "accuracy": accuracy, "created_at": rfc3339(fields["created_at"]),
+            "updated_at": rfc3339(fields["updated_at"])}
 
 
 def general_level(skills: dict[str, float]) -> float:

@@ -9,6 +9,7 @@ import redis
 
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
+from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import NoSuchProjectError, ProjectExistsError
 from taskrank.queue.validation import (
     check_id,
@@ -84,7 +85,7 @@ def update_project(r: redis.Redis, pid: str, body: object) -> tuple[dict, bool]:
     pipe = r.pipeline()
     if strategy_changed:
         previous = {"version": current["strategy_version"], "strategy": current["strategy"],
-                    "replaced_at": fields["updated_at"]}
+                    "replaced_at": rfc3339(fields["updated_at"])}
         pipe.lpush(K.strategy_history_key(pid), json.dumps(previous))
         pipe.ltrim(K.strategy_history_key(pid), 0, STRATEGY_HISTORY_KEPT - 1)
         pipe.hincrby(K.project_key(pid), "strategy_version", 1)
@@ -141,7 +142,7 @@ def _decode(fields: dict) -> dict:
         if key in project:
             project[key] = int(project[key])
     for key in ("created_at", "updated_at"):
-        project[key] = float(project[key])
+        project[key] = rfc3339(project[key])  # DESIGN §3: times are RFC 3339 UTC
     project.setdefault("models", [])
     project.setdefault("n_features", None)
     return project

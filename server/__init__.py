@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from taskrank.server import experts, health, items, models, projects, tasks, ui
+    from taskrank.server import experts, health, items, models, openapi, projects, tasks, ui
 
-    for module in (health, projects, items, experts, tasks, models, ui):
+    for module in (health, projects, items, experts, tasks, models, ui, openapi):
         app.register_blueprint(module.bp)

@@ -49,7 +49,8 @@ def require(role: str) -> Callable:
         def wrapped(*args: object, **kwargs: object) -> object:
             principal = current_principal()
             if not principal.allows(role):
-                raise Forbidden(f"this needs a {role} token; yours is a {principal.role} token")
+                raise Forbidden(f"this needs a token of role '{role}' or above (expert < platform "
+                                f"< admin); yours has role '{principal.role}'")
             return view(*args, **kwargs)
 
         wrapped.required_role = role  # read by the OpenAPI document and the fuzz tests

@@ -7,9 +7,10 @@ from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
+from taskrank.queue.exceptions import NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
-from taskrank.queue.validation import check_id, check_keys, check_number
+from taskrank.queue.validation import check_id, check_keys, check_number, fail
 from taskrank.server.auth import acting_expert, current_principal, require
 from taskrank.server.context import redis_client, settings
 from taskrank.server.errors import problem
@@ -27,7 +28,7 @@ def post_next_task(pid: str) -> tuple[dict, int] | Response:
     check_keys(body, "", {"expert_id"})
     eid = acting_expert(body.get("expert_id"))
     if eid is None:
-        raise BadRequest("expert_id is required with a platform or admin token")
+        raise fail("expert_id", "is required with a platform or admin token")
     expert = load_expert(r, check_id(eid, "expert_id"))
     task = tasks.claim(r, project, expert, settings().claim_depth)
     if task is None:
@@ -38,7 +39,14 @@ def post_next_task(pid: str) -> tuple[dict, int] | Response:
 def _task_project(tid: str) -> dict:
     """The task's project, after checking an expert token acts on its own task only."""
     r = redis_client()
-    project = get_project(r, tasks.project_of_task(check_id(tid, "task id")))
+    # A task id is '<token>.<project id>': check the parts, since the whole may be longer
+    # than the 128 characters of a platform id.
+    pid = tasks.project_of_task(tid)
+    check_id(tid.partition(".")[0], "task id")
+    try:
+        project = get_project(r, check_id(pid, "task id"))
+    except NoSuchProjectError:
+        raise NoSuchTaskError(f"no task '{tid}'") from None
     if current_principal().role == "expert":
         acting_expert(tasks.task_expert(r, project["id"], tid))
     return project

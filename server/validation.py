@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import request
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from taskrank.queue.validation import fail
+from taskrank.server.context import settings
 
 
 def json_body() -> object:
-    """The request's JSON document (400 when it does not parse, 415 when it is not JSON)."""
+    """The request's JSON document (400 when it does not parse, 415 when it is not JSON,
+    413 when it is larger than ``max_body_bytes``)."""
     if not request.is_json:
         raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+    limit = settings().max_body_bytes
+    too_large = (f"the body is larger than {limit} bytes; send at most {limit} bytes per "
+                 "request (TASKRANK_MAX_BODY_BYTES), e.g. split the batch")
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge(too_large)
     try:
-        return request.get_json()
-    except BadRequest:
-        raise BadRequest("the body is not valid JSON; check quotes, commas and brackets") from None
+        data = request.get_data(cache=True)
+    except RequestEntityTooLarge:  # a streamed body without Content-Length
+        raise RequestEntityTooLarge(too_large) from None
+    try:
+        # Python's parser takes NaN and Infinity, which are not JSON: a NaN probability or
+        # payload value would be stored and later sent back as invalid JSON.
+        return json.loads(data, parse_constant=_refuse_constant)
+    except _NotJsonNumber as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise BadRequest(f"the body is not valid JSON ({str(error)[:200]}); check quotes, "
+                         "commas and brackets") from None
+
+
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> object:
+    raise _NotJsonNumber(f"{name} is not a JSON number; send finite numbers only")
 
 
 def json_object() -> dict:

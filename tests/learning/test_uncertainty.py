@@ -132,3 +132,9 @@ def test_unknown_name_lists_choices():
     with pytest.raises(ValueError) as info:
         get_uncertainty("foo")
     assert str(info.value) == expected
+
+
+def test_exact_zeros_and_subnormal_probabilities_stay_finite():
+    """0 log 0 counts as 0 and the smallest positive float does not overflow the log."""
+    proba = np.array([[0.0, 1.0, 0.0], [5e-324, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(entropy(proba), [0.0, 0.0, np.log(2) / np.log(3)], atol=1e-12)

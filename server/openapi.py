@@ -1,0 +1,456 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``GET /openapi.json``.
+
+The document is data: the schemas and one entry per operation below.  The role each
+operation needs is read from its view (``require`` sets ``required_role``), so the document
+cannot drift from what the server enforces; tests check that every route is documented.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app
+
+from taskrank.queue.items import MAX_MODELS, MAX_SKILLS
+from taskrank.queue.projects import MAX_LABELS
+from taskrank.server.context import settings
+
+bp = Blueprint("openapi", __name__)
+
+ROLES_NOTE = "Roles nest: expert < platform < admin."
+
+
+# --- schema helpers -------------------------------------------------------------------------
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: tuple = (), closed: bool = False, **properties: dict) -> dict:
+    """An object schema; ``closed`` where the server refuses unknown fields."""
+    schema: dict = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def num(low: float | None = None, high: float | None = None, kind: str = "number") -> dict:
+    schema: dict = {"type": kind}
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
+    return schema
+
+
+def integer(low: int | None = None, high: int | None = None) -> dict:
+    return num(low, high, "integer")
+
+
+def array(items: dict, **bounds: object) -> dict:
+    return {"type": "array", "items": items, **bounds}
+
+
+def nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def doc(schema: dict, description: str) -> dict:
+    return {**schema, "description": description}
+
+
+ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}
+TIME = {"type": "string", "format": "date-time"}
+TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
+STATUS = {"type": "string", "enum": ["pending", "leased", "labeled"]}
+
+
+def strategy(partial: bool) -> dict:
+    """The acquisition strategy (DESIGN §4): every section closed; ``partial`` for requests,
+    which are merged onto the defaults and validated as a whole."""
+    sections = {
+        "uncertainty": {"type": "string", "enum": ["entropy", "least_confidence", "margin"]},
+        "disagreement": {"type": "string", "enum": ["consensus_kl", "vote_entropy"]},
+        "weights": {"uncertainty": num(0), "disagreement": num(0), "density": num(0)},
+        "committee": {"model": {"type": "string", "enum": [
+            "logistic_regression", "naive_bayes", "random_forest"]},
+            "members": integer(1), "use_supplied": BOOL},
+        "retrain": {"every_labels": integer(1), "min_labels": integer(1)},
+        "redundancy": {"adaptive": BOOL, "max_labels": integer(1),
+                       "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
+                                           "maximum": 1}},
+        "routing": {"fit_exponent": num(0), "cost_exponent": num(0),
+                    "holdback_seconds": num(0), "holdback_margin": num(0)},
+        "density": {"sample_size": integer(1)},
+    }
+    properties = {}
+    for name, section in sections.items():
+        if "type" in section:
+            properties[name] = section
+        else:
+            properties[name] = obj(() if partial else tuple(section), True, **section)
+    schema = obj(() if partial else tuple(properties), True, **properties)
+    schema["description"] = ("A partial strategy merged onto the defaults; an unknown key is "
+                             "a 422 naming it." if partial else "The project's full strategy.")
+    return schema
+
+
+def schemas(max_items: int) -> dict:
+    timed = {"created_at": TIME, "updated_at": TIME}
+    project = obj(("id", "labels", "redundancy", "lease_seconds", "strategy",
+                   "strategy_version"),
+                  id=ID, labels=array(TEXT), redundancy=integer(1, 50),
+                  lease_seconds=integer(10, 604800), strategy=ref("Strategy"),
+                  strategy_version=integer(1), models=array(TEXT),
+                  n_features=nullable(integer(1)), **timed,
+                  strategy_history=array(obj(version=integer(1), strategy=ref("Strategy"),
+                                             replaced_at=TIME)),
+                  backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
+                                            "change started (GET /v1/jobs/{jid})"))
+    probabilities = array(num(0), minItems=2,
+                          description="one probability per project label, in label order; "
+                                      "summing to 1 within 1e-3 (then renormalised)")
+    item_view = obj(("id", "status", "priority", "breakdown"),
+                    id=ID, status=STATUS, priority=num(), skills=array(ID),
+                    breakdown={"type": "object", "additionalProperties": obj(
+                        value=num(), weight=num()),
+                        "description": "each term of the priority: value and weight"},
+                    labels_wanted=integer(1), labels_out=integer(0), labels_done=integer(0),
+                    model_version=integer(0), payload=ANY,
+                    aggregated=obj(label=TEXT, confidence=num(0, 1)),
+                    predictions={"type": "object", "additionalProperties": array(num(0))},
+                    labels=array(obj(expert_id=ID, label=TEXT)))
+    label_answer = obj(("task_id", "item_id", "expert_id", "label", "counted"),
+                       task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT, counted=BOOL,
+                       item_status=nullable(STATUS), n_labels=nullable(integer(0)))
+    accuracy = obj(mean=num(0, 1), alpha=num(0), beta=num(0), agree=num(0),
+                   disagree=num(0))
+    return {
+        "Problem": obj(("type", "title", "status", "detail"),
+                       type=TEXT, title=TEXT, status=integer(400, 599), detail=TEXT,
+                       instance=TEXT,
+                       errors=array(obj(field=TEXT, detail=TEXT)),
+                       rejected=array(ref("Rejection"))),
+        "Strategy": strategy(partial=False),
+        "StrategyPatch": strategy(partial=True),
+        "ProjectCreate": obj(("id", "labels"), True, id=ID,
+                             labels=array({"type": "string", "minLength": 1, "maxLength": 200},
+                                          minItems=2, maxItems=MAX_LABELS, uniqueItems=True),
+                             redundancy=integer(1, 50), lease_seconds=integer(10, 604800),
+                             strategy=ref("StrategyPatch")),
+        "ProjectPatch": obj((), True, redundancy=integer(1, 50),
+                            lease_seconds=integer(10, 604800), strategy=ref("StrategyPatch")),
+        "Project": project,
+        "ProjectList": obj(("projects",), projects=array(ref("Project"))),
+        "Item": {**obj(("id",), True, id=ID,
+                       predictions={"type": "object", "maxProperties": MAX_MODELS,
+                                    "propertyNames": ID,
+                                    "additionalProperties": probabilities},
+                       features=array(num(), minItems=1, maxItems=4096),
+                       skills=array(ID, maxItems=MAX_SKILLS),
+                       payload=doc(ANY, "opaque JSON returned with the task"),
+                       boost=num(), gold=doc(TEXT, "one of the project's labels")),
+                 "anyOf": [{"required": ["predictions"]}, {"required": ["features"]}]},
+        "ItemBatch": obj(("items",), True,
+                         items=array(ref("Item"), minItems=1, maxItems=max_items)),
+        "Rejection": obj(("index", "id", "detail"), index=integer(0), id=nullable(TEXT),
+                         detail=TEXT),
+        "IngestResult": obj(("created", "updated", "rejected"), created=integer(0),
+                            updated=integer(0), rejected=array(ref("Rejection"))),
+        "ItemView": item_view,
+        "Queue": obj(("items",), items=array(ref("ItemView"))),
+        "ExpertPut": obj((), True,
+                         skills={"type": "object", "maxProperties": 256, "propertyNames": ID,
+                                 "additionalProperties": num(0, 1)},
+                         capacity=integer(1, 10_000), cost_per_hour=num(0.01, 1e6),
+                         active=BOOL),
+        "Expert": obj(("id", "skills", "capacity", "cost_per_hour", "active", "accuracy",
+                       "open_leases"),
+                      id=ID, skills={"type": "object", "additionalProperties": num(0, 1)},
+                      capacity=integer(1), cost_per_hour=num(0), active=BOOL,
+                      accuracy={"type": "object", "additionalProperties": accuracy},
+                      created_at=TIME, updated_at=TIME,
+                      open_leases=integer(0),
+                      open_leases_by_project={"type": "object",
+                                              "additionalProperties": integer(1)}),
+        "NextTaskRequest": obj((), True, expert_id=doc(ID, "required with a platform or "
+                                                           "admin token; an expert token "
+                                                           "acts for itself")),
+        "Lease": obj(("task",), task=obj(
+            ("id", "item_id", "priority", "fit", "value", "expires_at", "reason"),
+            id=TEXT, item_id=ID, payload=ANY, priority=num(), fit=num(0, 1), value=num(),
+            expires_at=TIME, reason=TEXT)),
+        "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
+                            seconds_spent=num(0, 604800)),
+        "LabelAnswer": label_answer,
+        "TaskView": obj(("task",), task=obj(
+            ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
+            id=TEXT, project_id=ID, item_id=ID, expert_id=ID,
+            state={"type": "string", "enum": ["open", "labeled", "released", "expired"]},
+            expires_at=TIME, created_at=TIME)),
+        "LabelPage": obj(("labels", "next_cursor"), next_cursor=nullable(TEXT), labels=array({
+            "oneOf": [obj(("task_id", "item_id", "expert_id", "label", "seconds_spent",
+                           "counted", "created_at"),
+                          task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT,
+                          seconds_spent=num(0), counted=BOOL, created_at=TIME, cursor=TEXT),
+                      doc(obj(("item_id", "label", "confidence", "n_labels"), True,
+                              item_id=ID, label=TEXT, confidence=num(0, 1),
+                              n_labels=integer(0)), "with aggregated=true")]})),
+        "Stats": obj(("project_id", "items", "open_leases", "labels"),
+                     project_id=ID, open_leases=integer(0),
+                     items=obj(("total", "pending", "leased", "labeled"), total=integer(0),
+                               pending=integer(0), leased=integer(0), labeled=integer(0)),
+                     labels=obj(("counted", "late", "last_hour"), counted=integer(0),
+                                late=integer(0), last_hour=integer(0)),
+                     model_version=nullable(integer(1)), strategy_version=integer(1)),
+        "ModelInfo": obj(("version", "n_labels", "trained_at", "metrics"),
+                         version=nullable(integer(1)), n_labels=integer(0),
+                         trained_at=nullable(TIME), metrics={"type": "object"},
+                         model=nullable(TEXT), strategy_version=integer(0),
+                         versions_kept=array(integer(1))),
+        "JobAccepted": obj(("job_id",), job_id=TEXT),
+        "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=ANY,
+                   status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
+                   error=nullable(TEXT), retries_left=nullable(integer(0))),
+        "Health": obj(("status",), status=TEXT),
+    }
+
+
+# --- operations -----------------------------------------------------------------------------
+PARAMETERS = {
+    "pid": "project id", "iid": "item id (the platform's)", "eid": "expert id",
+    "tid": "task id, as returned by tasks/next", "jid": "job id",
+}
+QUERY = {
+    "queue": [("limit", integer(1, 1000) | {"default": 20}, "items to return"),
+              ("skill", ID, "only items requiring this skill tag")],
+    "labels": [("cursor", TEXT, "next_cursor of the previous page"),
+               ("limit", integer(1, 10_000) | {"default": 100}, "records per page"),
+               ("aggregated", {"type": "string", "enum": ["true", "false", "1", "0"],
+                               "default": "false"},
+                "one record per finished item instead of every label")],
+}
+
+# (method, path, endpoint, summary, request schema, {status: (description, schema)},
+#  error statuses beyond the ones every route of its kind can answer)
+OPERATIONS = [
+    ("get", "/healthz", "health.get_healthz", "Liveness (does not touch Redis)", None,
+     {200: ("alive", "Health")}, ()),
+    ("get", "/readyz", "health.get_readyz", "Readiness: Redis answers", None,
+     {200: ("ready", "Health")}, ()),
+    ("get", "/openapi.json", "openapi.get_openapi", "This document", None,
+     {200: ("the OpenAPI 3.1 document", None)}, ()),
+    ("post", "/v1/projects", "projects.post_project", "Create a project", "ProjectCreate",
+     {201: ("created; Location names it", "Project")}, (409,)),
+    ("get", "/v1/projects", "projects.get_projects", "List projects", None,
+     {200: ("every project", "ProjectList")}, ()),
+    ("get", "/v1/projects/{pid}", "projects.get_one_project",
+     "Read a project with its strategy history", None, {200: ("the project", "Project")},
+     (404,)),
+    ("patch", "/v1/projects/{pid}", "projects.patch_project",
+     "Change redundancy, lease_seconds or strategy (a strategy change re-scores the pool)",
+     "ProjectPatch", {200: ("the changed project", "Project")}, (404,)),
+    ("get", "/v1/projects/{pid}/queue", "projects.get_queue",
+     "Top of the ranking, each item with its breakdown", None,
+     {200: ("best first", "Queue")}, (404, 422)),
+    ("get", "/v1/projects/{pid}/stats", "projects.get_stats",
+     "Counts by status, open leases, labels per hour, model version", None,
+     {200: ("the counts", "Stats")}, (404,)),
+    ("get", "/v1/projects/{pid}/labels", "projects.get_labels",
+     "Export labels (or aggregated labels), resumable by cursor", None,
+     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (404, 422)),
+    ("post", "/v1/projects/{pid}/items", "items.post_items",
+     "Upsert a batch of items (idempotent by id), scored at once; per-item problems come "
+     "back in `rejected` and the rest is stored", "ItemBatch",
+     {200: ("counts and per-item rejections", "IngestResult")}, (404,)),
+    ("get", "/v1/projects/{pid}/items/{iid}", "items.get_one_item",
+     "An item with status, priority, breakdown and labels", None,
+     {200: ("the item", "ItemView")}, (404,)),
+    ("put", "/v1/experts/{eid}", "experts.put_one_expert",
+     "Declare an expert (skills, capacity, cost); learned accuracy is kept", "ExpertPut",
+     {201: ("created", "Expert"), 200: ("updated", "Expert")}, ()),
+    ("get", "/v1/experts/{eid}", "experts.get_one_expert",
+     "An expert with learned accuracy per skill and open leases (an expert token: itself "
+     "only)", None, {200: ("the expert", "Expert")}, (404,)),
+    ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
+     "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
+     {200: ("the lease, with the item's payload and the reason", "Lease"),
+      204: ("nothing available to this expert (nothing eligible, or at capacity)", None)},
+     (404,)),
+    ("post", "/v1/tasks/{tid}/label", "tasks.post_label",
+     "Submit the label for a lease; a retry with the same Idempotency-Key answers exactly "
+     "what the first request answered", "LabelRequest",
+     {201: ("counted", "LabelAnswer")}, (404, 409)),
+    ("post", "/v1/tasks/{tid}/extend", "tasks.post_extend",
+     "Heartbeat: the lease runs lease_seconds from now", None,
+     {200: ("the open task", "TaskView")}, (404, 409)),
+    ("post", "/v1/tasks/{tid}/release", "tasks.post_release",
+     "Give the item back; releasing again answers the same", None,
+     {200: ("the released task", "TaskView")}, (404, 409)),
+    ("get", "/v1/projects/{pid}/model", "models.get_model",
+     "Current model version and metrics (version null before any training)", None,
+     {200: ("the model", "ModelInfo")}, (404,)),
+    ("post", "/v1/projects/{pid}/retrain", "models.post_retrain",
+     "Retrain now (bursts merge into one waiting job)", None,
+     {202: ("queued; Location names the job", "JobAccepted")}, (404,)),
+    ("get", "/v1/jobs/{jid}", "models.get_job", "Status of a background job", None,
+     {200: ("the job", "Job")}, (404,)),
+]
+
+ERRORS = {
+    400: "the body is not valid JSON (NaN and Infinity are not JSON), or a header is bad",
+    401: "no token, a malformed Authorization header or an unknown token",
+    403: "the token's role is too low, or an expert token acts for another expert",
+    404: "no such project, item, expert, task or job",
+    409: "the project exists, or the lease is not open (a late label is recorded, not "
+         "counted: the body carries the label's fields and the reason)",
+    413: "the body or the batch is over its limit (TASKRANK_MAX_BODY_BYTES, "
+         "TASKRANK_MAX_BATCH_ITEMS)",
+    415: "the body is not sent as application/json",
+    422: "a field is invalid: `errors` names each one (`rejected` lists each item when no "
+         "item of a batch could be stored)",
+    503: "Redis is not answering; retry after Retry-After seconds",
+}
+
+# The operator web page (server/ui.py): HTML for browsers, documented when registered.
+# (method, path, endpoint, summary, {status: media type or None})
+PAGES = [
+    ("get", "/", "ui.index", "Operator page: every project's counts, model and queue top",
+     {200: "text/html"}),
+    ("get", "/projects/{pid}", "ui.project_page", "Operator page of one project",
+     {200: "text/html", 404: "text/html", 422: "text/html"}),
+    ("get", "/projects/{pid}/learning-curve.png", "ui.learning_curve_png",
+     "The project's learning curve", {200: "image/png", 404: "text/html"}),
+    ("get", "/login", "ui.login_form", "Login form: paste a platform or admin token",
+     {200: "text/html"}),
+    ("post", "/login", "ui.login", "Log in: sets an HttpOnly cookie holding the token's "
+     "signed hash, then redirects", {303: None, 401: "text/html", 403: "text/html"}),
+    ("post", "/logout", "ui.logout", "Log out: clears the cookie, redirects to the form",
+     {303: None}),
+]
+
+
+def _page(app: Flask, entry: tuple) -> dict:
+    method, path, endpoint, summary, answers = entry
+    role = getattr(app.view_functions[endpoint], "required_role", None)
+    responses = {str(status): {"description": media or "redirect (Location)"}
+                 for status, media in answers.items()}
+    for status, media in answers.items():
+        if media:
+            responses[str(status)]["content"] = {media: {"schema": {"type": "string"}}}
+    operation = {"operationId": "page_" + endpoint.split(".", 1)[1], "summary": summary,
+                 "tags": ["ui"], "responses": responses, "security": []}
+    if "{pid}" in path:
+        operation["parameters"] = [{"name": "pid", "in": "path", "required": True,
+                                    "description": PARAMETERS["pid"], "schema": ID}]
+    if endpoint == "ui.login":
+        operation["requestBody"] = {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": obj(
+                ("token",), token=TEXT, next=doc(TEXT, "a path on this site"))}}}
+    if role:
+        operation.update(_role_fields(role, cookie=True))
+        responses["303"] = {"description": "no login: redirect to the login form"}
+        responses["401"] = _problem(401)
+        responses["403"] = _problem(403)
+    else:
+        operation["description"] = "No token needed."
+    return operation
+
+
+def _role_fields(role: str, cookie: bool = False) -> dict:
+    """Security, ``x-required-role`` and the description of an operation that needs a role."""
+    schemes = [{"bearer": []}, {"login": []}] if cookie else [{"bearer": []}]
+    return {"security": schemes, "x-required-role": role,
+            "description": f"Requires a token of role `{role}` or above. {ROLES_NOTE}"}
+
+
+def _problem(status: int) -> dict:
+    response = {"description": ERRORS.get(status, "an unexpected error (logged)"),
+                "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": TEXT}}
+    if status == 503:
+        response["headers"] = {"Retry-After": {"schema": integer(0)}}
+    return response
+
+
+def _operation(app: Flask, entry: tuple) -> dict:
+    method, path, endpoint, summary, request, successes, errors = entry
+    role = getattr(app.view_functions[endpoint], "required_role", None)
+    operation: dict = {"operationId": endpoint.split(".", 1)[1], "summary": summary,
+                       "tags": [endpoint.split(".", 1)[0]]}
+    params = [{"name": name, "in": "path", "required": True, "description": what,
+               "schema": TEXT if name in ("tid", "jid") else ID}
+              for name, what in PARAMETERS.items() if "{" + name + "}" in path]
+    params += [{"name": name, "in": "query", "schema": schema, "description": what}
+               for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])]
+    if endpoint == "tasks.post_label":
+        params.append({"name": "Idempotency-Key", "in": "header", "description":
+                       "replays the first answer for the same key and body; 422 when the "
+                       "body differs", "schema": {"type": "string", "minLength": 1,
+                                                  "maxLength": 200}})
+    if params:
+        operation["parameters"] = params
+    if request:
+        operation["requestBody"] = {"required": request != "NextTaskRequest", "content": {
+            "application/json": {"schema": ref(request)}}}
+    responses = {}
+    for status, (description, schema) in successes.items():
+        responses[str(status)] = {"description": description}
+        if "Location" in description:
+            responses[str(status)]["headers"] = {"Location": {"schema": TEXT}}
+        if schema:
+            responses[str(status)]["content"] = {"application/json": {"schema": ref(schema)}}
+        elif status != 204:
+            responses[str(status)]["content"] = {"application/json": {"schema": ANY}}
+    statuses = set(errors)
+    if role:
+        statuses |= {401, 403}
+        operation.update(_role_fields(role))
+    else:
+        operation["security"] = []
+        operation["description"] = "No token needed."
+    if request:
+        statuses |= {400, 413, 415, 422}
+    if path.startswith("/v1") or path == "/readyz":
+        statuses.add(503)
+    for status in sorted(statuses):
+        responses[str(status)] = _problem(status)
+    if endpoint == "tasks.post_label":
+        responses["409"]["content"]["application/problem+json"]["schema"] = {
+            "allOf": [ref("Problem"), ref("LabelAnswer")]}
+    responses["default"] = _problem(500)
+    operation["responses"] = responses
+    return operation
+
+
+def build_document(app: Flask, max_items: int) -> dict:
+    """The OpenAPI 3.1 document for ``app`` (roles read from its views)."""
+    paths: dict = {}
+    for entries, build in ((OPERATIONS, _operation), (PAGES, _page)):
+        for entry in entries:
+            # Only the blueprints this app registers (the web page is optional).
+            if entry[2].split(".", 1)[0] in app.blueprints:
+                paths.setdefault(entry[1], {})[entry[0]] = build(app, entry)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "taskrank", "version": "1",
+                 "description": "Active-learning server for expert labeling. JSON in and "
+                                "out; every error is an RFC 9457 problem document. "
+                                + ROLES_NOTE},
+        "paths": paths,
+        "components": {"schemas": schemas(max_items), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "create with `taskrank token create --role ROLE`"},
+            "login": {"type": "apiKey", "in": "cookie", "name": "taskrank_login",
+                      "description": "the web page's login cookie (POST /login); "
+                                     "not accepted by /v1"}}},
+    }
+
+
+@bp.get("/openapi.json")
+def get_openapi() -> dict:
+    """The API document (no token needed), built once per app."""
+    cache = current_app.extensions.setdefault("taskrank.openapi", {})
+    if "document" not in cache:
+        cache["document"] = build_document(current_app, settings().max_batch_items)
+    return cache["document"]
