@@ -1,0 +1,258 @@
+"""``taskrank simulate DATASET``: replay a labelled dataset through the acquisition strategies.
+
+DATASET is one of scikit-learn's bundled sets (digits, breast_cancer, wine, iris) or a
+``.npz`` file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
+labels and the area under the learning curve (AULC) per strategy, mean ± std over seeds;
+optionally writes the JSON result and a PNG of the learning curves.
+
+With ``--experts`` it replays labelling by simulated experts instead and compares label
+accuracy and cost under taskrank's routing, random assignment and an oracle.
+
+Exit status: 0 done, 2 unusable input (unknown dataset, missing file, bad strategy file,
+nonsensical numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from taskrank.learning.priority import Strategy
+from taskrank.learning.simulate import (
+    BUILTIN_STRATEGIES,
+    DATASETS,
+    load_dataset,
+    run_simulation,
+    simulate_routing,
+)
+
+CHECKPOINTS = (50, 100, 200, 300)
+
+
+class Unusable(Exception):
+    """Bad input: exit 2 with this one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        raise Unusable(message)
+
+
+def _count(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {number}")
+    return number
+
+
+def _share(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {number}")
+    return number
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line (``Unusable`` on bad input)."""
+    parser = _Parser(prog="taskrank simulate", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset",
+                        help=f"one of {', '.join(sorted(DATASETS))}, or a .npz with X and y")
+    parser.add_argument("--strategies", default=",".join(BUILTIN_STRATEGIES),
+                        help="comma-separated strategies (default: all six)")
+    parser.add_argument("--strategy-file", type=Path,
+                        help="JSON partial strategy, compared as 'candidate'")
+    parser.add_argument("--seeds", type=_count, default=5)
+    parser.add_argument("--initial", type=_count, default=10, help="labels to start from")
+    parser.add_argument("--batch", type=_count, default=10, help="labels per round")
+    parser.add_argument("--budget", type=_count, default=300, help="labels at the end")
+    parser.add_argument("--test-size", type=_share, default=0.25)
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the curves here")
+    experts = parser.add_argument_group("simulated experts (--experts)")
+    experts.add_argument("--experts", action="store_true", help="simulate expert routing")
+    experts.add_argument("--n-labels", type=_count, default=1000)
+    experts.add_argument("--redundancy", type=_count, default=3)
+    experts.add_argument("--n-experts", type=_count, default=8)
+    experts.add_argument("--n-domains", type=_count, default=4)
+    experts.add_argument("--gold", type=_share, default=0.0, help="share of gold items")
+    experts.add_argument("--overclaim", type=_share, default=0.25,
+                         help="share of experts who overstate their skills")
+    return parser.parse_args(argv)
+
+
+def read_dataset(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(X, y, display name) from a bundled dataset name or a .npz path."""
+    if name in DATASETS:
+        return (*load_dataset(name), name)
+    path = Path(name)
+    if path.suffix != ".npz":
+        raise Unusable(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} "
+                       "or a .npz file with arrays X and y")
+    if not path.is_file():
+        raise Unusable(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in ("X", "y") if key not in data.files]
+            if missing:
+                raise Unusable(f"{path} lacks array {missing[0]!r}; it needs X and y")
+            X, y = np.asarray(data["X"], dtype=float), np.asarray(data["y"])
+    except (OSError, ValueError) as exc:
+        raise Unusable(f"cannot read {path}: {exc}") from None
+    if X.ndim != 2 or y.shape != X.shape[:1] or np.unique(y).size < 2:
+        raise Unusable(f"{path}: X must be (n, d) and y (n,) with >= 2 classes, "
+                       f"got {X.shape} and {y.shape}")
+    return X, y, path.stem
+
+
+def read_strategies(args: argparse.Namespace) -> dict:
+    """{name: builtin name or Strategy} from --strategies and --strategy-file."""
+    names = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BUILTIN_STRATEGIES]
+    if unknown:
+        raise Unusable(
+            f"unknown strategies {unknown}; expected some of {list(BUILTIN_STRATEGIES)}"
+        )
+    strategies: dict = {name: name for name in names}
+    if args.strategy_file is not None:
+        try:
+            patch = json.loads(args.strategy_file.read_text())
+            strategies["candidate"] = Strategy.from_dict(patch)
+        except OSError as exc:
+            raise Unusable(
+                f"cannot read strategy file {args.strategy_file}: {exc.strerror}"
+            ) from None
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise Unusable(f"bad strategy file {args.strategy_file}: {exc}") from None
+    if not strategies:
+        raise Unusable("no strategy to simulate")
+    return strategies
+
+
+def _mean_std(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def learning_table(result: dict) -> str:
+    """Accuracy at the checkpoints and AULC per strategy, mean ± std over seeds."""
+    first = next(iter(result["strategies"].values()))
+    counts = np.array(first["n_labels"])
+    columns = [c for c in CHECKPOINTS if c <= counts[-1]] or [int(counts[-1])]
+    header = ["strategy", *(f"acc@{c}" for c in columns), "AULC"]
+    rows = []
+    for name, summary in result["strategies"].items():
+        curves = np.array(summary["curves"])
+        at = np.searchsorted(counts, columns, side="right") - 1  # last count <= checkpoint
+        cells = [_mean_std(curves[:, i]) for i in at]
+        rows.append([name, *cells, _mean_std(summary["aulc"]["per_seed"])])
+    return _format([header, *rows])
+
+
+def routing_table(result: dict) -> str:
+    """Label accuracy and cost per routing arm."""
+    rows = [["arm", "label accuracy", "cost", "labels"]]
+    for arm, summary in result["arms"].items():
+        cost = summary["cost"]
+        rows.append([arm, _mean_std(summary["accuracy"]["per_seed"]),
+                     f"{cost['mean']:.0f} ± {cost['std']:.0f}", f"{summary['labels']['mean']:.0f}"])
+    gap = result["gap_closed"]
+    footer = "" if gap is None else f"\ngap closed by taskrank (random -> oracle): {gap:.0%}"
+    return _format(rows) + footer
+
+
+def _format(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Mean learning curve ± std per strategy (or accuracy per arm) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if "arms" in result:
+        arms = list(result["arms"])
+        means = [result["arms"][a]["accuracy"]["mean"] for a in arms]
+        stds = [result["arms"][a]["accuracy"]["std"] for a in arms]
+        ax.bar(arms, means, yerr=stds, capsize=4)
+        ax.set_ylabel("aggregated label accuracy")
+    else:
+        for name, summary in result["strategies"].items():
+            x, curves = summary["n_labels"], np.array(summary["curves"])
+            mean, std = curves.mean(axis=0), curves.std(axis=0)
+            ax.plot(x, mean, label=f"{name} (AULC {summary['aulc']['mean']:.3f})")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("test accuracy")
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(f"taskrank simulate: {result.get('dataset', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def simulate(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, name: str) -> dict:
+    """Run the requested simulation with a progress bar."""
+    if args.experts:
+        arms = 3 * args.seeds
+        with tqdm(total=arms, desc="routing", unit="run", disable=None) as bar:
+            result = simulate_routing(
+                X, y, n_domains=args.n_domains, n_experts=args.n_experts,
+                n_labels=args.n_labels, redundancy=args.redundancy, seeds=args.seeds,
+                gold=args.gold, overclaim=args.overclaim, random_state=args.random_state,
+                progress=bar.update)
+        return {"dataset": name, **result}
+    strategies = read_strategies(args)
+    with tqdm(total=len(strategies) * args.seeds, desc="simulate", unit="curve",
+              disable=None) as bar:
+        return run_simulation(
+            X, y, strategies, seeds=args.seeds, initial=args.initial, batch=args.batch,
+            budget=args.budget, test_size=args.test_size, random_state=args.random_state,
+            dataset=name, progress=bar.update)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``taskrank simulate``; returns the exit status."""
+    try:
+        args = parse_args(argv)
+        for path in (args.json, args.plot):
+            if path is not None and not path.parent.is_dir():
+                raise Unusable(f"cannot write {path}: no directory {path.parent}")
+        X, y, name = read_dataset(args.dataset)
+        started = time.perf_counter()
+        try:
+            result = simulate(args, X, y, name)
+        except ValueError as exc:  # the library validates the numbers before any work
+            raise Unusable(str(exc)) from None
+    except Unusable as exc:
+        print(f"taskrank simulate: error: {exc}", file=sys.stderr)
+        return 2
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    print(routing_table(result) if args.experts else learning_table(result))
+    print(f"({result['seconds']:.1f} s)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot is not None:
+        plot(result, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
