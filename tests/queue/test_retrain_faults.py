@@ -42,6 +42,11 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in path.read_text().split()] if path.exists() else []
 
 
+def _started(pid: int) -> int:
+    """A process's start time in clock ticks (field 22 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
 def _wait(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,15 +70,14 @@ def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs
         worker = subprocess.Popen([sys.executable, "-m", "taskrank.scripts.worker"], env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        # The worker forks its scheduler first, then one work horse per job.
-        scheduler = set(_wait(lambda: _children(worker.pid), 20, "the RQ scheduler process"))
         job = Job.fetch(enqueue_retrain(r, settings, "p"), connection=connect_binary(settings))
-        _wait(lambda: job.get_status() == "started", 30, "the retrain to start")
-        horse = _wait(lambda: set(_children(worker.pid)) - scheduler, 10, "the work horse").pop()
+        _wait(lambda: job.get_status() == "started", 60, "the retrain to start")
+        # The work horse is the worker's newest child (its scheduler was forked earlier).
+        horse = max(_wait(lambda: _children(worker.pid), 10, "the work horse"), key=_started)
         time.sleep(0.3)  # inside the fit
         os.kill(horse, signal.SIGKILL)
         assert model_info(r, "p")["version"] == 1, "the old model keeps serving"
-        _wait(lambda: (model_info(r, "p")["version"] or 0) >= 2, 60,
+        _wait(lambda: (model_info(r, "p")["version"] or 0) >= 2, 150,
               f"the retried retrain; worker log: {log.read_text()[-3000:]}")
         job.refresh()
         assert job.retries_left is not None and job.retries_left < 3
