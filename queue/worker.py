@@ -6,6 +6,7 @@ import logging
 import threading
 
 from rq import Queue, Worker
+from threadpoolctl import threadpool_limits
 
 from taskrank.queue.connection import connect, connect_binary
 from taskrank.queue.settings import Settings
@@ -24,6 +25,10 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # Imported before RQ forks a work horse per job; otherwise every job re-imports
     # scikit-learn (~1 s per re-score chunk; `taskrank bench rescore` 2.1x faster with it).
     import taskrank.queue.jobs  # noqa: F401
+
+    # One BLAS thread per worker: models are small, and idle-spinning BLAS threads of two
+    # workers fight over the cores (a retrain on 85 labels: 3-8 s, with this 0.6 s).
+    threadpool_limits(1)
     connection = connect_binary(settings)
     stop = threading.Event()
     if not burst:
