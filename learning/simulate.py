@@ -373,7 +373,8 @@ def _evaluate(arm: str, world, given: np.ndarray, strength: float) -> tuple[floa
             n_tags=world.declared.shape[1], prior=(prior.alpha, prior.beta),
         )
     scored = (final >= 0) & ~world.gold
-    return float(np.mean(final[scored] == world.truth[scored])), float(world.cost[experts].sum())
+    hits = final[scored] == world.truth[scored]
+    return float(hits.mean()) if hits.size else float("nan"), float(world.cost[experts].sum())
 
 
 def simulate_routing(

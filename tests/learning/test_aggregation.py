@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskrank.learning.aggregation import dawid_skene, vote_posterior, weighted_vote
@@ -73,6 +73,7 @@ def test_weighted_vote_rejects_bad_input(kwargs, match):
         weighted_vote(**{**args, **kwargs})
 
 
+@settings(deadline=None)  # timing varies on a shared CI box; the property is what counts
 @given(
     votes=st.lists(st.integers(0, 3), min_size=1, max_size=9),
     acc=st.floats(0.3, 0.95),
