@@ -328,9 +328,39 @@ SWEEP = _PREAMBLE + COMMON + r"""
 return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
 """
 
+# Set priorities computed outside taskrank (``taskrank backfill --from``), only for items
+# still pending: a leased or labeled item must never come back into the pool.  The
+# breakdown becomes {"external": priority}; the model version is left as it was.
+# ARGV[5..] pairs: item id, priority.  Returns {updated, not pending, {0-based positions of
+# the pairs whose item does not exist}}.
+SET_PRIORITIES = _PREAMBLE + COMMON + r"""
+for i = 5, #ARGV, 2 do
+  if tonumber(ARGV[i+1]) == nil then
+    return redis.error_reply('priority of ' .. ARGV[i] .. ' is not a number: ' .. ARGV[i+1])
+  end
+end
+local updated, skipped, unknown = 0, 0, {}
+for i = 5, #ARGV, 2 do
+  local iid, priority = ARGV[i], tonumber(ARGV[i+1])
+  local f = redis.call('HMGET', P_ITEM .. iid, 'st', 's')
+  if not f[1] then
+    unknown[#unknown + 1] = (i - 5) / 2
+  elseif f[1] ~= 'pending' then
+    skipped = skipped + 1
+  else
+    redis.call('HSET', P_ITEM .. iid, 'pr', ARGV[i+1],
+               'bd', cjson.encode({external = priority}))
+    enpool(iid, split_tags(f[2]), priority)
+    updated = updated + 1
+  end
+end
+return {updated, skipped, unknown}
+"""
+
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "rescore": RESCORE, "claim": CLAIM, "label": LABEL,
-           "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT}
+           "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
+           "set_priorities": SET_PRIORITIES}
 
 
 def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),

@@ -1,0 +1,289 @@
+"""``taskrank demo``: play a labeling platform against a running server, end to end.
+
+Creates a project from a scikit-learn dataset, declares three simulated experts whose
+accuracy depends on the item's skill tag, ingests the pool (a test split is held out),
+then leases and labels tasks as those experts would.  Every ``--every`` labels it prints
+the server's model version and cross-validated accuracy, the held-out accuracy of a
+model fit on the labels gathered so far (next to the same for random items labeled by a
+random expert) and how the top of the queue moved; at the end a PNG learning curve.
+
+Items carry standardised features and the predictions of a deliberately weak supplied
+model (naive Bayes on two features, fit on a small seed split that is neither pool nor
+test): that is what a labeling platform has, so the queue is meaningful from the first
+task, and the server's own ranking model has something to improve on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn import datasets
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from taskrank.queue.settings import Settings, SettingsError
+from taskrank.scripts.client import Client, ClientError, add_server_arguments
+
+DATASETS = {"breast_cancer": datasets.load_breast_cancer, "digits": datasets.load_digits,
+            "wine": datasets.load_wine, "iris": datasets.load_iris}
+LEVELS = ("low", "mid", "high")
+# True accuracy per skill tag (by tertile of the first feature); declared levels match.
+EXPERTS = {"generalist": (0.85, 0.85, 0.85), "low-specialist": (0.97, 0.80, 0.62),
+           "high-specialist": (0.62, 0.80, 0.97)}
+TEST_SHARE, SEED_ITEMS = 0.25, 40
+
+
+def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskrank demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_server_arguments(parser, settings)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="breast_cancer")
+    parser.add_argument("--labels", type=int, default=200, help="labels to give (default 200)")
+    parser.add_argument("--every", type=int, default=25,
+                        help="report (and retrain) every N labels (default 25)")
+    parser.add_argument("--plot", default="demo.png", help="learning curve PNG (default demo.png)")
+    parser.add_argument("--wait", type=float, default=2.0,
+                        help="seconds to wait at a report for the retrain to land (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Data:
+    """The dataset split three ways, with skill tags and the weak model's predictions."""
+
+    labels: list[str]
+    feature: str
+    X: np.ndarray  # standardised features
+    y: np.ndarray
+    tags: np.ndarray  # tag index per row (0, 1, 2)
+    pool: np.ndarray
+    test: np.ndarray
+    weak: np.ndarray  # (n, k) probabilities of the weak supplied model
+
+
+def load(name: str, seed: int) -> Data:
+    bunch = DATASETS[name]()
+    X = StandardScaler().fit_transform(bunch.data)
+    y = np.asarray(bunch.target)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_test = int(len(y) * TEST_SHARE)
+    seed_rows, test, pool = order[:SEED_ITEMS], order[SEED_ITEMS:SEED_ITEMS + n_test], \
+        order[SEED_ITEMS + n_test:]
+    weak = GaussianNB().fit(X[seed_rows][:, :2], y[seed_rows]).predict_proba(X[:, :2])
+    weak = np.clip(weak, 1e-3, None)
+    tags = np.searchsorted(np.quantile(X[:, 0], [1 / 3, 2 / 3]), X[:, 0])
+    feature = bunch.feature_names[0] if hasattr(bunch, "feature_names") else "feature 0"
+    return Data([str(name) for name in bunch.target_names], str(feature), X, y, tags, pool,
+                test, weak / weak.sum(axis=1, keepdims=True))
+
+
+def tag_names(data: Data) -> list[str]:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", data.feature).strip("-").lower()[:40] or "feature"
+    return [f"{slug}-{level}" for level in LEVELS]
+
+
+def item(data: Data, row: int, tags: list[str]) -> dict:
+    probs = [round(float(p), 6) for p in data.weak[row]]
+    probs[-1] = round(1.0 - sum(probs[:-1]), 6)
+    return {"id": f"row-{row}", "features": [round(float(x), 5) for x in data.X[row]],
+            "predictions": {"weak-nb": probs}, "skills": [tags[data.tags[row]]],
+            "payload": {"row": int(row)}}
+
+
+@dataclass
+class Curve:
+    """What the demo measured at each report."""
+
+    labels: list[int] = field(default_factory=list)
+    heldout: list[float] = field(default_factory=list)
+    random: list[float] = field(default_factory=list)
+    model_labels: list[int] = field(default_factory=list)
+    model_cv: list[float] = field(default_factory=list)
+
+
+def heldout_accuracy(data: Data, rows: list[int], given: list[int]) -> float | None:
+    """Accuracy on the test split of a model fit on ``rows`` with the labels ``given``."""
+    if len(set(given)) < 2:
+        return None
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model.fit(data.X[rows], given)
+    return float(model.score(data.X[data.test], data.y[data.test]))
+
+
+def answer(data: Data, row: int, accuracy: float, rng: np.random.Generator) -> int:
+    """The simulated expert's label: right with probability ``accuracy``."""
+    truth = int(data.y[row])
+    if rng.random() < accuracy:
+        return truth
+    return int(rng.choice([c for c in range(len(data.labels)) if c != truth]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"taskrank demo: {error}", file=sys.stderr)
+        return 2
+    args = parse_args(argv, settings)
+    if args.labels < 1 or args.every < 1:
+        print("taskrank demo: --labels and --every must be >= 1", file=sys.stderr)
+        return 2
+    client = Client(args.url, args.token)
+    try:
+        pid, experts, data = setup(client, args)
+    except ClientError as error:
+        print(f"taskrank demo: {error}", file=sys.stderr)
+        return 2
+    try:
+        curve = play(client, args, pid, experts, data)
+    except ClientError as error:
+        print(f"taskrank demo: stopped: {error}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    plot(curve, args.plot, pid)
+    print(f"learning curve written to {args.plot}")
+    return 0
+
+
+def setup(client: Client, args: argparse.Namespace) -> tuple[str, dict, Data]:
+    """Project, experts and items on the server."""
+    data = load(args.dataset, args.seed)
+    tags = tag_names(data)
+    pid = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1_000_000):06d}"
+    client.post("/v1/projects", {"id": pid, "labels": data.labels, "strategy": {
+        "retrain": {"every_labels": args.every, "min_labels": 10}}})
+    experts = {}
+    for name, accuracy in EXPERTS.items():
+        eid = f"{pid}.{name}"
+        client.put(f"/v1/experts/{eid}", {"skills": dict(zip(tags, accuracy, strict=True)),
+                                          "capacity": 2, "cost_per_hour": 200})
+        experts[eid] = accuracy
+    for start in range(0, len(data.pool), 500):
+        rows = data.pool[start:start + 500]
+        client.post(f"/v1/projects/{pid}/items", {"items": [item(data, r, tags) for r in rows]})
+    print(f"project {pid}: {args.dataset}, labels {data.labels}, {len(data.pool)} items in the "
+          f"pool, {len(data.test)} held out; skills: tertiles of {data.feature!r} {tags}")
+    for eid, accuracy in experts.items():
+        print(f"  expert {eid}: true accuracy per skill {dict(zip(tags, accuracy, strict=True))}")
+    return pid, experts, data
+
+
+def play(client: Client, args: argparse.Namespace, pid: str, experts: dict,
+         data: Data) -> Curve:
+    """Lease and label ``--labels`` tasks round-robin over the experts, reporting as we go."""
+    rng = np.random.default_rng(args.seed + 1)
+    baseline = Baseline(data, rng)
+    rows, given, correct = [], [], 0
+    curve, top = Curve(), []
+    names, turn, idle = list(experts), 0, 0
+    while len(rows) < args.labels and idle < len(names):
+        eid = names[turn % len(names)]
+        turn += 1
+        task = client.post(f"/v1/projects/{pid}/tasks/next", {"expert_id": eid})
+        if task is None:  # 204: nothing eligible for this expert
+            idle += 1
+            continue
+        idle = 0
+        row = int(task["task"]["payload"]["row"])
+        label = answer(data, row, experts[eid][data.tags[row]], rng)
+        client.post(f"/v1/tasks/{task['task']['id']}/label",
+                    {"label": data.labels[label], "seconds_spent": float(rng.uniform(30, 180))})
+        rows.append(row)
+        given.append(label)
+        correct += int(label == data.y[row])
+        if len(rows) % args.every == 0 or len(rows) == args.labels:
+            top = report(client, args, pid, data, rows, given, baseline, curve, top)
+    print(f"done: {len(rows)} labels, {correct / max(len(rows), 1):.1%} of them right "
+          f"(the experts' answers against the truth)")
+    return curve
+
+
+class Baseline:
+    """What a platform without taskrank gets: random items, each to a random expert."""
+
+    def __init__(self, data: Data, rng: np.random.Generator) -> None:
+        self.rows = list(rng.permutation(data.pool))
+        accuracy = list(EXPERTS.values())
+        self.given = [answer(data, row, accuracy[rng.integers(len(accuracy))][data.tags[row]],
+                             rng) for row in self.rows]
+
+    def accuracy(self, data: Data, n: int) -> float | None:
+        return heldout_accuracy(data, self.rows[:n], self.given[:n])
+
+
+def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows: list[int],
+           given: list[int], baseline: Baseline, curve: Curve,
+           previous_top: list[str]) -> list[str]:
+    """Print one line of progress, add a point to the curve; the queue's top ids."""
+    model = wait_for_model(client, pid, len(rows), args.wait)
+    ours, theirs = heldout_accuracy(data, rows, given), baseline.accuracy(data, len(rows))
+    queue = client.get(f"/v1/projects/{pid}/queue?limit=10")["items"]
+    top = [entry["id"] for entry in queue]
+    curve.labels.append(len(rows))
+    curve.heldout.append(np.nan if ours is None else ours)
+    curve.random.append(np.nan if theirs is None else theirs)
+    cv = (model.get("metrics") or {}).get("accuracy")
+    trained = model.get("version") is not None and cv is not None
+    if trained:
+        curve.model_labels.append(model["n_labels"])
+        curve.model_cv.append(cv)
+    version = (f"model v{model['version']} (on {model['n_labels']} labels, cv accuracy "
+               f"{cv:.3f})" if trained else "no model yet")
+    first = ""
+    if queue:
+        terms = ", ".join(f"{name} {term['value']:.2f}"
+                          for name, term in queue[0]["breakdown"].items() if term["value"])
+        first = f"; #1 {queue[0]['id']} priority {queue[0]['priority']:.3f} ({terms})"
+    moved = len(set(top) - set(previous_top))
+    print(f"labels {len(rows):4d} | {version} | held-out accuracy {_fmt(ours)} (random items, "
+          f"random expert: {_fmt(theirs)}) | top-10 queue: {moved} new{first}", flush=True)
+    return top
+
+
+def wait_for_model(client: Client, pid: str, n_labels: int, seconds: float) -> dict:
+    """The model, once it has seen every label so far (or after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        model = client.get(f"/v1/projects/{pid}/model")
+        if model.get("n_labels", 0) >= n_labels or time.monotonic() >= deadline:
+            return model
+        time.sleep(0.1)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def plot(curve: Curve, path: str, pid: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(curve.labels, curve.heldout, "o-", label="taskrank order and routing (held out)")
+    ax.plot(curve.labels, curve.random, "s--", label="random items, random expert (held out)")
+    if curve.model_labels:
+        ax.plot(curve.model_labels, curve.model_cv, "^:", label="server model, cross-validated")
+    ax.set_xlabel("labels given")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"taskrank demo: {pid}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
