@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from taskrank.learning.aggregation import dawid_skene, weighted_vote
+from taskrank.learning.aggregation import dawid_skene, vote_posterior
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.experts import GENERAL, load_expert, record_agreement
@@ -22,7 +22,7 @@ def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]
     entries, (tags, gold, status, want) = pipe.execute()
     tags = tags.split(",") if tags else []
     votes = [entry.split("\t", 1) for entry in entries]
-    label, confidence = vote(r, project, votes, tags)
+    label, confidence, posterior = vote(r, project, votes, tags)
     if project["strategy"]["redundancy"]["adaptive"]:
         status = adapt_redundancy(r, project, iid, votes, confidence, int(want or 1)) or status
     pipe = r.pipeline()
@@ -32,7 +32,7 @@ def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]
         pipe.hsetnx(K.item_key(pid, iid), "learned", 1)
     *_, first_completion = pipe.execute()
     if status == "labeled" and first_completion:
-        _learn_from(r, votes, tags, gold or None, label)
+        _learn_from(r, project, votes, tags, gold or None, posterior)
     return label, confidence
 
 
@@ -56,32 +56,37 @@ def adapt_redundancy(r: redis.Redis, project: dict, iid: str, votes: list, confi
 
 
 def vote(r: redis.Redis, project: dict, votes: list[list[str]],
-         tags: list[str]) -> tuple[str, float]:
-    """Accuracy-weighted vote over ``[(expert, label)]`` with each expert's fit on ``tags``."""
+         tags: list[str]) -> tuple[str, float, np.ndarray]:
+    """Accuracy-weighted vote over ``[(expert, label)]`` with each expert's fit on ``tags``:
+    the winning label, its confidence and the posterior over all labels (k,)."""
     labels = project["labels"]
     experts = sorted({eid for eid, _ in votes})
     accuracy = np.array([_fit(load_expert(r, eid), tags) for eid in experts])
-    index, confidence = weighted_vote(
+    posterior = vote_posterior(
         np.zeros(len(votes), dtype=int), np.array([experts.index(e) for e, _ in votes]),
         np.array([labels.index(lab) for _, lab in votes]), np.clip(accuracy, 0.01, 0.99),
-        n_items=1, n_classes=len(labels))
-    return labels[int(index[0])], round(float(confidence[0]), 6)
+        n_items=1, n_classes=len(labels))[0]
+    best = int(posterior.argmax())
+    return labels[best], round(float(posterior[best]), 6), posterior
 
 
-def _learn_from(r: redis.Redis, votes: list[list[str]], tags: list[str], gold: str | None,
-                label: str) -> None:
+def _learn_from(r: redis.Redis, project: dict, votes: list[list[str]], tags: list[str],
+                gold: str | None, posterior: np.ndarray) -> None:
     # A single label agrees with itself and says nothing about its expert: learn only from
-    # gold items or from items labeled by at least two experts.
+    # gold items or from items labeled by at least two experts.  Credit is soft: the vote's
+    # probability that the label is right, so a split decision does not simply confirm
+    # whoever is believed best (measured with `taskrank simulate --experts`).
     if gold is None and len(votes) < 2:
         return
-    truth = gold or label
-    record_agreement(r, [(eid, tags, given == truth) for eid, given in votes])
+    labels = project["labels"]
+    record_agreement(r, [(eid, tags, float(given == gold) if gold is not None
+                          else float(posterior[labels.index(given)])) for eid, given in votes])
 
 
 def _fit(expert: dict, tags: list[str]) -> float:
     accuracy = expert["accuracy"]
-    return float(np.mean([accuracy.get(tag, accuracy[GENERAL])["mean"] for tag in tags
-                          or [GENERAL]]))
+    # The weakest required skill limits the answer (as learning.routing.item_fit).
+    return float(min(accuracy.get(tag, accuracy[GENERAL])["mean"] for tag in tags or [GENERAL]))
 
 
 def reaggregate_project(r: redis.Redis, project: dict) -> dict:

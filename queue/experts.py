@@ -93,12 +93,16 @@ def fit_table(expert: dict) -> tuple[dict[str, float], float]:
             accuracy[GENERAL]["mean"])
 
 
-def record_agreement(r: redis.Redis, outcomes: list[tuple[str, list[str], bool]]) -> None:
-    """Update the counts behind the posteriors: (expert, item tags, agreed) per label."""
+def record_agreement(r: redis.Redis, outcomes: list[tuple[str, list[str], float]]) -> None:
+    """Update the counts behind the posteriors: (expert, item tags, credit) per label, where
+    credit in [0, 1] is the probability that the label was right (1/0 against gold)."""
     pipe = r.pipeline()
-    for eid, tags, agreed in outcomes:
+    for eid, tags, credit in outcomes:
         for tag in tags or [GENERAL]:
-            pipe.hincrbyfloat(K.expert_key(eid), f"{'a' if agreed else 'd'}:{tag}", 1.0)
+            if credit > 0:
+                pipe.hincrbyfloat(K.expert_key(eid), f"a:{tag}", round(credit, 6))
+            if credit < 1:
+                pipe.hincrbyfloat(K.expert_key(eid), f"d:{tag}", round(1.0 - credit, 6))
     pipe.execute()
 
 

@@ -149,15 +149,16 @@ local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
 sweep(now, tonumber(ARGV[15]))
 if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
 
+-- The weakest required skill limits the answer: fit is the minimum over the item's tags.
 local function item_fit(tags)
   if #tags == 0 then return default_fit end
-  local total = 0
+  local lowest = 1
   for _, tag in ipairs(tags) do
     local fit = fits[tag]
     if fit == nil then return nil end  -- the expert lacks a required skill
-    total = total + fit
+    if fit < lowest then lowest = fit end
   end
-  return total / #tags
+  return lowest
 end
 
 local function better_expert_waits(tag)

@@ -70,7 +70,7 @@ def _reason(expert: dict, tags: list[str], priority: float, fit: float, routing:
         f"mean {accuracy[tag]['mean']:.3f}" for tag in (tags or ["_general"]))
     return (f"highest value among the eligible top of the queue: priority {priority:.4f} x "
             f"fit {fit:.3f}^{routing['fit_exponent']:g} / cost^{routing['cost_exponent']:g}; "
-            f"fit is the mean accuracy posterior over the item's skills ({basis})")
+            f"fit is the lowest accuracy posterior over the item's skills ({basis})")
 
 
 def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds: float,
