@@ -24,6 +24,7 @@ from taskrank.learning._checks import check_matrix
 # sample, small enough to stay in cache and to avoid fresh-page faults on every block,
 # large enough that per-call overhead is noise.
 _BLOCK_ROWS = 1024
+_MIN_MEDIAN = 1e-300
 
 
 def density(
@@ -64,16 +65,40 @@ def density(
     rng = check_random_state(random_state)
     picked = rng.choice(reference.shape[0], min(sample_size, reference.shape[0]), replace=False)
     sample = reference[np.sort(picked)]
-    return _mean_rbf(features, sample, _median_gamma(sample))
+    center, scale = _frame(features, sample)
+    sample = (sample - center) / scale
+    return _mean_rbf(features, sample, _median_gamma(sample), center, scale)
 
 
-def _mean_rbf(features: np.ndarray, sample: np.ndarray, gamma: float) -> np.ndarray:
-    """Mean of ``exp(-gamma ||x - s||^2)`` over the sample rows, per feature row."""
+def _frame(features: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, float]:
+    """Center and scale that map features and sample into [-1, 1].
+
+    The kernel with the median heuristic does not change under a shift and a common
+    scale, so this costs nothing in meaning; it keeps the ``|x|^2 + |s|^2 - 2 x.s``
+    expansion precise (no large offsets cancelling) and free of overflow.
+    """
+    center = sample.mean(axis=0)
+    spread = max(
+        float(np.max(np.abs(bound - center)))
+        for bound in (
+            features.min(axis=0),
+            features.max(axis=0),
+            sample.min(axis=0),
+            sample.max(axis=0),
+        )
+    )
+    return center, spread if spread > 0 else 1.0
+
+
+def _mean_rbf(
+    features: np.ndarray, sample: np.ndarray, gamma: float, center: np.ndarray, scale: float
+) -> np.ndarray:
+    """Mean of ``exp(-gamma ||z - s||^2)`` over sample rows, ``z = (x - center) / scale``."""
     scores = np.empty(features.shape[0])
     sample_t = np.ascontiguousarray(sample.T)
     sample_sq = np.einsum("ij,ij->i", sample, sample)
     for start in range(0, features.shape[0], _BLOCK_ROWS):  # blocks of rows, not items
-        block = features[start : start + _BLOCK_ROWS]
+        block = (features[start : start + _BLOCK_ROWS] - center) / scale
         sq = _sq_dists(block, sample_t, sample_sq)
         sq *= -gamma
         np.exp(sq, out=sq)
@@ -107,11 +132,16 @@ def _sq_dists(rows: np.ndarray, sample_t: np.ndarray, sample_sq: np.ndarray) -> 
 def _median_gamma(sample: np.ndarray) -> float:
     """``1 / median`` of the non-zero squared distances within the sample.
 
-    Duplicates are left out so a sample of mostly repeated rows still gets a usable
-    length scale; with no two distinct rows, fall back to ``1 / n_features``.
+    ``sample`` is already centred and scaled into [-1, 1]. Duplicates are left out so a
+    sample of mostly repeated rows still gets a usable length scale; with no two
+    distinct rows, fall back to ``1 / n_features``.
     """
     sample_sq = np.einsum("ij,ij->i", sample, sample)
     dists = _sq_dists(sample, np.ascontiguousarray(sample.T), sample_sq)
     dists = dists[np.triu_indices(sample.shape[0], k=1)]
     dists = dists[dists > 0]
-    return 1.0 / float(np.median(dists)) if dists.size else 1.0 / sample.shape[1]
+    if not dists.size:
+        return 1.0 / sample.shape[1]
+    # Rows that differ only in the last bits can leave a subnormal median whose inverse
+    # overflows; capping gamma keeps 0 * gamma = 0 (an infinite gamma would give NaN).
+    return 1.0 / max(float(np.median(dists)), _MIN_MEDIAN)

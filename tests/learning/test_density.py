@@ -103,3 +103,20 @@ def test_sample_size_must_be_positive_integer(sample_size):
     """sample_size must be a positive integer."""
     with pytest.raises(ValueError, match="sample_size must be a positive integer"):
         density([[0.0, 1.0]], sample_size=sample_size)
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(1e-150, 0.0), (1.0, 1e8), (1e6, -3.0), (1e-9, 5.0)])
+def test_invariant_to_shift_and_scale(scale, offset):
+    """Shifting or rescaling all features leaves densities unchanged (and finite)."""
+    features = np.random.default_rng(4).normal(size=(60, 3))
+    expected = density(features, sample_size=30)
+    np.testing.assert_allclose(
+        density(features * scale + offset, sample_size=30), expected, atol=1e-6
+    )
+
+
+def test_rows_differing_only_in_the_last_bits_do_not_give_nan():
+    """Near-identical rows (subnormal squared distances) still score within [0, 1]."""
+    features = np.array([[0.0, 0.0], [0.0, 4.6e-160], [4.6e-160, 0.0]])
+    scores = density(features)
+    assert np.all((scores >= 0) & (scores <= 1))
