@@ -9,9 +9,17 @@ from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
 from taskrank.learning.priority import score
 from taskrank.learning.ranker import MODELS, UNSEEN_PROBA, TaskRanker, get_model
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Fits here are tiny: extra BLAS threads only spin and slow a shared box down."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _data(n=60, classes=3, seed=0):
