@@ -20,6 +20,10 @@ TWO_MEMBERS = np.array(
 )
 
 
+# The weights the hand-computed examples below were worked out with (DESIGN §4's example).
+MIXED = Strategy.from_dict({"weights": {"uncertainty": 0.6, "disagreement": 0.4}})
+
+
 # --- Strategy -------------------------------------------------------------------------
 
 
@@ -28,8 +32,8 @@ def test_default_strategy_is_the_design_dict():
     assert Strategy() == Strategy.from_dict({}) == Strategy.from_dict(None)
     assert Strategy().to_dict() == DEFAULT_STRATEGY_DICT
     assert DEFAULT_STRATEGY_DICT["weights"] == {
-        "uncertainty": 0.6,
-        "disagreement": 0.4,
+        "uncertainty": 1.0,
+        "disagreement": 0.0,
         "density": 0.0,
     }
     assert DEFAULT_STRATEGY_DICT["routing"] == {
@@ -49,7 +53,7 @@ def test_partial_dict_is_deep_merged_onto_defaults():
     """A partial section overrides only its own keys and leaves the rest at defaults."""
     strategy = Strategy.from_dict({"weights": {"density": 0.2}, "uncertainty": "entropy"})
     assert strategy.weights.density == 0.2
-    assert strategy.weights.uncertainty == 0.6
+    assert strategy.weights.uncertainty == 1.0
     assert strategy.uncertainty == "entropy"
     assert strategy.committee == Strategy().committee
 
@@ -152,7 +156,7 @@ def test_strategy_is_frozen():
 def test_hand_computed_single_member():
     """m=1: disagreement is 0, priority = 0.6 x margin."""
     committee = [[[0.5, 0.5], [1.0, 0.0], [0.8, 0.2]]]
-    result = score(committee)
+    result = score(committee, strategy=MIXED)
     np.testing.assert_allclose(result.terms["uncertainty"], [1.0, 0.0, 0.4])
     np.testing.assert_array_equal(result.terms["disagreement"], np.zeros(3))
     np.testing.assert_allclose(result.priority, [0.6, 0.0, 0.24])
@@ -160,7 +164,7 @@ def test_hand_computed_single_member():
 
 def test_hand_computed_two_members_uses_the_consensus():
     """Uncertainty is taken on the mean row; opposite one-hots score 0.6 + 0.4 = 1."""
-    result = score(TWO_MEMBERS)
+    result = score(TWO_MEMBERS, strategy=MIXED)
     # Consensus rows: (.5, .5), (.5, .5), (.75, .25) -> margin 1, 1, 0.5.
     np.testing.assert_allclose(result.terms["uncertainty"], [1.0, 1.0, 0.5])
     np.testing.assert_allclose(result.terms["disagreement"], [1.0, 0.0, 0.091305], atol=1e-6)
@@ -260,7 +264,7 @@ def test_bad_committee_row_is_named():
 
 def test_breakdown_explains_one_item():
     """breakdown(i) gives value, weight and contribution per term, summing to priority."""
-    result = score(TWO_MEMBERS, boost=[0.0, 0.0, 0.5])
+    result = score(TWO_MEMBERS, boost=[0.0, 0.0, 0.5], strategy=MIXED)
     parts = result.breakdown(2)
     assert set(parts) == {"uncertainty", "disagreement", "boost"}
     assert parts["uncertainty"] == {"value": 0.5, "weight": 0.6, "contribution": 0.3}
