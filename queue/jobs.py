@@ -23,6 +23,7 @@ from taskrank.queue import lua
 from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import same_server
 from taskrank.queue.exceptions import NoSuchJobError
+from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
 from taskrank.queue.projects import get_project
 from taskrank.queue.scoring import ItemInput, model_inputs, score_items
@@ -53,6 +54,7 @@ def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
 
 def retrain(pid: str) -> dict:
     """Fit the ranker on every aggregated label, store it as a new version, re-score."""
+    started = time.perf_counter()
     r = _job_redis()
     # Clear the pending mark before reading labels: any label counted after this point
     # queues a new retrain, so the last label always reaches a model.
@@ -67,13 +69,16 @@ def retrain(pid: str) -> dict:
                            f"{strategy['retrain']['min_labels']} of at least 2 classes"}
     model = _fit(project, items, labels, weights)
     metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
+    seconds = round(time.perf_counter() - started, 4)  # aggregation, fit and evaluation
     version = store_model(r, pid, model, {
         "n_labels": len(items), "trained_on": trained_on, "metrics": metrics,
         "model": strategy["committee"]["model"],
-        "strategy_version": project["strategy_version"]}, _settings().model_versions_kept)
+        "strategy_version": project["strategy_version"], "train_seconds": seconds},
+        _settings().model_versions_kept)
+    observe_retrain(r, pid, seconds)
     rescore_job = enqueue_rescore(r, pid, reason=f"model v{version}") if version else None
     return {"version": version, "n_labels": len(items), "metrics": metrics,
-            "rescore_job_id": rescore_job, "dawid_skene": aggregation}
+            "train_seconds": seconds, "rescore_job_id": rescore_job, "dawid_skene": aggregation}
 
 
 def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,

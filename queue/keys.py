@@ -41,6 +41,11 @@ def experts_key() -> str:
     return f"{PREFIX}experts"
 
 
+def metrics_http_key() -> str:
+    """Hash of the HTTP request metrics of every web process (counts, latency buckets)."""
+    return f"{PREFIX}metrics:http"
+
+
 def web_secret_key() -> str:
     """Random secret signing the operator page's login cookies, shared by all web processes."""
     return f"{PREFIX}web-secret"
@@ -133,7 +138,7 @@ def labels_stream_key(pid: str) -> str:
 
 
 def counters_key(pid: str) -> str:
-    """Hash of project counters (labels counted, late, since last retrain...)."""
+    """Hash of project counters (labels counted, late, rejected, since last retrain...)."""
     return _project(pid) + "counters"
 
 
@@ -150,6 +155,11 @@ def model_key(pid: str, version: int) -> str:
 def model_meta_key(pid: str) -> str:
     """Hash describing the current model version (version, n_labels, trained_at, metrics)."""
     return _project(pid) + "model-meta"
+
+
+def retrain_durations_key(pid: str) -> str:
+    """Hash of the project's retrain durations: count, sum and histogram buckets."""
+    return _project(pid) + "retrain-durations"
 
 
 def model_history_key(pid: str) -> str:

@@ -36,6 +36,7 @@ class Settings:
     model_versions_kept: int = 3
     rescore_chunk: int = 20_000  # pending items per re-score job
     queue_name: str = "taskrank"
+    metrics_public: bool = False  # GET /metrics without a token (for an internal scraper)
     log_level: str = "INFO"
     url: str = "http://127.0.0.1:8000"  # client commands: server to talk to
     token: str | None = None  # client commands: bearer token

@@ -9,6 +9,7 @@ from flask import Flask
 
 from taskrank.queue.connection import connect
 from taskrank.queue.settings import Settings
+from taskrank.server import metrics
 from taskrank.server.context import AppState
 from taskrank.server.errors import register_error_handlers
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level)
     register_error_handlers(app)
     _register_blueprints(app)
+    metrics.init_app(app, public=settings.metrics_public)
     return app
 
 

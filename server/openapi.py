@@ -239,6 +239,11 @@ OPERATIONS = [
      {200: ("ready", "Health")}, ()),
     ("get", "/openapi.json", "openapi.get_openapi", "This document", None,
      {200: ("the OpenAPI 3.1 document", None)}, ()),
+    ("get", "/metrics", "metrics.get_metrics",
+     "Prometheus metrics (text format 0.0.4): requests and latency by route and status, "
+     "queue depth, open leases, labels counted/late/rejected, model version and retrain "
+     "durations per project", None,
+     {200: ("the metrics, as text/plain; version=0.0.4", None)}, ()),
     ("post", "/v1/projects", "projects.post_project", "Create a project", "ProjectCreate",
      {201: ("created; Location names it", "Project")}, (409,)),
     ("get", "/v1/projects", "projects.get_projects", "List projects", None,
@@ -400,6 +405,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
             responses[str(status)]["headers"] = {"Location": {"schema": TEXT}}
         if schema:
             responses[str(status)]["content"] = {"application/json": {"schema": ref(schema)}}
+        elif endpoint == "metrics.get_metrics":
+            responses[str(status)]["content"] = {"text/plain": {"schema": TEXT}}
         elif status != 204:
             responses[str(status)]["content"] = {"application/json": {"schema": ANY}}
     statuses = set(errors)
@@ -409,9 +416,13 @@ def _operation(app: Flask, entry: tuple) -> dict:
     else:
         operation["security"] = []
         operation["description"] = "No token needed."
+    if endpoint == "metrics.get_metrics":
+        operation["description"] += (" No token is needed when the server runs with "
+                                     "TASKRANK_METRICS_PUBLIC=1." if role else
+                                     " (TASKRANK_METRICS_PUBLIC=1)")
     if request:
         statuses |= {400, 413, 415, 422}
-    if path.startswith("/v1") or path == "/readyz":
+    if path.startswith("/v1") or path in ("/readyz", "/metrics"):
         statuses.add(503)
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)

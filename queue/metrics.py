@@ -1,0 +1,305 @@
+"""Prometheus metrics kept in Redis, so every web process and worker reports the same numbers.
+
+Gunicorn runs several web processes; per-process counters would disagree between scrapes.
+Each process buffers its request observations in memory and one background thread per
+process flushes them (a single MULTI/EXEC of HINCRBY/HINCRBYFLOAT) at most once a second,
+or as soon as 100 requests are buffered: a request never waits on Redis for its metrics.
+What a process buffered in its last second is lost if it is SIGKILLed. Project gauges
+(queue depth, open leases, label counts, model version) are read from the store when
+scraped; retrain durations are recorded by the retrain job.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import logging
+import os
+import threading
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+import redis
+
+from taskrank.queue import keys as K
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
+RETRAIN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+FLUSH_EVERY = 100  # buffered requests that wake the flusher before its second is up
+FLUSH_SECONDS = 1.0
+_SEP = "\t"  # between the parts of a stored field name; no method, route or status has one
+
+
+# --- recording --------------------------------------------------------------------------------
+def _bucket(bounds: Sequence[float], value: float) -> int:
+    """Index of the first bound >= value (``len(bounds)``: the +Inf bucket)."""
+    return bisect.bisect_left(bounds, value)
+
+
+class RequestRecorder:
+    """One web app's buffer of request observations, flushed to Redis in batches."""
+
+    def __init__(self, r: redis.Redis, flush_every: int = FLUSH_EVERY) -> None:
+        self.r = r
+        self.flush_every = flush_every
+        self._lock = threading.Lock()  # guards the buffers
+        self._flushing = threading.Lock()  # one flush at a time (flusher thread or a scrape)
+        self._ints: Counter[str] = Counter()
+        self._floats: defaultdict[str, float] = defaultdict(float)
+        self._rejected: Counter[str] = Counter()  # project id -> labels refused with a 422
+        self._buffered = 0
+        self._failing = False
+        self._pid = os.getpid()
+        _recorders.add(self)
+
+    def observe(self, method: str, route: str, status: int, seconds: float,
+                rejected_project: str | None = None) -> None:
+        """Count one answered request (in memory only)."""
+        series = _SEP.join((method, route, str(status)))
+        with self._lock:
+            self._adopt_after_fork()
+            self._ints[series + _SEP + "n"] += 1
+            self._ints[f"{series}{_SEP}b{_bucket(REQUEST_BUCKETS, seconds)}"] += 1
+            self._floats[series + _SEP + "s"] += seconds
+            if rejected_project:
+                self._rejected[rejected_project] += 1
+            self._buffered += 1
+            full = self._buffered >= self.flush_every
+        _ensure_flusher()
+        if full:
+            _wake.set()
+
+    def _adopt_after_fork(self) -> None:
+        # A forked child must not flush what its parent buffered (the parent will).
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._ints.clear()
+            self._floats.clear()
+            self._rejected.clear()
+            self._buffered = 0
+
+    def flush(self) -> bool:
+        """Write the buffered observations to Redis; False (kept for later) when it fails."""
+        with self._flushing:
+            with self._lock:
+                self._adopt_after_fork()
+                ints, floats, rejected = self._ints, self._floats, self._rejected
+                buffered = self._buffered
+                self._ints, self._floats, self._rejected = Counter(), defaultdict(float), Counter()
+                self._buffered = 0
+            try:
+                if rejected:
+                    _count_rejected(self.r, rejected)
+                    rejected = Counter()
+                if ints:
+                    _write_requests(self.r, ints, floats)
+            except redis.RedisError as error:
+                self._keep(ints, floats, rejected, buffered)
+                if not self._failing:  # once per outage, not once per second
+                    log.warning("metrics not flushed to Redis (kept for the next try): %s",
+                                error)
+                self._failing = True
+                return False
+            self._failing = False
+            return True
+
+    def _keep(self, ints: Counter, floats: dict[str, float], rejected: Counter,
+              buffered: int) -> None:
+        with self._lock:
+            self._ints.update(ints)
+            for field, value in floats.items():
+                self._floats[field] += value
+            self._rejected.update(rejected)
+            self._buffered += buffered
+
+
+def _write_requests(r: redis.Redis, ints: Counter, floats: dict[str, float]) -> None:
+    # MULTI/EXEC: a batch lands whole or not at all, so a retried batch counts once.
+    pipe = r.pipeline(transaction=True)
+    for field, value in ints.items():
+        pipe.hincrby(K.metrics_http_key(), field, value)
+    for field, value in floats.items():
+        pipe.hincrbyfloat(K.metrics_http_key(), field, value)
+    pipe.execute()
+
+
+def _count_rejected(r: redis.Redis, rejected: Counter) -> None:
+    """Add refused labels to the counters of the projects that exist (ids come from URLs)."""
+    pids = sorted(rejected)
+    known = r.smismember(K.projects_key(), pids)
+    pipe = r.pipeline(transaction=False)
+    for pid, exists in zip(pids, known, strict=True):
+        if exists:
+            pipe.hincrby(K.counters_key(pid), "rejected", rejected[pid])
+    pipe.execute()
+
+
+# One flusher thread per process serves every recorder alive in it (tests build many apps).
+_recorders: weakref.WeakSet[RequestRecorder] = weakref.WeakSet()
+_wake = threading.Event()
+_flusher_pid: int | None = None
+_flusher_lock = threading.Lock()
+
+
+def _ensure_flusher() -> None:
+    global _flusher_pid
+    if _flusher_pid == os.getpid():
+        return
+    with _flusher_lock:
+        if _flusher_pid == os.getpid():
+            return
+        first = _flusher_pid is None
+        _flusher_pid = os.getpid()
+        threading.Thread(target=_flush_loop, name="taskrank-metrics", daemon=True).start()
+        if first:  # atexit handlers are inherited by forked children
+            atexit.register(flush_all, at_exit=True)
+
+
+def _flush_loop() -> None:
+    while True:
+        _wake.wait(FLUSH_SECONDS)
+        _wake.clear()
+        flush_all()
+
+
+def flush_all(at_exit: bool = False) -> None:
+    """Flush every recorder of this process that holds something."""
+    for recorder in list(_recorders):
+        if recorder._buffered and recorder._pid == os.getpid():
+            if at_exit:
+                recorder._failing = True  # its Redis may be gone by now: no warning
+            recorder.flush()
+
+
+def observe_retrain(r: redis.Redis, pid: str, seconds: float) -> None:
+    """Record how long one retrain took (called by the retrain job)."""
+    key = K.retrain_durations_key(pid)
+    pipe = r.pipeline(transaction=True)
+    pipe.hincrby(key, "n", 1)
+    pipe.hincrby(key, f"b{_bucket(RETRAIN_BUCKETS, seconds)}", 1)
+    pipe.hincrbyfloat(key, "s", seconds)
+    pipe.execute()
+
+
+# --- exposition -------------------------------------------------------------------------------
+def render(r: redis.Redis) -> str:
+    """Every metric in the Prometheus text exposition format 0.0.4."""
+    lines: list[str] = []
+    _render_requests(lines, r.hgetall(K.metrics_http_key()))
+    _render_projects(lines, r)
+    return "\n".join(lines) + "\n"
+
+
+def _render_requests(lines: list[str], fields: dict[str, str]) -> None:
+    series: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+    for field, value in fields.items():
+        parts = field.split(_SEP)
+        if len(parts) == 4:
+            series[(parts[0], parts[1], parts[2])][parts[3]] = value
+    ordered = sorted(series.items())
+    _header(lines, "taskrank_http_requests_total", "counter",
+            "HTTP requests answered, by method, route template and status.")
+    for (method, route, status), values in ordered:
+        labels = {"method": method, "route": route, "status": status}
+        lines.append(_sample("taskrank_http_requests_total", labels, int(values.get("n", 0))))
+    _header(lines, "taskrank_http_request_duration_seconds", "histogram",
+            "Time to answer HTTP requests, by method, route template and status.")
+    for (method, route, status), values in ordered:
+        _histogram(lines, "taskrank_http_request_duration_seconds",
+                   {"method": method, "route": route, "status": status}, REQUEST_BUCKETS,
+                   values)
+
+
+_PROJECT_FAMILIES = (
+    ("taskrank_queue_pending", "gauge", "Rankable (pending) items in the project's pool."),
+    ("taskrank_items", "gauge", "Items by status."),
+    ("taskrank_leases_open", "gauge", "Open leases (tasks handed out, not yet returned)."),
+    ("taskrank_labels_total", "counter", "Labels submitted: counted, late (recorded on an "
+     "expired or released lease, not counted) and rejected (422)."),
+    ("taskrank_model_version", "gauge", "Current model version (0 before any training)."),
+)
+
+
+def _render_projects(lines: list[str], r: redis.Redis) -> None:
+    pids = sorted(r.smembers(K.projects_key()))
+    pipe = r.pipeline(transaction=False)
+    for pid in pids:
+        pipe.scard(K.items_key(pid))
+        pipe.zcard(K.pool_key(pid))
+        pipe.zcard(K.labeled_key(pid))
+        pipe.zcard(K.leases_key(pid))
+        pipe.hmget(K.counters_key(pid), "counted", "late", "rejected")
+        pipe.hget(K.model_meta_key(pid), "version")
+        pipe.hgetall(K.retrain_durations_key(pid))
+    rows = pipe.execute()
+    projects = [(pid, rows[7 * i:7 * i + 7]) for i, pid in enumerate(pids)]
+    samples = {pid: _project_samples(*row[:6]) for pid, row in projects}
+    for name, kind, help_text in _PROJECT_FAMILIES:
+        _header(lines, name, kind, help_text)
+        for pid in pids:
+            for labels, value in samples[pid][name]:
+                lines.append(_sample(name, {"project": pid, **labels}, value))
+    _header(lines, "taskrank_retrain_duration_seconds", "histogram",
+            "Time a retrain took to fit and evaluate the ranking model.")
+    for pid, row in projects:
+        _histogram(lines, "taskrank_retrain_duration_seconds", {"project": pid},
+                   RETRAIN_BUCKETS, row[6])
+
+
+def _project_samples(total: int, pending: int, labeled: int, leases: int,
+                     labels: list[str | None], version: str | None) -> dict[str, list]:
+    """Family name -> [(labels, value)] of one project."""
+    return {
+        "taskrank_queue_pending": [({}, pending)],
+        "taskrank_items": [({"status": "pending"}, pending),
+                           ({"status": "leased"}, total - pending - labeled),
+                           ({"status": "labeled"}, labeled)],
+        "taskrank_leases_open": [({}, leases)],
+        "taskrank_labels_total": [({"outcome": outcome}, int(count or 0)) for outcome, count
+                                  in zip(("counted", "late", "rejected"), labels, strict=True)],
+        "taskrank_model_version": [({}, int(version or 0))],
+    }
+
+
+def _histogram(lines: list[str], name: str, labels: dict[str, str],
+               bounds: Sequence[float], values: dict[str, str]) -> None:
+    """Cumulative ``_bucket`` samples from the stored per-bucket counts, then sum and count."""
+    running = 0
+    for index, bound in enumerate([*bounds, float("inf")]):
+        running += int(values.get(f"b{index}", 0))
+        lines.append(_sample(name + "_bucket", {**labels, "le": _number(bound)}, running))
+    lines.append(_sample(name + "_sum", labels, float(values.get("s", 0.0))))
+    lines.append(_sample(name + "_count", labels, int(values.get("n", 0))))
+
+
+def _header(lines: list[str], name: str, kind: str, help_text: str) -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+def _sample(name: str, labels: dict[str, str], value: float) -> str:
+    inner = ",".join(f'{key}="{_escape(str(val))}"' for key, val in labels.items())
+    return f"{name}{{{inner}}} {_number(value)}" if inner else f"{name} {_number(value)}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value == float("inf"):
+        return "+Inf"
+    return repr(float(value))
+
+
+def metric_names() -> Iterable[str]:
+    """The metric families ``render`` writes."""
+    return ("taskrank_http_requests_total", "taskrank_http_request_duration_seconds",
+            *(name for name, _, _ in _PROJECT_FAMILIES), "taskrank_retrain_duration_seconds")
