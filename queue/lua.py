@@ -51,6 +51,18 @@ local function refresh_status(iid)
   return status
 end
 
+-- Labels wanted: never fewer than are out or in, so every label handed out still counts;
+-- 'wt' is the target an early stop asked for (SET_WANT), reached as leases close.
+local function fit_want(iid, target)
+  local ikey = P_ITEM .. iid
+  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 'wt')
+  target = target or tonumber(f[4])
+  if target == nil then return end
+  local floor = (tonumber(f[1]) or 0) + (tonumber(f[2]) or 0)
+  local want = math.max(target, floor)
+  if want ~= tonumber(f[3]) then redis.call('HSET', ikey, 'want', want) end
+end
+
 -- Close an open lease (expired or released): the item gets its slot back.
 local function close_lease(tid, state)
   local tkey = P_TASK .. tid
@@ -60,6 +72,7 @@ local function close_lease(tid, state)
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. t[2], tid)
   redis.call('HINCRBY', P_ITEM .. t[1], 'out', -1)
+  fit_want(t[1])
   refresh_status(t[1])
   return true
 end
@@ -318,9 +331,13 @@ return redis.call('HGET', tkey, 'st')
 """
 
 # Change how many labels an item wants (adaptive redundancy).  ARGV[5] item id,
-# ARGV[6] labels wanted.  Returns the item's status after the change.
+# ARGV[6] labels wanted.  An early stop does not take back leases already handed out:
+# 'want' stays at the labels out or in, and falls to the target as those leases close
+# unlabeled, so an item never holds more counted labels than it wants.
+# Returns the item's status after the change.
 SET_WANT = _PREAMBLE + COMMON + r"""
-redis.call('HSET', P_ITEM .. ARGV[5], 'want', ARGV[6])
+redis.call('HSET', P_ITEM .. ARGV[5], 'wt', ARGV[6])
+fit_want(ARGV[5], tonumber(ARGV[6]))
 return refresh_status(ARGV[5])
 """
 
