@@ -157,16 +157,30 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
     r = _job_redis()
     progress = K.rescore_progress_key(pid, run)
     if r.hexists(progress, f"done:{index}"):
-        return {"skipped": "chunk already done"}  # a retry after the work was stored
-    project = get_project(r, pid)
-    ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk, (index + 1) * chunk - 1)
-    updated = rescore_items(r, project, ids)
-    r.hset(progress, f"done:{index}", updated)
-    r.hincrby(progress, "items_done", len(ids))
-    if r.hincrby(progress, "chunks_done", 1) >= int(r.hget(progress, "chunks")):
+        result = {"skipped": "chunk already done"}  # a retry after the work was stored
+    else:
+        project = get_project(r, pid)
+        ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk,
+                       (index + 1) * chunk - 1)
+        updated = rescore_items(r, project, ids)
+        # One MULTI: a work horse killed here leaves the chunk both done and counted, or
+        # neither (then its retry redoes it).
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(progress, f"done:{index}", updated)
+        pipe.hincrby(progress, "items_done", len(ids))
+        pipe.hincrby(progress, "chunks_done", 1)
+        pipe.execute()
+        result = {"items": len(ids), "updated": updated}
+    _finish_run(r, pid, run)  # also on a retry: the killed attempt may have stopped before
+    return result
+
+
+def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
+    progress = K.rescore_progress_key(pid, run)
+    done, chunks, finished = r.hmget(progress, "chunks_done", "chunks", "finished_at")
+    if finished is None and int(done or 0) >= int(chunks):
         r.hset(progress, "finished_at", time.time())
         r.delete(K.rescore_snapshot_key(pid, run))
-    return {"items": len(ids), "updated": updated}
 
 
 def rescore_items(r: redis.Redis, project: dict, ids: list[str]) -> int:
