@@ -157,7 +157,9 @@ def csv_columns(header: list[str], labels: list[str]) -> CsvColumns:
             if not ID_PATTERN.fullmatch(model):
                 raise FileFormatError(f"bad CSV header: model name {model!r} in column {name!r} "
                                       "must be 1-128 characters of A-Z a-z 0-9 . _ -")
-            found.setdefault(model, {})[label] = index
+            if label in found.setdefault(model, {}):
+                raise FileFormatError(f"bad CSV header: column {name!r} appears twice")
+            found[model][label] = index
         else:
             raise FileFormatError(
                 f"bad CSV header: unknown column {name!r}; expected id, skills, boost, gold, "
