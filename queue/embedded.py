@@ -125,10 +125,12 @@ class EmbeddedRedis:
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {tail}")
             try:
-                # While replaying a large AOF the server answers LOADING errors.
                 if client.ping():
                     break
-            except (redis.ConnectionError, redis.BusyLoadingError):
+            except redis.BusyLoadingError:
+                # Replaying a large append-only file can take minutes: wait while it loads.
+                time.sleep(0.2)
+            except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"redis-server did not answer within {timeout} s") from None

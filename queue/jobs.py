@@ -163,13 +163,9 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
         ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk,
                        (index + 1) * chunk - 1)
         updated = rescore_items(r, project, ids)
-        # One MULTI: a work horse killed here leaves the chunk both done and counted, or
-        # neither (then its retry redoes it).
-        pipe = r.pipeline(transaction=True)
-        pipe.hset(progress, f"done:{index}", updated)
-        pipe.hincrby(progress, "items_done", len(ids))
-        pipe.hincrby(progress, "chunks_done", 1)
-        pipe.execute()
+        # Atomic and counted once: a work horse killed here leaves the chunk both done and
+        # counted, or neither (then its retry redoes it).
+        lua.run(r, "finish_chunk", pid, [progress], [index, updated, len(ids)])
         result = {"items": len(ids), "updated": updated}
     _finish_run(r, pid, run)  # also on a retry: the killed attempt may have stopped before
     return result

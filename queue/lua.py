@@ -341,6 +341,17 @@ fit_want(ARGV[5], tonumber(ARGV[6]))
 return refresh_status(ARGV[5])
 """
 
+# Mark one re-score chunk done and count it, once: two copies of a chunk (a retry racing
+# a slow first attempt) must not count twice and finish the run early.
+# KEYS[4] the run's progress hash.  ARGV[5] chunk index, ARGV[6] items updated,
+# ARGV[7] items in the chunk.  Returns 1 when counted now, 0 when already done.
+FINISH_CHUNK = _PREAMBLE + COMMON + r"""
+if redis.call('HSETNX', KEYS[4], 'done:' .. ARGV[5], ARGV[6]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[4], 'items_done', ARGV[7])
+redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
+return 1
+"""
+
 # Return expired leases of one project to the pool.  ARGV[5] now, ARGV[6] limit.
 SWEEP = _PREAMBLE + COMMON + r"""
 return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -378,6 +389,7 @@ return {updated, skipped, unknown}
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "rescore": RESCORE, "claim": CLAIM, "label": LABEL,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
+           "finish_chunk": FINISH_CHUNK,
            "set_priorities": SET_PRIORITIES}
 
 
