@@ -41,6 +41,7 @@ from taskrank.queue.jobs import (
 from taskrank.queue.projects import get_project
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.worker import task_queue
+from taskrank.scripts.cli import positive_int
 from taskrank.scripts.item_files import FileFormatError, detect_format, priority_records
 
 SHOWN_REJECTIONS = 20
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="set these priorities (CSV id,priority or JSONL) instead of "
                              "re-scoring")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="format of --from FILE")
-    parser.add_argument("--chunk", type=_positive,
+    parser.add_argument("--chunk", type=positive_int,
                         help="items per re-score job (default TASKRANK_RESCORE_CHUNK); "
                              f"with --from, ids per Redis call (default {FROM_BATCH})")
     parser.add_argument("--resume", metavar="RUN_ID",
@@ -74,13 +75,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run the chunks in this process, not on the RQ workers")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

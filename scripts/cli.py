@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -17,6 +18,14 @@ COMMANDS = {
 }
 
 MODULES = {"token": "tokens"}
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def usage() -> str:

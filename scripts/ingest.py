@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from taskrank.queue.exceptions import InvalidInputError, TaskrankError
 from taskrank.queue.settings import Settings, SettingsError
+from taskrank.scripts.cli import positive_int
 from taskrank.scripts.client import ApiError, Client, ClientError, add_server_arguments
 from taskrank.scripts.item_files import (
     FORMATS,
@@ -56,9 +57,9 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", help="project id (it must exist)")
     parser.add_argument("file", help="items: .jsonl, .csv, .npz (.jsonl.gz, .csv.gz; - stdin)")
-    parser.add_argument("--batch", type=_positive, default=1000,
+    parser.add_argument("--batch", type=positive_int, default=1000,
                         help="items per request (default 1000, the server's usual limit)")
-    parser.add_argument("--jobs", type=_positive, default=2,
+    parser.add_argument("--jobs", type=positive_int, default=2,
                         help="batches in flight at once (default 2)")
     parser.add_argument("--format", choices=FORMATS, help="override the file extension")
     parser.add_argument("--direct", action="store_true",
@@ -69,13 +70,6 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_server_arguments(parser, settings)
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
