@@ -133,15 +133,11 @@ class WebServer:
         return self.log.read_text(errors="replace")[-4000:]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGINT)  # a quick stop
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
+        """Kill the whole process group: a graceful stop takes seconds (module teardown)
+        and a test has nothing left to learn from it."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # workers left behind, if any
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 class Api:
