@@ -8,8 +8,13 @@ optionally writes the JSON result and a PNG of the learning curves.
 With ``--experts`` it replays labelling by simulated experts instead and compares label
 accuracy and cost under taskrank's routing, random assignment and an oracle.
 
-Exit status: 0 done, 2 unusable input (unknown dataset, missing file, bad strategy file,
-nonsensical numbers).
+With ``--http`` both replays run through a running server (``--url``, ``--token``; default
+TASKRANK_URL and TASKRANK_TOKEN, an admin token): the default strategy (or the
+``--strategy-file`` one) against the in-process replay of the same seeds, or the three
+routing arms; see ``scripts/simulate_http.py``.
+
+Exit status: 0 done, 1 the server failed mid-run, 2 unusable input (unknown dataset,
+missing file, bad strategy file, nonsensical numbers, server unreachable).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from taskrank.learning.simulate import (
     run_simulation,
     simulate_routing,
 )
+from taskrank.queue.settings import Settings, SettingsError
+from taskrank.scripts.client import Client, ClientError
 
 CHECKPOINTS = (50, 100, 200, 300)
 
@@ -82,6 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the curves here")
+    served = parser.add_argument_group("through a running server (--http)")
+    served.add_argument("--http", action="store_true",
+                        help="run through the server at --url (ignores --strategies)")
+    served.add_argument("--url", help="server (default TASKRANK_URL)")
+    served.add_argument("--token", help="admin bearer token (default TASKRANK_TOKEN)")
+    served.add_argument("--wait", type=_count, default=120,
+                        help="seconds to wait for one retrain (default 120)")
     experts = parser.add_argument_group("simulated experts (--experts)")
     experts.add_argument("--experts", action="store_true", help="simulate expert routing")
     experts.add_argument("--n-labels", type=_count, default=1000)
@@ -210,6 +224,8 @@ def plot(result: dict, path: Path) -> None:
 
 def simulate(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, name: str) -> dict:
     """Run the requested simulation with a progress bar."""
+    if args.http:
+        return simulate_over_http(args, X, y, name)
     if args.experts:
         arms = 3 * args.seeds
         with tqdm(total=arms, desc="routing", unit="run", disable=None) as bar:
@@ -228,6 +244,66 @@ def simulate(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, name: str) 
             dataset=name, progress=bar.update)
 
 
+def simulate_over_http(args: argparse.Namespace, X: np.ndarray, y: np.ndarray,
+                       name: str) -> dict:
+    """``--http``: the same replay through the server at ``--url``."""
+    from taskrank.scripts import simulate_http
+
+    client = server_client(args)
+    with client:
+        if args.experts:
+            with tqdm(total=3 * args.seeds, desc="routing (http)", unit="run",
+                      disable=None) as bar:
+                return simulate_http.routing(
+                    client, X, y, n_domains=args.n_domains, n_experts=args.n_experts,
+                    n_labels=args.n_labels, redundancy=args.redundancy, seeds=args.seeds,
+                    gold=args.gold, overclaim=args.overclaim, random_state=args.random_state,
+                    dataset=name, wait=args.wait, progress=bar.update)
+        candidate = read_strategies(args).get("candidate")
+        patch = None if candidate is None else json.loads(args.strategy_file.read_text())
+        rounds = len(range(args.initial, args.budget, args.batch)) + 1
+        with tqdm(total=args.seeds * rounds, desc="simulate (http)", unit="round",
+                  disable=None) as bar:
+            return simulate_http.learning_curves(
+                client, X, y, patch, seeds=args.seeds, initial=args.initial, batch=args.batch,
+                budget=args.budget, test_size=args.test_size, random_state=args.random_state,
+                dataset=name, wait=args.wait, progress=bar.update)
+
+
+def server_client(args: argparse.Namespace) -> Client:
+    """A client for ``--url``/``--token`` (else the settings), checked with one request."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise Unusable(str(exc)) from None
+    client = Client(args.url or settings.url, args.token or settings.token)
+    try:
+        client.get("/v1/projects")
+    except ClientError as exc:
+        raise Unusable(str(exc)) from None
+    return client
+
+
+def report(result: dict, args: argparse.Namespace) -> str:
+    """The tables for the result of ``simulate``."""
+    if not args.http:
+        return routing_table(result) if args.experts else learning_table(result)
+    if args.experts:
+        parts = [f"through the server ({result['config']['url']}):", routing_table(result)]
+        for name, local in result["in_process"].items():
+            parts += [f"\nin process ({name.replace('_', ' ')}):", routing_table(local)]
+        return "\n".join(parts)
+    c = result["comparison"]
+    per_seed = ", ".join(f"{d:+.4f}" for d in c["per_seed_difference"])
+    verdict = "within" if c["within_budget"] else "OUTSIDE"
+    same = sum(seed["points_equal_to_twin"] for seed in result["seeds_detail"])
+    points = sum(len(curve) for curve in c["twin"]["curves"])
+    return (f"{learning_table(result)}\nAULC http - in-process: {c['difference']:+.4f} "
+            f"(per seed {per_seed}); {verdict} the budget of ±{c['budget']}\n"
+            f"in-process twin with the server's ranker seed: AULC {c['twin']['aulc']:.4f}, "
+            f"{same} of {points} points equal to the server's")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``taskrank simulate``; returns the exit status."""
     try:
@@ -244,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except Unusable as exc:
         print(f"taskrank simulate: error: {exc}", file=sys.stderr)
         return 2
+    except ClientError as exc:
+        print(f"taskrank simulate: stopped: {exc}", file=sys.stderr)
+        return 1
     result["seconds"] = round(time.perf_counter() - started, 2)
-    print(routing_table(result) if args.experts else learning_table(result))
+    print(report(result, args))
     print(f"({result['seconds']:.1f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
