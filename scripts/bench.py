@@ -1,0 +1,161 @@
+"""``taskrank bench [NAMES...] [--quick] [--out FILE.json]``: the DESIGN §7 benchmarks.
+
+Each benchmark runs against a fresh real Redis (``appendfsync always``, the product
+default) and, where it serves HTTP, a real ``gunicorn -w 2``.  Prints a table of every
+budget with the measured figure and writes one JSON document.  ``--quick`` uses small
+sizes (the whole run takes under a minute); its figures are not comparable to the budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from taskrank.scripts.bench_budgets import judge_all
+from taskrank.scripts.bench_stack import cpu_pressure
+
+NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "memory")
+
+FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
+        "latency_requests": 2000, "serve_extras": True, "ingest_items": 100_000,
+        "rescore_items": 1_000_000, "rescore_chunk": None, "rescore_model": True,
+        "rerank_pool": 100_000, "rerank_trials": 5, "memory_items": 100_000,
+        "scoring_rows": 100_000, "scoring_repeats": 5}
+QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
+         "latency_requests": 100, "serve_extras": False, "ingest_items": 6_000,
+         "rescore_items": 20_000, "rescore_chunk": 5_000, "rescore_model": False,
+         "rerank_pool": 2_000, "rerank_trials": 1, "memory_items": 2_000,
+         "scoring_rows": 20_000, "scoring_repeats": 2}
+
+
+def _scoring(sizes: dict) -> dict:
+    try:  # written by another engineer; may not exist yet
+        module = importlib.import_module("taskrank.scripts.bench_scoring")
+    except ImportError as error:
+        return {"skipped": f"taskrank.scripts.bench_scoring is not available: {error}"}
+    return module.run(n=sizes["scoring_rows"], k=10, repeats=sizes["scoring_repeats"])
+
+
+def _serve(sizes: dict) -> dict:
+    from taskrank.scripts import bench_serve
+
+    return bench_serve.run(sizes["serve_sizes"], sizes["serve_seconds"],
+                           sizes["latency_requests"], variants=sizes["serve_extras"])
+
+
+def _ingest(sizes: dict) -> dict:
+    from taskrank.scripts import bench_ingest
+
+    return bench_ingest.run(sizes["ingest_items"])
+
+
+def _rescore(sizes: dict) -> dict:
+    from taskrank.scripts import bench_rescore
+
+    return bench_rescore.run(sizes["rescore_items"], chunk=sizes["rescore_chunk"],
+                             with_model=sizes["rescore_model"])
+
+
+def _rerank(sizes: dict) -> dict:
+    from taskrank.scripts import bench_rerank
+
+    return bench_rerank.run(sizes["rerank_pool"], sizes["rerank_trials"])
+
+
+def _memory(sizes: dict) -> dict:
+    from taskrank.scripts import bench_memory
+
+    return bench_memory.run(sizes["memory_items"])
+
+
+RUNNERS: dict[str, Callable[[dict], dict]] = {
+    "scoring": _scoring, "serve": _serve, "ingest": _ingest, "rescore": _rescore,
+    "rerank": _rerank, "memory": _memory}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskrank bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default all): {', '.join(NAMES)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    return parser.parse_args(argv)
+
+
+def run_all(names: list[str], quick: bool) -> dict:
+    """Run each benchmark in turn; a failing one is recorded and the others still run."""
+    sizes = QUICK if quick else FULL
+    results = {}
+    for name in names:
+        print(f"bench: running {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            results[name] = RUNNERS[name](sizes)
+        except Exception as error:  # recorded in the JSON; the other benchmarks still run
+            results[name] = {"error": f"{type(error).__name__}: {error}"}
+        results[name]["wall_seconds"] = round(time.perf_counter() - start, 1)
+    return results
+
+
+def machine() -> dict:
+    """The machine and the Redis version (read from a short-lived embedded Redis)."""
+    from taskrank.scripts.bench_stack import fresh_redis, machine_info
+
+    with fresh_redis() as (_, r):
+        return machine_info(r)
+
+
+def format_table(budgets: dict) -> str:
+    lines = [f"{'budget':<52} {'limit':>22} {'measured':>14}  result"]
+    for entry in budgets.values():
+        measured = entry["measured"]
+        shown = "-" if measured is None else f"{measured:,.6g}"
+        verdict = {True: "pass", False: "FAIL", None: "not run"}[entry["pass"]]
+        lines.append(f"{entry['what'][:52]:<52} {entry['budget']:>22} {shown:>14}  {verdict}")
+    return "\n".join(lines)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every started server and worker is stopped."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _stop_on_sigterm()
+    unknown = [name for name in args.names if name not in NAMES]
+    if unknown:
+        print(f"taskrank bench: unknown benchmark '{unknown[0]}'; expected some of "
+              f"{', '.join(NAMES)}", file=sys.stderr)
+        return 2
+    names = args.names or list(NAMES)
+    document = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(
+        timespec="seconds"), "quick": args.quick, "sizes": QUICK if args.quick else FULL}
+    document["machine"]["load_average_before"] = os.getloadavg()
+    document["results"] = run_all(names, args.quick)
+    document["machine"]["load_average_after"] = os.getloadavg()
+    document["machine"]["cpu_pressure_after"] = cpu_pressure()
+    document["budgets"] = judge_all(document["results"])
+    print(format_table(document["budgets"]))
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump(document, out, indent=2)
+        print(f"wrote {args.out}", file=sys.stderr)
+    failed = [name for name, result in document["results"].items() if "error" in result]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The DESIGN §7 budgets, each read from the benchmark results and judged pass or fail."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    key: str
+    what: str
+    limit: float
+    unit: str
+    higher_is_better: bool
+    read: Callable[[dict], float | None]  # results -> measured figure (None: not measured)
+
+    def judge(self, results: dict) -> dict:
+        try:
+            measured = self.read(results)
+        except (KeyError, TypeError, IndexError, ZeroDivisionError):
+            measured = None
+        compare = operator.ge if self.higher_is_better else operator.le
+        sign = ">=" if self.higher_is_better else "<="
+        return {"what": self.what, "budget": f"{sign} {self.limit:g} {self.unit}".strip(),
+                "limit": self.limit, "measured": measured, "unit": self.unit,
+                "pass": None if measured is None else bool(compare(measured, self.limit))}
+
+
+def _latency(size: str, stat: str) -> Callable[[dict], float]:
+    return lambda res: res["serve"]["latency_ms"][size][stat]
+
+
+def _sizes(res: dict) -> list[str]:
+    return list(res["serve"]["latency_ms"])
+
+
+def _p99_growth(res: dict) -> float:
+    sizes = _sizes(res)
+    latency = res["serve"]["latency_ms"]
+    return round(latency[sizes[-1]]["p99"] / latency[sizes[0]]["p99"], 3)
+
+
+def _double_leases(res: dict) -> float:
+    integrity = res["serve"]["integrity"]
+    return integrity["items_leased_twice"] + integrity["items_labeled_twice"]
+
+
+def budgets() -> list[Budget]:
+    """Every budget of DESIGN §7; the serve latency ones at the middle and largest size."""
+    return [
+        Budget("loop_1_client", "next-task + label loop, 1 client (middle size)", 300,
+               "loops/s", True, lambda res: res["serve"]["always"]["one_client"]["loops_per_s"]),
+        Budget("next_p50_mid", "next-task p50 (middle size)", 3, "ms", False,
+               lambda res: _latency(_sizes(res)[1], "p50")(res)),
+        Budget("next_p99_mid", "next-task p99 (middle size)", 15, "ms", False,
+               lambda res: _latency(_sizes(res)[1], "p99")(res)),
+        Budget("next_p50_max", "next-task p50 (largest size)", 3, "ms", False,
+               lambda res: _latency(_sizes(res)[-1], "p50")(res)),
+        Budget("next_p99_max", "next-task p99 (largest size)", 15, "ms", False,
+               lambda res: _latency(_sizes(res)[-1], "p99")(res)),
+        Budget("p99_growth", "next-task p99 largest / smallest size", 1.25, "x", False,
+               _p99_growth),
+        Budget("concurrency_speedup", "8 clients' loops/s / 1 client's", 1.5, "x", True,
+               lambda res: res["serve"]["always"]["speedup"]),
+        Budget("double_leases", "items leased (or labeled) twice", 0, "items", False,
+               _double_leases),
+        Budget("ingest", "ingest over HTTP, batches of 1,000", 10_000, "items/s", True,
+               lambda res: res["ingest"]["items_per_s"]),
+        Budget("scoring_margin", "scoring kernel margin, k=10 (100k rows in full)", 10_000_000,
+               "rows/s", True, lambda res: res["scoring"]["rows_per_s"]["margin"]),
+        Budget("rescore_2_workers", "full re-score, 2 workers", 20, "s", False,
+               lambda res: res["rescore"]["runs"]["2_workers"]["seconds"]),
+        Budget("rerank", "label -> re-ranked queue p95 (retrain + re-score)", 5, "s", False,
+               lambda res: res["rerank"]["p95_seconds"]),
+        Budget("memory_per_item", "Redis memory per item (used_memory delta)", 1024, "bytes",
+               False, lambda res: res["memory"]["bytes_per_item_used_memory"]),
+    ]
+
+
+def judge_all(results: dict) -> dict:
+    return {budget.key: budget.judge(results) for budget in budgets()}

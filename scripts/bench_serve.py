@@ -1,0 +1,204 @@
+"""Serving benchmarks (DESIGN §7) against a real gunicorn and a real Redis.
+
+- next-task latency p50/p99 at each pool size (1 client, next timed alone);
+- next+label loops/s with 1 keep-alive client and with 8 client processes (one expert each)
+  at the middle size, and items leased twice (must be 0);
+- variants of the throughput runs, each labelled: ``appendfsync everysec``, gunicorn's
+  ``gthread`` worker (keep-alive), and the floor app (``bench_floor``) with both policies.
+
+Items are stored directly through the queue layer; every request then goes over HTTP.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from taskrank.queue import keys as K
+from taskrank.queue.settings import Settings
+from taskrank.queue.tokens import create_token
+from taskrank.scripts.bench_client import (
+    BARRIER_TIMEOUT,
+    LeanClient,
+    LoopResult,
+    next_label_loops,
+    percentiles,
+    run_together,
+)
+from taskrank.scripts.bench_data import declare_experts, new_project, prefill
+from taskrank.scripts.bench_stack import (
+    Server,
+    fresh_redis,
+    gunicorn,
+    redis_cpu_seconds,
+    settle,
+)
+
+PID = "serve"
+CLIENTS = 8
+WARMUP_LOOPS = 100
+MAX_LOOPS = 1_000_000
+
+
+@dataclass
+class Target:
+    """Where the clients send requests: the server, a token, the project."""
+
+    server: Server
+    token: str
+    pid: str = PID
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "always",
+        variants: bool = True) -> dict:
+    """Every serving figure; ``sizes`` ascending, throughput measured at ``sizes[1]``."""
+    leases: list[tuple[str, str, str]] = []
+    result: dict = {"fsync": fsync, "latency_ms": {}, "seconds_per_run": seconds}
+    with fresh_redis(fsync) as (settings, r):
+        new_project(r, PID)
+        declare_experts(r, ["lat", "one"] + [f"c{i}" for i in range(CLIENTS)])
+        token = create_token(r, "platform")
+        with gunicorn(settings) as server:
+            target = Target(server, token)
+            for size in sizes:
+                top_up(settings, r, size)
+                result.setdefault("redis_at", {})[_size_name(size)] = settle(r)
+                result["latency_ms"][_size_name(size)] = latency(target, latency_requests, leases)
+                if size == sizes[min(1, len(sizes) - 1)]:
+                    result["throughput_at"] = size
+                    result[fsync] = throughput(settings, r, target, size, seconds, leases)
+                    if variants:
+                        result["variants"] = run_variants(settings, r, token, size, seconds,
+                                                          leases)
+            result["integrity"] = integrity(r, target, leases)
+    return result
+
+
+PRODUCT_APP = "taskrank.server.wsgi:app"
+FLOOR_APP = "taskrank.scripts.bench_floor:create_app()"
+GTHREAD = ("-k", "gthread", "--threads", "2")  # keep-alive; the sync worker closes each time
+VARIANTS = {  # name: (app, extra gunicorn arguments, appendfsync)
+    "everysec": (PRODUCT_APP, (), "everysec"),
+    "gthread": (PRODUCT_APP, GTHREAD, "always"),
+    "gthread_everysec": (PRODUCT_APP, GTHREAD, "everysec"),
+    "floor": (FLOOR_APP, (), "always"),
+    "floor_everysec": (FLOOR_APP, (), "everysec"),
+}
+
+
+def run_variants(settings: Settings, r: redis.Redis, token: str, size: int, seconds: float,
+                 leases: list) -> dict:
+    """The same throughput runs with another fsync policy, worker class or the floor app."""
+    out = {}
+    shipped = r.config_get("appendfsync")["appendfsync"]
+    try:
+        for name, (app, args, fsync) in VARIANTS.items():
+            r.config_set("appendfsync", fsync)
+            with gunicorn(settings, app=app, extra_args=args) as server:
+                out[name] = {"app": app, "gunicorn_args": list(args), "appendfsync": fsync,
+                             **throughput(settings, r, Target(server, token), size, seconds,
+                                          leases)}
+    finally:
+        r.config_set("appendfsync", shipped)
+    return out
+
+
+def _size_name(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
+
+
+def top_up(settings: Settings, r: redis.Redis, size: int) -> int:
+    """Ingest fresh items until ``size`` are pending (labeled ones left the pool)."""
+    pending = r.zcard(K.pool_key(PID))
+    known = r.scard(K.items_key(PID))
+    if pending < size:
+        prefill(settings, PID, known, known + size - pending)
+    return r.zcard(K.pool_key(PID))
+
+
+def latency(target: Target, requests: int, leases: list) -> dict:
+    """p50/p99 of next-task alone, one client, each lease labeled before the next one."""
+    warmup = next_label_loops(target.url, target.token, target.pid, "lat",
+                              min(WARMUP_LOOPS, requests), 60.0)
+    leases += warmup.leases
+    loops = next_label_loops(target.url, target.token, target.pid, "lat", requests,
+                             max(60.0, requests / 20))
+    leases += loops.leases
+    return {**percentiles(loops.next_ms), "errors": loops.errors[:3], "empty": loops.empty}
+
+
+def throughput(settings: Settings, r: redis.Redis, target: Target, size: int, seconds: float,
+               leases: list, experts: tuple[str, str] = ("one", "c")) -> dict:
+    """next+label loops/s of 1 client, then of ``CLIENTS`` client processes together."""
+    top_up(settings, r, size)
+    one = _metered(r, target, lambda: [next_label_loops(
+        target.url, target.token, target.pid, experts[0], MAX_LOOPS, seconds)])
+    top_up(settings, r, size)
+    many = _metered(r, target, lambda: concurrent_loops(
+        target, [f"{experts[1]}{i}" for i in range(CLIENTS)], seconds))
+    for run in (one, many):
+        leases += [lease for loops in run.pop("results") for lease in loops.leases]
+    speedup = many["loops_per_s"] / one["loops_per_s"] if one["loops_per_s"] else None
+    return {"one_client": one, "clients": CLIENTS, "many_clients": many,
+            "speedup": round(speedup, 3) if speedup else None}
+
+
+def _metered(r: redis.Redis, target: Target, run: Callable[[], list[LoopResult]]) -> dict:
+    """Run client loops; their loops/s, next-task latency and CPU ms per loop by process."""
+    cpu = (target.server.cpu_seconds(), redis_cpu_seconds(r))
+    results = run()
+    server_cpu, redis_cpu = target.server.cpu_seconds() - cpu[0], redis_cpu_seconds(r) - cpu[1]
+    loops = sum(x.loops for x in results)
+    per_loop = 1000 / max(1, loops)
+    return {"loops_per_s": round(loops / max(x.seconds for x in results), 1), "loops": loops,
+            "next_ms": percentiles([ms for x in results for ms in x.next_ms]),
+            "cpu_ms_per_loop": {"server": round(server_cpu * per_loop, 3),
+                                "redis": round(redis_cpu * per_loop, 3),
+                                "clients": round(sum(x.cpu_seconds for x in results) * per_loop,
+                                                 3)},
+            "errors": [e for x in results for e in x.errors][:3],
+            "empty": sum(x.empty for x in results), "results": results}
+
+
+def concurrent_loops(target: Target, experts: list[str], seconds: float) -> list[LoopResult]:
+    """One spawned process per expert, all starting at the same instant."""
+    return run_together(next_label_loops, [(target.url, target.token, target.pid, eid,
+                                            MAX_LOOPS, seconds) for eid in experts],
+                        timeout=BARRIER_TIMEOUT + seconds + 120)
+
+
+def integrity(r: redis.Redis, target: Target, leases: list[tuple[str, str, str]]) -> dict:
+    """Items leased more than once (redundancy 1: any repeat is a double lease), from the
+    task ids the clients got and from the label export."""
+    by_item = collections.Counter(item for _, item, _ in leases)
+    exported = export_labels(target)
+    counted = collections.Counter(label["item_id"] for label in exported if label["counted"])
+    return {"leases_seen": len(leases), "items_leased_twice": sum(
+                1 for n in by_item.values() if n > 1),
+            "distinct_tasks": len({tid for tid, _, _ in leases}),
+            "labels_exported": len(exported), "counted_labels": sum(counted.values()),
+            "items_labeled_twice": sum(1 for n in counted.values() if n > 1)}
+
+
+def export_labels(target: Target, page: int = 10_000, max_pages: int = 1000) -> list[dict]:
+    """Every label of the project through ``GET /v1/projects/{pid}/labels`` (bounded)."""
+    client = LeanClient(target.url, target.token)
+    labels, cursor = [], None
+    for _ in range(max_pages):
+        query = f"?limit={page}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = client.request("GET", f"/v1/projects/{target.pid}/labels{query}")
+        if status != 200:
+            raise RuntimeError(f"label export answered {status}: {str(body)[:300]}")
+        labels += body["labels"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    client.close()
+    return labels
