@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/taskrank bench --out bench.json
+	$(BIN)/python -m pytest -q tests/fuzz --fuzz-examples 200
 
 bench-quick: $(STAMP)
 	$(BIN)/taskrank bench --quick --out bench-quick.json

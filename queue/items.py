@@ -87,8 +87,10 @@ def _predictions(value: object, k: int) -> dict[str, list[float]]:
                            f"(one per project label), got {_describe(row)}")
         if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in row):
             raise Rejected(f"predictions.{name} must hold numbers only")
-        if not all(math.isfinite(p) and p >= 0 for p in row):
-            raise Rejected(f"predictions.{name} must be finite and non-negative, got {row}"[:300])
+        # At most 1 (within the tolerance) each, so their sum cannot overflow to infinity.
+        if not all(math.isfinite(p) and 0 <= p <= 1 + SUM_TOLERANCE for p in row):
+            raise Rejected(f"predictions.{name} must be finite and non-negative, each at "
+                           f"most 1, got {row}"[:300])
         total = math.fsum(row)
         if abs(total - 1.0) > SUM_TOLERANCE:
             raise Rejected(f"predictions.{name} must sum to 1 (within {SUM_TOLERANCE}), "

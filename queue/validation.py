@@ -8,6 +8,10 @@ import re
 from taskrank.queue.exceptions import InvalidInputError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# RQ's job id alphabet; ours are ``kind-<random>-<hex of the project id>`` (up to 273
+# characters, a re-score chunk adds ``-c<n>``), so longer than a platform id.
+MAX_JOB_ID = 512
+JOB_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}")
 
 
 def fail(field: str, detail: str) -> InvalidInputError:
@@ -21,7 +25,17 @@ def check_id(value: object, field: str) -> str:
     return value
 
 
+def check_job_id(value: object) -> str:
+    if not isinstance(value, str) or not JOB_ID_PATTERN.fullmatch(value):
+        raise fail("job id", f"must be 1-{MAX_JOB_ID} characters of A-Z a-z 0-9 _ -, "
+                             f"got {value!r}"[:300])
+    return value
+
+
 def check_int(value: object, field: str, low: int, high: int) -> int:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema's "integer" says).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise fail(field, f"must be an integer from {low} to {high}, got {value!r}"[:300])
     return value

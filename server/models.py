@@ -9,7 +9,7 @@ from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.jobs import enqueue_retrain, job_view
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import get_project
-from taskrank.queue.validation import check_id
+from taskrank.queue.validation import check_id, check_job_id
 from taskrank.server.auth import require
 from taskrank.server.context import redis_client, settings
 
@@ -35,7 +35,7 @@ def post_retrain(pid: str) -> tuple[dict, int, dict]:
 @require("platform")
 def get_job(jid: str) -> dict:
     r = redis_client()
-    view = job_view(same_server(r, decode_responses=False), r, check_id(jid, "job id"))
+    view = job_view(same_server(r, decode_responses=False), r, check_job_id(jid))
     if view is None:
         raise NoSuchJobError(f"no job '{jid}' (finished jobs are kept for a limited time)")
     return view

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app
 
-from taskrank.queue.items import MAX_MODELS, MAX_SKILLS
+from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
 from taskrank.queue.projects import MAX_LABELS
+from taskrank.queue.validation import MAX_JOB_ID
 from taskrank.server.context import settings
 
 bp = Blueprint("openapi", __name__)
@@ -59,6 +60,10 @@ def doc(schema: dict, description: str) -> dict:
 
 
 ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}
+# '<token>.<project id>' (server/tasks.py checks both parts); RQ's alphabet for job ids,
+# which hold the project id in hex and so run longer than an id.
+TASK_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}[.][A-Za-z0-9._-]{1,128}$"}
+JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
 STATUS = {"type": "string", "enum": ["pending", "leased", "labeled"]}
@@ -106,9 +111,10 @@ def schemas(max_items: int) -> dict:
                                              replaced_at=TIME)),
                   backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
                                             "change started (GET /v1/jobs/{jid})"))
-    probabilities = array(num(0), minItems=2,
+    probabilities = array(num(0, 1 + SUM_TOLERANCE), minItems=2,
                           description="one probability per project label, in label order; "
-                                      "summing to 1 within 1e-3 (then renormalised)")
+                                      f"summing to 1 within {SUM_TOLERANCE} (then "
+                                      "renormalised)")
     item_view = obj(("id", "status", "priority", "breakdown"),
                     id=ID, status=STATUS, priority=num(), skills=array(ID),
                     breakdown={"type": "object", "additionalProperties": obj(
@@ -324,7 +330,7 @@ PAGES = [
     ("get", "/projects/{pid}", "ui.project_page", "Operator page of one project",
      {200: "text/html", 404: "text/html", 422: "text/html"}),
     ("get", "/projects/{pid}/learning-curve.png", "ui.learning_curve_png",
-     "The project's learning curve", {200: "image/png", 404: "text/html"}),
+     "The project's learning curve", {200: "image/png", 404: "text/html", 422: "text/html"}),
     ("get", "/login", "ui.login_form", "Login form: paste a platform or admin token",
      {200: "text/html"}),
     ("post", "/login", "ui.login", "Log in: sets an HttpOnly cookie holding the token's "
@@ -384,7 +390,7 @@ def _operation(app: Flask, entry: tuple) -> dict:
     operation: dict = {"operationId": endpoint.split(".", 1)[1], "summary": summary,
                        "tags": [endpoint.split(".", 1)[0]]}
     params = [{"name": name, "in": "path", "required": True, "description": what,
-               "schema": TEXT if name in ("tid", "jid") else ID}
+               "schema": {"tid": TASK_ID, "jid": JOB_ID}.get(name, ID)}
               for name, what in PARAMETERS.items() if "{" + name + "}" in path]
     params += [{"name": name, "in": "query", "schema": schema, "description": what}
                for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])]
