@@ -206,13 +206,15 @@ def rule_number(low: float = 0.0, high: float = math.inf, *, open_low: bool = Fa
     return check
 
 
-def rule_integer(low: int) -> Rule:
-    """Rule accepting an integer ``>= low`` (an integral float such as 5.0 too)."""
+def rule_integer(low: int, high: int | None = None) -> Rule:
+    """Rule accepting an integer in ``[low, high]`` (an integral float such as 5.0 too)."""
 
     def check(path: str, value: object) -> int:
         integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not integral or value < low:
-            raise ValueError(f"'{path}' must be an integer >= {low}, got {value!r}")
+        if isinstance(value, bool) or not integral or value < low or (
+                high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"from {low} to {high}"
+            raise ValueError(f"'{path}' must be an integer {bounds}, got {value!r}")
         return int(value)
 
     return check

@@ -36,6 +36,11 @@ def _setting(default: Any, rule: Rule) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
+# Bounds keep every priority and routing value finite (and jobs affordable): a weight or
+# exponent near float max would overflow to inf, which JSON cannot carry.
+MAX_WEIGHT = 1000.0
+
+
 @dataclass(frozen=True)
 class Weights:
     """Weight of each normalised term in the priority (``weights`` section)."""
@@ -44,9 +49,9 @@ class Weights:
     # bootstrap committee's disagreement picks outliers far from the labeled set and any
     # weight on it lowers the AULC below plain margin sampling (0.6/0.4: 0.867; 1.0/0.0:
     # 0.892; margin 0.891).  Weight it when several supplied models disagree usefully.
-    uncertainty: float = _setting(1.0, rule_number())
-    disagreement: float = _setting(0.0, rule_number())
-    density: float = _setting(0.0, rule_number())
+    uncertainty: float = _setting(1.0, rule_number(0.0, MAX_WEIGHT))
+    disagreement: float = _setting(0.0, rule_number(0.0, MAX_WEIGHT))
+    density: float = _setting(0.0, rule_number(0.0, MAX_WEIGHT))
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Committee:
     """Learned committee: model kind, bootstrap size, whether supplied predictions join."""
 
     model: str = _setting("logistic_regression", rule_choice("model", MODELS))
-    members: int = _setting(5, rule_integer(1))
+    members: int = _setting(5, rule_integer(1, 100))
     use_supplied: bool = _setting(True, rule_boolean)
 
 
@@ -62,8 +67,8 @@ class Committee:
 class Retrain:
     """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist."""
 
-    every_labels: int = _setting(25, rule_integer(1))
-    min_labels: int = _setting(10, rule_integer(1))
+    every_labels: int = _setting(25, rule_integer(1, 1_000_000))
+    min_labels: int = _setting(10, rule_integer(1, 1_000_000))
 
 
 @dataclass(frozen=True)
@@ -72,24 +77,24 @@ class Redundancy:
 
     adaptive: bool = _setting(False, rule_boolean)
     stop_confidence: float = _setting(0.95, rule_number(0.0, 1.0, open_low=True))
-    max_labels: int = _setting(5, rule_integer(1))
+    max_labels: int = _setting(5, rule_integer(1, 50))
 
 
 @dataclass(frozen=True)
 class Routing:
     """Exponents of value = priority x fit^a / cost^b, and the hold-back settings."""
 
-    fit_exponent: float = _setting(1.0, rule_number())
-    cost_exponent: float = _setting(0.0, rule_number())
-    holdback_seconds: float = _setting(0.0, rule_number())
-    holdback_margin: float = _setting(0.1, rule_number())
+    fit_exponent: float = _setting(1.0, rule_number(0.0, 10.0))
+    cost_exponent: float = _setting(0.0, rule_number(0.0, 10.0))
+    holdback_seconds: float = _setting(0.0, rule_number(0.0, 3600.0))
+    holdback_margin: float = _setting(0.1, rule_number(0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class DensityOptions:
     """Reference rows sampled by the density term."""
 
-    sample_size: int = _setting(256, rule_integer(1))
+    sample_size: int = _setting(256, rule_integer(1, 10_000))
 
 
 _SECTIONS = {

@@ -20,6 +20,9 @@ ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "g
 MAX_SKILLS = 32
 MAX_MODELS = 32
 SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded
+# Bounds keep scores finite: larger magnitudes overflow the scaler and the priority sum.
+MAX_BOOST = 1e6
+MAX_FEATURE = 1e12
 _UPSERT_WIDTH = 10
 _ID_RULE = " must be 1-128 characters of A-Z a-z 0-9 . _ -"
 
@@ -63,8 +66,10 @@ def parse_item(raw: object, project: dict, n_features: int | None) -> ItemInput:
     if not predictions and features is None:
         raise Rejected("an item needs predictions or features (or both)")
     boost = raw.get("boost", 0.0)
-    if isinstance(boost, bool) or not isinstance(boost, int | float) or not math.isfinite(boost):
-        raise Rejected(f"boost must be a finite number, got {boost!r}"[:200])
+    if isinstance(boost, bool) or not isinstance(boost, int | float) or not (
+            abs(boost) <= MAX_BOOST):
+        raise Rejected(f"boost must be a number from -{MAX_BOOST:g} to {MAX_BOOST:g}, "
+                       f"got {boost!r}"[:200])
     gold = raw.get("gold")
     if gold is not None and gold not in project["labels"]:
         raise Rejected(f"gold must be one of the project's labels {project['labels']}"[:300])
@@ -107,9 +112,9 @@ def _features(value: object, n_features: int | None) -> list[float] | None:
     if n_features and len(value) != n_features:
         raise Rejected(f"features must have {n_features} values (fixed per project by its "
                        f"first item with features), got {len(value)}")
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and abs(x) <= MAX_FEATURE
                for x in value):
-        raise Rejected("features must be finite numbers")
+        raise Rejected(f"features must be numbers from -{MAX_FEATURE:g} to {MAX_FEATURE:g}")
     return [float(x) for x in value]
 
 

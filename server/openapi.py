@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app
 
+from taskrank.learning.priority import MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
 from taskrank.queue.projects import MAX_LABELS
 from taskrank.queue.validation import MAX_JOB_ID
@@ -75,17 +76,18 @@ def strategy(partial: bool) -> dict:
     sections = {
         "uncertainty": {"type": "string", "enum": ["entropy", "least_confidence", "margin"]},
         "disagreement": {"type": "string", "enum": ["consensus_kl", "vote_entropy"]},
-        "weights": {"uncertainty": num(0), "disagreement": num(0), "density": num(0)},
+        "weights": {"uncertainty": num(0, MAX_WEIGHT), "disagreement": num(0, MAX_WEIGHT),
+                    "density": num(0, MAX_WEIGHT)},
         "committee": {"model": {"type": "string", "enum": [
             "logistic_regression", "naive_bayes", "random_forest"]},
-            "members": integer(1), "use_supplied": BOOL},
-        "retrain": {"every_labels": integer(1), "min_labels": integer(1)},
-        "redundancy": {"adaptive": BOOL, "max_labels": integer(1),
+            "members": integer(1, 100), "use_supplied": BOOL},
+        "retrain": {"every_labels": integer(1, 1_000_000), "min_labels": integer(1, 1_000_000)},
+        "redundancy": {"adaptive": BOOL, "max_labels": integer(1, 50),
                        "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
                                            "maximum": 1}},
-        "routing": {"fit_exponent": num(0), "cost_exponent": num(0),
-                    "holdback_seconds": num(0), "holdback_margin": num(0)},
-        "density": {"sample_size": integer(1)},
+        "routing": {"fit_exponent": num(0, 10), "cost_exponent": num(0, 10),
+                    "holdback_seconds": num(0, 3600), "holdback_margin": num(0, 1)},
+        "density": {"sample_size": integer(1, 10_000)},
     }
     properties = {}
     for name, section in sections.items():
@@ -151,10 +153,10 @@ def schemas(max_items: int) -> dict:
                        predictions={"type": "object", "maxProperties": MAX_MODELS,
                                     "propertyNames": ID,
                                     "additionalProperties": probabilities},
-                       features=array(num(), minItems=1, maxItems=4096),
+                       features=array(num(-1e12, 1e12), minItems=1, maxItems=4096),
                        skills=array(ID, maxItems=MAX_SKILLS),
                        payload=doc(ANY, "opaque JSON returned with the task"),
-                       boost=num(), gold=doc(TEXT, "one of the project's labels")),
+                       boost=num(-1e6, 1e6), gold=doc(TEXT, "one of the project's labels")),
                  "anyOf": [{"required": ["predictions"]}, {"required": ["features"]}]},
         "ItemBatch": obj(("items",), True,
                          items=array(ref("Item"), minItems=1, maxItems=max_items)),
