@@ -7,7 +7,9 @@ import re
 
 from taskrank.queue.exceptions import InvalidInputError
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# "." and ".." match the character set but cannot be addressed: HTTP clients remove such
+# dot segments from URLs.
+ID_PATTERN = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")
 # RQ's job id alphabet; ours are ``kind-<random>-<hex of the project id>`` (up to 273
 # characters, a re-score chunk adds ``-c<n>``), so longer than a platform id.
 MAX_JOB_ID = 512

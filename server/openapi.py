@@ -60,10 +60,11 @@ def doc(schema: dict, description: str) -> dict:
     return {**schema, "description": description}
 
 
-ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}
+ID = {"type": "string", "pattern": "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,128}$"}
 # '<token>.<project id>' (server/tasks.py checks both parts); RQ's alphabet for job ids,
 # which hold the project id in hex and so run longer than an id.
-TASK_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}[.][A-Za-z0-9._-]{1,128}$"}
+TASK_ID = {"type": "string",
+           "pattern": "^[A-Za-z0-9_-]{1,128}[.](?!\\.{1,2}$)[A-Za-z0-9._-]{1,128}$"}
 JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
