@@ -320,7 +320,7 @@ class _RoutingRun:
 
     def run(self, arm: str, redundancy: int, capacity: int, n_labels: int, seed: int) -> dict:
         started = time.perf_counter()
-        self._setup(arm, redundancy)
+        self._setup(arm, redundancy, n_labels)
         given = self._ask(n_labels, capacity, check_random_state(seed))
         accuracy = self._final_accuracy()
         for eid in self.eids:  # retired, so they never count as someone's better expert
@@ -329,11 +329,11 @@ class _RoutingRun:
         return {"accuracy": accuracy, "cost": cost, "labels": len(given),
                 "seconds": time.perf_counter() - started}
 
-    def _setup(self, arm: str, redundancy: int) -> None:
+    def _setup(self, arm: str, redundancy: int, n_labels: int) -> None:
         w = self.world
         # No retrain before the final one: with flat predictions a retrain cannot reorder
         # the queue, and one still running could overwrite the final aggregation.
-        strategy = {"retrain": {"every_labels": 10**9}}
+        strategy = {"retrain": {"every_labels": n_labels + 1}}
         if arm == "random":
             strategy["routing"] = {"fit_exponent": 0.0}
         self.client.post("/v1/projects", {"id": self.pid, "labels": self.names,
@@ -375,8 +375,10 @@ class _RoutingRun:
         """Accuracy of the server's aggregated labels on finished non-gold items, after a
         retrain re-aggregated every item (Dawid-Skene over all labels)."""
         job = self.client.post(f"/v1/projects/{self.pid}/retrain")["job_id"]
-        _wait("the final retrain", self.wait, lambda: self.client.get(
-            f"/v1/jobs/{job}")["status"] in ("finished", "failed"))
+        status = _wait("the final retrain", self.wait, lambda: {"finished", "failed"} & {
+            self.client.get(f"/v1/jobs/{job}")["status"]})
+        if "failed" in status:  # its Dawid-Skene step may not have run
+            raise ClientError(f"the final retrain of {self.pid} failed: see GET /v1/jobs/{job}")
         w = self.world
         hits = [r["label"] == self.names[w.truth[int(r["item_id"][1:])]]
                 for r in _export(self.client, self.pid, aggregated=True)
