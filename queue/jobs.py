@@ -160,8 +160,10 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
         result = {"skipped": "chunk already done"}  # a retry after the work was stored
     else:
         project = get_project(r, pid)
+        # Chunk 0 holds the top of the queue (the workers take chunks in order), so the
+        # items experts are about to get are re-scored first.
         ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk,
-                       (index + 1) * chunk - 1)
+                       (index + 1) * chunk - 1, desc=True)
         updated = rescore_items(r, project, ids)
         # Atomic and counted once: a work horse killed here leaves the chunk both done and
         # counted, or neither (then its retry redoes it).
