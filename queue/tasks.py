@@ -116,22 +116,23 @@ def task_expert(r: redis.Redis, pid: str, tid: str) -> str:
 def extend(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
     now = clock_now() if now is None else now
     state, _ = lua.run(r, "extend", project["id"], [], [now, tid, project["lease_seconds"]])
-    if state == "":
-        raise NoSuchTaskError(f"no task '{tid}'")
-    if state != "open":
-        raise LeaseNotOpenError(f"task '{tid}' is {state}; only an open lease can be extended",
-                                state=state)
-    return task_view(r, project["id"], tid)
+    return _lease_answer(r, project, tid, state, "open", "extended")
 
 
 def release(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
     """Give the item back; releasing an already released task answers the same again."""
     now = clock_now() if now is None else now
     state = lua.run(r, "release", project["id"], [], [now, tid])
+    return _lease_answer(r, project, tid, state, "released", "released")
+
+
+def _lease_answer(r: redis.Redis, project: dict, tid: str, state: str, expected: str,
+                  done: str) -> dict:
+    """The task after extend/release, or the error its state calls for."""
     if state == "":
         raise NoSuchTaskError(f"no task '{tid}'")
-    if state != "released":
-        raise LeaseNotOpenError(f"task '{tid}' is {state}; only an open lease can be released",
+    if state != expected:
+        raise LeaseNotOpenError(f"task '{tid}' is {state}; only an open lease can be {done}",
                                 state=state)
     return task_view(r, project["id"], tid)
 

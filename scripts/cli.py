@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"taskrank: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        print(f"unknown taskrank command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
     # scripts/token.py would shadow the standard-library token module when run by path.
     module = importlib.import_module(f"taskrank.scripts.{MODULES.get(name, name)}")

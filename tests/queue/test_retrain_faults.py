@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rq.job import Job
@@ -18,6 +17,7 @@ from taskrank.queue.items import ingest
 from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import create_project, get_project
+from tests.faults.stack import children, started_at, wait_for
 
 
 def _labeled_project(r, n=3000, d=20):
@@ -37,26 +37,6 @@ def _labeled_project(r, n=3000, d=20):
     pipe.execute()
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def _started(pid: int) -> int:
-    """A process's start time in clock ticks (field 22 of /proc/PID/stat)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-
-
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs, tmp_path):
     """SIGKILL of the process running a retrain leaves version 1 serving; RQ's retry then
     makes version 2 current."""
@@ -71,13 +51,13 @@ def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         job = Job.fetch(enqueue_retrain(r, settings, "p"), connection=connect_binary(settings))
-        _wait(lambda: job.get_status() == "started", 60, "the retrain to start")
+        wait_for(lambda: job.get_status() == "started", 60, "the retrain to start")
         # The work horse is the worker's newest child (its scheduler was forked earlier).
-        horse = max(_wait(lambda: _children(worker.pid), 10, "the work horse"), key=_started)
+        horse = max(wait_for(lambda: children(worker.pid), 10, "the work horse"), key=started_at)
         time.sleep(0.3)  # inside the fit
         os.kill(horse, signal.SIGKILL)
         assert model_info(r, "p")["version"] == 1, "the old model keeps serving"
-        _wait(lambda: (model_info(r, "p")["version"] or 0) >= 2, 150,
+        wait_for(lambda: (model_info(r, "p")["version"] or 0) >= 2, 150,
               f"the retried retrain; worker log: {log.read_text()[-3000:]}")
         job.refresh()
         assert job.retries_left is not None and job.retries_left < 3
