@@ -50,7 +50,8 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
     priorities = np.zeros(len(items))
     breakdowns = [""] * len(items)
     for group in _groups(items):
-        members = _committee(items, group, n_classes, ranker)
+        members = _committee(items, group, n_classes, ranker,
+                             strategy["committee"]["use_supplied"])
         features = _features(items, group)
         boost = np.array([items[i].boost for i in group])
         result = score(members, features=features, boost=boost, strategy=strategy_obj)
@@ -71,14 +72,16 @@ def _groups(items: list[ItemInput]) -> list[list[int]]:
 
 
 def _committee(items: list[ItemInput], group: list[int], n_classes: int,
-               ranker: object | None) -> np.ndarray | None:
+               ranker: object | None, use_supplied: bool) -> np.ndarray | None:
     first = items[group[0]]
     names = sorted(first.predictions)
+    learned = ranker is not None and ranker.accepts(first)
     parts = []
-    if names:
+    # Without a usable trained model the supplied predictions are all there is to rank by.
+    if names and (use_supplied or not learned):
         supplied = np.array([[items[i].predictions[name] for i in group] for name in names])
         parts.append(supplied.reshape(len(names), len(group), n_classes))
-    if ranker is not None and ranker.accepts(first):
+    if learned:
         parts.append(ranker.committee([items[i] for i in group]))
     return np.concatenate(parts, axis=0) if parts else None
 
