@@ -12,8 +12,9 @@ from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
+from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import set_input_schema
-from taskrank.queue.scoring import ItemInput, score_items
+from taskrank.queue.scoring import ItemInput, score_items, stored_item
 from taskrank.queue.validation import ID_PATTERN
 
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
@@ -23,7 +24,7 @@ SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded
 # Bounds keep scores finite: larger magnitudes overflow the scaler and the priority sum.
 MAX_BOOST = 1e6
 MAX_FEATURE = 1e12
-_UPSERT_WIDTH = 10
+_UPSERT_WIDTH = 11
 _ID_RULE = " must be 1-128 characters of A-Z a-z 0-9 . _ -"
 
 
@@ -145,9 +146,9 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
     for item, priority, breakdown in zip(items, priorities, breakdowns, strict=True):
         args += [item.id, _compact(item.predictions), _compact(item.features),
                  _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
-                 repr(float(priority)), breakdown, version]
-    created, updated = lua.run(r, "upsert_items", project["id"], [K.items_key(project["id"])],
-                               args)
+                 repr(float(priority)), breakdown, version, project["strategy_version"]]
+    created, updated = lua.run(r, "upsert_items", project["id"],
+                               [K.items_key(project["id"]), K.tags_key(project["id"])], args)
     return {"created": created, "updated": updated, "rejected": rejected}
 
 
@@ -163,12 +164,18 @@ def _compact(value: object) -> str:
     return "" if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = None) -> dict:
-    """The public form of an item hash, with its priority explained term by term."""
+def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = None,
+              priority: float | None = None) -> dict:
+    """The public form of an item hash, with its priority explained term by term.
+
+    ``priority`` is the live score of a pending item (its sorted-set score, which a
+    re-score moves without touching the hash); otherwise the stored one is shown.
+    """
     weights = Strategy.from_dict(project["strategy"]).to_dict()["weights"]
     terms = json.loads(fields["bd"]) if fields.get("bd") else {}
     view = {
-        "id": iid, "status": fields.get("st"), "priority": float(fields.get("pr") or 0),
+        "id": iid, "status": fields.get("st"),
+        "priority": float(fields.get("pr") or 0) if priority is None else priority,
         "breakdown": {name: {"value": value, "weight": weights.get(name, 1.0 if name in (
             "boost", "random") else 0.0)} for name, value in terms.items()},
         "skills": fields["s"].split(",") if fields.get("s") else [],
@@ -185,23 +192,70 @@ def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = 
     return view
 
 
+def current_breakdowns(r: redis.Redis, project: dict, rows: list[tuple[str, dict]]) -> None:
+    """Recompute, in place, the breakdown of the items scored under an older model or
+    strategy than the current ones (one vectorised call for all of them).
+
+    A re-score stores only priorities, so ``bd``/``mv``/``sv`` keep what ingest (or
+    ``set_priorities``) wrote; the explanation is brought up to date when it is read.
+    """
+    ranker = current_ranker(r, project)
+    version, strategy = ranker.version if ranker else 0, str(project["strategy_version"])
+    stale = [(iid, fields) for iid, fields in rows
+             if int(fields.get("mv") or 0) < version or fields.get("sv") != strategy]
+    if not stale:
+        return
+    items = [stored_item(iid, fields.get("p"), fields.get("f"), fields.get("b"))
+             for iid, fields in stale]
+    _, breakdowns = score_items(items, project["strategy"], len(project["labels"]), ranker)
+    for (_, fields), breakdown in zip(stale, breakdowns, strict=True):
+        fields.update(bd=breakdown, mv=str(version), sv=strategy)
+
+
 def get_item(r: redis.Redis, project: dict, iid: str) -> dict:
+    pid = project["id"]
     pipe = r.pipeline()
-    pipe.hgetall(K.item_key(project["id"], iid))
-    pipe.lrange(K.item_labels_key(project["id"], iid), 0, -1)
+    pipe.hgetall(K.item_key(pid, iid))
+    pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
     fields, labels = pipe.execute()
     if not fields:
-        raise NoSuchItemError(f"no item '{iid}' in project '{project['id']}'")
-    return item_view(project, iid, fields, labels)
+        raise NoSuchItemError(f"no item '{iid}' in project '{pid}'")
+    priority = None
+    if fields.get("st") == "pending":  # None if claimed meanwhile: then 'pr' is current
+        tags = fields["s"].split(",") if fields.get("s") else []
+        priority = r.zscore(K.pool_keys(pid, tags)[0], iid)
+    current_breakdowns(r, project, [(iid, fields)])
+    return item_view(project, iid, fields, labels, priority)
 
 
 def ranked_queue(r: redis.Redis, project: dict, limit: int, skill: str | None) -> list[dict]:
     """The top ``limit`` rankable items (of one skill tag, if given), best first."""
     pid = project["id"]
-    pool = K.pool_tag_key(pid, skill) if skill else K.pool_key(pid)
-    ids = r.zrevrange(pool, 0, limit - 1)
+    if skill:
+        top = r.zrevrange(K.pool_tag_key(pid, skill), 0, limit - 1, withscores=True)
+    else:
+        top = _top_of_every_pool(r, pid, limit)
     pipe = r.pipeline()
-    for iid in ids:
+    for iid, _ in top:
         pipe.hgetall(K.item_key(pid, iid))
-    return [item_view(project, iid, fields) for iid, fields in zip(ids, pipe.execute(),
-                                                                     strict=True) if fields]
+    rows = [(iid, score, fields) for (iid, score), fields in zip(top, pipe.execute(),
+                                                                  strict=True) if fields]
+    current_breakdowns(r, project, [(iid, fields) for iid, _, fields in rows])
+    return [item_view(project, iid, fields, priority=score) for iid, score, fields in rows]
+
+
+def _top_of_every_pool(r: redis.Redis, pid: str, limit: int) -> list[tuple[str, float]]:
+    """The top ``limit`` (id, priority) over the untagged set and every tag set.
+
+    There is no global pool; an item has the same score in every set it is in, so merging
+    the tops of all sets and dropping duplicates gives the global top.
+    """
+    tags = sorted(r.smembers(K.tags_key(pid)))
+    pipe = r.pipeline(transaction=False)
+    for key in [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in tags]:
+        pipe.zrevrange(key, 0, limit - 1, withscores=True)
+    merged: dict[str, float] = {}
+    for rows in pipe.execute():
+        merged.update(rows)
+    # Ties in the order one sorted set gives them (member descending).
+    return sorted(merged.items(), key=lambda row: (row[1], row[0]), reverse=True)[:limit]

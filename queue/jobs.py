@@ -10,6 +10,7 @@ import json
 import math
 import secrets
 import time
+from collections import defaultdict
 
 import numpy as np
 import redis
@@ -26,13 +27,16 @@ from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
 from taskrank.queue.projects import get_project
-from taskrank.queue.scoring import ItemInput, model_inputs, score_items
+from taskrank.queue.scoring import ItemInput, model_inputs, score_items, stored_item
 from taskrank.queue.settings import Settings
 from taskrank.queue.worker import task_queue
 
 RETRY = Retry(max=3)  # immediate re-queue: no scheduler needed
 JOB_TIMEOUT = 600
-_RESCORE_WIDTH = 4
+# Items per Redis round trip of a re-score chunk: each call (a pipeline of HMGETs, one
+# ZADD per set) then holds Redis for milliseconds, while an RQ chunk stays large (every
+# job forks a work horse).
+RESCORE_BATCH = 2_000
 
 
 def _job_redis() -> redis.Redis:
@@ -91,15 +95,10 @@ def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.nd
     items, labels, weights = [], [], []
     for iid, (preds, feats, label, confidence) in zip(ids, pipe.execute(), strict=True):
         if label in project["labels"]:
-            items.append(_item(iid, preds, feats))
+            items.append(stored_item(iid, preds, feats))
             labels.append(project["labels"].index(label))
             weights.append(max(float(confidence or 1.0), 1e-3))
     return items, np.array(labels, dtype=int), np.array(weights)
-
-
-def _item(iid: str, preds: str | None, feats: str | None, boost: str | None = None) -> ItemInput:
-    return ItemInput(iid, json.loads(preds) if preds else {},
-                     json.loads(feats) if feats else None, [], None, float(boost or 0), None)
 
 
 def _fit(project: dict, items: list[ItemInput], labels: np.ndarray,
@@ -128,20 +127,33 @@ def _settings() -> Settings:
 # --- re-score ---------------------------------------------------------------------------------
 def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | None = None,
                     chunk: int | None = None) -> str:
-    """Snapshot the pending pool and fan it out as chunk jobs; returns the run's job id."""
+    """Snapshot every pool set and fan them out as chunk jobs; returns the run's job id."""
     settings = settings or _settings()
     chunk = chunk or settings.rescore_chunk
     run = _job_id("rescore", pid)
-    snapshot = K.rescore_snapshot_key(pid, run)
-    total = r.zrangestore(snapshot, K.pool_key(pid), 0, -1)
-    chunks = max(1, math.ceil(total / chunk))
-    r.expire(snapshot, 86400)
+    tags = [""] + sorted(r.smembers(K.tags_key(pid)))  # "" stands for the untagged set
+    sizes = []
+    for part, tag in enumerate(tags):
+        source = K.pool_tag_key(pid, tag) if tag else K.pool_untagged_key(pid)
+        sizes.append(r.zrangestore(K.rescore_snapshot_key(pid, run, part), source, 0, -1))
+        r.expire(K.rescore_snapshot_key(pid, run, part), 86400)
+    chunks = len(_chunk_layout(sizes, chunk))
     r.hset(K.rescore_progress_key(pid, run), mapping={
-        "total_items": total, "chunks": chunks, "chunk_size": chunk, "reason": reason,
+        "total_items": sum(sizes), "chunks": chunks, "chunk_size": chunk, "reason": reason,
+        "parts": json.dumps([[tag, size] for tag, size in zip(tags, sizes, strict=True)]),
         "started_at": time.time()})
     r.expire(K.rescore_progress_key(pid, run), 7 * 86400)
     enqueue_chunks(r, settings, pid, run, range(chunks), chunk)
     return run
+
+
+def _chunk_layout(sizes: list[int], chunk: int) -> list[tuple[int, int]]:
+    """(part, chunk of that part) of each run chunk: chunk 0 of every part first, so the
+    top of every set is re-scored first.  An empty run still has one (empty) chunk."""
+    per_part = [math.ceil(size / chunk) for size in sizes]
+    layout = [(part, index) for index in range(max(per_part, default=0))
+              for part, count in enumerate(per_part) if index < count]
+    return layout or [(0, 0)]
 
 
 def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
@@ -160,11 +172,13 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
         result = {"skipped": "chunk already done"}  # a retry after the work was stored
     else:
         project = get_project(r, pid)
-        # Chunk 0 holds the top of the queue (the workers take chunks in order), so the
-        # items experts are about to get are re-scored first.
-        ids = r.zrange(K.rescore_snapshot_key(pid, run), index * chunk,
-                       (index + 1) * chunk - 1, desc=True)
-        updated = rescore_items(r, project, ids)
+        parts = json.loads(r.hget(progress, "parts"))
+        part, slice_ = _chunk_layout([size for _, size in parts], chunk)[index]
+        # Chunk 0 of a part holds the top of its set (the workers take chunks in order), so
+        # the items experts are about to get are re-scored first.
+        ids = r.zrange(K.rescore_snapshot_key(pid, run, part), slice_ * chunk,
+                       (slice_ + 1) * chunk - 1, desc=True)
+        updated = rescore_items(r, project, ids, tag=parts[part][0])
         # Atomic and counted once: a work horse killed here leaves the chunk both done and
         # counted, or neither (then its retry redoes it).
         lua.run(r, "finish_chunk", pid, [progress], [index, updated, len(ids)])
@@ -175,29 +189,66 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
 
 def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
     progress = K.rescore_progress_key(pid, run)
-    done, chunks, finished = r.hmget(progress, "chunks_done", "chunks", "finished_at")
+    done, chunks, finished, parts = r.hmget(progress, "chunks_done", "chunks", "finished_at",
+                                            "parts")
     if finished is None and int(done or 0) >= int(chunks):
         r.hset(progress, "finished_at", time.time())
-        r.delete(K.rescore_snapshot_key(pid, run))
+        r.delete(*_snapshot_keys(pid, run, parts))
 
 
-def rescore_items(r: redis.Redis, project: dict, ids: list[str]) -> int:
-    """Score ``ids`` with the current committee and store what is still pending."""
-    pid = project["id"]
-    pipe = r.pipeline()
-    for iid in ids:
-        pipe.hmget(K.item_key(pid, iid), "p", "f", "b", "st")
-    items = [_item(iid, p, f, b) for iid, (p, f, b, st) in zip(ids, pipe.execute(), strict=True)
-             if st == "pending"]
-    if not items:
-        return 0
+def _snapshot_keys(pid: str, run: str, parts: str) -> list[str]:
+    return [K.rescore_snapshot_key(pid, run, part) for part in range(len(json.loads(parts)))]
+
+
+def rescore_items(r: redis.Redis, project: dict, ids: list[str], tag: str | None = None) -> int:
+    """Score ``ids`` with the current committee and store the priorities of those still
+    pending; returns how many were pending.
+
+    ``tag`` names the set ``ids`` were read from ("" for the untagged one): an item with
+    several tags is in several snapshots and is re-scored only from its first tag's.
+    """
     ranker = current_ranker(r, project)
-    priorities, breakdowns = score_items(items, project["strategy"], len(project["labels"]),
-                                         ranker)
-    args = [_RESCORE_WIDTH]
-    for item, priority, breakdown in zip(items, priorities, breakdowns, strict=True):
-        args += [item.id, repr(float(priority)), breakdown, ranker.version if ranker else 0]
-    return lua.run(r, "rescore", pid, [], args)
+    return sum(_rescore_batch(r, project, ranker, ids[start:start + RESCORE_BATCH], tag)
+               for start in range(0, len(ids), RESCORE_BATCH))
+
+
+def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, ids: list[str],
+                   tag: str | None) -> int:
+    pid = project["id"]
+    pipe = r.pipeline(transaction=False)
+    for iid in ids:
+        pipe.hmget(K.item_key(pid, iid), "p", "f", "b", "s", "st")
+    rows = [(iid, row) for iid, row in zip(ids, pipe.execute(), strict=True)
+            if row[4] == "pending" and (tag is None or row[3].partition(",")[0] == tag)]
+    if not rows:
+        return 0
+    items = _decode_items(rows)
+    priorities, _ = score_items(items, project["strategy"], len(project["labels"]), ranker,
+                                breakdown=False)
+    # XX: only members still there. A claimed item has left its sets, so a re-score never
+    # puts it back (no read-then-write race); nothing else of the item is written.
+    by_set: dict[str, list] = defaultdict(list)
+    keys_of: dict[str, list[str]] = {}
+    for (iid, row), priority in zip(rows, priorities.tolist(), strict=True):
+        tags = row[3] or ""
+        if tags not in keys_of:
+            keys_of[tags] = K.pool_keys(pid, tags.split(",") if tags else [])
+        for key in keys_of[tags]:
+            by_set[key] += (priority, iid)
+    pipe = r.pipeline(transaction=False)
+    for key, args in by_set.items():
+        pipe.execute_command("ZADD", key, "XX", *args)
+    pipe.execute()
+    return len(rows)
+
+
+def _decode_items(rows: list[tuple[str, list]]) -> list[ItemInput]:
+    """Items to score from their HMGET rows; all JSON decoded in two ``json.loads`` calls
+    (one per field) instead of one per item."""
+    predictions = json.loads("[" + ",".join(row[0] or "{}" for _, row in rows) + "]")
+    features = json.loads("[" + ",".join(row[1] or "null" for _, row in rows) + "]")
+    return [ItemInput(iid, preds, feats, [], None, float(row[2] or 0), None)
+            for (iid, row), preds, feats in zip(rows, predictions, features, strict=True)]
 
 
 def rescore_progress(r: redis.Redis, pid: str, run: str) -> dict | None:
@@ -276,7 +327,8 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
     settings = settings or _settings()
     left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     progress = r.hgetall(K.rescore_progress_key(pid, run))
-    if left and int(progress["total_items"]) and not r.exists(K.rescore_snapshot_key(pid, run)):
+    if left and int(progress["total_items"]) and not r.exists(
+            *_snapshot_keys(pid, run, progress["parts"])):
         raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
                              "start a new re-score")
     binary = same_server(r, decode_responses=False)
@@ -304,6 +356,9 @@ def set_priorities(r: redis.Redis, pid: str, pairs: list[tuple[str, float]]) -> 
     Returns ``{"updated", "not_pending", "unknown"}``; ``unknown`` lists the positions in
     ``pairs`` of ids with no item.
     """
-    args = [value for iid, priority in pairs for value in (iid, repr(float(priority)))]
+    project = get_project(r, pid)
+    model_version = r.hget(K.model_meta_key(pid), "version") or 0
+    args = [model_version, project["strategy_version"]]
+    args += [value for iid, priority in pairs for value in (iid, repr(float(priority)))]
     updated, not_pending, unknown = lua.run(r, "set_priorities", pid, [], args)
     return {"updated": updated, "not_pending": not_pending, "unknown": unknown}

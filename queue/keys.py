@@ -82,11 +82,6 @@ def item_labels_key(pid: str, iid: str) -> str:
     return item_key(pid, iid) + ":labels"
 
 
-def pool_key(pid: str) -> str:
-    """Sorted set of every rankable item (score = priority)."""
-    return _project(pid) + "pool"
-
-
 def pool_tag_key(pid: str, tag: str) -> str:
     """Sorted set of rankable items that require skill ``tag``."""
     return _project(pid) + "pool-tag:" + tag
@@ -95,6 +90,17 @@ def pool_tag_key(pid: str, tag: str) -> str:
 def pool_untagged_key(pid: str) -> str:
     """Sorted set of rankable items that require no skill."""
     return _project(pid) + "pool-untagged"
+
+
+def pool_keys(pid: str, tags: list[str]) -> list[str]:
+    """The sorted sets an item with skill ``tags`` sits in while it is rankable."""
+    return [pool_tag_key(pid, tag) for tag in tags] or [pool_untagged_key(pid)]
+
+
+def tags_key(pid: str) -> str:
+    """Set of every skill tag an item of the project required (to find every tag pool:
+    there is no global pool, an item sits only in its tag sets or the untagged one)."""
+    return _project(pid) + "tags"
 
 
 def items_key(pid: str) -> str:
@@ -138,7 +144,8 @@ def labels_stream_key(pid: str) -> str:
 
 
 def counters_key(pid: str) -> str:
-    """Hash of project counters (labels counted, late, rejected, since last retrain...)."""
+    """Hash of project counters (labels counted, late, since last retrain; items by status
+    as ``n:pending``, ``n:leased``, ``n:labeled``...)."""
     return _project(pid) + "counters"
 
 
@@ -167,9 +174,10 @@ def model_history_key(pid: str) -> str:
     return _project(pid) + "model-history"
 
 
-def rescore_snapshot_key(pid: str, run: str) -> str:
-    """List of item ids captured for one re-score run, read chunk by chunk."""
-    return _project(pid) + f"rescore:{run}"
+def rescore_snapshot_key(pid: str, run: str, part: int) -> str:
+    """Sorted set of the item ids of one pool set (``part``-th of the run) captured for one
+    re-score run, read chunk by chunk."""
+    return _project(pid) + f"rescore:{run}:{part}"
 
 
 def rescore_progress_key(pid: str, run: str) -> str:

@@ -6,8 +6,14 @@ they carry the same hash tag, so a script still touches a single Cluster slot.
 
 Each script checks everything it needs before it writes anything: Redis has no rollback.
 Every script starts with the preamble (keys and prefixes as locals) and ``COMMON``: the
-helpers that keep an item's pool membership consistent with its label counts, and the
-lease sweep.
+helpers that keep an item's pool membership and the per-status counts consistent with its
+label counts, and the lease sweep.
+
+A rankable item sits in one sorted set per skill tag it requires, or in the untagged set;
+there is no global pool.  Re-scores write those sets directly (``ZADD XX``, see
+``jobs.rescore_items``), so an item hash's ``pr`` is the priority it had when it was
+stored, claimed or set, not always the live one: the live priority of a pending item is
+its score in its sets.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from taskrank.queue import keys as K
 
 # Shared helpers. They read these locals, which every script declares first:
 #   P_ITEM (item hash prefix), P_TASK (task hash prefix), P_XLEASE (per-expert lease set
-#   prefix), P_TAG (per-tag pool prefix), K_POOL, K_UNTAGGED, K_LEASES.
+#   prefix), P_TAG (per-tag pool prefix), K_COUNTERS, K_UNTAGGED, K_LEASES.
 COMMON = r"""
 local function split_tags(s)
   local tags = {}
@@ -27,27 +33,33 @@ local function split_tags(s)
 end
 
 local function depool(iid, tags)
-  redis.call('ZREM', K_POOL, iid)
   if #tags == 0 then redis.call('ZREM', K_UNTAGGED, iid) end
   for _, tag in ipairs(tags) do redis.call('ZREM', P_TAG .. tag, iid) end
 end
 
 local function enpool(iid, tags, priority)
-  redis.call('ZADD', K_POOL, priority, iid)
   if #tags == 0 then redis.call('ZADD', K_UNTAGGED, priority, iid) end
   for _, tag in ipairs(tags) do redis.call('ZADD', P_TAG .. tag, priority, iid) end
 end
 
--- An item is rankable while fewer than `want` labels are out or in.
-local function refresh_status(iid)
+-- An item is rankable while fewer than `want` labels are out or in.  The counters hash
+-- keeps the number of items per status ('n:pending'...), moved here on every change.
+-- An item pending before and after stays in its sets at its live score (a re-score may
+-- have moved it past 'pr'); `repool` puts it back at 'pr' (an upsert took it out).
+local function refresh_status(iid, repool)
   local ikey = P_ITEM .. iid
-  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr')
+  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st')
   local out, done, want = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 1
-  local tags = split_tags(f[4])
+  local tags, old = split_tags(f[4]), f[6]
   local status = 'pending'
   if done >= want then status = 'labeled' elseif out + done >= want then status = 'leased' end
-  redis.call('HSET', ikey, 'st', status)
-  if status == 'pending' then enpool(iid, tags, tonumber(f[5]) or 0) else depool(iid, tags) end
+  if status ~= old then
+    redis.call('HSET', ikey, 'st', status)
+    if old then redis.call('HINCRBY', K_COUNTERS, 'n:' .. old, -1) end
+    redis.call('HINCRBY', K_COUNTERS, 'n:' .. status, 1)
+  end
+  if status ~= 'pending' then depool(iid, tags)
+  elseif old ~= 'pending' or repool then enpool(iid, tags, tonumber(f[5]) or 0) end
   return status
 end
 
@@ -86,16 +98,16 @@ end
 
 # The prefix/key globals every script receives first: KEYS[1..3] and ARGV[1..4].
 _PREAMBLE = r"""
-local K_POOL, K_UNTAGGED, K_LEASES = KEYS[1], KEYS[2], KEYS[3]
+local K_COUNTERS, K_UNTAGGED, K_LEASES = KEYS[1], KEYS[2], KEYS[3]
 local P_ITEM, P_TASK, P_XLEASE, P_TAG = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 """
 
 # Upsert a batch of scored items (ingest).
-# KEYS[4] set of all item ids.
+# KEYS[4] set of all item ids, KEYS[5] set of the project's skill tags.
 # ARGV[5] now, ARGV[6] labels wanted per new item, ARGV[7] number of fields per item,
 # then per item: id, predictions JSON, features JSON, payload JSON, tags (comma-joined),
-# boost, gold, priority, breakdown JSON, model version.
-# Returns {created, updated}.
+# boost, gold, priority, breakdown JSON, model version and strategy version (of the
+# breakdown).  Returns {created, updated}.
 UPSERT_ITEMS = _PREAMBLE + COMMON + r"""
 local now, want, width = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local created, updated = 0, 0
@@ -114,29 +126,11 @@ for i = 8, #ARGV, width do
   end
   redis.call('HSET', ikey, 'p', ARGV[i+1], 'f', ARGV[i+2], 'pl', ARGV[i+3], 's', ARGV[i+4],
              'b', ARGV[i+5], 'g', ARGV[i+6], 'pr', ARGV[i+7], 'bd', ARGV[i+8], 'mv', ARGV[i+9],
-             'ua', now)
-  refresh_status(iid)
+             'sv', ARGV[i+10], 'ua', now)
+  for _, tag in ipairs(split_tags(ARGV[i+4])) do redis.call('SADD', KEYS[5], tag) end
+  refresh_status(iid, true)
 end
 return {created, updated}
-"""
-
-# Store new priorities, but only for items still pending: a claimed item must never come
-# back into the pool through a re-score.
-# ARGV[5] number of fields per item, then per item: id, priority, breakdown JSON, model
-# version.  Returns the number of items updated.
-RESCORE = _PREAMBLE + COMMON + r"""
-local width, updated = tonumber(ARGV[5]), 0
-for i = 6, #ARGV, width do
-  local iid = ARGV[i]
-  local ikey = P_ITEM .. iid
-  local f = redis.call('HMGET', ikey, 'st', 's')
-  if f[1] == 'pending' then
-    redis.call('HSET', ikey, 'pr', ARGV[i+1], 'bd', ARGV[i+2], 'mv', ARGV[i+3])
-    enpool(iid, split_tags(f[2]), tonumber(ARGV[i+1]))
-    updated = updated + 1
-  end
-end
-return updated
 """
 
 # Lease the best eligible item to one expert.
@@ -227,6 +221,7 @@ redis.call('ZADD', K_LEASES, expires, tid)
 redis.call('ZADD', KEYS[4], expires, tid)
 redis.call('SADD', ikey .. ':experts', eid)
 redis.call('HINCRBY', ikey, 'out', 1)
+redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- live score: back at it
 refresh_status(best)
 return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
         redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ',')}
@@ -359,26 +354,28 @@ return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
 
 # Set priorities computed outside taskrank (``taskrank backfill --from``), only for items
 # still pending: a leased or labeled item must never come back into the pool.  The
-# breakdown becomes {"external": priority}; the model version is left as it was.
-# ARGV[5..] pairs: item id, priority.  Returns {updated, not pending, {0-based positions of
-# the pairs whose item does not exist}}.
+# breakdown becomes {"external": priority}, recorded as of the current model and strategy
+# versions (so it is shown as stored, not recomputed).
+# ARGV[5] current model version, ARGV[6] strategy version, ARGV[7..] pairs: item id,
+# priority.  Returns {updated,
+# not pending, {0-based positions of the pairs whose item does not exist}}.
 SET_PRIORITIES = _PREAMBLE + COMMON + r"""
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if tonumber(ARGV[i+1]) == nil then
     return redis.error_reply('priority of ' .. ARGV[i] .. ' is not a number: ' .. ARGV[i+1])
   end
 end
 local updated, skipped, unknown = 0, 0, {}
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local iid, priority = ARGV[i], tonumber(ARGV[i+1])
   local f = redis.call('HMGET', P_ITEM .. iid, 'st', 's')
   if not f[1] then
-    unknown[#unknown + 1] = (i - 5) / 2
+    unknown[#unknown + 1] = (i - 7) / 2
   elseif f[1] ~= 'pending' then
     skipped = skipped + 1
   else
     redis.call('HSET', P_ITEM .. iid, 'pr', ARGV[i+1],
-               'bd', cjson.encode({external = priority}))
+               'bd', cjson.encode({external = priority}), 'mv', ARGV[5], 'sv', ARGV[6])
     enpool(iid, split_tags(f[2]), priority)
     updated = updated + 1
   end
@@ -387,7 +384,7 @@ return {updated, skipped, unknown}
 """
 
 
-SCRIPTS = {"upsert_items": UPSERT_ITEMS, "rescore": RESCORE, "claim": CLAIM, "label": LABEL,
+SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
            "finish_chunk": FINISH_CHUNK,
            "set_priorities": SET_PRIORITIES}
@@ -397,7 +394,7 @@ def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
         args: list | tuple = ()) -> object:
     """Run script ``name`` for project ``pid`` with the shared KEYS/ARGV preamble."""
     script = _registered(r, name)
-    preamble_keys = [K.pool_key(pid), K.pool_untagged_key(pid), K.leases_key(pid)]
+    preamble_keys = [K.counters_key(pid), K.pool_untagged_key(pid), K.leases_key(pid)]
     preamble_args = [K.item_prefix(pid), K.task_prefix(pid), K.expert_leases_prefix(pid),
                      K.pool_tag_key(pid, "")]
     return script(keys=preamble_keys + list(keys), args=preamble_args + list(args), client=r)

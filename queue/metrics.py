@@ -215,6 +215,10 @@ def _render_requests(lines: list[str], fields: dict[str, str]) -> None:
                    values)
 
 
+# Items by status, kept by the Lua scripts in the counters hash (there is no global pool
+# to count).
+STATUS_COUNTERS = ("n:pending", "n:leased", "n:labeled")
+
 _PROJECT_FAMILIES = (
     ("taskrank_queue_pending", "gauge", "Rankable (pending) items in the project's pool."),
     ("taskrank_items", "gauge", "Items by status."),
@@ -230,15 +234,14 @@ def _render_projects(lines: list[str], r: redis.Redis) -> None:
     pipe = r.pipeline(transaction=False)
     for pid in pids:
         pipe.scard(K.items_key(pid))
-        pipe.zcard(K.pool_key(pid))
-        pipe.zcard(K.labeled_key(pid))
+        pipe.hmget(K.counters_key(pid), *STATUS_COUNTERS)
         pipe.zcard(K.leases_key(pid))
         pipe.hmget(K.counters_key(pid), "counted", "late", "rejected")
         pipe.hget(K.model_meta_key(pid), "version")
         pipe.hgetall(K.retrain_durations_key(pid))
     rows = pipe.execute()
-    projects = [(pid, rows[7 * i:7 * i + 7]) for i, pid in enumerate(pids)]
-    samples = {pid: _project_samples(*row[:6]) for pid, row in projects}
+    projects = [(pid, rows[6 * i:6 * i + 6]) for i, pid in enumerate(pids)]
+    samples = {pid: _project_samples(*row[1:5]) for pid, row in projects}
     for name, kind, help_text in _PROJECT_FAMILIES:
         _header(lines, name, kind, help_text)
         for pid in pids:
@@ -248,16 +251,17 @@ def _render_projects(lines: list[str], r: redis.Redis) -> None:
             "Time a retrain took to fit and evaluate the ranking model.")
     for pid, row in projects:
         _histogram(lines, "taskrank_retrain_duration_seconds", {"project": pid},
-                   RETRAIN_BUCKETS, row[6])
+                   RETRAIN_BUCKETS, row[5])
 
 
-def _project_samples(total: int, pending: int, labeled: int, leases: int,
-                     labels: list[str | None], version: str | None) -> dict[str, list]:
+def _project_samples(by_status: list[str | None], leases: int, labels: list[str | None],
+                     version: str | None) -> dict[str, list]:
     """Family name -> [(labels, value)] of one project."""
+    pending, leased, labeled = (int(count or 0) for count in by_status)
     return {
         "taskrank_queue_pending": [({}, pending)],
         "taskrank_items": [({"status": "pending"}, pending),
-                           ({"status": "leased"}, total - pending - labeled),
+                           ({"status": "leased"}, leased),
                            ({"status": "labeled"}, labeled)],
         "taskrank_leases_open": [({}, leases)],
         "taskrank_labels_total": [({"outcome": outcome}, int(count or 0)) for outcome, count

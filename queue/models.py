@@ -123,7 +123,9 @@ def load_model(r: redis.Redis, pid: str, version: int, meta: dict) -> LoadedMode
     return pickle.loads(base64.b64decode(blob))
 
 
-_cache: dict[str, LoadedModel] = {}
+# pid -> ((version, trained_at), model): a project deleted and created again under the
+# same id restarts at version 1, so the version alone does not name a model.
+_cache: dict[str, tuple[tuple[int, str | None], LoadedModel]] = {}
 
 
 def current_ranker(r: redis.Redis, project: dict) -> LoadedModel | None:
@@ -133,7 +135,8 @@ def current_ranker(r: redis.Redis, project: dict) -> LoadedModel | None:
     if "version" not in meta:
         return None
     version = int(meta["version"])
+    stamp = (version, meta.get("trained_at"))
     cached = _cache.get(pid)
-    if cached is None or cached.version != version:
-        cached = _cache[pid] = load_model(r, pid, version, meta)
-    return cached
+    if cached is None or cached[0] != stamp:
+        cached = _cache[pid] = (stamp, load_model(r, pid, version, meta))
+    return cached[1]

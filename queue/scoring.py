@@ -39,9 +39,18 @@ def model_inputs(items: list[ItemInput], models: list[str], n_features: int | No
     return np.asarray(rows, dtype=float).reshape(len(items), -1)
 
 
+def stored_item(iid: str, preds: str | None, feats: str | None,
+                boost: str | None = None) -> ItemInput:
+    """An item to score, from the JSON fields of its hash (``p``, ``f``, ``b``)."""
+    return ItemInput(iid, json.loads(preds) if preds else {},
+                     json.loads(feats) if feats else None, [], None, float(boost or 0), None)
+
+
 def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
-                ranker: object | None = None) -> tuple[np.ndarray, list[str]]:
-    """Priorities (n,) and breakdown JSON strings for ``items``.
+                ranker: object | None = None,
+                breakdown: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Priorities (n,) and breakdown JSON strings for ``items`` (empty strings when
+    ``breakdown`` is false: a re-score stores only priorities).
 
     Items are grouped by which supplied models they carry, so each group's committee is a
     dense (m, n_g, k) tensor; the ranking model's bootstrap committee joins every group.
@@ -56,6 +65,8 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
         boost = np.array([items[i].boost for i in group])
         result = score(members, features=features, boost=boost, strategy=strategy_obj)
         priorities[group] = result.priority
+        if not breakdown:
+            continue
         terms = {name: np.asarray(values) for name, values in result.terms.items()}
         for row, index in enumerate(group):
             breakdowns[index] = json.dumps(

@@ -13,16 +13,16 @@ def project_stats(r: redis.Redis, project: dict) -> dict:
     pid = project["id"]
     pipe = r.pipeline()
     pipe.scard(K.items_key(pid))
-    pipe.zcard(K.pool_key(pid))
-    pipe.zcard(K.labeled_key(pid))
     pipe.zcard(K.leases_key(pid))
     pipe.hgetall(K.counters_key(pid))
     pipe.hgetall(K.model_meta_key(pid))
-    total, pending, labeled, open_leases, counters, model = pipe.execute()
+    total, open_leases, counters, model = pipe.execute()
+    # Kept by the Lua scripts as items change status (there is no global pool to count).
+    by_status = {status: int(counters.get(f"n:{status}", 0))
+                 for status in ("pending", "leased", "labeled")}
     return {
         "project_id": pid,
-        "items": {"total": total, "pending": pending, "leased": total - pending - labeled,
-                  "labeled": labeled},
+        "items": {"total": total, **by_status},
         "open_leases": open_leases,
         "labels": {"counted": int(counters.get("counted", 0)),
                    "late": int(counters.get("late", 0)),

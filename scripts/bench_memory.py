@@ -1,7 +1,8 @@
 """Redis memory per item (k=5, 2 models, no features; DESIGN §7 budget <= 1 KB).
 
 Two figures: ``MEMORY USAGE`` of a sample of item hashes plus each item's share of the
-pool sorted sets and the item-id set, and the honest one, the growth of ``INFO memory``
+untagged pool sorted set (the items have no skill tags, and there is no global pool) and
+the item-id set, and the honest one, the growth of ``INFO memory``
 ``used_memory`` divided by the number of items.
 """
 
@@ -57,6 +58,5 @@ def _sampled_hash_bytes(r: redis.Redis, pid: str, n: int) -> dict:
 
 def _shared_bytes(r: redis.Redis, pid: str) -> dict:
     """Whole-pool structures an item also lives in (its share is size / n)."""
-    names = {"pool": K.pool_key(pid), "pool_untagged": K.pool_untagged_key(pid),
-             "items_set": K.items_key(pid)}
+    names = {"pool_untagged": K.pool_untagged_key(pid), "items_set": K.items_key(pid)}
     return {name: int(r.memory_usage(key, samples=0) or 0) for name, key in names.items()}

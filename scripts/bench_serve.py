@@ -116,11 +116,15 @@ def _size_name(size: int) -> str:
 
 def top_up(settings: Settings, r: redis.Redis, size: int) -> int:
     """Ingest fresh items until ``size`` are pending (labeled ones left the pool)."""
-    pending = r.zcard(K.pool_key(PID))
+    pending = _pending(r)
     known = r.scard(K.items_key(PID))
     if pending < size:
         prefill(settings, PID, known, known + size - pending)
-    return r.zcard(K.pool_key(PID))
+    return _pending(r)
+
+
+def _pending(r: redis.Redis) -> int:
+    return int(r.hget(K.counters_key(PID), "n:pending") or 0)
 
 
 def latency(target: Target, requests: int, leases: list) -> dict:

@@ -11,6 +11,8 @@ from collections import Counter, defaultdict
 import redis
 
 from taskrank.queue import keys as K
+from taskrank.queue.models import current_ranker
+from taskrank.queue.scoring import score_items, stored_item
 
 
 def _tasks(r: redis.Redis, pid: str) -> dict[str, dict[str, str]]:
@@ -33,8 +35,12 @@ def _items(r: redis.Redis, pid: str, ids: list[str]) -> dict[str, dict]:
             for i, iid in enumerate(ids)}
 
 
-def check_store(r: redis.Redis, pid: str) -> dict:
-    """Assert every rule; returns counts (items by status, tasks by state, labels)."""
+def check_store(r: redis.Redis, pid: str, scores_are_pr: bool = False) -> dict:
+    """Assert every rule; returns counts (items by status, tasks by state, labels).
+
+    ``scores_are_pr``: also require every pending item's score to be its stored 'pr' (true
+    while no model was trained: a re-score then reproduces the ingest priorities).
+    """
     ids = sorted(r.smembers(K.items_key(pid)))
     items, tasks = _items(r, pid, ids), _tasks(r, pid)
     errors: list[str] = []
@@ -46,7 +52,7 @@ def check_store(r: redis.Redis, pid: str) -> dict:
         by_item[task["item"]].append((tid, task))
     for iid, item in items.items():
         errors += _check_item(iid, item, by_item[iid])
-    errors += _check_pools(r, pid, items)
+    errors += _check_pools(r, pid, items, scores_are_pr)
     errors += _check_leases(r, pid, tasks)
     counts = _check_labels(r, pid, tasks, errors)
     assert not errors, "store inconsistent:\n" + "\n".join(errors[:40])
@@ -84,31 +90,55 @@ def _check_item(iid: str, item: dict, tasks: list[tuple[str, dict]]) -> list[str
     return errors
 
 
-def _check_pools(r: redis.Redis, pid: str, items: dict[str, dict]) -> list[str]:
-    """The pool holds exactly the pending items; each tag set exactly the pending items
-    with that tag (untagged ones in their own set), all at the item's priority."""
+def _check_pools(r: redis.Redis, pid: str, items: dict[str, dict],
+                 scores_are_pr: bool) -> list[str]:
+    """Each tag set holds exactly the pending items with that tag, the untagged set the
+    pending items without tags; an item has one score in all its sets (re-scores write
+    every set it is in), equal to its stored 'pr' when ``scores_are_pr`` (no re-score
+    with a new model happened).  Every tag in use is in the project's tag set, and the
+    per-status counters agree with the item hashes."""
     pending = {iid for iid, item in items.items() if item["fields"].get("st") == "pending"}
-    wanted: dict[str, dict[str, float]] = defaultdict(dict)
+    wanted: dict[str, set[str]] = defaultdict(set)
     for iid in pending:
-        fields = items[iid]["fields"]
-        tags = fields["s"].split(",") if fields.get("s") else []
-        for key in [K.pool_tag_key(pid, tag) for tag in tags] or [K.pool_untagged_key(pid)]:
-            wanted[key][iid] = float(fields.get("pr") or 0)
-        wanted[K.pool_key(pid)][iid] = float(fields.get("pr") or 0)
+        for key in K.pool_keys(pid, _tags(items[iid])):
+            wanted[key].add(iid)
     found = {key: dict(r.zrange(key, 0, -1, withscores=True))
              for key in r.scan_iter(match=K.pool_tag_key(pid, "") + "*", count=1000)}
-    for key in (K.pool_key(pid), K.pool_untagged_key(pid)):
-        found[key] = dict(r.zrange(key, 0, -1, withscores=True))
+    found[K.pool_untagged_key(pid)] = dict(r.zrange(K.pool_untagged_key(pid), 0, -1,
+                                                    withscores=True))
     errors = []
     for key in sorted(set(found) | set(wanted)):
-        have, want = found.get(key, {}), wanted.get(key, {})
-        if set(have) != set(want):
-            errors.append(f"{key}: extra {sorted(set(have) - set(want))}, "
-                          f"missing {sorted(set(want) - set(have))}")
-        wrong = [iid for iid in set(have) & set(want) if abs(have[iid] - want[iid]) > 1e-9]
-        if wrong:
-            errors.append(f"{key}: score differs from the item's priority for {sorted(wrong)}")
-    return errors
+        have, want = set(found.get(key, {})), wanted.get(key, set())
+        if have != want:
+            errors.append(f"{key}: extra {sorted(have - want)}, missing {sorted(want - have)}")
+    for iid in sorted(pending):
+        scores = {found.get(key, {}).get(iid) for key in K.pool_keys(pid, _tags(items[iid]))}
+        if len(scores) > 1:
+            errors.append(f"item {iid} has different scores in its sets: {sorted(scores)}")
+            continue
+        score, stored = scores.pop(), float(items[iid]["fields"]["pr"])
+        if scores_are_pr and score is not None and abs(score - stored) > 1e-9:
+            errors.append(f"item {iid}: score {score} differs from its stored 'pr' {stored}")
+    tags = {tag for item in items.values() for tag in _tags(item)}
+    if not tags <= r.smembers(K.tags_key(pid)):
+        errors.append(f"tags {sorted(tags - r.smembers(K.tags_key(pid)))} missing from the "
+                      "project's tag set")
+    return errors + _check_status_counts(r, pid, items)
+
+
+def _tags(item: dict) -> list[str]:
+    return item["fields"]["s"].split(",") if item["fields"].get("s") else []
+
+
+def _check_status_counts(r: redis.Redis, pid: str, items: dict[str, dict]) -> list[str]:
+    """The counters hash's ``n:<status>`` equal the numbers of items in each status."""
+    actual = Counter(item["fields"].get("st") for item in items.values())
+    counters = r.hgetall(K.counters_key(pid))
+    stored = {name[2:]: int(value) for name, value in counters.items()
+              if name.startswith("n:") and int(value)}
+    if stored != dict(actual):
+        return [f"status counters {stored} but items by status {dict(actual)}"]
+    return []
 
 
 def _check_leases(r: redis.Redis, pid: str, tasks: dict[str, dict]) -> list[str]:
@@ -156,3 +186,28 @@ def _check_labels(r: redis.Redis, pid: str, tasks: dict[str, dict], errors: list
     if int(counters.get("late", 0)) != len(late):
         errors.append(f"counter late={counters.get('late')} but {len(late)} late labels")
     return {"counted": len(counted), "late": len(late)}
+
+
+def pooled(r: redis.Redis, pid: str) -> dict[str, float]:
+    """Every rankable item with its live score, read from the untagged set and every tag
+    set (there is no global pool)."""
+    keys = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag)
+                                         for tag in sorted(r.smembers(K.tags_key(pid)))]
+    scores: dict[str, float] = {}
+    for key in keys:
+        scores.update(r.zrange(key, 0, -1, withscores=True))
+    return scores
+
+
+def not_rescored(r: redis.Redis, project: dict, ids: list[str]) -> list[str]:
+    """The ids among ``ids`` whose live score is not what the current model gives them."""
+    pid = project["id"]
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.hmget(K.item_key(pid, iid), "p", "f", "b")
+    items = [stored_item(iid, *fields) for iid, fields in zip(ids, pipe.execute(), strict=True)]
+    expected, _ = score_items(items, project["strategy"], len(project["labels"]),
+                              current_ranker(r, project), breakdown=False)
+    live = pooled(r, pid)
+    return [iid for iid, score in zip(ids, expected, strict=True)
+            if live.get(iid) is None or abs(live[iid] - score) > 1e-9]

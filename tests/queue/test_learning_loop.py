@@ -15,6 +15,7 @@ from taskrank.queue.jobs import enqueue_rescore, rescore_items
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.worker import task_queue
+from tests.invariants import not_rescored, pooled
 
 
 def _pool(n: int, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
@@ -57,12 +58,14 @@ def test_labels_train_a_model_and_boundary_items_rise(r, settings, run_jobs):
     info = model_info(r, "p")
     assert info["version"] is not None and info["n_labels"] >= 10
     assert info["metrics"]["accuracy"] is not None
-    top = r.zrevrange(K.pool_key("p"), 0, 19)
-    pending = r.zrange(K.pool_key("p"), 0, -1)
+    live = pooled(r, "p")
+    top = sorted(live, key=live.get, reverse=True)[:20]
+    pending = sorted(live)
     distance = {iid: abs(features[iid].sum()) / np.sqrt(2) for iid in pending}
     assert np.mean([distance[i] for i in top]) < 0.5 * np.mean(list(distance.values()))
-    mv = {int(r.hget(K.item_key("p", iid), "mv")) for iid in pending}
-    assert mv == {info["version"]}, "every pending item was re-scored by the new model"
+    assert current_ranker(r, get_project(r, "p")).version == info["version"]
+    assert not not_rescored(r, get_project(r, "p"), pending), \
+        "every pending item was re-scored by the new model"
 
 
 def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
@@ -81,14 +84,14 @@ def test_rescore_never_returns_a_claimed_item_to_the_pool(r, settings):
     _setup(r, n=400)
     project = get_project(r, "p")
     for round_ in range(5):
-        ids = r.zrange(K.pool_key("p"), 0, -1)
+        ids = sorted(pooled(r, "p"))
         expert = load_expert(r, "e")
         worker = threading.Thread(target=rescore_items, args=(r, project, ids))
         worker.start()
         for _ in range(20):
             tasks.claim(r, project, expert, depth=8)
         worker.join()
-        in_pool = set(r.zrange(K.pool_key("p"), 0, -1))
+        in_pool = set(pooled(r, "p"))
         pipe = r.pipeline()
         for iid in in_pool:
             pipe.hget(K.item_key("p", iid), "st")

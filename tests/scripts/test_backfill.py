@@ -17,9 +17,10 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.tasks import claim
 from taskrank.queue.worker import task_queue
 from taskrank.scripts import backfill
+from tests.invariants import pooled
 from tests.scripts.helpers import rq_worker
 
-N_ITEMS, CHUNK = 60, 7  # 9 chunks
+N_ITEMS, CHUNK = 60, 7  # 30 untagged and 30 tagged items: 5 chunks per set, 10 in all
 
 
 @pytest.fixture
@@ -47,8 +48,8 @@ def _probs(rng: np.random.Generator) -> list[float]:
     return row
 
 
-def _priorities(r, pid: str) -> dict[str, str]:
-    return {f"i{i}": r.hget(K.item_key(pid, f"i{i}"), "pr") for i in range(N_ITEMS)}
+def _priorities(r, pid: str) -> dict[str, float]:
+    return pooled(r, pid)
 
 
 def _work(settings, max_jobs: int | None = None) -> None:
@@ -73,7 +74,7 @@ def test_interrupted_and_resumed_run_gives_the_priorities_of_one_run(env, settin
     capsys.readouterr()
     assert backfill.main(["cut", "--resume", run, "--direct", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["chunks_done"], summary["chunks"], summary["items_done"]) == (9, 9, N_ITEMS)
+    assert (summary["chunks_done"], summary["chunks"], summary["items_done"]) == (10, 10, N_ITEMS)
     assert _priorities(r, "cut") == whole
     assert r.zrange(K.pool_tag_key("cut", "t1"), 0, -1, withscores=True) == r.zrange(
         K.pool_tag_key("whole", "t1"), 0, -1, withscores=True)
@@ -85,9 +86,9 @@ def test_resume_enqueues_only_chunks_not_done_and_not_already_waiting(settings, 
     run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=CHUNK)
     _work(settings, max_jobs=2)
     again = resume_rescore(r, "p", run, settings)
-    assert again == list(range(2, 9))
+    assert again == list(range(2, 10))
     ids = task_queue(settings, connect_binary(settings)).get_job_ids()
-    assert sorted(ids) == sorted(f"{run}-c{index}" for index in range(2, 9))
+    assert sorted(ids) == sorted(f"{run}-c{index}" for index in range(2, 10))
     _work(settings)
     assert rescore_progress(r, "p", run)["finished"]
     assert resume_rescore(r, "p", run, settings) == []
@@ -99,7 +100,7 @@ def test_backfill_fans_out_over_a_running_worker(env, settings, r, capsys):
     with rq_worker(settings, r):
         assert backfill.main(["p", "--chunk", "20", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["items"], summary["updated"], summary["chunks_done"]) == (N_ITEMS, N_ITEMS, 3)
+    assert (summary["items"], summary["updated"], summary["chunks_done"]) == (N_ITEMS, N_ITEMS, 4)
 
 
 def test_unusable_invocations_exit_2(env, r, capsys):
@@ -136,4 +137,4 @@ def test_from_file_sets_priorities_of_pending_items_only(env, r, tmp_path, capsy
     assert f"line {first + 3}: priority must be" in out.err
     assert float(r.hget(K.item_key("p", "i0"), "pr")) == 7.5
     assert json.loads(r.hget(K.item_key("p", "i3"), "bd")) == {"external": -2}
-    assert r.zscore(K.pool_key("p"), "i0") == 7.5 and r.zscore(K.pool_key("p"), leased) is None
+    assert pooled(r, "p")["i0"] == 7.5 and leased not in pooled(r, "p")

@@ -22,6 +22,7 @@ from taskrank.queue.connection import connect
 from taskrank.queue.experts import load_expert
 from taskrank.queue.labels import export_labels
 from taskrank.queue.projects import get_project
+from tests.invariants import pooled
 from tests.server.helpers import make_expert, make_items, make_project, post_items
 
 THREADS = 16
@@ -97,7 +98,7 @@ def check_pool(r, holders: Holders, acknowledged: list[tuple[str, str, str]]) ->
     for record in counted:
         labels_by_item[record["item_id"]].append(record["expert_id"])
     statuses = Counter()
-    pool = set(r.zrange(K.pool_key("p1"), 0, -1))
+    pool = set(pooled(r, "p1"))
     for iid in r.smembers(K.items_key("p1")):
         fields = r.hgetall(K.item_key("p1", iid))
         out, done, want = int(fields["out"]), int(fields["done"]), int(fields["want"])

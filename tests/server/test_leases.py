@@ -12,6 +12,7 @@ from taskrank.queue import tasks
 from taskrank.queue.exceptions import LeaseNotOpenError
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
+from tests.invariants import pooled
 from tests.server.helpers import make_expert, make_items, make_project, post_items
 
 LEASE = 60
@@ -48,12 +49,12 @@ def test_expired_lease_returns_the_item_to_the_pool(r, pool):
     project, t0 = pool(), time.time()
     first = claim(r, project, "e1", t0)
     assert item_status(r, first["item_id"]) == "leased"
-    assert not r.zscore(K.pool_key("p1"), first["item_id"])
+    assert first["item_id"] not in pooled(r, "p1")
     assert claim(r, project, "e2", t0 + LEASE - 1)["item_id"] != first["item_id"]
     # e2 now holds a second item; once e1's lease is past, its item is back in the pool.
     tasks.sweep(r, "p1", now=t0 + LEASE + 1)
     assert item_status(r, first["item_id"]) == "pending"
-    assert r.zscore(K.pool_key("p1"), first["item_id"]) is not None
+    assert first["item_id"] in pooled(r, "p1")
     assert r.hget(K.task_key("p1", first["id"]), "st") == "expired"
     assert r.zcard(K.expert_leases_key("p1", "e1")) == 0
     again = claim(r, project, "e2", t0 + LEASE + 2)
@@ -173,7 +174,7 @@ def test_release_gives_the_item_back_and_replays(client, auth, r, pool):
     assert first.status_code == 200
     assert first.json["task"]["state"] == "released"
     assert item_status(r, task["item_id"]) == "pending"
-    assert r.zscore(K.pool_key("p1"), task["item_id"]) is not None
+    assert task["item_id"] in pooled(r, "p1")
     second = client.post(f"/v1/tasks/{task['id']}/release", headers=auth("platform"))
     assert (second.status_code, second.json) == (first.status_code, first.json)
     expert = client.get("/v1/experts/e1", headers=auth("admin")).json

@@ -9,6 +9,7 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.server import create_app
+from tests.invariants import pooled
 from tests.server.helpers import make_expert, make_items, make_project, post_items
 
 
@@ -183,7 +184,7 @@ def test_bad_items_are_rejected_one_by_one(client, auth, r):
     good = {raw["id"] for raw in batch if isinstance(raw, dict)
             and str(raw.get("id")).startswith("good")}
     assert stored_ids(r) == good
-    assert r.zcard(K.pool_key("p1")) == len(good)
+    assert set(pooled(r, "p1")) == good
 
 
 def test_every_item_bad_is_422_with_rejections(client, auth, r):
@@ -193,7 +194,7 @@ def test_every_item_bad_is_422_with_rejections(client, auth, r):
     body = assert_problem(response, 422, "none of the 2 items")
     assert [(x["index"], x["id"]) for x in body["rejected"]] == [(0, "a"), (1, "b c")]
     assert "sum to 1" in body["rejected"][0]["detail"]
-    assert stored_ids(r) == set() and not r.exists(K.pool_key("p1"))
+    assert stored_ids(r) == set() and not pooled(r, "p1")
 
 
 def test_sum_tolerance(client, auth, r):
