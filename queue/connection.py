@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hiredis
 import redis
 
 from taskrank.queue.settings import Settings
@@ -29,3 +30,42 @@ def same_server(client: redis.Redis, decode_responses: bool) -> redis.Redis:
     kwargs = {**pool.connection_kwargs, "decode_responses": decode_responses}
     return redis.Redis(connection_pool=redis.ConnectionPool(
         connection_class=pool.connection_class, **kwargs))
+
+
+def send_many(r: redis.Redis, commands: list[tuple]) -> list:
+    """The replies of ``commands``, sent in one write on one connection.
+
+    A redis-py pipeline spends ~10 µs of pure Python per command (the re-score's 2,000
+    HMGETs per batch); here commands are packed by hiredis and the replies parsed by one
+    ``hiredis.Reader``: ~2 µs.  Each command still runs on its own in Redis, so a batch
+    never holds Redis the way one script would.  Raises the first error reply.
+    """
+    conn = r.connection_pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies = _read_replies(conn, len(commands))
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: the connection cannot be reused
+        raise
+    finally:
+        r.connection_pool.release(conn)
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
+def _read_replies(conn: redis.connection.Connection, count: int) -> list:
+    encoding = conn.encoder.encoding if conn.encoder.decode_responses else None
+    reader = hiredis.Reader(encoding=encoding) if encoding else hiredis.Reader()
+    replies: list = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is False:  # incomplete: read more (the socket keeps its timeout)
+            chunk = conn._sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection mid-reply")
+            reader.feed(chunk)
+        else:
+            replies.append(reply)
+    return replies

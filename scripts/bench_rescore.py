@@ -40,7 +40,7 @@ from taskrank.scripts.bench_stack import (
 PID = "rescore"
 TRAIN_LABELS = 60
 RUN_TIMEOUT = 1800.0
-POLL_TIMEOUT = 120.0  # a re-score chunk's Lua call can hold Redis for seconds
+POLL_TIMEOUT = 120.0  # generous: a shared machine can stall Redis
 
 
 def run(n: int, worker_counts: tuple[int, ...] = (1, 2), chunk: int | None = None,
@@ -80,17 +80,45 @@ def wait_registered(settings: Settings, count: int, timeout: float = 60.0) -> No
 def timed_rescore(settings: Settings, r: redis.Redis, workers: list) -> dict:
     """Enqueue a full re-score and wait for its last chunk; seconds, items/s, CPU seconds."""
     cpu = (redis_cpu_seconds(r), workers_cpu_seconds(workers))
+    watch_slow_calls(r)
     start = time.perf_counter()
     run_id = enqueue_rescore(r, PID, reason="benchmark", settings=settings)
     enqueued = time.perf_counter() - start
     progress, busy = wait_rescore(settings, r, run_id)
     seconds = time.perf_counter() - start
+    used = {"redis": redis_cpu_seconds(r) - cpu[0],
+            "workers": workers_cpu_seconds(workers) - cpu[1]}
     return {"seconds": round(seconds, 3), "enqueue_seconds": round(enqueued, 3),
             "items": progress["items"], "chunks": progress["chunks"],
             "items_per_s": round(progress["items"] / seconds, 1),
-            "cpu_seconds": {"redis": round(redis_cpu_seconds(r) - cpu[0], 2),
-                            "workers": round(workers_cpu_seconds(workers) - cpu[1], 2)},
-            "busy_answers_to_poller": busy}
+            "cpu_seconds": {name: round(value, 2) for name, value in used.items()},
+            "cpu_us_per_item": {name: round(value / max(progress["items"], 1) * 1e6, 1)
+                                for name, value in used.items()},
+            "slow_calls": slow_calls(r), "busy_answers_to_poller": busy}
+
+
+SLOW_CALL_US = 10_000
+
+
+def watch_slow_calls(r: redis.Redis) -> None:
+    """From now on, Redis logs every call that holds it for more than 10 ms."""
+    r.config_set("slowlog-log-slower-than", SLOW_CALL_US)
+    r.config_set("slowlog-max-len", 1024)
+    r.slowlog_reset()
+
+
+def slow_calls(r: redis.Redis) -> dict:
+    """The longest single Redis calls since ``watch_slow_calls`` (SLOWLOG, over 10 ms)."""
+    entries = r.slowlog_get(1024)
+    longest = sorted(entries, key=lambda entry: entry["duration"], reverse=True)[:5]
+    return {"over_10ms": len(entries),
+            "longest": [{"ms": round(entry["duration"] / 1000, 1),
+                         "command": _command_name(entry["command"])} for entry in longest]}
+
+
+def _command_name(command: bytes | str) -> str:
+    text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
+    return " ".join(text.split()[:2])[:80]
 
 
 def poll(check: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT,
