@@ -136,14 +136,20 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     run = _job_id("rescore", pid)
     tags = [""] + sorted(r.smembers(K.tags_key(pid)))  # "" stands for the untagged set
     layout = _chunk_layout(r, pid, tags, chunk)
-    total = 0
-    for index, (part, high, low) in enumerate(layout):
-        total += _snapshot(r, pid, run, index, tags[part], high, low)
-    r.hset(K.rescore_progress_key(pid, run), mapping={
-        "total_items": total, "chunks": len(layout), "chunk_size": chunk, "reason": reason,
+    progress = K.rescore_progress_key(pid, run)
+    r.hset(progress, mapping={
+        "total_items": 0, "chunks": len(layout), "chunk_size": chunk, "reason": reason,
         "tags": json.dumps(tags), "layout": json.dumps(layout), "started_at": time.time()})
-    r.expire(K.rescore_progress_key(pid, run), 7 * 86400)
-    enqueue_chunks(r, settings, pid, run, range(len(layout)), chunk)
+    r.expire(progress, 7 * 86400)
+    # Each chunk goes to the workers as soon as it is captured (1M items take ~1-2 s to
+    # capture).  An item re-scored meanwhile may move into a range captured later and be
+    # scored twice, with the same result; an item not yet re-scored keeps its score, so
+    # it is never missed.
+    queue = task_queue(settings, same_server(r, decode_responses=False))
+    for index, (part, high, low) in enumerate(layout):
+        r.hincrby(progress, "total_items", _snapshot(r, pid, run, index, tags[part], high, low))
+        r.hincrby(progress, "captured", 1)  # resume_rescore needs every chunk captured
+        _enqueue_chunk(queue, pid, run, index, chunk)
     return run
 
 
@@ -196,8 +202,12 @@ def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, index
                    chunk: int) -> None:
     queue = task_queue(settings, same_server(r, decode_responses=False))
     for index in indexes:
-        queue.enqueue(rescore_chunk, pid, run, index, chunk, job_id=f"{run}-c{index}",
-                      retry=RETRY, job_timeout=JOB_TIMEOUT)
+        _enqueue_chunk(queue, pid, run, index, chunk)
+
+
+def _enqueue_chunk(queue: Queue, pid: str, run: str, index: int, chunk: int) -> None:
+    queue.enqueue(rescore_chunk, pid, run, index, chunk, job_id=f"{run}-c{index}",
+                  retry=RETRY, job_timeout=JOB_TIMEOUT)
 
 
 def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
@@ -370,6 +380,9 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
     settings = settings or _settings()
     left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     progress = r.hgetall(K.rescore_progress_key(pid, run))
+    if int(progress.get("captured", progress["chunks"])) < int(progress["chunks"]):
+        raise NoSuchJobError(f"run '{run}' stopped while capturing its items; start a new "
+                             "re-score")
     if left and int(progress["total_items"]) and not r.exists(
             *_snapshot_keys(pid, run, int(progress["chunks"]))):
         raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
