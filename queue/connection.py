@@ -38,11 +38,13 @@ def send_many(r: redis.Redis, commands: list[tuple]) -> list:
     A redis-py pipeline spends ~10 µs of pure Python per command (the re-score's 2,000
     HMGETs per batch); here commands are packed by hiredis and the replies parsed by one
     ``hiredis.Reader``: ~2 µs.  Each command still runs on its own in Redis, so a batch
-    never holds Redis the way one script would.  Raises the first error reply.
+    never holds Redis the way one script would.  Replies are as Redis sends them, without
+    redis-py's per-command conversions.  Raises the first error reply.
     """
     conn = r.connection_pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        # One buffer packed in C (str as UTF-8, numbers as their repr, as redis-py does).
+        conn.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
         replies = _read_replies(conn, len(commands))
     except BaseException:
         conn.disconnect()  # replies may be left unread: the connection cannot be reused
