@@ -257,6 +257,7 @@ def rescore_items(r: redis.Redis, project: dict, ids: list[str], tag: str | None
 
 def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, ids: list[str],
                    tag: str | None) -> int:
+    """One Redis round trip to read, one to write: each call holds Redis for milliseconds."""
     pid, prefix = project["id"], K.item_prefix(project["id"])
     replies = send_many(r, [("HMGET", prefix + iid, "p", "f", "b", "s", "st") for iid in ids])
     rows = [(iid, row) for iid, row in zip(ids, replies, strict=True)

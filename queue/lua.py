@@ -221,7 +221,7 @@ redis.call('ZADD', K_LEASES, expires, tid)
 redis.call('ZADD', KEYS[4], expires, tid)
 redis.call('SADD', ikey .. ':experts', eid)
 redis.call('HINCRBY', ikey, 'out', 1)
-redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- live score: back at it
+redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
 refresh_status(best)
 return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
         redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ',')}
@@ -357,8 +357,8 @@ return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
 # breakdown becomes {"external": priority}, recorded as of the current model and strategy
 # versions (so it is shown as stored, not recomputed).
 # ARGV[5] current model version, ARGV[6] strategy version, ARGV[7..] pairs: item id,
-# priority.  Returns {updated,
-# not pending, {0-based positions of the pairs whose item does not exist}}.
+# priority.  Returns {updated, not pending, {0-based positions of the pairs whose item does
+# not exist}}.
 SET_PRIORITIES = _PREAMBLE + COMMON + r"""
 for i = 7, #ARGV, 2 do
   if tonumber(ARGV[i+1]) == nil then
