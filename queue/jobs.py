@@ -76,13 +76,16 @@ def retrain(pid: str) -> dict:
     model = _fit(project, items, labels, weights)
     metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
     seconds = round(time.perf_counter() - started, 4)  # aggregation, fit and evaluation
+    # The run's id is stored with the version: the queue views no longer show which model
+    # scored a priority, so a client waits for this run to know the queue is re-ranked.
+    run = _job_id("rescore", pid)
     version = store_model(r, pid, model, {
         "n_labels": len(items), "trained_on": trained_on, "metrics": metrics,
         "model": strategy["committee"]["model"],
-        "strategy_version": project["strategy_version"], "train_seconds": seconds},
-        _settings().model_versions_kept)
+        "strategy_version": project["strategy_version"], "train_seconds": seconds,
+        "rescore_job_id": run}, _settings().model_versions_kept)
     observe_retrain(r, pid, seconds)
-    rescore_job = enqueue_rescore(r, pid, reason=f"model v{version}") if version else None
+    rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
     return {"version": version, "n_labels": len(items), "metrics": metrics,
             "train_seconds": seconds, "rescore_job_id": rescore_job, "dawid_skene": aggregation}
 
@@ -128,12 +131,12 @@ def _settings() -> Settings:
 
 # --- re-score ---------------------------------------------------------------------------------
 def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | None = None,
-                    chunk: int | None = None) -> str:
+                    chunk: int | None = None, run: str | None = None) -> str:
     """Snapshot every pool set, a chunk at a time, and fan the chunks out as jobs; returns
-    the run's job id."""
+    the run's job id (``run`` when given)."""
     settings = settings or _settings()
     chunk = chunk or settings.rescore_chunk
-    run = _job_id("rescore", pid)
+    run = run or _job_id("rescore", pid)
     tags = [""] + sorted(r.smembers(K.tags_key(pid)))  # "" stands for the untagged set
     layout = _chunk_layout(r, pid, tags, chunk)
     progress = K.rescore_progress_key(pid, run)

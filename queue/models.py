@@ -88,7 +88,8 @@ def _prune(r: redis.Redis, pid: str, keep: int) -> None:
 
 
 def model_info(r: redis.Redis, pid: str) -> dict:
-    """``{"version", "n_labels", "trained_at", "metrics"}``; version None before training."""
+    """``{"version", "n_labels", "trained_at", "metrics", ...}``; version None before
+    training.  ``rescore_job_id`` is the re-score run that applies the version."""
     meta = r.hgetall(K.model_meta_key(pid))
     if "version" not in meta:
         return {"version": None, "n_labels": 0, "trained_at": None, "metrics": {}}
@@ -96,6 +97,7 @@ def model_info(r: redis.Redis, pid: str) -> dict:
     return {"version": int(meta["version"]), "n_labels": int(meta["n_labels"]),
             "trained_at": rfc3339(meta["trained_at"]), "metrics": json.loads(meta["metrics"]),
             "model": meta.get("model"), "strategy_version": int(meta.get("strategy_version", 0)),
+            "rescore_job_id": meta.get("rescore_job_id"),
             "versions_kept": _stored_versions(r, pid, history)}
 
 

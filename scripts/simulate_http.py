@@ -41,7 +41,7 @@ from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
 from taskrank.learning.simulate import ROUTING_ARMS, run_simulation, simulate_routing
 from taskrank.learning.simulate import _make_world as make_world  # the replay's own worlds
-from taskrank.scripts.client import Client, ClientError
+from taskrank.scripts.client import ApiError, Client, ClientError
 
 AULC_BUDGET = 0.005  # issue 5: |AULC over HTTP - AULC in process| on the same seeds
 # How the server fits its ranker (queue/jobs.py): random_state 0, and each label weighted by
@@ -51,8 +51,6 @@ BOOST = 10.0  # lifts the initial items above any cold-start priority (density i
 POLL_SECONDS = 0.05
 INGEST_BATCH = 1000
 EXPORT_PAGE = 10_000
-QUEUE_CHECK = 50  # top items whose model version must be the new one (a re-score of a pool
-# under TASKRANK_RESCORE_CHUNK items is one atomic write, so the top stands for the pool)
 Progress = Callable[[int], object] | None
 
 
@@ -97,12 +95,19 @@ def _wait(what: str, timeout: float, check: Callable[[], object]) -> object:
 
 
 def _fresh_queue(client: Client, pid: str, n_labels: int) -> int | None:
-    """The model version once it has every label and the top of the queue is re-scored."""
+    """The model version once it has every label and the queue is re-scored with it (its
+    re-score run finished: the queue view's breakdowns always show the current model)."""
     model = client.get(f"/v1/projects/{pid}/model")
-    if model["version"] is None or model["n_labels"] < n_labels:
+    if model["version"] is None or model["n_labels"] < n_labels or not model.get(
+            "rescore_job_id"):
         return None
-    top = client.get(f"/v1/projects/{pid}/queue?limit={QUEUE_CHECK}")["items"]
-    return model["version"] if all(i["model_version"] >= model["version"] for i in top) else None
+    try:
+        run = client.get(f"/v1/jobs/{model['rescore_job_id']}")
+    except ApiError as error:
+        if error.status == 404:  # stored with the version a moment before it starts
+            return None
+        raise
+    return model["version"] if run["status"] == "finished" else None
 
 
 # --- learning curves --------------------------------------------------------------------

@@ -215,7 +215,9 @@ def schemas(max_items: int) -> dict:
                          version=nullable(integer(1)), n_labels=integer(0),
                          trained_at=nullable(TIME), metrics={"type": "object"},
                          model=nullable(TEXT), strategy_version=integer(0),
-                         versions_kept=array(integer(1))),
+                         versions_kept=array(integer(1)), rescore_job_id=nullable(doc(
+                             TEXT, "the re-score run applying this version to the queue "
+                             "(GET /v1/jobs/{id}: finished once it is re-ranked)"))),
         "JobAccepted": obj(("job_id",), job_id=TEXT),
         "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=ANY,
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),

@@ -10,7 +10,7 @@ from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.jobs import enqueue_rescore, enqueue_retrain, rescore_items, rescore_progress
-from taskrank.queue.models import current_ranker
+from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
 from tests.invariants import check_store, not_rescored, pooled
 
@@ -64,6 +64,8 @@ def test_rescore_moves_only_sorted_set_scores(r, settings, run_jobs):
     _train(r, settings, run_jobs)
     project = get_project(r, "p")
     assert current_ranker(r, project) is not None
+    run = model_info(r, "p")["rescore_job_id"]  # how an HTTP client knows the queue is fresh
+    assert run and rescore_progress(r, "p", run)["finished"]
     live = pooled(r, "p")
     assert not not_rescored(r, project, sorted(live))
     assert sum(abs(live[iid] - float(stored[iid][0])) > 1e-6 for iid in live) > len(live) / 2
