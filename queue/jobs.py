@@ -149,8 +149,11 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     # scored twice, with the same result; an item not yet re-scored keeps its score, so
     # it is never missed.
     queue = task_queue(settings, same_server(r, decode_responses=False))
-    for index, (part, high, low) in enumerate(layout):
-        r.hincrby(progress, "total_items", _snapshot(r, pid, run, index, tags[part], high, low))
+    for index, segments in enumerate(layout):
+        captured = sum(_snapshot(r, K.rescore_snapshot_key(pid, run, index, n),
+                                 _pool_of(pid, tags[part]), high, low)
+                       for n, (part, high, low) in enumerate(segments))
+        r.hincrby(progress, "total_items", captured)
         r.hincrby(progress, "captured", 1)  # resume_rescore needs every chunk captured
         _enqueue_chunk(queue, pid, run, index, chunk)
     return run
@@ -161,25 +164,35 @@ def _pool_of(pid: str, tag: str) -> str:
 
 
 def _chunk_layout(r: redis.Redis, pid: str, tags: list[str],
-                  chunk: int) -> list[tuple[int, str, str]]:
-    """(part, highest score, lowest score) of each chunk, as ZRANGE BYSCORE bounds.
+                  chunk: int) -> list[list[tuple[int, str, str]]]:
+    """The segments (part, highest score, lowest score) of each chunk, as ZRANGE BYSCORE
+    bounds.
 
-    A chunk is a score range of one set holding about ``chunk`` items, so its snapshot is
-    one short call (one ``ZRANGESTORE`` of the whole 1M-item set holds Redis ~1.7 s).
-    Ranges partition the scores, so every item that keeps its score is in exactly one
-    chunk (ties all go to one chunk).  Chunk 0 of every set first: the top of each set is
-    re-scored first.  An empty run still has one (empty) chunk.
+    A segment is a score range of one set holding about ``chunk`` items or fewer, so its
+    snapshot is one short call (one ``ZRANGESTORE`` of a whole 1M-item set holds Redis
+    ~1.7 s).  Ranges partition the scores, so every item that keeps its score is in exactly
+    one segment (ties all go to one).  Range 0 of every set comes first (the top of each
+    set is re-scored first); consecutive small ranges (small tag sets, the ends of sets)
+    share a chunk, since every chunk job forks a work horse.
     """
-    per_part = [[(part, high, low)
-                 for high, low in _score_ranges(r, _pool_of(pid, tag), chunk)]
+    per_part = [[(part, *bounds) for bounds in _score_ranges(r, _pool_of(pid, tag), chunk)]
                 for part, tag in enumerate(tags)]
-    layout = [ranges[index] for index in range(max(map(len, per_part)))
+    ranges = [ranges[index] for index in range(max(map(len, per_part)))
               for ranges in per_part if index < len(ranges)]
-    return layout or [(0, "-inf", "-inf")]
+    layout: list[list[tuple[int, str, str]]] = [[]]
+    size = 0
+    for part, high, low, count in ranges:
+        if layout[-1] and size + count > chunk:
+            layout.append([])
+            size = 0
+        layout[-1].append((part, high, low))
+        size += count
+    return layout  # an empty run has one chunk without segments
 
 
-def _score_ranges(r: redis.Redis, pool: str, chunk: int) -> list[tuple[str, str]]:
-    """(high, low) bounds of about ``chunk`` items each, top first; high inclusive."""
+def _score_ranges(r: redis.Redis, pool: str, chunk: int) -> list[tuple[str, str, int]]:
+    """(high, low, about how many items) of ranges of ``chunk`` items or fewer, top first;
+    high inclusive."""
     size = r.zcard(pool)
     if not size:
         return []
@@ -189,14 +202,13 @@ def _score_ranges(r: redis.Redis, pool: str, chunk: int) -> list[tuple[str, str]
     cuts = sorted({rows[0][1] for rows in pipe.execute() if rows}, reverse=True)
     highs = ["+inf"] + [repr(score) for score in cuts]
     lows = [f"({score!r}" for score in cuts] + ["-inf"]
-    return list(zip(highs, lows, strict=True))
+    counts = [chunk] * len(cuts) + [size - chunk * len(cuts)]
+    return list(zip(highs, lows, counts, strict=True))
 
 
-def _snapshot(r: redis.Redis, pid: str, run: str, index: int, tag: str, high: str,
-              low: str) -> int:
-    """Copy one chunk's items (still in score order) aside; returns how many."""
-    key = K.rescore_snapshot_key(pid, run, index)
-    size = r.zrangestore(key, _pool_of(pid, tag), high, low, byscore=True, desc=True)
+def _snapshot(r: redis.Redis, key: str, pool: str, high: str, low: str) -> int:
+    """Copy one segment's items (still in score order) aside; returns how many."""
+    size = r.zrangestore(key, pool, high, low, byscore=True, desc=True)
     r.expire(key, 86400)
     return size
 
@@ -224,26 +236,34 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
         tags, layout = (json.loads(value) for value in r.hmget(progress, "tags", "layout"))
         # Chunk 0 holds the top of the untagged set (the workers take chunks in order), so
         # the items experts are about to get are re-scored first.
-        ids = r.zrange(K.rescore_snapshot_key(pid, run, index), 0, -1, desc=True)
-        updated = rescore_items(r, project, ids, tag=tags[layout[index][0]])
+        items = updated = 0
+        for segment, (part, _, _) in enumerate(layout[index]):
+            ids = r.zrange(K.rescore_snapshot_key(pid, run, index, segment), 0, -1, desc=True)
+            updated += rescore_items(r, project, ids, tag=tags[part])
+            items += len(ids)
         # Atomic and counted once: a work horse killed here leaves the chunk both done and
         # counted, or neither (then its retry redoes it).
-        lua.run(r, "finish_chunk", pid, [progress], [index, updated, len(ids)])
-        result = {"items": len(ids), "updated": updated}
+        lua.run(r, "finish_chunk", pid, [progress], [index, updated, items])
+        result = {"items": items, "updated": updated}
     _finish_run(r, pid, run)  # also on a retry: the killed attempt may have stopped before
     return result
 
 
 def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
     progress = K.rescore_progress_key(pid, run)
-    done, chunks, finished = r.hmget(progress, "chunks_done", "chunks", "finished_at")
+    done, chunks, finished, layout = r.hmget(progress, "chunks_done", "chunks", "finished_at",
+                                             "layout")
     if finished is None and int(done or 0) >= int(chunks):
         r.hset(progress, "finished_at", time.time())
-        r.unlink(*_snapshot_keys(pid, run, int(chunks)))  # freed off Redis's main thread
+        keys = _snapshot_keys(pid, run, layout)
+        if keys:
+            r.unlink(*keys)  # freed off Redis's main thread
 
 
-def _snapshot_keys(pid: str, run: str, chunks: int) -> list[str]:
-    return [K.rescore_snapshot_key(pid, run, index) for index in range(chunks)]
+def _snapshot_keys(pid: str, run: str, layout: str) -> list[str]:
+    return [K.rescore_snapshot_key(pid, run, index, segment)
+            for index, segments in enumerate(json.loads(layout))
+            for segment in range(len(segments))]
 
 
 def rescore_items(r: redis.Redis, project: dict, ids: list[str], tag: str | None = None) -> int:
@@ -388,7 +408,7 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
         raise NoSuchJobError(f"run '{run}' stopped while capturing its items; start a new "
                              "re-score")
     if left and int(progress["total_items"]) and not r.exists(
-            *_snapshot_keys(pid, run, int(progress["chunks"]))):
+            *_snapshot_keys(pid, run, progress["layout"])):
         raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
                              "start a new re-score")
     binary = same_server(r, decode_responses=False)

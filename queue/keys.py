@@ -174,10 +174,10 @@ def model_history_key(pid: str) -> str:
     return _project(pid) + "model-history"
 
 
-def rescore_snapshot_key(pid: str, run: str, chunk: int) -> str:
-    """Sorted set of the item ids of one chunk of a re-score run (a score range of one pool
-    set), captured when the run starts."""
-    return _project(pid) + f"rescore:{run}:{chunk}"
+def rescore_snapshot_key(pid: str, run: str, chunk: int, segment: int) -> str:
+    """Sorted set of the item ids of one segment (a score range of one pool set) of a chunk
+    of a re-score run, captured when the run starts."""
+    return _project(pid) + f"rescore:{run}:{chunk}:{segment}"
 
 
 def rescore_progress_key(pid: str, run: str) -> str:

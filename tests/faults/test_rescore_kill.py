@@ -138,4 +138,4 @@ def test_a_retry_after_the_chunk_was_stored_finishes_the_run(r, settings):
     SimpleWorker([task_queue(settings, connect_binary(settings))],
                  connection=connect_binary(settings)).work(burst=True, logging_level="WARNING")
     assert rescore_progress(r, "p", run)["finished"]
-    assert not r.exists(K.rescore_snapshot_key("p", run, 0))
+    assert not r.exists(K.rescore_snapshot_key("p", run, 0, 0))

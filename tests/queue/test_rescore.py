@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from taskrank.queue import keys as K
@@ -85,7 +87,7 @@ def test_item_with_several_tags_is_rescored_once(r, settings, run_jobs):
     assert updated == len(pooled(r, "p")) == 120
     assert int(progress["total_items"]) == 120 + 30  # the 30 x+y items sit in two sets
     assert rescore_progress(r, "p", run)["finished"]
-    assert not r.keys(K.rescore_snapshot_key("p", run, 0)[:-1] + "*")  # snapshots deleted
+    assert not r.keys(K.rescore_snapshot_key("p", run, 0, 0)[:-3] + "*")  # snapshots gone
     project = _reweigh(r)
     rescore_items(r, project, sorted(pooled(r, "p")))
     assert not not_rescored(r, project, sorted(pooled(r, "p")))
@@ -101,16 +103,39 @@ def test_chunks_are_score_ranges_and_ties_stay_together(r, settings, run_jobs):
            + [{"id": f"j{i}", "predictions": {"m": [0.1 + i / 100, 0.9 - i / 100]}}
               for i in range(10)])
     run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=3)
-    chunks = [set(r.zrange(K.rescore_snapshot_key("p", run, index), 0, -1))
-              for index in range(rescore_progress(r, "p", run)["chunks"])]
-    assert sorted(iid for chunk in chunks for iid in chunk) == sorted(r.smembers(
+    segments = _segments(r, run)
+    assert sorted(iid for segment in segments for iid in segment) == sorted(r.smembers(
         K.items_key("p")))
-    assert any({f"i{i}" for i in range(10)} <= chunk for chunk in chunks)
+    assert any({f"i{i}" for i in range(10)} <= segment for segment in segments)
     run_jobs()
     progress = r.hgetall(K.rescore_progress_key("p", run))
     updated = [int(value) for name, value in progress.items() if name.startswith("done:")]
     assert sum(updated) == int(progress["total_items"]) == 20
     assert rescore_progress(r, "p", run)["finished"]
+
+
+def test_small_sets_share_chunks(r, settings, run_jobs):
+    """Twelve one-item tag sets and the untagged set make 3 chunks of up to 5 items, not
+    13 jobs; every item is re-scored once."""
+    create_project(r, {"id": "p", "labels": ["a", "b"]})
+    ingest(r, get_project(r, "p"), [
+        {"id": f"i{i}", "skills": [f"t{i}"] if i < 12 else [],
+         "predictions": {"m": [0.1 + i / 40, 0.9 - i / 40]}} for i in range(15)])
+    run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=5)
+    assert rescore_progress(r, "p", run)["chunks"] == 3
+    assert sorted(iid for segment in _segments(r, run) for iid in segment) == sorted(
+        r.smembers(K.items_key("p")))
+    run_jobs()
+    progress = r.hgetall(K.rescore_progress_key("p", run))
+    assert sum(int(v) for n, v in progress.items() if n.startswith("done:")) == 15
+    assert rescore_progress(r, "p", run)["finished"]
+
+
+def _segments(r, run: str) -> list[set[str]]:
+    """The item ids captured in each segment of each chunk of ``run``."""
+    layout = json.loads(r.hget(K.rescore_progress_key("p", run), "layout"))
+    return [set(r.zrange(K.rescore_snapshot_key("p", run, index, segment), 0, -1))
+            for index, segments in enumerate(layout) for segment in range(len(segments))]
 
 
 def test_claimed_then_expired_item_returns_with_its_latest_score(r):
