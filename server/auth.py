@@ -8,8 +8,8 @@ from collections.abc import Callable
 from flask import g, request
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from taskrank.queue.tokens import ROLES, Principal, authenticate
-from taskrank.server.context import redis_client, settings
+from taskrank.queue.tokens import ROLES, Principal, authenticate, hash_token
+from taskrank.server.context import caches, redis_client, settings
 
 
 class NotAuthenticated(Unauthorized):
@@ -33,10 +33,27 @@ def _authenticate_request() -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-    principal = authenticate(redis_client(), token.strip(), settings().admin_token)
+    principal = _known_principal(token.strip())
     if principal is None:
         raise NotAuthenticated("unknown token; check it or create a new one")
     return principal
+
+
+class _Unknown(Exception):
+    """Not cached: a token created a moment later (by another process) must work at once."""
+
+
+def _known_principal(token: str) -> Principal | None:
+    def load() -> Principal:
+        principal = authenticate(redis_client(), token, settings().admin_token)
+        if principal is None:
+            raise _Unknown
+        return principal
+
+    try:  # keyed by hash, so the cache holds no usable secret
+        return caches().principals.get(hash_token(token), load)
+    except _Unknown:
+        return None
 
 
 def require(role: str) -> Callable:

@@ -8,11 +8,9 @@ from werkzeug.exceptions import BadRequest
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.exceptions import NoSuchProjectError, NoSuchTaskError
-from taskrank.queue.experts import load_expert
-from taskrank.queue.projects import get_project
 from taskrank.queue.validation import check_id, check_keys, check_number, fail
 from taskrank.server.auth import acting_expert, current_principal, require
-from taskrank.server.context import redis_client, settings
+from taskrank.server.context import cached_expert, cached_project, caches, redis_client, settings
 from taskrank.server.errors import problem
 from taskrank.server.validation import json_object
 
@@ -23,13 +21,13 @@ bp = Blueprint("tasks", __name__)
 @require("expert")
 def post_next_task(pid: str) -> tuple[dict, int] | Response:
     r = redis_client()
-    project = get_project(r, check_id(pid, "project id"))
+    project = cached_project(check_id(pid, "project id"))
     body = json_object() if request.content_length else {}
     check_keys(body, "", {"expert_id"})
     eid = acting_expert(body.get("expert_id"))
     if eid is None:
         raise fail("expert_id", "is required with a platform or admin token")
-    expert = load_expert(r, check_id(eid, "expert_id"))
+    expert = cached_expert(check_id(eid, "expert_id"))
     task = tasks.claim(r, project, expert, settings().claim_depth)
     if task is None:
         return Response(status=204)
@@ -44,7 +42,7 @@ def _task_project(tid: str) -> dict:
     pid = tasks.project_of_task(tid)
     check_id(tid.partition(".")[0], "task id")
     try:
-        project = get_project(r, check_id(pid, "task id"))
+        project = cached_project(check_id(pid, "task id"))
     except NoSuchProjectError:
         raise NoSuchTaskError(f"no task '{tid}'") from None
     if current_principal().role == "expert":
@@ -66,6 +64,8 @@ def post_label(tid: str) -> tuple[dict, int]:
     status, answer = tasks.submit_label(r, project, tid, body["label"], seconds, key)
     if status == 201:
         after_label(r, project, answer, settings())
+        if not answer.get("aggregated"):  # aggregate.py may have learned experts' accuracy
+            caches().experts.clear()
         return _label_body(answer), 201
     return problem(409, "Lease not open", answer["reason"], "lease-not-open",
                    **_label_body(answer))
