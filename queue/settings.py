@@ -35,6 +35,7 @@ class Settings:
     # seconds a web process keeps a token's role, a project and an expert for the next-task
     # and label routes (0: read them on every request)
     cache_seconds: float = 1.0
+    fast_path: bool = True  # serve tasks/next and label without Flask's machinery (server/hot.py)
     sweep_interval: float = 30.0  # seconds between lease sweeps by a worker
     model_versions_kept: int = 3
     rescore_chunk: int = 20_000  # pending items per re-score job

@@ -13,6 +13,7 @@ from taskrank.server import metrics
 from taskrank.server.cache import HotCaches
 from taskrank.server.context import AppState
 from taskrank.server.errors import register_error_handlers
+from taskrank.server.hot import HotPath
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     _register_blueprints(app)
     metrics.init_app(app, public=settings.metrics_public)
+    if settings.fast_path:
+        app.wsgi_app = HotPath(app)
     return app
 
 

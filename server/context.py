@@ -36,11 +36,13 @@ def caches() -> HotCaches:
     return state().caches
 
 
-def cached_project(pid: str) -> dict:
+def cached_project(pid: str, app_state: AppState | None = None) -> dict:
     """The project, at most ``cache_seconds`` old (read-only: shared between requests)."""
-    return state().caches.projects.get(pid, lambda: get_project(redis_client(), pid))
+    app_state = app_state or state()
+    return app_state.caches.projects.get(pid, lambda: get_project(app_state.redis, pid))
 
 
-def cached_expert(eid: str) -> dict:
+def cached_expert(eid: str, app_state: AppState | None = None) -> dict:
     """The expert, at most ``cache_seconds`` old (read-only: shared between requests)."""
-    return state().caches.experts.get(eid, lambda: load_expert(redis_client(), eid))
+    app_state = app_state or state()
+    return app_state.caches.experts.get(eid, lambda: load_expert(app_state.redis, eid))
