@@ -192,6 +192,17 @@ local function held_back(tags, created)
   return true
 end
 
+-- Early stop: a pool set is read by falling priority, and an item's fit is at most the
+-- expert's best fit, so once this bound is not above the best value found, no further
+-- candidate of the set can win (ties keep the first, as the full scan does).
+local max_fit = default_fit
+for _, fit in pairs(fits) do if fit > max_fit then max_fit = fit end end
+local function value_bound(priority)
+  if exponent < 0 then return math.huge end
+  if priority < 0 then return 0 end  -- its value lies in [priority, 0]
+  return priority * max_fit ^ exponent
+end
+
 local best, best_value, best_fit, best_priority, best_tags = nil, nil, nil, nil, nil
 local seen = {}
 for page = 0, pages - 1 do
@@ -200,6 +211,7 @@ for page = 0, pages - 1 do
                             'WITHSCORES')
     for j = 1, #rows, 2 do
       local iid, priority = rows[j], tonumber(rows[j + 1])
+      if best_value ~= nil and value_bound(priority) <= best_value then break end
       if not seen[iid] then
         seen[iid] = true
         local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca')
