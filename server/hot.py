@@ -108,7 +108,7 @@ class HotPath:
         environ["wsgi.input"] = io.BytesIO(raw)
         try:
             body = json.loads(raw, parse_constant=_refuse)
-        except ValueError:  # also _refuse's NaN/Infinity: the app says why
+        except (ValueError, RecursionError):  # NaN/Infinity, nesting too deep: the app says why
             raise HandOver from None
         if not isinstance(body, dict):
             raise HandOver

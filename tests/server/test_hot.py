@@ -62,6 +62,7 @@ def _scenario(client, auth, tokens) -> list[tuple]:
         (platform, {"data": b"{", "content_type": "application/json"}),
         (platform, {"data": b'{"expert_id": NaN}', "content_type": "application/json"}),
         (platform, {"data": b"[1]", "content_type": "application/json"}),
+        (platform, {"data": b"[" * 4000, "content_type": "application/json"}),
         (platform, {"data": b'{"expert_id": "e1"}', "content_type": "text/plain"}),
         (platform, {"json": {"expert_id": "e1", "x": 1}}),
         (platform, {"json": {}}),
