@@ -1,5 +1,5 @@
-"""Per-process caches for the hot routes (next task, label): the token's principal, the
-project and the expert document, each kept at most ``TASKRANK_CACHE_SECONDS``.
+"""Per-process caches, each entry kept at most ``TASKRANK_CACHE_SECONDS``: a known token's
+principal (every route), and the project and the expert document (next task, label).
 
 They spare the two busiest requests three Redis round trips.  What they cost is staleness:
 a change made through another web process (a PATCHed project, a re-declared expert, a
