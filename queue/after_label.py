@@ -17,7 +17,8 @@ from taskrank.queue.settings import Settings
 
 def after_label(r: redis.Redis, project: dict, answer: dict,
                 settings: Settings | None = None) -> None:
-    aggregate_item(r, project, answer["item_id"])
+    if not answer.get("aggregated"):  # the LABEL script aggregates an item's only label
+        aggregate_item(r, project, answer["item_id"])
     maybe_retrain(r, project, int(answer.get("since_retrain") or 0), settings)
 
 

@@ -186,6 +186,17 @@ local function held_back(tags, created)
   return true
 end
 
+-- Early stop: a pool set is read by falling priority, and an item's fit is at most the
+-- expert's best fit, so once this bound is not above the best value found, no further
+-- candidate of the set can win (ties keep the first, as the full scan does).
+local max_fit = default_fit
+for _, fit in pairs(fits) do if fit > max_fit then max_fit = fit end end
+local function value_bound(priority)
+  if exponent < 0 then return math.huge end
+  if priority < 0 then return 0 end  -- its value lies in [priority, 0]
+  return priority * max_fit ^ exponent
+end
+
 local best, best_value, best_fit, best_priority, best_tags = nil, nil, nil, nil, nil
 local seen = {}
 for page = 0, pages - 1 do
@@ -194,6 +205,7 @@ for page = 0, pages - 1 do
                             'WITHSCORES')
     for j = 1, #rows, 2 do
       local iid, priority = rows[j], tonumber(rows[j + 1])
+      if best_value ~= nil and value_bound(priority) <= best_value then break end
       if not seen[iid] then
         seen[iid] = true
         local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca')
@@ -215,8 +227,9 @@ if not best then return {'empty'} end
 
 local expires = now + lease
 local ikey = P_ITEM .. best
+-- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
 redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
-           'ca', now)
+           'ca', now, 'fit', best_fit)
 redis.call('ZADD', K_LEASES, expires, tid)
 redis.call('ZADD', KEYS[4], expires, tid)
 redis.call('SADD', ikey .. ':experts', eid)
@@ -228,15 +241,34 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not
-# counted) when it expired or was released.
+# counted) when it expired or was released.  A counted label that finishes its item puts
+# it in the labeled set here, in the same atomic step.  When it is the item's only label
+# (no gold), its aggregation is done here too (body.aggregated = true), so the request
+# needs no further round trip; every other case is aggregated by queue/aggregate.py.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
-# of the project when none was sent).
+# of the project when none was sent), KEYS[7] labeled items (sorted set).
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
-# fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds.
+# fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
+# ARGV[11] number of classes k.
 # Returns a JSON string {"status": HTTP status, "body": {...}}.
 LABEL = _PREAMBLE + COMMON + r"""
 local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local fingerprint = ARGV[9]
+local fingerprint, k = ARGV[9], tonumber(ARGV[11])
+
+-- The one-coin vote over a single label (learning.aggregation.vote_posterior with one
+-- vote): the posterior of the given label is its expert's accuracy a (clipped to
+-- [0.01, 0.99]), each other class gets (1 - a) / (k - 1).  The label wins when a > 1/k;
+-- otherwise (or with no recorded fit) false: aggregate.py decides.  The confidence is
+-- written as Python writes round(a, 6).
+local function vote_alone(iid, fit, status)
+  if fit == nil then return false end
+  local a = math.min(0.99, math.max(0.01, fit))
+  if a * k <= 1 then return false end
+  local confidence = (string.format('%.6f', a):gsub('0+$', ''))
+  redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
+  if status == 'labeled' then redis.call('HSETNX', P_ITEM .. iid, 'learned', 1) end
+  return true
+end
 if fingerprint ~= '' then
   local stored = redis.call('GET', KEYS[6])
   if stored then
@@ -248,7 +280,7 @@ if fingerprint ~= '' then
   end
 end
 local tkey = P_TASK .. tid
-local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label')
+local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label', 'fit')
 if not t[1] then return cjson.encode({status = 404}) end
 local iid, eid = t[1], t[2]
 if t[3] == 'open' and tonumber(t[4]) < now then close_lease(tid, 'expired') end
@@ -263,7 +295,7 @@ if state == 'open' then
   redis.call('ZREM', P_XLEASE .. eid, tid)
   redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
   local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
-  redis.call('RPUSH', P_ITEM .. iid .. ':labels', eid .. '\t' .. label)
+  local n_votes = redis.call('RPUSH', P_ITEM .. iid .. ':labels', eid .. '\t' .. label)
   redis.call('HINCRBY', KEYS[5], 'counted', 1)
   -- Per-minute counts for labels per hour; the bucket an hour old is dropped as we go.
   local minute = math.floor(now / 60)
@@ -271,6 +303,11 @@ if state == 'open' then
   redis.call('HDEL', KEYS[5], 'm:' .. (minute - 61))
   body.since_retrain = redis.call('HINCRBY', KEYS[5], 'since_retrain', 1)
   body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
+  if body.item_status == 'labeled' then redis.call('ZADD', KEYS[7], 0, iid) end
+  -- A gold item learns its expert's accuracy from this label: aggregate.py does that.
+  local gold = redis.call('HGET', P_ITEM .. iid, 'g')
+  body.aggregated = n_votes == 1 and (gold == false or gold == '')
+                    and vote_alone(iid, tonumber(t[6]), body.item_status)
   status = 201
 elseif state == 'labeled' then
   body.counted, body.reason = false, 'this task was already labeled (' .. t[5] .. ')'

@@ -32,6 +32,10 @@ class Settings:
     max_batch_items: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
     claim_depth: int = 32  # candidates read from each of an expert's pool sets per claim
+    # seconds a web process keeps a token's role, a project and an expert for the next-task
+    # and label routes (0: read them on every request)
+    cache_seconds: float = 1.0
+    fast_path: bool = True  # serve tasks/next and label without Flask's machinery (server/hot.py)
     sweep_interval: float = 30.0  # seconds between lease sweeps by a worker
     model_versions_kept: int = 3
     rescore_chunk: int = 20_000  # pending items per re-score job
@@ -51,6 +55,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise SettingsError(f"TASKRANK_{name.upper()} must be >= 1, got {value}")
+        if not 0 <= self.cache_seconds <= 60:
+            raise SettingsError(
+                f"TASKRANK_CACHE_SECONDS must be from 0 to 60, got {self.cache_seconds}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -4,7 +4,10 @@
 - next+label loops/s with 1 keep-alive client and with 8 client processes (one expert each)
   at the middle size, and items leased twice (must be 0);
 - variants of the throughput runs, each labelled: ``appendfsync everysec``, gunicorn's
-  ``gthread`` worker (keep-alive), and the floor app (``bench_floor``) with both policies.
+  ``sync`` worker (one connection per request), and the floor app (``bench_floor``, sync
+  workers as DESIGN §7 defines it) with both policies.
+
+The product runs with the gunicorn worker arguments ``taskrank serve`` uses.
 
 Items are stored directly through the queue layer; every request then goes over HTTP.
 """
@@ -36,6 +39,7 @@ from taskrank.scripts.bench_stack import (
     redis_cpu_seconds,
     settle,
 )
+from taskrank.scripts.serve import WORKER_ARGS
 
 PID = "serve"
 CLIENTS = 8
@@ -65,7 +69,7 @@ def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "a
         new_project(r, PID)
         declare_experts(r, ["lat", "one"] + [f"c{i}" for i in range(CLIENTS)])
         token = create_token(r, "platform")
-        with gunicorn(settings) as server:
+        with gunicorn(settings, extra_args=PRODUCT_ARGS) as server:
             target = Target(server, token)
             for size in sizes:
                 top_up(settings, r, size)
@@ -82,14 +86,15 @@ def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "a
 
 
 PRODUCT_APP = "taskrank.server.wsgi:app"
+PRODUCT_ARGS = WORKER_ARGS  # as `taskrank serve` runs gunicorn (threaded, keep-alive)
 FLOOR_APP = "taskrank.scripts.bench_floor:create_app()"
-GTHREAD = ("-k", "gthread", "--threads", "2")  # keep-alive; the sync worker closes each time
+SYNC = ()  # gunicorn's default sync worker: closes the connection after each answer
 VARIANTS = {  # name: (app, extra gunicorn arguments, appendfsync)
-    "everysec": (PRODUCT_APP, (), "everysec"),
-    "gthread": (PRODUCT_APP, GTHREAD, "always"),
-    "gthread_everysec": (PRODUCT_APP, GTHREAD, "everysec"),
-    "floor": (FLOOR_APP, (), "always"),
-    "floor_everysec": (FLOOR_APP, (), "everysec"),
+    "everysec": (PRODUCT_APP, PRODUCT_ARGS, "everysec"),
+    "sync": (PRODUCT_APP, SYNC, "always"),
+    "sync_everysec": (PRODUCT_APP, SYNC, "everysec"),
+    "floor": (FLOOR_APP, SYNC, "always"),
+    "floor_everysec": (FLOOR_APP, SYNC, "everysec"),
 }
 
 

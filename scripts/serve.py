@@ -91,11 +91,17 @@ def prepare_redis(settings: Settings) -> bool:
     return True
 
 
+# gunicorn's threaded worker keeps connections alive and serves 2 requests per process at
+# once; the sync worker closes every connection and waits for its client's FIN, so 8
+# concurrent experts got 409-447 loops/s from it against 490-572 from this one (BENCHMARKS.md).
+WORKER_ARGS = ("--worker-class", "gthread", "--threads", "2")
+
+
 def start_children(settings: Settings, children: list[subprocess.Popen]) -> None:
     """Start the RQ workers and gunicorn, adding each to ``children`` as soon as it runs."""
     env = {**os.environ, **settings.as_env()}
     python = sys.executable
-    gunicorn = [python, "-m", "gunicorn", "--workers", str(settings.web_workers),
+    gunicorn = [python, "-m", "gunicorn", "--workers", str(settings.web_workers), *WORKER_ARGS,
                 "--bind", f"{settings.host}:{settings.port}", "--log-level", "warning",
                 "--graceful-timeout", "10", "taskrank.server.wsgi:app"]
     worker = [python, "-m", "taskrank.scripts.worker"]

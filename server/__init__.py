@@ -10,8 +10,10 @@ from flask import Flask
 from taskrank.queue.connection import connect
 from taskrank.queue.settings import Settings
 from taskrank.server import metrics
+from taskrank.server.cache import HotCaches
 from taskrank.server.context import AppState
 from taskrank.server.errors import register_error_handlers
+from taskrank.server.hot import HotPath
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -23,11 +25,14 @@ def create_app(settings: Settings | None = None) -> Flask:
                 instance_path=os.path.join(os.path.abspath(settings.data_dir), "instance"))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["taskrank"] = AppState(settings=settings, redis=connect(settings))
+    app.extensions["taskrank"] = AppState(settings=settings, redis=connect(settings),
+                                          caches=HotCaches(settings.cache_seconds))
     logging.basicConfig(level=settings.log_level)
     register_error_handlers(app)
     _register_blueprints(app)
     metrics.init_app(app, public=settings.metrics_public)
+    if settings.fast_path:
+        app.wsgi_app = HotPath(app)
     return app
 
 

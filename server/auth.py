@@ -8,8 +8,8 @@ from collections.abc import Callable
 from flask import g, request
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from taskrank.queue.tokens import ROLES, Principal, authenticate
-from taskrank.server.context import redis_client, settings
+from taskrank.queue.tokens import ROLES, Principal, authenticate, hash_token
+from taskrank.server.context import AppState, state
 
 
 class NotAuthenticated(Unauthorized):
@@ -30,13 +30,39 @@ def _authenticate_request() -> Principal:
     if not header:
         raise NotAuthenticated("send 'Authorization: Bearer <token>'; create a token with "
                                "'taskrank token create --role platform'")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(header)
+    if token is None:
         raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-    principal = authenticate(redis_client(), token.strip(), settings().admin_token)
+    principal = known_principal(state(), token)
     if principal is None:
         raise NotAuthenticated("unknown token; check it or create a new one")
     return principal
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value; None when malformed."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class _Unknown(Exception):
+    """Not cached: a token created a moment later (by another process) must work at once."""
+
+
+def known_principal(app_state: AppState, token: str) -> Principal | None:
+    """The principal ``token`` stands for (cached briefly), or None when it is unknown."""
+    def load() -> Principal:
+        principal = authenticate(app_state.redis, token, app_state.settings.admin_token)
+        if principal is None:
+            raise _Unknown
+        return principal
+
+    try:  # keyed by hash, so the cache holds no usable secret
+        return app_state.caches.principals.get(hash_token(token), load)
+    except _Unknown:
+        return None
 
 
 def require(role: str) -> Callable:
@@ -60,8 +86,12 @@ def require(role: str) -> Callable:
 
 
 def acting_expert(requested: str | None) -> str | None:
-    """The expert a request acts for: an expert token may only act for itself."""
-    principal = current_principal()
+    """The expert the request acts for: an expert token may only act for itself."""
+    return acting_expert_of(current_principal(), requested)
+
+
+def acting_expert_of(principal: Principal, requested: str | None) -> str | None:
+    """The expert ``principal`` acts for when it names ``requested`` (Forbidden if it may not)."""
     if principal.role != "expert":
         return requested
     if requested is not None and requested != principal.expert_id:

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from taskrank.queue.experts import load_expert
+from taskrank.queue.projects import get_project
 from taskrank.queue.settings import Settings
+from taskrank.server.cache import HotCaches
 
 
 @dataclass
 class AppState:
     settings: Settings
     redis: redis.Redis  # decoded strings
+    caches: HotCaches
 
 
 def state() -> AppState:
@@ -26,3 +30,19 @@ def settings() -> Settings:
 
 def redis_client() -> redis.Redis:
     return state().redis
+
+
+def caches() -> HotCaches:
+    return state().caches
+
+
+def cached_project(pid: str, app_state: AppState | None = None) -> dict:
+    """The project, at most ``cache_seconds`` old (read-only: shared between requests)."""
+    app_state = app_state or state()
+    return app_state.caches.projects.get(pid, lambda: get_project(app_state.redis, pid))
+
+
+def cached_expert(eid: str, app_state: AppState | None = None) -> dict:
+    """The expert, at most ``cache_seconds`` old (read-only: shared between requests)."""
+    app_state = app_state or state()
+    return app_state.caches.experts.get(eid, lambda: load_expert(app_state.redis, eid))

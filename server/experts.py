@@ -8,7 +8,7 @@ from taskrank.queue import keys as K
 from taskrank.queue.experts import load_expert, open_leases, put_expert
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import acting_expert, require
-from taskrank.server.context import redis_client
+from taskrank.server.context import caches, redis_client
 from taskrank.server.validation import json_body
 
 bp = Blueprint("experts", __name__, url_prefix="/v1/experts")
@@ -18,6 +18,7 @@ bp = Blueprint("experts", __name__, url_prefix="/v1/experts")
 @require("admin")
 def put_one_expert(eid: str) -> tuple[dict, int]:
     expert, created = put_expert(redis_client(), check_id(eid, "expert id"), json_body())
+    caches().experts.forget(eid)
     return _with_leases(expert), 201 if created else 200
 
 

@@ -53,7 +53,7 @@ def _start_timer() -> None:
 def _record(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     seconds = time.perf_counter() - started if started is not None else 0.0
-    route = _template(request.url_rule.rule) if request.url_rule is not None else UNMATCHED
+    route = template(request.url_rule.rule) if request.url_rule is not None else UNMATCHED
     method = request.method if request.method in KNOWN_METHODS else "OTHER"
     current_app.extensions["taskrank.metrics"].observe(
         method, route, response.status_code, seconds, _rejected_label_project(response))
@@ -61,7 +61,7 @@ def _record(response: Response) -> Response:
 
 
 @functools.lru_cache(maxsize=256)
-def _template(rule: str) -> str:
+def template(rule: str) -> str:
     """``/v1/tasks/<tid>/label`` -> ``/v1/tasks/{tid}/label``, as the API document writes it."""
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 

@@ -17,7 +17,7 @@ from taskrank.queue.projects import (
 from taskrank.queue.stats import project_stats
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
-from taskrank.server.context import redis_client, settings
+from taskrank.server.context import caches, redis_client, settings
 from taskrank.server.validation import json_body, query_bool, query_int
 
 bp = Blueprint("projects", __name__, url_prefix="/v1/projects")
@@ -49,6 +49,7 @@ def get_one_project(pid: str) -> dict:
 def patch_project(pid: str) -> dict:
     r = redis_client()
     project, strategy_changed = update_project(r, check_id(pid, "project id"), json_body())
+    caches().projects.forget(pid)
     if strategy_changed:
         project["backfill_job_id"] = enqueue_rescore(r, pid, reason="strategy change",
                                                      settings=settings())

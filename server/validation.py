@@ -31,6 +31,8 @@ def json_body() -> object:
         return json.loads(data, parse_constant=_refuse_constant)
     except _NotJsonNumber as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # Python's parser gives up on very deep nesting
+        raise BadRequest("the body nests arrays or objects too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"the body is not valid JSON ({str(error)[:200]}); check quotes, "
                          "commas and brackets") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 
 from taskrank.queue.embedded import EmbeddedRedis, free_port
+from taskrank.scripts.serve import WORKER_ARGS
 
 START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 15.0  # above the app's 5 s Redis socket timeout: a stalled Redis gives a 503
@@ -103,7 +104,8 @@ class WebServer:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("TASKRANK_")}
         environ.update(TASKRANK_REDIS_URL=redis_url, TASKRANK_ADMIN_TOKEN=ADMIN_TOKEN,
                        TASKRANK_DATA_DIR=str(log_dir), TASKRANK_LOG_LEVEL="WARNING", **env)
-        command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+        command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), *WORKER_ARGS,
+                   "--bind",
                    f"127.0.0.1:{self.port}", "--log-level", "warning",
                    "--graceful-timeout", "5", "taskrank.server.wsgi:app"]
         if preload:  # workers fork from a loaded app: a killed one is back in milliseconds

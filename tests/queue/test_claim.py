@@ -1,0 +1,60 @@
+"""The claim's early stop leases exactly the item a full scan of the candidates would."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from taskrank.queue import keys as K
+from taskrank.queue import tasks
+from taskrank.queue.experts import fit_table, load_expert, put_expert
+from taskrank.queue.items import ingest
+from taskrank.queue.jobs import set_priorities
+from taskrank.queue.projects import create_project, get_project
+
+TAGS = ["a", "b", "c"]
+
+
+def _best_by_full_scan(r, project, expert) -> str:
+    """The eligible pending item of highest priority x fit^exponent, every item read."""
+    fits, general = fit_table(expert)
+    exponent = project["strategy"]["routing"]["fit_exponent"]
+    best, best_value = None, None
+    for iid in sorted(r.smembers(K.items_key("p"))):
+        status, tags, priority = r.hmget(K.item_key("p", iid), "st", "s", "pr")
+        tags = tags.split(",") if tags else []
+        if status != "pending" or any(tag not in fits for tag in tags):
+            continue
+        if r.sismember(K.item_key("p", iid) + ":experts", expert["id"]):
+            continue
+        fit = min((fits[tag] for tag in tags), default=general)
+        value = float(priority) * fit ** exponent
+        if best_value is None or value > best_value:
+            best, best_value = iid, value
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_claim_takes_the_item_a_full_scan_would(r, seed):
+    """Random priorities (some negative), tags and skill levels: each claim in turn leases
+    the best eligible item by value, though the script stops reading early."""
+    rng = random.Random(seed)
+    create_project(r, {"id": "p", "labels": ["x", "y"], "redundancy": 2,
+                       "strategy": {"routing": {"fit_exponent": rng.choice([0.0, 1.0, 3.0])}}})
+    project = get_project(r, "p")
+    ingest(r, project, [{"id": f"i{i}", "predictions": {"m": [0.5, 0.5]},
+                         "skills": rng.sample(TAGS, rng.randint(0, 2))} for i in range(40)])
+    set_priorities(r, "p", [(f"i{i}", round(rng.uniform(-1, 3), 6)) for i in range(40)])
+    for j in range(3):
+        put_expert(r, f"e{j}", {"skills": {tag: rng.uniform(0.3, 0.99)
+                                           for tag in rng.sample(TAGS, rng.randint(1, 3))},
+                                "capacity": 100})
+    claimed = 0
+    for _ in range(30):
+        expert = load_expert(r, f"e{rng.randrange(3)}")
+        expected = _best_by_full_scan(r, project, expert)
+        task = tasks.claim(r, project, expert, depth=64)
+        assert (task["item_id"] if task else None) == expected
+        claimed += task is not None
+    assert claimed > 10

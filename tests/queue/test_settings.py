@@ -1,0 +1,23 @@
+"""The serving knobs of queue/settings.py read from TASKRANK_* variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskrank.queue.settings import Settings, SettingsError
+
+
+def test_cache_seconds_and_fast_path_come_from_the_environment():
+    """TASKRANK_CACHE_SECONDS (0 turns the caches off) and TASKRANK_FAST_PATH are read, and
+    survive the round trip to a child process's environment."""
+    settings = Settings.from_env({"TASKRANK_CACHE_SECONDS": "0", "TASKRANK_FAST_PATH": "off"})
+    assert (settings.cache_seconds, settings.fast_path) == (0.0, False)
+    assert Settings.from_env(settings.as_env()) == settings
+    assert (Settings().cache_seconds, Settings().fast_path) == (1.0, True)
+
+
+@pytest.mark.parametrize("value", ["-1", "61", "soon"])
+def test_a_cache_time_out_of_range_is_refused(value):
+    """A negative, too long or non-numeric cache time is a SettingsError naming the variable."""
+    with pytest.raises(SettingsError, match="TASKRANK_CACHE_SECONDS"):
+        Settings.from_env({"TASKRANK_CACHE_SECONDS": value})

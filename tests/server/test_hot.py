@@ -1,0 +1,119 @@
+"""The WSGI fast path of tasks/next and label answers exactly as the Flask views do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import request
+
+from taskrank.queue import keys as K
+from taskrank.server import create_app
+from taskrank.server.hot import HotPath
+from tests.server.helpers import make_expert, make_items, make_project, post_items
+
+VOLATILE = {"id", "task_id", "expires_at", "instance"}  # random or time-dependent values
+
+
+def _normal(response) -> tuple:
+    body = response.get_data()
+    document = json.loads(body) if body else None
+    if isinstance(document, dict):
+        document = {key: ("*" if key in VOLATILE else value) for key, value in document.items()}
+        if isinstance(document.get("task"), dict):
+            document["task"] = {key: ("*" if key in VOLATILE else value)
+                                for key, value in document["task"].items()}
+    media = (response.headers.get("Content-Type"), response.headers.get("Content-Length"))
+    return response.status_code, media, document
+
+
+def _scenario(client, auth, tokens) -> list[tuple]:
+    """Every kind of answer of the two routes, successes and refusals, in order."""
+    make_project(client, auth)
+    make_project(client, auth, pid="empty")
+    make_expert(client, auth, "e1")
+    make_expert(client, auth, "e2")
+    assert post_items(client, auth, make_items(6)).status_code == 200
+    platform = auth("platform")
+    expert = auth("expert")  # acts for e1
+    answers = []
+
+    def post(path, headers=platform, **kwargs):
+        response = client.post(path, headers=headers, **kwargs)
+        answers.append((path.rsplit("/", 1)[-1], *_normal(response)))
+        return response
+
+    first = post("/v1/projects/p1/tasks/next", json={"expert_id": "e2"}).json["task"]
+    second = post("/v1/projects/p1/tasks/next", headers=expert, json={}).json["task"]
+    third = post("/v1/projects/p1/tasks/next", json={"expert_id": "e2"}).json["task"]
+    post("/v1/projects/empty/tasks/next", json={"expert_id": "e1"})  # 204
+    post(f"/v1/tasks/{first['id']}/label", json={"label": "pos", "seconds_spent": 3})
+    post(f"/v1/tasks/{first['id']}/label", json={"label": "pos"})  # 409 already labeled
+    keyed = {**expert, "Idempotency-Key": "k1"}
+    post(f"/v1/tasks/{second['id']}/label", headers=keyed, json={"label": "neg"})
+    post(f"/v1/tasks/{second['id']}/label", headers=keyed, json={"label": "neg"})  # replay
+    post(f"/v1/tasks/{second['id']}/label", headers=keyed, json={"label": "pos"})  # 422
+    client.post(f"/v1/tasks/{third['id']}/release", headers=platform)
+    post(f"/v1/tasks/{third['id']}/label", json={"label": "pos"})  # 409 late, recorded once
+    refusals = [
+        ({}, {"json": {"expert_id": "e1"}}),
+        ({"Authorization": "Bearer nope"}, {"json": {"expert_id": "e1"}}),
+        ({"Authorization": "Basic abc"}, {"json": {"expert_id": "e1"}}),
+        (platform, {"data": b"{", "content_type": "application/json"}),
+        (platform, {"data": b'{"expert_id": NaN}', "content_type": "application/json"}),
+        (platform, {"data": b"[1]", "content_type": "application/json"}),
+        (platform, {"data": b"[" * 4000, "content_type": "application/json"}),
+        (platform, {"data": b'{"expert_id": "e1"}', "content_type": "text/plain"}),
+        (platform, {"json": {"expert_id": "e1", "x": 1}}),
+        (platform, {"json": {}}),
+        (platform, {"json": {"expert_id": "nobody"}}),
+        (platform, {"json": {"expert_id": "bad id"}}),
+        (expert, {"json": {"expert_id": "e2"}}),
+    ]
+    for headers, kwargs in refusals:
+        post("/v1/projects/p1/tasks/next", headers=headers, **kwargs)
+    post("/v1/projects/nope/tasks/next", json={"expert_id": "e1"})
+    fourth = post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"}).json["task"]
+    for headers, body in [(platform, {"label": "maybe"}), (platform, {"seconds_spent": 1}),
+                          (platform, {"label": "pos", "seconds_spent": -1}),
+                          ({**platform, "Idempotency-Key": "x" * 201}, {"label": "pos"})]:
+        post(f"/v1/tasks/{fourth['id']}/label", headers=headers, json=body)
+    post("/v1/tasks/nothing.p1/label", json={"label": "pos"})
+    post("/v1/tasks/nothing.zz/label", json={"label": "pos"})
+    post(f"/v1/tasks/{fourth['id']}/label", json={"label": "pos"})
+    return answers
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_path_answers_as_the_views_do(settings, r, auth, tokens, fast, request_log):
+    """The same requests get the same status, media type and body with and without the
+    fast path (compared on the second run)."""
+    app = create_app(settings.replace(fast_path=fast))
+    assert isinstance(app.wsgi_app, HotPath) is fast
+    answers = _scenario(app.test_client(), auth, tokens)
+    request_log[fast] = answers
+    assert {status for _, status, _, _ in answers} == {
+        200, 201, 204, 400, 401, 403, 404, 409, 415, 422}
+    if len(request_log) == 2:
+        assert request_log[True] == request_log[False]
+    late = [entry for _, entry in r.xrange(K.labels_stream_key("p1"))
+            if entry["counted"] == "0"]
+    assert len(late) == 1  # the late label was written once, not again by the hand-over
+
+
+@pytest.fixture(scope="module")
+def request_log() -> dict:
+    return {}
+
+
+def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
+    """Successful next and label requests never reach Flask's request machinery; the
+    refusals and the 409 do."""
+    app = create_app(settings)
+    flask_saw = []
+    app.before_request(lambda: flask_saw.append(request.path.rsplit("/", 1)[-1]))
+    answers = _scenario(app.test_client(), auth, tokens)
+    assert [status for (_, status, _, _) in answers if status in (200, 201, 204)]
+    routes_seen = [route for route in flask_saw if route in ("next", "label")]
+    refused = [entry for entry in answers if entry[1] not in (200, 201, 204)]
+    assert len(routes_seen) == len(refused)  # only the others reached Flask
