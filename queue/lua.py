@@ -241,10 +241,11 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not
-# counted) when it expired or was released.  A counted label that finishes its item puts
-# it in the labeled set here, in the same atomic step.  When it is the item's only label
-# (no gold), its aggregation is done here too (body.aggregated = true), so the request
-# needs no further round trip; every other case is aggregated by queue/aggregate.py.
+# counted) when it expired or was released.  When it is the item's only label (no gold),
+# its aggregation is done here too (body.aggregated = true), and a finished item joins the
+# labeled set in the same atomic step, so the request needs no further round trip; every
+# other case is aggregated by queue/aggregate.py, which adds the item to the labeled set
+# only after adaptive redundancy has decided it is finished.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
 # of the project when none was sent), KEYS[7] labeled items (sorted set).
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
@@ -266,7 +267,10 @@ local function vote_alone(iid, fit, status)
   if a * k <= 1 then return false end
   local confidence = (string.format('%.6f', a):gsub('0+$', ''))
   redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
-  if status == 'labeled' then redis.call('HSETNX', P_ITEM .. iid, 'learned', 1) end
+  if status == 'labeled' then
+    redis.call('ZADD', KEYS[7], 0, iid)  -- score 0: ordered by id for export cursors
+    redis.call('HSETNX', P_ITEM .. iid, 'learned', 1)
+  end
   return true
 end
 if fingerprint ~= '' then
@@ -303,7 +307,6 @@ if state == 'open' then
   redis.call('HDEL', KEYS[5], 'm:' .. (minute - 61))
   body.since_retrain = redis.call('HINCRBY', KEYS[5], 'since_retrain', 1)
   body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
-  if body.item_status == 'labeled' then redis.call('ZADD', KEYS[7], 0, iid) end
   -- A gold item learns its expert's accuracy from this label: aggregate.py does that.
   local gold = redis.call('HGET', P_ITEM .. iid, 'g')
   body.aggregated = n_votes == 1 and (gold == false or gold == '')

@@ -70,7 +70,25 @@ def test_a_second_label_is_aggregated_in_python(r, settings):
     _, second = tasks.submit_label(r, project, task["id"], "a", 1.0)
     assert second["aggregated"] is False
     assert second["item_status"] == "labeled"
-    assert r.zscore(K.labeled_key("p"), "i0") == 0
+    assert r.zscore(K.labeled_key("p"), "i0") is None  # aggregate.py decides it is finished
     after_label(r, project, second, settings)
+    assert r.zscore(K.labeled_key("p"), "i0") == 0
     assert _stored(r)[0] == "a"
     assert float(_stored(r)[1]) > 0.9
+
+
+def test_split_labels_asking_for_more_keep_the_item_out_of_the_labeled_set(r, settings):
+    """Two disagreeing labels make adaptive redundancy ask for a third: the item is pending
+    again and must not be exported or trained on as finished."""
+    create_project(r, {"id": "p", "labels": ["a", "b"], "redundancy": 2,
+                       "strategy": {"redundancy": {"adaptive": True, "max_labels": 3,
+                                                   "stop_confidence": 0.999}}})
+    project = get_project(r, "p")
+    ingest(r, project, [{"id": "i0", "predictions": {"m": [0.5, 0.5]}}])
+    for eid, given in (("e", "a"), ("f", "b")):
+        put_expert(r, eid, {"skills": {}})
+        task = tasks.claim(r, project, load_expert(r, eid), depth=8)
+        _, answer = tasks.submit_label(r, project, task["id"], given, 1.0)
+        after_label(r, project, answer, settings)
+    assert r.hmget(K.item_key("p", "i0"), "st", "want") == ["pending", "3"]
+    assert r.zscore(K.labeled_key("p"), "i0") is None
