@@ -188,6 +188,23 @@ def next_label_loops(base_url: str, token: str, pid: str, eid: str, max_loops: i
     return result
 
 
+def interleaved_loops(base_url: str, token: str, pids: list[str], eid: str,
+                      loops_each: int) -> dict[str, LoopResult]:
+    """``loops_each`` next+label loops on every project of ``pids``, one project after the
+    other in turn on one connection: pid -> its loops."""
+    client = LeanClient(base_url, token)
+    label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
+    requests = {pid: client.encode("POST", f"/v1/projects/{pid}/tasks/next",
+                                   json.dumps({"expert_id": eid}).encode()) for pid in pids}
+    results = {pid: LoopResult() for pid in pids}
+    going = list(pids)
+    for _ in range(loops_each):
+        going = [pid for pid in going
+                 if _one_loop(client, requests[pid], label_body, eid, results[pid])]
+    client.close()
+    return results
+
+
 def _one_loop(client: LeanClient, next_request: bytes, label_body: bytes, eid: str,
               result: LoopResult) -> bool:
     """One next+label round trip pair; False when the loop should stop."""

@@ -27,6 +27,7 @@ from taskrank.scripts.bench_client import (
     BARRIER_TIMEOUT,
     LeanClient,
     LoopResult,
+    interleaved_loops,
     next_label_loops,
     percentiles,
     run_together,
@@ -62,26 +63,33 @@ class Target:
 
 def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "always",
         variants: bool = True) -> dict:
-    """Every serving figure; ``sizes`` ascending, throughput measured at ``sizes[1]``."""
-    leases: list[tuple[str, str, str]] = []
-    result: dict = {"fsync": fsync, "latency_ms": {}, "seconds_per_run": seconds}
+    """Every serving figure; ``sizes`` ascending, throughput measured at ``sizes[1]``.
+
+    Each size is its own project, filled first; the latency loops then alternate between
+    them, one loop each in turn, so a burst of load from other processes on the machine
+    falls on every size alike and the sizes' tails compare the pool sizes, not the moments
+    they were measured at.
+    """
+    leases: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)
+    pids = {size: f"{PID}-{_size_name(size)}" for size in sizes}
+    middle = sizes[min(1, len(sizes) - 1)]
+    result: dict = {"fsync": fsync, "seconds_per_run": seconds, "throughput_at": middle}
     with fresh_redis(fsync) as (settings, r):
-        new_project(r, PID)
+        for size, pid in pids.items():
+            new_project(r, pid)
+            top_up(settings, r, size, pid)
         declare_experts(r, ["lat", "one"] + [f"c{i}" for i in range(CLIENTS)])
         token = create_token(r, "platform")
+        result["redis_at"] = settle(r)
         with gunicorn(settings, extra_args=PRODUCT_ARGS) as server:
-            target = Target(server, token)
-            for size in sizes:
-                top_up(settings, r, size)
-                result.setdefault("redis_at", {})[_size_name(size)] = settle(r)
-                result["latency_ms"][_size_name(size)] = latency(target, latency_requests, leases)
-                if size == sizes[min(1, len(sizes) - 1)]:
-                    result["throughput_at"] = size
-                    result[fsync] = throughput(settings, r, target, size, seconds, leases)
-                    if variants:
-                        result["variants"] = run_variants(settings, r, token, size, seconds,
-                                                          leases)
-            result["integrity"] = integrity(r, target, leases)
+            result["latency_ms"] = latency(server, token, pids, latency_requests, leases)
+            target = Target(server, token, pids[middle])
+            result[fsync] = throughput(settings, r, target, middle, seconds, leases[target.pid])
+            if variants:
+                result["variants"] = run_variants(settings, r, token, target.pid, middle,
+                                                  seconds, leases[target.pid])
+            result["integrity"] = _summed(
+                [integrity(r, Target(server, token, pid), leases[pid]) for pid in pids.values()])
     return result
 
 
@@ -98,8 +106,8 @@ VARIANTS = {  # name: (app, extra gunicorn arguments, appendfsync)
 }
 
 
-def run_variants(settings: Settings, r: redis.Redis, token: str, size: int, seconds: float,
-                 leases: list) -> dict:
+def run_variants(settings: Settings, r: redis.Redis, token: str, pid: str, size: int,
+                 seconds: float, leases: list) -> dict:
     """The same throughput runs with another fsync policy, worker class or the floor app."""
     out = {}
     shipped = r.config_get("appendfsync")["appendfsync"]
@@ -108,7 +116,7 @@ def run_variants(settings: Settings, r: redis.Redis, token: str, size: int, seco
             r.config_set("appendfsync", fsync)
             with gunicorn(settings, app=app, extra_args=args) as server:
                 out[name] = {"app": app, "gunicorn_args": list(args), "appendfsync": fsync,
-                             **throughput(settings, r, Target(server, token), size, seconds,
+                             **throughput(settings, r, Target(server, token, pid), size, seconds,
                                           leases)}
     finally:
         r.config_set("appendfsync", shipped)
@@ -119,37 +127,40 @@ def _size_name(size: int) -> str:
     return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
 
 
-def top_up(settings: Settings, r: redis.Redis, size: int) -> int:
+def top_up(settings: Settings, r: redis.Redis, size: int, pid: str) -> int:
     """Ingest fresh items until ``size`` are pending (labeled ones left the pool)."""
-    pending = _pending(r)
-    known = r.scard(K.items_key(PID))
+    pending = _pending(r, pid)
+    known = r.scard(K.items_key(pid))
     if pending < size:
-        prefill(settings, PID, known, known + size - pending)
-    return _pending(r)
+        prefill(settings, pid, known, known + size - pending)
+    return _pending(r, pid)
 
 
-def _pending(r: redis.Redis) -> int:
-    return int(r.hget(K.counters_key(PID), "n:pending") or 0)
+def _pending(r: redis.Redis, pid: str) -> int:
+    return int(r.hget(K.counters_key(pid), "n:pending") or 0)
 
 
-def latency(target: Target, requests: int, leases: list) -> dict:
-    """p50/p99 of next-task alone, one client, each lease labeled before the next one."""
-    warmup = next_label_loops(target.url, target.token, target.pid, "lat",
-                              min(WARMUP_LOOPS, requests), 60.0)
-    leases += warmup.leases
-    loops = next_label_loops(target.url, target.token, target.pid, "lat", requests,
-                             max(60.0, requests / 20))
-    leases += loops.leases
-    return {**percentiles(loops.next_ms), "errors": loops.errors[:3], "empty": loops.empty}
+def latency(server: Server, token: str, pids: dict[int, str], requests: int,
+            leases: dict[str, list]) -> dict:
+    """p50/p99 of next-task alone per pool size: one client, each lease labeled before the
+    next request, the sizes taken in turn."""
+    warmup = interleaved_loops(server.url, token, list(pids.values()), "lat", WARMUP_LOOPS)
+    loops = interleaved_loops(server.url, token, list(pids.values()), "lat", requests)
+    out = {}
+    for size, pid in pids.items():
+        leases[pid] += warmup[pid].leases + loops[pid].leases
+        out[_size_name(size)] = {**percentiles(loops[pid].next_ms),
+                                 "errors": loops[pid].errors[:3], "empty": loops[pid].empty}
+    return out
 
 
 def throughput(settings: Settings, r: redis.Redis, target: Target, size: int, seconds: float,
                leases: list, experts: tuple[str, str] = ("one", "c")) -> dict:
     """next+label loops/s of 1 client, then of ``CLIENTS`` client processes together."""
-    top_up(settings, r, size)
+    top_up(settings, r, size, target.pid)
     one = _metered(r, target, lambda: [next_label_loops(
         target.url, target.token, target.pid, experts[0], MAX_LOOPS, seconds)])
-    top_up(settings, r, size)
+    top_up(settings, r, size, target.pid)
     many = _metered(r, target, lambda: concurrent_loops(
         target, [f"{experts[1]}{i}" for i in range(CLIENTS)], seconds))
     for run in (one, many):
@@ -194,6 +205,10 @@ def integrity(r: redis.Redis, target: Target, leases: list[tuple[str, str, str]]
             "distinct_tasks": len({tid for tid, _, _ in leases}),
             "labels_exported": len(exported), "counted_labels": sum(counted.values()),
             "items_labeled_twice": sum(1 for n in counted.values() if n > 1)}
+
+
+def _summed(reports: list[dict]) -> dict:
+    return {name: sum(report[name] for report in reports) for name in reports[0]}
 
 
 def export_labels(target: Target, page: int = 10_000, max_pages: int = 1000) -> list[dict]:
