@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.experts import load_expert, put_expert
-from taskrank.queue.items import get_item, ingest, ranked_queue
+from taskrank.queue.experts import load_expert
+from taskrank.queue.items import get_item, ranked_queue
 from taskrank.queue.jobs import enqueue_retrain, rescore_items, set_priorities
 from taskrank.queue.models import current_ranker
-from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.projects import get_project, update_project
 from taskrank.queue.scoring import score_items, stored_item
 from tests.invariants import pooled
-
-SKILLS = [[], ["x"], ["y"], ["x", "y"]]
+from tests.pools import tagged_project
 
 
 def _project(r, n: int = 80) -> dict:
-    create_project(r, {"id": "p", "labels": ["a", "b"], "strategy": {
-        "retrain": {"every_labels": 10**6, "min_labels": 10}}})
-    rng = np.random.default_rng(5)
-    X = rng.normal(size=(n, 2)).round(4)
-    ingest(r, get_project(r, "p"), [
-        {"id": f"i{i}", "features": X[i].tolist(), "skills": SKILLS[i % 4],
-         "predictions": {"m": [round(float(p), 4), round(1 - round(float(p), 4), 4)]}}
-        for i, p in enumerate(rng.uniform(0.05, 0.95, n))])
-    put_expert(r, "e1", {"skills": {"x": 0.9, "y": 0.9}, "capacity": 100})
-    return get_project(r, "p")
+    return tagged_project(r, n, seed=5)
 
 
 def test_queue_merges_every_set_without_duplicates(r):

@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.experts import load_expert, put_expert
+from taskrank.queue.experts import load_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.jobs import enqueue_rescore, enqueue_retrain, rescore_items, rescore_progress
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
 from tests.invariants import check_store, not_rescored, pooled
+from tests.pools import tagged_project
 
-SKILLS = [[], ["x"], ["y"], ["x", "y"]]
 START = 1_700_000_000.0
 
 
 def _project(r, n: int = 120, redundancy: int = 1) -> dict:
-    """Items with 2-d features and one supplied model, a quarter in each skill pattern."""
-    create_project(r, {"id": "p", "labels": ["a", "b"], "redundancy": redundancy,
-                       "lease_seconds": 60, "strategy": {
-                           "retrain": {"every_labels": 10**6, "min_labels": 10}}})
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(n, 2)).round(4)
-    ingest(r, get_project(r, "p"), [
-        {"id": f"i{i}", "features": X[i].tolist(), "skills": SKILLS[i % 4],
-         "predictions": {"m": [round(float(p), 4), round(1 - round(float(p), 4), 4)]}}
-        for i, p in enumerate(rng.uniform(0.05, 0.95, n))])
-    put_expert(r, "e1", {"skills": {"x": 0.9, "y": 0.9}, "capacity": 100})
-    put_expert(r, "e2", {"skills": {"x": 0.8, "y": 0.8}, "capacity": 100})
-    return get_project(r, "p")
+    return tagged_project(r, n, seed=3, redundancy=redundancy, lease_seconds=60)
 
 
 def _train(r, settings, run_jobs, labels: int = 24) -> None:

@@ -1,0 +1,28 @@
+"""A small project whose items carry every skill pattern, shared by the pool-set tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taskrank.queue.experts import put_expert
+from taskrank.queue.items import ingest
+from taskrank.queue.projects import create_project, get_project
+
+SKILLS = [[], ["x"], ["y"], ["x", "y"]]
+
+
+def tagged_project(r, n: int, seed: int, **settings: object) -> dict:
+    """Project 'p' (labels a, b; retrains only when asked) with ``n`` items of 2-d features
+    and one supplied model, a quarter in each skill pattern of ``SKILLS``; experts e1 and
+    e2 hold both skills."""
+    create_project(r, {"id": "p", "labels": ["a", "b"], **settings, "strategy": {
+        "retrain": {"every_labels": 10**6, "min_labels": 10}}})
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2)).round(4)
+    ingest(r, get_project(r, "p"), [
+        {"id": f"i{i}", "features": X[i].tolist(), "skills": SKILLS[i % 4],
+         "predictions": {"m": [round(float(p), 4), round(1 - round(float(p), 4), 4)]}}
+        for i, p in enumerate(rng.uniform(0.05, 0.95, n))])
+    put_expert(r, "e1", {"skills": {"x": 0.9, "y": 0.9}, "capacity": 100})
+    put_expert(r, "e2", {"skills": {"x": 0.8, "y": 0.8}, "capacity": 100})
+    return get_project(r, "p")
