@@ -4,7 +4,7 @@
 - next+label loops/s with 1 keep-alive client and with 8 client processes (one expert each)
   at the middle size, and items leased twice (must be 0);
 - variants of the throughput runs, each labelled: ``appendfsync everysec``, gunicorn's
-  ``sync`` worker (one connection per request), and the floor app (``bench_floor``, sync
+  ``gthread`` worker (threaded, keep-alive), and the floor app (``bench_floor``, sync
   workers as DESIGN §7 defines it) with both policies.
 
 The product runs with the gunicorn worker arguments ``taskrank serve`` uses.
@@ -94,13 +94,14 @@ def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "a
 
 
 PRODUCT_APP = "taskrank.server.wsgi:app"
-PRODUCT_ARGS = WORKER_ARGS  # as `taskrank serve` runs gunicorn (threaded, keep-alive)
+PRODUCT_ARGS = WORKER_ARGS  # as `taskrank serve` runs gunicorn
 FLOOR_APP = "taskrank.scripts.bench_floor:create_app()"
 SYNC = ()  # gunicorn's default sync worker: closes the connection after each answer
+GTHREAD = ("--worker-class", "gthread", "--threads", "2")  # threaded, keep-alive
 VARIANTS = {  # name: (app, extra gunicorn arguments, appendfsync)
     "everysec": (PRODUCT_APP, PRODUCT_ARGS, "everysec"),
-    "sync": (PRODUCT_APP, SYNC, "always"),
-    "sync_everysec": (PRODUCT_APP, SYNC, "everysec"),
+    "gthread": (PRODUCT_APP, GTHREAD, "always"),
+    "gthread_everysec": (PRODUCT_APP, GTHREAD, "everysec"),
     "floor": (FLOOR_APP, SYNC, "always"),
     "floor_everysec": (FLOOR_APP, SYNC, "everysec"),
 }

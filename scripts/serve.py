@@ -91,10 +91,11 @@ def prepare_redis(settings: Settings) -> bool:
     return True
 
 
-# gunicorn's threaded worker keeps connections alive and serves 2 requests per process at
-# once; the sync worker closes every connection and waits for its client's FIN, so 8
-# concurrent experts got 409-447 loops/s from it against 490-572 from this one (BENCHMARKS.md).
-WORKER_ARGS = ("--worker-class", "gthread", "--threads", "2")
+# gunicorn's default sync worker: one request per process at a time, the connection closed
+# after each answer.  On merged main it met every serving budget in 4 of 4 benchmark runs,
+# the threaded worker (`--worker-class gthread --threads 2`, keep-alive) in 2 of 4: it spends
+# more server CPU per request, which one client's serial loop pays in full (BENCHMARKS.md).
+WORKER_ARGS: tuple[str, ...] = ()
 
 
 def start_children(settings: Settings, children: list[subprocess.Popen]) -> None:
