@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import time
 import weakref
@@ -43,6 +42,7 @@ from taskrank.server.tasks import (
     next_task_expert,
     task_project,
 )
+from taskrank.server.validation import parse_json
 
 MAX_BODY = 4096  # the hot bodies are tens of bytes; anything bigger takes the full path
 STATUS_LINES = {200: "200 OK", 201: "201 CREATED", 204: "204 NO CONTENT"}  # as werkzeug
@@ -107,7 +107,7 @@ class HotPath:
         raw = environ["wsgi.input"].read(int(length))
         environ["wsgi.input"] = io.BytesIO(raw)
         try:
-            body = json.loads(raw, parse_constant=_refuse)
+            body = parse_json(raw)
         except (ValueError, RecursionError):  # NaN/Infinity, nesting too deep: the app says why
             raise HandOver from None
         if not isinstance(body, dict):
@@ -174,7 +174,3 @@ def _outcome_kept(environ: dict) -> Iterator[None]:
     except Exception as error:
         environ[WRITE_OUTCOME] = error
         raise HandOver from error
-
-
-def _refuse(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")

@@ -26,9 +26,7 @@ def json_body() -> object:
     except RequestEntityTooLarge:  # a streamed body without Content-Length
         raise RequestEntityTooLarge(too_large) from None
     try:
-        # Python's parser takes NaN and Infinity, which are not JSON: a NaN probability or
-        # payload value would be stored and later sent back as invalid JSON.
-        return json.loads(data, parse_constant=_refuse_constant)
+        return parse_json(data)
     except _NotJsonNumber as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
     except RecursionError:  # Python's parser gives up on very deep nesting
@@ -36,6 +34,15 @@ def json_body() -> object:
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"the body is not valid JSON ({str(error)[:200]}); check quotes, "
                          "commas and brackets") from None
+
+
+def parse_json(data: bytes | str) -> object:
+    """Strict JSON: raises ValueError (also for NaN and Infinity) or RecursionError.
+
+    Python's parser takes NaN and Infinity, which are not JSON: a NaN probability or
+    payload value would be stored and later sent back as invalid JSON.
+    """
+    return json.loads(data, parse_constant=_refuse_constant)
 
 
 class _NotJsonNumber(ValueError):
