@@ -198,3 +198,25 @@ def holdback_key(pid: str) -> str:
 def holdback_owner_key(pid: str) -> str:
     """Hash: item id -> expert the item is held back for."""
     return _project(pid) + "holdback-owner"
+
+
+def pool_map_key(pid: str) -> str:
+    """The project's pool map (scaler, cluster centres, reference rows) as JSON; see
+    ``learning.coverage``."""
+    return _project(pid) + "pool-map"
+
+
+def claimed_clusters_key(pid: str) -> str:
+    """Hash: cluster id -> leases handed out in that cluster since the last re-rank."""
+    return _project(pid) + "claimed-clusters"
+
+
+def explore_labels_key(pid: str) -> str:
+    """List of item ids labeled through an exploration lease, not yet evaluated."""
+    return _project(pid) + "explore-labels"
+
+
+def explore_results_key(pid: str) -> str:
+    """List (newest first) of JSON records: how a model version predicted exploration
+    labels it never trained on."""
+    return _project(pid) + "explore-results"
