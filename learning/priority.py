@@ -97,6 +97,41 @@ class DensityOptions:
     sample_size: int = _setting(256, rule_integer(1, 10_000))
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """The pool map of the cold start and of diversity (``learning.coverage``).
+
+    ``clusters`` k-means clusters over a reference sample of up to ``sample_size`` pending
+    items; the map is refitted when the pool has grown by ``refit_growth`` (1.0: doubled).
+    """
+
+    clusters: int = _setting(32, rule_integer(1, 1024))
+    sample_size: int = _setting(5000, rule_integer(10, 100_000))
+    refit_growth: float = _setting(1.0, rule_number(0.01, 1000.0))
+
+
+@dataclass(frozen=True)
+class Explore:
+    """Share of claims given to an item drawn uniformly from the pending pool.
+
+    Once a model exists, a claim explores with probability ``share / sqrt(max(1, n /
+    decay_labels))`` for n counted labels: the model's blind spots never decide alone,
+    and the labels of those claims estimate its accuracy without selection bias.
+    """
+
+    share: float = _setting(0.1, rule_number(0.0, 1.0))
+    decay_labels: int = _setting(100, rule_integer(1, 1_000_000))
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """Between two re-ranks, an item's value is multiplied by ``factor`` per lease already
+    handed out in its cluster (1.0: off), so concurrent experts do not all get
+    near-duplicates of one uncertain region."""
+
+    factor: float = _setting(0.5, rule_number(0.0, 1.0))
+
+
 _SECTIONS = {
     "weights": Weights,
     "committee": Committee,
@@ -104,6 +139,9 @@ _SECTIONS = {
     "redundancy": Redundancy,
     "routing": Routing,
     "density": DensityOptions,
+    "coverage": Coverage,
+    "explore": Explore,
+    "diversity": Diversity,
 }
 
 
@@ -123,6 +161,9 @@ class Strategy:
     redundancy: Redundancy = field(default_factory=Redundancy)
     routing: Routing = field(default_factory=Routing)
     density: DensityOptions = field(default_factory=DensityOptions)
+    coverage: Coverage = field(default_factory=Coverage)
+    explore: Explore = field(default_factory=Explore)
+    diversity: Diversity = field(default_factory=Diversity)
 
     def __post_init__(self) -> None:
         for name, section in _SECTIONS.items():
@@ -207,8 +248,8 @@ class Scores:
     priority : ndarray of shape (n_items,)
     terms : dict of str to ndarray of shape (n_items,)
         Normalised value of each term: ``uncertainty``, ``disagreement``, ``density``
-        (when weighted and features are given), ``random`` (cold start without
-        features) and ``boost``.
+        (when weighted and features are given), ``coverage`` or ``random`` (cold start,
+        with or without a pool map) and ``boost``.
     weights : dict of str to float
         Weight of each term in ``terms``.
     """
@@ -237,13 +278,15 @@ def score(
     random_state: int | np.random.RandomState | None = 0,
     *,
     reference: object | None = None,
+    coverage: object | None = None,
 ) -> Scores:
     """Priority of each item under ``strategy``; higher is labeled first.
 
     Uncertainty is taken on the consensus (mean over members). Cold start (no committee,
-    or zero members) scores by density when ``features`` are given, otherwise by a
-    seeded uniform draw named ``random``; that term gets the strategy's total weight so
-    cold and warm priorities share a scale.
+    or zero members) scores by ``coverage`` (the pool map's order, see
+    ``learning.coverage``) when given, otherwise by a seeded uniform draw named
+    ``random``; that term gets the strategy's total weight so cold and warm priorities
+    share a scale.  Never by density within the batch: a batch is not the pool.
 
     Parameters
     ----------
@@ -258,7 +301,10 @@ def score(
     random_state : int, RandomState or None
         Seeds the density sample and the cold-start draw.
     reference : array-like of shape (n_reference, n_features), optional
-        Rows the density is measured against; defaults to ``features``.
+        Rows the density is measured against (a fixed sample of the project); defaults
+        to ``features``.
+    coverage : array-like of shape (n_items,), optional
+        Cold-start priority from the pool map (``learning.coverage.coverage``).
 
     Returns
     -------
@@ -270,7 +316,7 @@ def score(
         features = check_matrix(features, "features", n_items)
     boost = np.zeros(n_items) if boost is None else check_vector(boost, "boost", n_items)
     if members is None:
-        terms, weights = _cold_terms(n_items, features, strategy, random_state, reference)
+        terms, weights = _cold_terms(n_items, coverage, strategy, random_state)
     else:
         terms, weights = _warm_terms(members, features, strategy, random_state, reference)
     terms["boost"], weights["boost"] = boost, 1.0
@@ -317,12 +363,10 @@ def _density_term(features, strategy: Strategy, random_state, reference) -> np.n
     )
 
 
-def _cold_terms(n_items, features, strategy, random_state, reference):
+def _cold_terms(n_items, coverage, strategy, random_state):
     total = float(sum(asdict(strategy.weights).values()))
-    if features is not None:
-        return {"density": _density_term(features, strategy, random_state, reference)}, {
-            "density": total
-        }
+    if coverage is not None:
+        return {"coverage": check_vector(coverage, "coverage", n_items)}, {"coverage": total}
     draw = check_random_state(random_state).random_sample(n_items)
     return {"random": draw}, {"random": total}
 

@@ -12,9 +12,12 @@ from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
+from taskrank.queue.jobs import maybe_map_pool
 from taskrank.queue.models import current_ranker
+from taskrank.queue.pool_map import cover, current_pool_map
 from taskrank.queue.projects import set_input_schema
 from taskrank.queue.scoring import ItemInput, score_items, stored_item
+from taskrank.queue.settings import Settings
 from taskrank.queue.validation import ID_PATTERN
 
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
@@ -24,7 +27,7 @@ SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded
 # Bounds keep scores finite: larger magnitudes overflow the scaler and the priority sum.
 MAX_BOOST = 1e6
 MAX_FEATURE = 1e12
-_UPSERT_WIDTH = 11
+_UPSERT_WIDTH = 12
 _ID_RULE = " must be 1-128 characters of A-Z a-z 0-9 . _ -"
 
 
@@ -132,23 +135,33 @@ def _describe(value: object) -> str:
     return f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
 
 
-def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None = None) -> dict:
-    """Validate, score and upsert a batch; answers ``{"created", "updated", "rejected"}``."""
+def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None = None,
+           settings: Settings | None = None) -> dict:
+    """Validate, score and upsert a batch; answers ``{"created", "updated", "rejected"}``.
+
+    When the pool has no map yet or outgrew it, a refit is queued (``jobs.map_pool``).
+    """
     items, rejected = parse_items(project, raw_items)
     if not items:
         raise InvalidInputError(f"none of the {len(raw_items)} items could be stored; "
                                 "see 'rejected' for each reason", rejected=rejected)
-    priorities, breakdowns = score_items(items, project["strategy"], len(project["labels"]),
-                                         ranker)
+    pool_map = current_pool_map(r, project["id"])
+    coverage, clusters = cover(items, pool_map)
+    priorities, breakdowns = score_items(
+        items, project["strategy"], len(project["labels"]), ranker, coverage=coverage,
+        reference=pool_map.pool_map.reference if pool_map else None)
     _remember_schema(r, project, items)
     version = getattr(ranker, "version", 0) if ranker is not None else 0
     args = [time.time(), project["redundancy"], _UPSERT_WIDTH]
-    for item, priority, breakdown in zip(items, priorities, breakdowns, strict=True):
+    for item, priority, breakdown, cluster in zip(items, priorities, breakdowns,
+                                                  clusters.tolist(), strict=True):
         args += [item.id, _compact(item.predictions), _compact(item.features),
                  _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
-                 repr(float(priority)), breakdown, version, project["strategy_version"]]
+                 repr(float(priority)), breakdown, version, project["strategy_version"],
+                 cluster]
     created, updated = lua.run(r, "upsert_items", project["id"],
                                [K.items_key(project["id"]), K.tags_key(project["id"])], args)
+    maybe_map_pool(r, settings or Settings.from_env(), project)
     return {"created": created, "updated": updated, "rejected": rejected}
 
 
@@ -177,7 +190,7 @@ def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = 
         "id": iid, "status": fields.get("st"),
         "priority": float(fields.get("pr") or 0) if priority is None else priority,
         "breakdown": {name: {"value": value, "weight": weights.get(name, 1.0 if name in (
-            "boost", "random") else 0.0)} for name, value in terms.items()},
+            "boost", "random", "coverage") else 0.0)} for name, value in terms.items()},
         "skills": fields["s"].split(",") if fields.get("s") else [],
         "labels_wanted": int(fields.get("want", 1)), "labels_out": int(fields.get("out", 0)),
         "labels_done": int(fields.get("done", 0)), "model_version": int(fields.get("mv") or 0),
@@ -207,7 +220,10 @@ def current_breakdowns(r: redis.Redis, project: dict, rows: list[tuple[str, dict
         return
     items = [stored_item(iid, fields.get("p"), fields.get("f"), fields.get("b"))
              for iid, fields in stale]
-    _, breakdowns = score_items(items, project["strategy"], len(project["labels"]), ranker)
+    pool_map = current_pool_map(r, project["id"])
+    _, breakdowns = score_items(items, project["strategy"], len(project["labels"]), ranker,
+                                coverage=cover(items, pool_map)[0],
+                                reference=pool_map.pool_map.reference if pool_map else None)
     for (_, fields), breakdown in zip(stale, breakdowns, strict=True):
         fields.update(bd=breakdown, mv=str(version), sv=strategy)
 

@@ -28,6 +28,7 @@ from taskrank.queue.connection import same_server, send_many
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
+from taskrank.queue.pool_map import cover, current_pool_map, fit_project_map, needs_map
 from taskrank.queue.projects import get_project
 from taskrank.queue.scoring import ItemInput, model_inputs, score_items, stored_item
 from taskrank.queue.settings import Settings
@@ -127,6 +128,38 @@ def _inputs(model: LoadedModel, items: list[ItemInput]) -> np.ndarray:
 def _settings() -> Settings:
     """Queue name and sizes from the environment; connections always come from the job."""
     return Settings.from_env()
+
+
+# --- pool map -------------------------------------------------------------------------------
+def enqueue_pool_map(r: redis.Redis, settings: Settings, pid: str) -> str:
+    """Queue a refit of the pool map unless one is already waiting (ingest bursts merge)."""
+    job_id = _job_id("poolmap", pid)
+    if not r.set(K.pool_map_pending_key(pid), job_id, nx=True, ex=3600):
+        return r.get(K.pool_map_pending_key(pid)) or job_id
+    queue = task_queue(settings, same_server(r, decode_responses=False))
+    queue.enqueue(map_pool, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
+                  description=f"pool map {pid}")
+    return job_id
+
+
+def maybe_map_pool(r: redis.Redis, settings: Settings, project: dict) -> str | None:
+    """After an ingest: refit the pool map when the pool has none or outgrew it."""
+    return enqueue_pool_map(r, settings, project["id"]) if needs_map(r, project) else None
+
+
+def map_pool(pid: str) -> dict:
+    """Fit the pool map on the pending pool, then re-score it: every pending item gets its
+    coverage priority (the cold-start order) and its cluster."""
+    r = _job_redis()
+    r.delete(K.pool_map_pending_key(pid))  # items ingested from now on ask for a new fit
+    started = time.perf_counter()
+    loaded = fit_project_map(r, get_project(r, pid))
+    if loaded is None:
+        return {"skipped": "fewer than 2 pending items with the map's inputs"}
+    run = enqueue_rescore(r, pid, f"pool map v{loaded.version}")
+    return {"version": loaded.version, "clusters": loaded.pool_map.n_clusters,
+            "n_items": loaded.n_items, "fit_seconds": round(time.perf_counter() - started, 4),
+            "rescore_job_id": run}
 
 
 # --- re-score ---------------------------------------------------------------------------------
@@ -255,6 +288,8 @@ def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
                                              "layout")
     if finished is None and int(done or 0) >= int(chunks):
         r.hset(progress, "finished_at", time.time())
+        # Diversity counts leases per cluster since the last re-rank: this was one.
+        r.delete(K.claimed_clusters_key(pid))
         keys = _snapshot_keys(pid, run, layout)
         if keys:
             r.unlink(*keys)  # freed off Redis's main thread
@@ -282,15 +317,22 @@ def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, id
                    tag: str | None) -> int:
     """One Redis round trip to read, one to write: each call holds Redis for milliseconds."""
     pid, prefix = project["id"], K.item_prefix(project["id"])
-    replies = send_many(r, [("HMGET", prefix + iid, "p", "f", "b", "s", "st") for iid in ids])
+    replies = send_many(r, [("HMGET", prefix + iid, "p", "f", "b", "s", "st", "cl")
+                            for iid in ids])
     rows = [(iid, row) for iid, row in zip(ids, replies, strict=True)
             if row[4] == "pending" and (tag is None or row[3].partition(",")[0] == tag)]
     if not rows:
         return 0
+    pool_map = current_pool_map(r, pid)
     with _gc_paused():
         items = _decode_items(rows)
-        priorities, _ = score_items(items, project["strategy"], len(project["labels"]),
-                                    ranker, breakdown=False)
+        coverage, clusters = cover(items, pool_map)
+        priorities, _ = score_items(
+            items, project["strategy"], len(project["labels"]), ranker, breakdown=False,
+            coverage=coverage, reference=pool_map.pool_map.reference if pool_map else None)
+    # A new pool map moves items between clusters; only the changed ones are written.
+    moved = [("HSET", prefix + iid, "cl", cluster) for (iid, row), cluster
+             in zip(rows, clusters.tolist(), strict=True) if row[5] != str(cluster)]
     # XX: only members still there. A claimed item has left its sets, so a re-score never
     # puts it back (no read-then-write race); nothing else of the item is written.
     by_set: dict[str, list] = defaultdict(list)
@@ -301,7 +343,7 @@ def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, id
             keys_of[tags] = K.pool_keys(pid, tags.split(",") if tags else [])
         for key in keys_of[tags]:
             by_set[key] += (priority, iid)
-    send_many(r, [("ZADD", key, "XX", *args) for key, args in by_set.items()])
+    send_many(r, [("ZADD", key, "XX", *args) for key, args in by_set.items()] + moved)
     return len(rows)
 
 

@@ -220,3 +220,8 @@ def explore_results_key(pid: str) -> str:
     """List (newest first) of JSON records: how a model version predicted exploration
     labels it never trained on."""
     return _project(pid) + "explore-results"
+
+
+def pool_map_pending_key(pid: str) -> str:
+    """Id of the pool-map job waiting in the queue; later ingests merge into it."""
+    return _project(pid) + "pool-map-pending"

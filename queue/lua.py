@@ -107,7 +107,7 @@ local P_ITEM, P_TASK, P_XLEASE, P_TAG = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 # ARGV[5] now, ARGV[6] labels wanted per new item, ARGV[7] number of fields per item,
 # then per item: id, predictions JSON, features JSON, payload JSON, tags (comma-joined),
 # boost, gold, priority, breakdown JSON, model version and strategy version (of the
-# breakdown).  Returns {created, updated}.
+# breakdown), pool-map cluster (-1: none).  Returns {created, updated}.
 UPSERT_ITEMS = _PREAMBLE + COMMON + r"""
 local now, want, width = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local created, updated = 0, 0
@@ -126,7 +126,7 @@ for i = 8, #ARGV, width do
   end
   redis.call('HSET', ikey, 'p', ARGV[i+1], 'f', ARGV[i+2], 'pl', ARGV[i+3], 's', ARGV[i+4],
              'b', ARGV[i+5], 'g', ARGV[i+6], 'pr', ARGV[i+7], 'bd', ARGV[i+8], 'mv', ARGV[i+9],
-             'sv', ARGV[i+10], 'ua', now)
+             'sv', ARGV[i+10], 'cl', ARGV[i+11], 'ua', now)
   for _, tag in ipairs(split_tags(ARGV[i+4])) do redis.call('SADD', KEYS[5], tag) end
   refresh_status(iid, true)
 end
@@ -134,18 +134,26 @@ return {created, updated}
 """
 
 # Lease the best eligible item to one expert.
-# KEYS[4] the expert's lease set, KEYS[5..] the pool sets to read (untagged + one per tag
-# the expert holds).
+# KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
+# re-rank (hash), KEYS[6..] the pool sets to read (untagged + one per tag the expert
+# holds).
 # ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
 # items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
-# margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag.
+# margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag,
+# ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor.
 # Hold-back: a tagged item younger than the hold-back time is skipped when, on each of its
 # tags, an active expert with spare capacity fits better than the asking one by more than
 # the margin, so the top items wait briefly for the expert who would label them best.
-# Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags} or
-# {'capacity'} or {'empty'}.
+# Exploration (once the project has a model): a share / sqrt(max(1, labels / decay)) of
+# claims, spread evenly by a claim counter, leases an eligible item drawn uniformly from
+# the expert's pool sets (a rank drawn from a hash of the counter: O(log n), no scan, and
+# reproducible), whatever its priority; the task is marked 'ex'.
+# Diversity: an item's value is multiplied by the factor once per lease handed out in its
+# cluster ('cl') since the last re-rank, so concurrent claims spread over the pool.
+# Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags,
+# explored (1 or 0)} or {'capacity'} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
 local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -153,6 +161,9 @@ local depth, pages, exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(
 local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
 local hold_seconds, hold_margin = tonumber(ARGV[16]), tonumber(ARGV[17])
 local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
+local explore_share, explore_decay = tonumber(ARGV[19]), tonumber(ARGV[20])
+local diversity = tonumber(ARGV[21])
+local K_CLAIMED, FIRST_POOL = KEYS[5], 6
 sweep(now, tonumber(ARGV[15]))
 if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
 
@@ -197,10 +208,74 @@ local function value_bound(priority)
   return priority * max_fit ^ exponent
 end
 
-local best, best_value, best_fit, best_priority, best_tags = nil, nil, nil, nil, nil
+-- The item's fit when this expert may take it, else nil; f = HMGET 's', 'ca', 'cl'.
+local function eligible_fit(iid, f)
+  local tags = split_tags(f[1])
+  local fit = item_fit(tags)
+  if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0
+      and not held_back(tags, tonumber(f[2]) or 0) then
+    return fit, tags
+  end
+  return nil
+end
+
+local claimed = {}
+local function diversity_factor(cluster)
+  if diversity >= 1 or not cluster or cluster == '-1' then return 1 end
+  if claimed[cluster] == nil then
+    claimed[cluster] = tonumber(redis.call('HGET', K_CLAIMED, cluster)) or 0
+  end
+  return diversity ^ claimed[cluster]
+end
+
+local function explore_turn()
+  if explore_share <= 0 then return nil end
+  local c = redis.call('HMGET', K_COUNTERS, 'counted', 'mv')
+  if not c[2] then return nil end  -- no model yet: the cold-start order covers the pool
+  local share = explore_share / math.sqrt(math.max(1, (tonumber(c[1]) or 0) / explore_decay))
+  local turn = redis.call('HINCRBY', K_COUNTERS, 'claims', 1)
+  if math.floor(turn * share) > math.floor((turn - 1) * share) then return turn end
+  return nil
+end
+
+-- An eligible item drawn uniformly from the expert's pool sets (a few draws at most).
+local function explore_pick(turn)
+  local sizes, total = {}, 0
+  for k = FIRST_POOL, #KEYS do
+    sizes[k] = redis.call('ZCARD', KEYS[k])
+    total = total + sizes[k]
+  end
+  for draw = 1, (total > 0 and 4 or 0) do
+    local hash = redis.sha1hex(P_ITEM .. turn .. ':' .. draw)
+    local at = math.floor(tonumber(string.sub(hash, 1, 8), 16) / 4294967296 * total)
+    for k = FIRST_POOL, #KEYS do
+      if at < sizes[k] then
+        local rows = redis.call('ZRANGE', KEYS[k], at, at, 'WITHSCORES')
+        local iid = rows[1]
+        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
+        local fit, tags = eligible_fit(iid, f)
+        if fit then return iid, tonumber(rows[2]), fit, tags, f[3] end
+        break
+      end
+      at = at - sizes[k]
+    end
+  end
+  return nil
+end
+
+local best, best_value, best_fit, best_priority, best_tags, best_cluster
+local explored = 0
+local turn = explore_turn()
+if turn then
+  best, best_priority, best_fit, best_tags, best_cluster = explore_pick(turn)
+  if best then
+    explored = 1
+    best_value = best_priority * best_fit ^ exponent
+  end
+end
 local seen = {}
-for page = 0, pages - 1 do
-  for k = 5, #KEYS do
+for page = 0, (best and 0 or pages) - 1 do
+  for k = FIRST_POOL, #KEYS do
     local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
                             'WITHSCORES')
     for j = 1, #rows, 2 do
@@ -208,14 +283,14 @@ for page = 0, pages - 1 do
       if best_value ~= nil and value_bound(priority) <= best_value then break end
       if not seen[iid] then
         seen[iid] = true
-        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca')
-        local tags = split_tags(f[1])
-        local fit = item_fit(tags)
-        if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0
-            and not held_back(tags, tonumber(f[2]) or 0) then
+        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
+        local fit, tags = eligible_fit(iid, f)
+        if fit then
           local value = priority * fit ^ exponent
+          if value > 0 then value = value * diversity_factor(f[3]) end
           if best_value == nil or value > best_value then
             best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
+            best_cluster = f[3]
           end
         end
       end
@@ -224,12 +299,14 @@ for page = 0, pages - 1 do
   if best then break end
 end
 if not best then return {'empty'} end
+if best_cluster and best_cluster ~= '-1' then redis.call('HINCRBY', K_CLAIMED, best_cluster, 1) end
 
 local expires = now + lease
 local ikey = P_ITEM .. best
 -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
 redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
            'ca', now, 'fit', best_fit)
+if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
 redis.call('ZADD', K_LEASES, expires, tid)
 redis.call('ZADD', KEYS[4], expires, tid)
 redis.call('SADD', ikey .. ':experts', eid)
@@ -237,7 +314,8 @@ redis.call('HINCRBY', ikey, 'out', 1)
 redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
 refresh_status(best)
 return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
-        redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ',')}
+        redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ','),
+        explored}
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not

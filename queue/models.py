@@ -71,6 +71,8 @@ def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: 
             key: json.dumps(value) if isinstance(value, dict) else value
             for key, value in record.items()})
         pipe.lpush(K.model_history_key(pid), json.dumps(record))
+        # The claim explores only once a model exists; it reads this beside the counts.
+        pipe.hset(K.counters_key(pid), "mv", version)
         pipe.execute()
     _prune(r, pid, keep)
     return version

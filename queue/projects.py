@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from taskrank.learning.priority import Strategy
+from taskrank.learning.priority import DEFAULT_STRATEGY_DICT, Strategy
 from taskrank.queue import keys as K
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import NoSuchProjectError, ProjectExistsError
@@ -145,4 +145,7 @@ def _decode(fields: dict) -> dict:
         project[key] = rfc3339(project[key])  # DESIGN §3: times are RFC 3339 UTC
     project.setdefault("models", [])
     project.setdefault("n_features", None)
+    # Sections added after a project was stored take their defaults (a shallow merge:
+    # every stored section is complete, since it was validated as a whole).
+    project["strategy"] = {**DEFAULT_STRATEGY_DICT, **project["strategy"]}
     return project

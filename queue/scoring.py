@@ -47,13 +47,17 @@ def stored_item(iid: str, preds: str | None, feats: str | None,
 
 
 def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
-                ranker: object | None = None,
-                breakdown: bool = True) -> tuple[np.ndarray, list[str]]:
+                ranker: object | None = None, breakdown: bool = True,
+                coverage: np.ndarray | None = None,
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Priorities (n,) and breakdown JSON strings for ``items`` (empty strings when
     ``breakdown`` is false: a re-score stores only priorities).
 
     Items are grouped by which supplied models they carry, so each group's committee is a
     dense (m, n_g, k) tensor; the ranking model's bootstrap committee joins every group.
+    ``coverage`` (n,) is the pool map's cold-start priority (``queue.pool_map.cover``),
+    used for items nothing can score yet; ``reference`` the project's fixed rows for the
+    density term.
     """
     strategy_obj = Strategy.from_dict(strategy)
     priorities = np.zeros(len(items))
@@ -63,7 +67,9 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
                              strategy["committee"]["use_supplied"])
         features = _features(items, group)
         boost = np.array([items[i].boost for i in group])
-        result = score(members, features=features, boost=boost, strategy=strategy_obj)
+        result = score(members, features=features, boost=boost, strategy=strategy_obj,
+                       coverage=None if coverage is None else coverage[group],
+                       reference=_reference(reference, features))
         priorities[group] = result.priority
         if not breakdown:
             continue
@@ -73,6 +79,13 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
                 {name: round(float(values[row]), 6) for name, values in terms.items()},
                 separators=(",", ":"))
     return priorities, breakdowns
+
+
+def _reference(reference: np.ndarray | None, features: np.ndarray | None) -> np.ndarray | None:
+    """The project's reference rows when they match the features (else the batch's own)."""
+    if reference is None or features is None or reference.shape[1] != features.shape[1]:
+        return None
+    return reference
 
 
 def _groups(items: list[ItemInput]) -> list[list[int]]:

@@ -23,6 +23,9 @@ from taskrank.queue.validation import fail
 IDEMPOTENCY_TTL = 24 * 3600
 SWEEP_LIMIT = 100  # expired leases returned per claim; the periodic sweep does the rest
 CLAIM_PAGES = 8  # pages of `claim_depth` candidates read per pool set before giving up
+EXPLORATION_REASON = ("exploration: drawn uniformly from the eligible pending pool, whatever "
+                      "its priority (strategy.explore), so the model's blind spots get labels "
+                      "and its accuracy has an unbiased estimate;")
 
 
 def new_task_id(pid: str) -> str:
@@ -44,23 +47,30 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
         return None
     pid, eid = project["id"], expert["id"]
     fits, general_fit = fit_table(expert)
-    routing = project["strategy"]["routing"]
+    strategy = project["strategy"]
+    routing = strategy["routing"]
     pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
     now = clock_now() if now is None else now
-    answer = lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid), *pools], [
+    answer = lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
+                                       K.claimed_clusters_key(pid), *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT,
         routing["holdback_seconds"], routing["holdback_margin"],
-        json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {})])
+        json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {}),
+        strategy["explore"]["share"], strategy["explore"]["decay_labels"],
+        strategy["diversity"]["factor"]])
     if answer[0] != "ok":
         return None
-    tid, iid, priority, fit, value, payload, expires, tags = answer[1:]
+    tid, iid, priority, fit, value, payload, expires, tags, explored = answer[1:]
     cost_factor = expert["cost_per_hour"] ** routing["cost_exponent"]
+    reason = _reason(expert, tags.split(",") if tags else [], float(priority), float(fit),
+                     routing)
+    if int(explored):
+        reason = EXPLORATION_REASON + reason.partition(";")[2]
     return {"id": tid, "item_id": iid, "payload": json.loads(payload) if payload else None,
             "priority": float(priority), "fit": float(fit),
             "value": float(value) / cost_factor, "expires_at": rfc3339(expires),
-            "reason": _reason(expert, tags.split(",") if tags else [], float(priority),
-                              float(fit), routing)}
+            "exploration": bool(int(explored)), "reason": reason}
 
 
 def _reason(expert: dict, tags: list[str], priority: float, fit: float, routing: dict) -> str:

@@ -30,7 +30,7 @@ def post_items(pid: str) -> dict | Response:
     if len(items) > limit:
         raise RequestEntityTooLarge(f"{len(items)} items in one request; send at most {limit} "
                                     "per request (TASKRANK_MAX_BATCH_ITEMS)")
-    result = ingest(r, project, items, current_ranker(r, project))
+    result = ingest(r, project, items, current_ranker(r, project), settings())
     return result
 
 

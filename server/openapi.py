@@ -89,6 +89,10 @@ def strategy(partial: bool) -> dict:
         "routing": {"fit_exponent": num(0, 10), "cost_exponent": num(0, 10),
                     "holdback_seconds": num(0, 3600), "holdback_margin": num(0, 1)},
         "density": {"sample_size": integer(1, 10_000)},
+        "coverage": {"clusters": integer(1, 1024), "sample_size": integer(10, 100_000),
+                     "refit_growth": num(0.01, 1000)},
+        "explore": {"share": num(0, 1), "decay_labels": integer(1, 1_000_000)},
+        "diversity": {"factor": num(0, 1)},
     }
     properties = {}
     for name, section in sections.items():
@@ -187,7 +191,9 @@ def schemas(max_items: int) -> dict:
         "Lease": obj(("task",), task=obj(
             ("id", "item_id", "priority", "fit", "value", "expires_at", "reason"),
             id=TEXT, item_id=ID, payload=ANY, priority=num(), fit=num(0, 1), value=num(),
-            expires_at=TIME, reason=TEXT)),
+            expires_at=TIME, reason=TEXT,
+            exploration=doc(BOOL, "true when the item was drawn uniformly from the pool "
+                                  "(strategy.explore), not picked by its priority"))),
         "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
                             seconds_spent=num(0, 604800)),
         "LabelAnswer": label_answer,

@@ -210,13 +210,17 @@ def test_density_term_only_when_weighted_and_features_given():
 
 
 @pytest.mark.parametrize("committee", [None, np.zeros((0, 4, 3)), []])
-def test_cold_start_with_features_ranks_by_density(committee):
-    """No committee (None, zero members): density at the strategy's total weight."""
+def test_cold_start_ranks_by_the_pool_maps_coverage(committee):
+    """No committee (None, zero members): the given coverage at the strategy's total
+    weight, never density within the batch (a batch is not the pool)."""
     features = np.random.default_rng(0).normal(size=(4, 2))
-    result = score(committee, features=features)
-    assert set(result.terms) == {"density", "boost"}
-    assert result.weights["density"] == pytest.approx(1.0)
-    assert np.all(np.isfinite(result.priority))
+    strategy = Strategy.from_dict({"weights": {"uncertainty": 0.5, "density": 1.5}})
+    result = score(committee, features=features, coverage=[0.1, 0.9, 0.5, 0.2],
+                   strategy=strategy)
+    assert set(result.terms) == {"coverage", "boost"}
+    assert result.weights["coverage"] == pytest.approx(2.0)
+    np.testing.assert_allclose(result.priority, [0.2, 1.8, 1.0, 0.4])
+    assert "density" not in score(committee, features=features).terms
 
 
 def test_cold_start_without_features_is_seeded_random():
