@@ -133,7 +133,8 @@ def _acquisition_scores(spec, ranker: TaskRanker, X_pool: np.ndarray, rng) -> np
         return get_disagreement(COMMITTEE_DISAGREEMENT)(committee)
     strategy = Strategy() if spec == "default" else spec
     features = X_pool if strategy.weights.density > 0 else None
-    return score(committee, features=features, strategy=strategy, random_state=rng).priority
+    return score(committee, features=features, strategy=strategy, random_state=rng,
+                 estimates=ranker.predict_proba(X_pool)[None]).priority
 
 
 def _learning_curve(spec, split, start: np.ndarray, counts: np.ndarray, classes, seed: int):

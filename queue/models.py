@@ -36,10 +36,11 @@ class LoadedModel:
         return not self.n_features or (item.features is not None
                                        and len(item.features) == self.n_features)
 
-    def committee(self, items: list[ItemInput]) -> np.ndarray:
-        """The ranker's bootstrap committee for ``items``: (members, n, k)."""
+    def committee(self, items: list[ItemInput]) -> tuple[np.ndarray, np.ndarray]:
+        """The main model's probabilities (1, n, k) and the bootstrap committee's
+        (members, n, k) for ``items``."""
         X = model_inputs(items, self.models, self.n_features, self.n_classes)
-        return self.ranker.committee_proba(X)
+        return self.ranker.predict_proba(X)[None], self.ranker.committee_proba(X)
 
 
 def _library_version() -> tuple[int, int]:

@@ -63,13 +63,13 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
     priorities = np.zeros(len(items))
     breakdowns = [""] * len(items)
     for group in _groups(items):
-        members = _committee(items, group, n_classes, ranker,
-                             strategy["committee"]["use_supplied"])
+        members, estimates = _committee(items, group, n_classes, ranker,
+                                        strategy["committee"]["use_supplied"])
         features = _features(items, group)
         boost = np.array([items[i].boost for i in group])
         result = score(members, features=features, boost=boost, strategy=strategy_obj,
                        coverage=None if coverage is None else coverage[group],
-                       reference=_reference(reference, features))
+                       reference=_reference(reference, features), estimates=estimates)
         priorities[group] = result.priority
         if not breakdown:
             continue
@@ -96,7 +96,10 @@ def _groups(items: list[ItemInput]) -> list[list[int]]:
 
 
 def _committee(items: list[ItemInput], group: list[int], n_classes: int,
-               ranker: object | None, use_supplied: bool) -> np.ndarray | None:
+               ranker: object | None, use_supplied: bool
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(committee, point estimates): supplied models plus the learned bootstrap members,
+    and supplied models plus the learned main model (None: the committee itself)."""
     first = items[group[0]]
     names = sorted(first.predictions)
     learned = ranker is not None and ranker.accepts(first)
@@ -105,9 +108,10 @@ def _committee(items: list[ItemInput], group: list[int], n_classes: int,
     if names and (use_supplied or not learned):
         supplied = np.array([[items[i].predictions[name] for i in group] for name in names])
         parts.append(supplied.reshape(len(names), len(group), n_classes))
-    if learned:
-        parts.append(ranker.committee([items[i] for i in group]))
-    return np.concatenate(parts, axis=0) if parts else None
+    if not learned:
+        return (np.concatenate(parts, axis=0) if parts else None), None
+    main, members = ranker.committee([items[i] for i in group])
+    return np.concatenate([*parts, members], axis=0), np.concatenate([*parts, main], axis=0)
 
 
 def _features(items: list[ItemInput], group: list[int]) -> np.ndarray | None:

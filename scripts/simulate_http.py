@@ -214,7 +214,8 @@ class _SeedRun:
                            sample_weight=np.full(rows.size, SERVER_LABEL_WEIGHT))
                 features = self.X_pool[rest] if strategy.weights.density > 0 else None
                 priority = score(ranker.committee_proba(self.X_pool[rest]), features=features,
-                                 strategy=strategy).priority
+                                 strategy=strategy,
+                                 estimates=ranker.predict_proba(self.X_pool[rest])[None]).priority
             labelled[rest[np.argsort(-priority, kind="stable")[: after - now]]] = True
         return curve
 
