@@ -1,4 +1,6 @@
-"""Held-out quality of a ranking model, estimated by stratified cross-validation."""
+"""Quality of a ranking model: stratified cross-validation on the labels it was trained on
+(biased: the model picked those items), and accuracy pooled over exploration labels it
+never trained on (unbiased: those items were drawn at random from the pool)."""
 
 from __future__ import annotations
 
@@ -44,3 +46,96 @@ def cross_validated_metrics(estimator: object, X: np.ndarray, y: np.ndarray,
     return {"accuracy": round(float(accuracy_score(y, predicted)), 4),
             "log_loss": round(float(log_loss(y, proba, labels=np.arange(proba.shape[1]))), 4),
             "folds": folds, "n": int(len(y))}
+
+
+def pooled_accuracy(correct: np.ndarray, n: np.ndarray, window: int = 100) -> dict:
+    """Accuracy pooled over the newest evaluation batches until they hold ``window`` labels.
+
+    Each batch is one model version scored on exploration labels it never trained on.  A
+    batch that crosses the window is counted whole, so the estimate uses at least
+    ``window`` labels when that many exist.
+
+    Parameters
+    ----------
+    correct : ndarray of int, shape (m,)
+        Labels each batch predicted right, newest batch first.
+    n : ndarray of int, shape (m,)
+        Labels in each batch, newest batch first.
+    window : int
+        Labels to pool, at least 1.
+
+    Returns
+    -------
+    dict with ``accuracy`` and ``std_error`` = sqrt(p (1 - p) / n) (both None when there is
+    no label), ``n`` (labels pooled) and ``batches`` (batches pooled).
+    """
+    correct, n = _batches(correct, n)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    batches = int(np.searchsorted(np.cumsum(n), window) + 1) if len(n) else 0
+    batches = min(batches, len(n))
+    total, right = int(n[:batches].sum()), int(correct[:batches].sum())
+    if total == 0:
+        return {"accuracy": None, "std_error": None, "n": 0, "batches": 0}
+    p = right / total
+    return {"accuracy": round(p, 4), "std_error": round(float(np.sqrt(p * (1 - p) / total)), 4),
+            "n": total, "batches": batches}
+
+
+def binned_accuracy(n_labels: np.ndarray, correct: np.ndarray, n: np.ndarray,
+                    min_n: int = 20) -> dict:
+    """Points of a learning curve from evaluation batches, each pooling ``min_n`` labels.
+
+    Consecutive batches (oldest first) are pooled until a point holds ``min_n`` labels, so
+    no point rests on one or two labels; a last point short of ``min_n`` joins the one
+    before it.
+
+    Parameters
+    ----------
+    n_labels : ndarray of shape (m,)
+        Labels the evaluated model version was trained on, per batch, oldest first.
+    correct, n : ndarray of int, shape (m,)
+        Labels predicted right and labels per batch, oldest first.
+    min_n : int
+
+    Returns
+    -------
+    dict of ndarrays of shape (points,): ``n_labels`` (mean over the point's labels),
+    ``accuracy``, ``std_error`` and ``n``.
+    """
+    correct, n = _batches(correct, n)
+    n_labels = np.asarray(n_labels, dtype=float)
+    if n_labels.shape != n.shape:
+        raise ValueError(f"n_labels must have shape {n.shape}, got {n_labels.shape}")
+    starts = _point_starts(n, min_n)
+    if not starts:
+        empty = np.zeros(0)
+        return {"n_labels": empty, "accuracy": empty, "std_error": empty,
+                "n": empty.astype(int)}
+    sizes = np.add.reduceat(n, starts)
+    p = np.add.reduceat(correct, starts) / sizes
+    return {"n_labels": np.add.reduceat(n * n_labels, starts) / sizes, "accuracy": p,
+            "std_error": np.sqrt(p * (1 - p) / sizes), "n": sizes}
+
+
+def _point_starts(n: np.ndarray, min_n: int) -> list[int]:
+    """First batch of each point; a short last point joins the one before it."""
+    starts, held = [], min_n  # a point is due before the first batch
+    for index, size in enumerate(n):
+        if held >= min_n and size > 0:
+            starts.append(index)
+            held = 0
+        held += size
+    if len(starts) > 1 and held < min_n:
+        starts.pop()
+    return starts
+
+
+def _batches(correct: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    correct, n = np.asarray(correct, dtype=int), np.asarray(n, dtype=int)
+    if correct.ndim != 1 or correct.shape != n.shape:
+        raise ValueError(f"correct and n must be 1-d of one length, got shapes "
+                         f"{correct.shape} and {n.shape}")
+    if np.any(n < 0) or np.any(correct < 0) or np.any(correct > n):
+        raise ValueError("every batch needs 0 <= correct <= n")
+    return correct, n

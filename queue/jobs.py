@@ -30,6 +30,7 @@ from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, store_model
 from taskrank.queue.pool_map import cover, current_pool_map, fit_project_map, needs_map
 from taskrank.queue.projects import get_project
+from taskrank.queue.quality import evaluate_exploration
 from taskrank.queue.scoring import ItemInput, model_inputs, score_items, stored_item
 from taskrank.queue.settings import Settings
 from taskrank.queue.worker import task_queue
@@ -70,6 +71,9 @@ def retrain(pid: str) -> dict:
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
     aggregation = reaggregate_project(r, project)
     items, labels, weights = _training_set(r, project)
+    # After the training set is read, so the model in use never trained on what it is
+    # scored on (see queue/quality.py).
+    evaluate_exploration(r, project, lambda: current_ranker(r, project))
     strategy = project["strategy"]
     if len(items) < strategy["retrain"]["min_labels"] or len(set(labels)) < 2:
         return {"skipped": f"{len(items)} labeled items of {len(set(labels))} classes; need "

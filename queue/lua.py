@@ -324,8 +324,12 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # labeled set in the same atomic step, so the request needs no further round trip; every
 # other case is aggregated by queue/aggregate.py, which adds the item to the labeled set
 # only after adaptive redundancy has decided it is finished.
+# A counted label on an exploration lease (task field 'ex' = '1', set by CLAIM) queues its
+# item for an unbiased accuracy estimate (queue/quality.py), unless the item was already in
+# the labeled set: a model may have trained on it then, so it would not be a fair test.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
-# of the project when none was sent), KEYS[7] labeled items (sorted set).
+# of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
+# exploration labels not yet evaluated (list of item ids).
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k.
@@ -362,7 +366,7 @@ if fingerprint ~= '' then
   end
 end
 local tkey = P_TASK .. tid
-local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label', 'fit')
+local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label', 'fit', 'ex')
 if not t[1] then return cjson.encode({status = 404}) end
 local iid, eid = t[1], t[2]
 if t[3] == 'open' and tonumber(t[4]) < now then close_lease(tid, 'expired') end
@@ -384,6 +388,9 @@ if state == 'open' then
   redis.call('HINCRBY', KEYS[5], 'm:' .. minute, 1)
   redis.call('HDEL', KEYS[5], 'm:' .. (minute - 61))
   body.since_retrain = redis.call('HINCRBY', KEYS[5], 'since_retrain', 1)
+  if t[7] == '1' and not redis.call('ZSCORE', KEYS[7], iid) then
+    redis.call('RPUSH', KEYS[8], iid)
+  end
   body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
   -- A gold item learns its expert's accuracy from this label: aggregate.py does that.
   local gold = redis.call('HGET', P_ITEM .. iid, 'g')

@@ -16,6 +16,7 @@ import sklearn
 from taskrank.queue import keys as K
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import ModelIncompatibleError
+from taskrank.queue.quality import CV_BASIS, exploration_estimate
 from taskrank.queue.scoring import ItemInput, model_inputs
 
 FORMAT = 1  # bump when the stored layout changes; older workers then refuse newer models
@@ -91,14 +92,18 @@ def _prune(r: redis.Redis, pid: str, keep: int) -> None:
 
 
 def model_info(r: redis.Redis, pid: str) -> dict:
-    """``{"version", "n_labels", "trained_at", "metrics", ...}``; version None before
-    training.  ``rescore_job_id`` is the re-score run that applies the version."""
+    """``{"version", "n_labels", "trained_at", "metrics", "metrics_basis", "exploration",
+    ...}``; version None before training.  ``metrics`` is cross-validation on the labeled
+    items (biased by selection), ``exploration`` the unbiased estimate (queue/quality.py).
+    ``rescore_job_id`` is the re-score run that applies the version."""
     meta = r.hgetall(K.model_meta_key(pid))
+    quality = {"metrics_basis": CV_BASIS, "exploration": exploration_estimate(r, pid)}
     if "version" not in meta:
-        return {"version": None, "n_labels": 0, "trained_at": None, "metrics": {}}
+        return {"version": None, "n_labels": 0, "trained_at": None, "metrics": {}, **quality}
     history = [json.loads(entry) for entry in r.lrange(K.model_history_key(pid), 0, -1)]
     return {"version": int(meta["version"]), "n_labels": int(meta["n_labels"]),
             "trained_at": rfc3339(meta["trained_at"]), "metrics": json.loads(meta["metrics"]),
+            **quality,
             "model": meta.get("model"), "strategy_version": int(meta.get("strategy_version", 0)),
             "rescore_job_id": meta.get("rescore_job_id"),
             "versions_kept": _stored_versions(r, pid, history)}

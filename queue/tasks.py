@@ -96,7 +96,7 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
         idem_key = K.label_idempotency_key(pid, tid, idempotency_key)
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
-                                    K.labeled_key(pid)],
+                                    K.labeled_key(pid), K.explore_labels_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
                    len(project["labels"])])
     answer = json.loads(raw)

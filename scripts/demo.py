@@ -11,6 +11,21 @@ Items carry standardised features and the predictions of a deliberately weak sup
 model (naive Bayes on two features, fit on a small seed split that is neither pool nor
 test): that is what a labeling platform has, so the queue is meaningful from the first
 task, and the server's own ranking model has something to improve on.
+
+The curves of the plot (also printed at the end):
+
+- taskrank (held out): a plain logistic regression fit on the items taskrank chose, with
+  the labels its routed experts gave, scored on the held-out test split.  Unbiased for
+  the demo, which knows the truth; a real platform has no such split.
+- random (held out): the same for random items, each labeled by a random expert: the
+  baseline taskrank must beat.
+- server, exploration (unbiased): what a real deployment can know.  The server's own model
+  versions scored on exploration items (drawn uniformly from the pending pool, whatever
+  the model thinks) labeled after those versions were trained; points at the labels those
+  versions were trained on, bars one standard error.  It is measured against the experts'
+  labels, so their mistakes count against the model and it sits below the held-out curves.
+- server, cross-validated (biased): cross-validation on the labels the model itself
+  picked; the selection bias makes it optimistic or pessimistic, so it is drawn dotted.
 """
 
 from __future__ import annotations
@@ -108,6 +123,22 @@ class Curve:
     random: list[float] = field(default_factory=list)
     model_labels: list[int] = field(default_factory=list)
     model_cv: list[float] = field(default_factory=list)
+    explore_labels: list[float] = field(default_factory=list)  # mean labels trained on
+    explore: list[float] = field(default_factory=list)
+    explore_error: list[float] = field(default_factory=list)
+    explore_seen: tuple = ()  # (n, versions) of the last point, to skip repeats
+
+    def add_exploration(self, explored: dict | None) -> None:
+        """A point of the server's unbiased estimate, when it moved since the last one."""
+        if not explored or explored.get("accuracy") is None:
+            return
+        seen = (explored["n"], tuple(explored["versions"]))
+        if seen == self.explore_seen or explored.get("mean_n_labels") is None:
+            return
+        self.explore_seen = seen
+        self.explore_labels.append(explored["mean_n_labels"])
+        self.explore.append(explored["accuracy"])
+        self.explore_error.append(explored["std_error"])
 
 
 def heldout_accuracy(data: Data, rows: list[int], given: list[int]) -> float | None:
@@ -152,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     plot(curve, args.plot, pid)
     print(f"learning curve written to {args.plot}")
+    print(CURVES_EXPLAINED)
     return 0
 
 
@@ -237,8 +269,10 @@ def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows:
     if trained:
         curve.model_labels.append(model["n_labels"])
         curve.model_cv.append(cv)
+    curve.add_exploration(model.get("exploration"))
     version = (f"model v{model['version']} (on {model['n_labels']} labels, cv accuracy "
-               f"{cv:.3f})" if trained else "no model yet")
+               f"{cv:.3f} biased{_exploration(model.get('exploration'))})" if trained
+               else "no model yet")
     first = ""
     if queue:
         terms = ", ".join(f"{name} {term['value']:.2f}"
@@ -264,25 +298,54 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _exploration(explored: dict | None) -> str:
+    """The server's unbiased estimate for the progress line, when it has one."""
+    if not explored or explored.get("accuracy") is None:
+        return ""
+    return (f", exploration accuracy {explored['accuracy']:.3f} ± "
+            f"{explored['std_error']:.3f} unbiased, n {explored['n']}")
+
+
+CURVES_EXPLAINED = """how to read the plot:
+  taskrank (held out)          logistic regression on the items taskrank chose and the
+                               labels its experts gave, scored on the held-out split
+  random (held out)            the same for random items and random experts: the baseline
+  server, exploration          UNBIASED: the server's model versions scored on exploration
+                               items (uniform from the pool) labeled after they were
+                               trained, ± one standard error; against the experts' labels,
+                               so their mistakes count against it
+  server, cross-validated      BIASED: cross-validation on labels the model itself picked"""
+
+
 def plot(curve: Curve, path: str, pid: str) -> None:
-    import matplotlib
+    """Write the learning curves to ``path`` (PNG)."""
+    figure(curve, pid).savefig(path, dpi=110)
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def figure(curve: Curve, pid: str) -> object:
+    """The learning curves as a matplotlib Figure (not pyplot: no global state to close)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 5.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.plot(curve.labels, curve.heldout, "o-", label="taskrank order and routing (held out)")
     ax.plot(curve.labels, curve.random, "s--", label="random items, random expert (held out)")
+    if curve.explore:
+        ax.errorbar(curve.explore_labels, curve.explore, yerr=curve.explore_error, fmt="D",
+                    capsize=3, label="server model, exploration labels ± s.e. (unbiased)")
     if curve.model_labels:
-        ax.plot(curve.model_labels, curve.model_cv, "^:", label="server model, cross-validated")
-    ax.set_xlabel("labels given")
+        ax.plot(curve.model_labels, curve.model_cv, "^:", alpha=0.6,
+                label="server model, cross-validated (biased by selection)")
+    ax.set_xlabel("labels given (the server's points: labels its model was trained on)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"taskrank demo: {pid}")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    # Below the axes, so it never hides a point.
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
 
 
 if __name__ == "__main__":

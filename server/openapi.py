@@ -217,13 +217,30 @@ def schemas(max_items: int) -> dict:
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),
-        "ModelInfo": obj(("version", "n_labels", "trained_at", "metrics"),
+        "ModelInfo": obj(("version", "n_labels", "trained_at", "metrics", "metrics_basis",
+                          "exploration"),
                          version=nullable(integer(1)), n_labels=integer(0),
-                         trained_at=nullable(TIME), metrics={"type": "object"},
+                         trained_at=nullable(TIME), metrics=doc({"type": "object"}, (
+                             "cross-validation of the current version on all labels "
+                             "(accuracy, log_loss, folds, n): biased, see metrics_basis")),
+                         metrics_basis=doc(TEXT, "what metrics measures and its bias"),
+                         exploration=ref("Exploration"),
                          model=nullable(TEXT), strategy_version=integer(0),
                          versions_kept=array(integer(1)), rescore_job_id=nullable(doc(
                              TEXT, "the re-score run applying this version to the queue "
                              "(GET /v1/jobs/{id}: finished once it is re-ranked)"))),
+        "Exploration": doc(obj(
+            ("accuracy", "std_error", "n", "window", "versions", "mean_n_labels", "basis"),
+            accuracy=nullable(num(0, 1)), std_error=nullable(num(0, 1)),
+            n=doc(integer(0), "exploration labels pooled (0 before any was scored)"),
+            window=doc(integer(1), "labels pooled: the newest batches until they hold this "
+                                   "many"),
+            versions=doc(array(integer(1)), "the model versions those labels scored"),
+            mean_n_labels=nullable(doc(num(0), "labels those versions were trained on, "
+                                               "averaged over the pooled labels")),
+            basis=TEXT), "Unbiased accuracy: the model versions in use scored on exploration "
+                         "items (drawn uniformly from the pending pool) labeled after they "
+                         "were trained; std_error is sqrt(p(1-p)/n)"),
         "JobAccepted": obj(("job_id",), job_id=TEXT),
         "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=ANY,
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),

@@ -28,6 +28,7 @@ from taskrank.queue.dashboard import (
 )
 from taskrank.queue.exceptions import TaskrankError
 from taskrank.queue.projects import get_project, list_projects
+from taskrank.queue.quality import exploration_curve
 from taskrank.queue.tokens import Principal, authenticate, hash_token
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import current_principal
@@ -112,7 +113,7 @@ def project_page(pid: str) -> str:
     project = get_project(r, check_id(pid, "project id"))
     overview = _with_terms(project_overview(r, project, DETAIL_QUEUE))
     return render_template("ui/project.html", o=overview, curve=learning_curve(r, pid),
-                           rendered_at=_now())
+                           explored=exploration_curve(r, pid), rendered_at=_now())
 
 
 @bp.get("/projects/<pid>/learning-curve.png")
@@ -120,7 +121,8 @@ def project_page(pid: str) -> str:
 def learning_curve_png(pid: str) -> Response:
     r = redis_client()
     get_project(r, check_id(pid, "project id"))
-    return Response(_plot(learning_curve(r, pid)), mimetype="image/png")
+    return Response(_plot(learning_curve(r, pid), exploration_curve(r, pid)),
+                    mimetype="image/png")
 
 
 @bp.get("/login")
@@ -175,33 +177,47 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _plot(points: list[dict]) -> bytes:
-    """Cross-validated accuracy against labels trained on, one marker per model version."""
+def _plot(points: list[dict], explored: list[dict]) -> bytes:
+    """Cross-validated accuracy (biased) per model version and exploration accuracy
+    (unbiased, with standard-error bars) against labels trained on; legend below the axes."""
     # Imported here: matplotlib costs each web process time and memory only when used.
     # Figure + the Agg canvas, not pyplot, whose global state is not thread-safe.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.2, 2.8), dpi=100)
+    figure = Figure(figsize=(5.2, 3.4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     scored = [point for point in points if point["accuracy"] is not None]
     if scored:
-        x = [point["n_labels"] for point in scored]
-        y = [point["accuracy"] for point in scored]
-        axes.plot(x, y, marker="o", color="#2563eb")
-        axes.set_xlim(0, max(x) * 1.1)
-        for point in scored:
-            axes.annotate(f"v{point['version']}", (point["n_labels"], point["accuracy"]),
-                          textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    else:
+        _plot_cross_validated(axes, scored)
+    if explored:
+        axes.errorbar([p["n_labels"] for p in explored], [p["accuracy"] for p in explored],
+                      yerr=[p["std_error"] for p in explored], fmt="s", color="#dc2626",
+                      capsize=3, label="exploration accuracy ± s.e. (unbiased)")
+    if not scored and not explored:
         axes.text(0.5, 0.5, "no model version with an accuracy estimate yet",
                   ha="center", va="center", transform=axes.transAxes, color="#6b7280")
+    else:
+        x = [p["n_labels"] for p in scored] + [p["n_labels"] for p in explored]
+        axes.set_xlim(0, max(x) * 1.1)
+        # Below the axes, never over the points.
+        figure.legend(loc="lower center", ncol=1, fontsize=8, frameon=False)
     axes.set_ylim(0, 1.05)
     axes.set_xlabel("labels trained on")
-    axes.set_ylabel("cross-validated accuracy")
+    axes.set_ylabel("accuracy")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.16, 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _plot_cross_validated(axes: object, scored: list[dict]) -> None:
+    x = [point["n_labels"] for point in scored]
+    y = [point["accuracy"] for point in scored]
+    axes.plot(x, y, marker="o", color="#2563eb",
+              label="cross-validated accuracy (biased by selection)")
+    for point in scored:
+        axes.annotate(f"v{point['version']}", (point["n_labels"], point["accuracy"]),
+                      textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)

@@ -16,6 +16,7 @@ def test_a_short_demo_labels_reports_and_plots(settings, r, tokens, tmp_path, ca
     assert code == 0, out
     assert "labels   15 |" in out and "labels   30 |" in out and "done: 30 labels" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert demo.CURVES_EXPLAINED in out and "UNBIASED" in out and "BIASED" in out
 
 
 def test_an_unreachable_server_exits_2(capsys):
@@ -23,3 +24,40 @@ def test_an_unreachable_server_exits_2(capsys):
     assert demo.main(["--url", "http://127.0.0.1:9", "--token", "x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("taskrank demo: cannot reach") and len(err.splitlines()) == 1
+
+
+def _exploration(n, versions, accuracy=0.8, mean_n_labels=20.0):
+    return {"accuracy": accuracy, "std_error": 0.05, "n": n, "window": 100,
+            "versions": versions, "mean_n_labels": mean_n_labels, "basis": "unbiased"}
+
+
+def test_exploration_points_are_added_only_when_the_estimate_moves():
+    """A null estimate adds nothing; the same (n, versions) twice adds one point."""
+    curve = demo.Curve()
+    curve.add_exploration(None)
+    curve.add_exploration({**_exploration(0, []), "accuracy": None})
+    curve.add_exploration(_exploration(10, [1]))
+    curve.add_exploration(_exploration(10, [1]))
+    curve.add_exploration(_exploration(25, [1, 2], 0.76, 31.2))
+    assert (curve.explore_labels, curve.explore, curve.explore_error) == (
+        [20.0, 31.2], [0.8, 0.76], [0.05, 0.05])
+
+
+def test_progress_line_shows_the_exploration_estimate_when_there_is_one():
+    """The report's exploration part names the estimate unbiased, and is empty without one."""
+    assert demo._exploration(_exploration(40, [2])) == (
+        ", exploration accuracy 0.800 ± 0.050 unbiased, n 40")
+    assert demo._exploration({**_exploration(0, []), "accuracy": None}) == ""
+
+
+def test_legend_sits_outside_the_axes():
+    """With all four curves drawn, the legend's box does not overlap the axes' box."""
+    curve = demo.Curve(labels=[10, 20, 30], heldout=[0.7, 0.8, 0.9], random=[0.6, 0.7, 0.8],
+                       model_labels=[10, 20], model_cv=[0.9, 0.95])
+    curve.add_exploration(_exploration(12, [1], 0.75, 10.0))
+    fig = demo.figure(curve, "p")
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    axes = fig.axes[0].get_tightbbox(renderer)
+    assert len(fig.legends[0].get_texts()) == 4
+    assert not legend.overlaps(axes)

@@ -65,7 +65,14 @@ def api_numbers(client, auth, pid: str) -> dict[str, str]:
             "labels_counted": str(stats["labels"]["counted"]),
             "labels_late": str(stats["labels"]["late"]),
             "model_version": "none" if model["version"] is None else str(model["version"]),
-            "accuracy": "—" if accuracy is None else str(accuracy)}
+            "accuracy": "—" if accuracy is None else str(accuracy),
+            "exploration_accuracy": _exploration_text(model["exploration"])}
+
+
+def _exploration_text(explored: dict) -> str:
+    if explored["accuracy"] is None:
+        return "—"
+    return f"{explored['accuracy']} ± {explored['std_error']} (n {explored['n']})"
 
 
 def api_queue(client, auth, pid: str, limit: int = 10) -> list[str]:
@@ -284,3 +291,33 @@ def test_browser_renders_the_api_numbers(chromium, client, auth, trained, live_u
     for pid in trained:
         assert page.stats[pid] == api_numbers(client, auth, pid)
         assert page.queues[pid] == api_queue(client, auth, pid)
+
+
+@pytest.fixture
+def explored(trained, client, auth, r, run_jobs) -> str:
+    """p1 after 6 exploration labels (leases marked as CLAIM marks them) and a retrain."""
+    for n in range(6):
+        task = next_task(client, auth).json["task"]
+        r.hset(K.task_key("p1", task["id"]), "ex", 1)
+        response = client.post(f"/v1/tasks/{task['id']}/label", headers=auth("platform"),
+                               json={"label": ["neg", "pos"][n % 2]})
+        assert response.status_code == 201, response.json
+    assert client.post("/v1/projects/p1/retrain", headers=auth("platform")).status_code == 202
+    run_jobs()
+    return "p1"
+
+
+def test_page_shows_exploration_accuracy_beside_cv_and_says_which_is_biased(
+        client, auth, tokens, explored, tmp_path):
+    """Both estimates appear as the API reports them, each named unbiased or biased, and
+    the learning curve still draws with the exploration points."""
+    login(client, tokens["platform"])
+    html = client.get(f"/projects/{explored}").get_data(as_text=True)
+    numbers = api_numbers(client, auth, explored)
+    assert PageNumbers(html).stats[explored] == numbers
+    assert numbers["exploration_accuracy"].endswith("(n 6)")
+    assert "exploration accuracy (unbiased)" in html and "CV accuracy (biased" in html
+    assert escape("(selection bias)") in html and 'data-table="exploration"' in html
+    response = client.get(f"/projects/{explored}/learning-curve.png")
+    assert response.status_code == 200 and response.data.startswith(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "curve.png").write_bytes(response.data)
