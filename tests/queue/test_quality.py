@@ -154,3 +154,21 @@ def test_model_info_before_training_has_an_empty_exploration_block(r):
     assert info["exploration"] == {"accuracy": None, "std_error": None, "n": 0,
                                    "window": 100, "versions": [], "mean_n_labels": None,
                                    "basis": EXPLORATION_BASIS}
+
+
+def test_real_exploration_claims_feed_the_unbiased_estimate(r, settings, run_jobs):
+    """With strategy.explore.share 1, every claim after the first model is drawn by CLAIM
+    itself (no test marking): its labels reach GET /model's exploration block."""
+    truth = _setup(r)
+    update_project(r, "p", {"strategy": {"explore": {"share": 1.0}}})
+    _train(r, settings, run_jobs, truth)
+    explored = []
+    for _ in range(12):
+        task = _claim(r)
+        explored.append(task["exploration"])
+        assert _label(r, task, "ab"[truth[task["item_id"]]])[0] == 201
+    assert all(explored)
+    _retrain(r, settings, run_jobs)
+    estimate = model_info(r, "p")["exploration"]
+    assert estimate["n"] == 12 and estimate["versions"] == [1]
+    assert 0.0 <= estimate["accuracy"] <= 1.0
