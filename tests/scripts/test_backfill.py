@@ -14,6 +14,7 @@ from taskrank.queue.experts import put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.jobs import enqueue_rescore, rescore_progress, resume_rescore
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim
 from taskrank.queue.worker import task_queue
 from taskrank.scripts import backfill
@@ -30,13 +31,14 @@ def env(monkeypatch, settings):
     monkeypatch.delenv("TASKRANK_QUEUE_NAME", raising=False)
 
 
-def _project(r, pid: str) -> dict:
+def _project(r, pid: str, settings: Settings) -> dict:
     """A project of N_ITEMS scored items, whose strategy then changes (stale priorities)."""
     create_project(r, {"id": pid, "labels": ["a", "b", "c"]})
     rng = np.random.default_rng(1)
     items = [{"id": f"i{i}", "skills": ["t1"] if i % 2 else [],
               "predictions": {"m1": _probs(rng), "m2": _probs(rng)}} for i in range(N_ITEMS)]
     ingest(r, get_project(r, pid), items)
+    _work(settings)  # the pool map the ingest queued, and its re-score
     update_project(r, pid, {"strategy": {"uncertainty": "entropy",
                                          "weights": {"uncertainty": 0.2, "disagreement": 0.8}}})
     return get_project(r, pid)
@@ -60,13 +62,13 @@ def _work(settings, max_jobs: int | None = None) -> None:
 
 def test_interrupted_and_resumed_run_gives_the_priorities_of_one_run(env, settings, r, capsys):
     """Three chunks done, the rest lost, --resume: same priorities as an uninterrupted run."""
-    _project(r, "whole")
+    _project(r, "whole", settings)
     before = _priorities(r, "whole")
     assert backfill.main(["whole", "--direct", "--chunk", str(CHUNK)]) == 0
     whole = _priorities(r, "whole")
     assert whole != before  # the strategy change did move priorities
 
-    _project(r, "cut")
+    _project(r, "cut", settings)
     run = enqueue_rescore(r, "cut", reason="test", settings=settings, chunk=CHUNK)
     _work(settings, max_jobs=3)
     task_queue(settings, connect_binary(settings)).empty()  # the rest of the jobs are lost
@@ -82,7 +84,7 @@ def test_interrupted_and_resumed_run_gives_the_priorities_of_one_run(env, settin
 
 def test_resume_enqueues_only_chunks_not_done_and_not_already_waiting(settings, r):
     """Chunks still in the queue are moved, not doubled; done ones are never enqueued."""
-    _project(r, "p")
+    _project(r, "p", settings)
     run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=CHUNK)
     _work(settings, max_jobs=2)
     again = resume_rescore(r, "p", run, settings)
@@ -96,16 +98,16 @@ def test_resume_enqueues_only_chunks_not_done_and_not_already_waiting(settings, 
 
 def test_backfill_fans_out_over_a_running_worker(env, settings, r, capsys):
     """Without --direct the chunks run on the RQ workers; the summary counts them all."""
-    _project(r, "p")
+    _project(r, "p", settings)
     with rq_worker(settings, r):
         assert backfill.main(["p", "--chunk", "20", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["items"], summary["updated"], summary["chunks_done"]) == (N_ITEMS, N_ITEMS, 3)
 
 
-def test_unusable_invocations_exit_2(env, r, capsys):
+def test_unusable_invocations_exit_2(env, settings, r, capsys):
     """No worker, unknown project, unknown run: exit 2 with one line."""
-    _project(r, "p")
+    _project(r, "p", settings)
     assert backfill.main(["p"]) == 2
     assert "no RQ worker listens" in capsys.readouterr().err
     assert backfill.main(["ghost", "--direct"]) == 2
@@ -115,9 +117,10 @@ def test_unusable_invocations_exit_2(env, r, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-def test_from_file_sets_priorities_of_pending_items_only(env, r, tmp_path, capsys, fmt):
+def test_from_file_sets_priorities_of_pending_items_only(env, settings, r, tmp_path, capsys,
+                                                        fmt):
     """--from: pending items take the given priority; a leased one stays out of the pool."""
-    _project(r, "p")
+    _project(r, "p", settings)
     put_expert(r, "e1", {"skills": {"t1": 0.9}})
     from taskrank.queue.experts import load_expert
 
