@@ -2,8 +2,9 @@
 re-score it triggers, timed from the label that asks for a retrain to the last re-scored
 chunk, with 2 ``taskrank worker`` processes.
 
-A retrain is asked every ``retrain.every_labels`` (25) counted labels; each trial labels
-24 items untimed, then times the 25th label, the retrain job and its re-score run.
+A retrain is asked every ``retrain.every_labels`` (the default strategy's) counted labels;
+each trial labels all but one of them untimed, then times the last label, the retrain job
+and its re-score run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import redis
 
+from taskrank.learning.priority import Strategy
 from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.settings import Settings
 from taskrank.scripts.bench_client import percentiles
@@ -26,7 +28,7 @@ from taskrank.scripts.bench_rescore import (
 )
 from taskrank.scripts.bench_stack import fresh_redis, rq_workers
 
-EVERY_LABELS = 25  # the default strategy's retrain.every_labels
+EVERY_LABELS = Strategy().retrain.every_labels
 
 
 def run(pool: int, trials: int, workers: int = 2, fsync: str = "always") -> dict:
@@ -44,7 +46,7 @@ def run(pool: int, trials: int, workers: int = 2, fsync: str = "always") -> dict
 
 
 def one_trial(settings: Settings, r: redis.Redis) -> dict:
-    """24 labels untimed, then the 25th label through retrain and re-score, timed."""
+    """EVERY_LABELS - 1 labels untimed, then the last through retrain and re-score, timed."""
     label_some(r, EVERY_LABELS - 1)
     start = time.perf_counter()
     label_some(r, 1)
