@@ -90,10 +90,16 @@ def _fit(expert: dict, tags: list[str]) -> float:
 
 
 def reaggregate_project(r: redis.Redis, project: dict) -> dict:
-    """Dawid–Skene over every finished item: labels and expert accuracies learned together.
+    """Dawid–Skene over every finished item with two labels or more: labels and expert
+    accuracies learned together.
 
     Runs before each retrain, so the model trains on the jointly estimated labels. Gold
-    items keep their known answer. Returns how many aggregated labels changed.
+    items keep their known answer. An item with one label keeps the vote it got (its
+    expert's answer): one label says nothing about its expert, and in the EM it is decided
+    by class prevalence against accuracies it cannot inform, which, on imbalanced classes,
+    turned every single-label item into the majority class (taskrank demo,
+    breast_cancer: 200 labels of both classes aggregated to one, so no model could train).
+    Returns how many aggregated labels changed.
     """
     pid, labels = project["id"], project["labels"]
     ids = r.zrange(K.labeled_key(pid), 0, -1)
@@ -101,7 +107,10 @@ def reaggregate_project(r: redis.Redis, project: dict) -> dict:
     for iid in ids:
         pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
         pipe.hmget(K.item_key(pid, iid), "al", "g")
-    rows = pipe.execute()
+    replies = pipe.execute()
+    rows = [(iid, replies[2 * i], replies[2 * i + 1]) for i, iid in enumerate(ids)
+            if len(replies[2 * i]) >= 2]
+    ids, rows = [row[0] for row in rows], [part for row in rows for part in row[1:]]
     triples, experts = [], {}
     for index in range(len(ids)):
         for entry in rows[2 * index]:

@@ -54,3 +54,26 @@ def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):
     assert correct() >= running_vote - 3
     assert r.hget(K.item_key("p", "i0"), "al") == truth["i0"]
     assert float(r.hget(K.item_key("p", "i0"), "ac")) == 1.0
+
+
+def test_single_label_items_keep_their_label_on_imbalanced_classes(r, settings):
+    """At one label per item, re-aggregation leaves every label as its expert gave it: on
+    a 70/30 pool, Dawid-Skene's class prevalence used to turn them all into 'a'."""
+    create_project(r, {"id": "p", "labels": ["a", "b"]})
+    project = get_project(r, "p")
+    rng = random.Random(0)
+    truth = {f"i{i}": "a" if rng.random() < 0.7 else "b" for i in range(60)}
+    ingest(r, project, [{"id": iid, "predictions": {"m": [0.5, 0.5]}} for iid in truth])
+    for eid, level in (("e0", 0.7), ("e1", 0.6), ("e2", 0.65)):
+        put_expert(r, eid, {"skills": {"x": level}, "capacity": 100})
+    given = {}
+    for turn in range(60):
+        task = tasks.claim(r, project, load_expert(r, f"e{turn % 3}"), depth=64)
+        answer = truth[task["item_id"]] if rng.random() < 0.8 else rng.choice("ab")
+        _, body = tasks.submit_label(r, project, task["id"], answer, 1.0)
+        after_label(r, project, body, settings)
+        given[task["item_id"]] = answer
+    result = reaggregate_project(r, project)
+    assert result["changed"] == 0
+    assert {iid: r.hget(K.item_key("p", iid), "al") for iid in given} == given
+    assert set(given.values()) == {"a", "b"}
