@@ -1,7 +1,8 @@
 """``taskrank simulate DATASET``: replay a labelled dataset through the acquisition strategies.
 
-DATASET is one of scikit-learn's bundled sets (digits, breast_cancer, wine, iris) or a
-``.npz`` file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
+DATASET is one of scikit-learn's bundled sets (digits, breast_cancer, wine, iris), a pool
+generated in memory (classes10, embeddings384; see ``learning/datasets.py``) or a ``.npz``
+file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
 labels and the area under the learning curve (AULC) per strategy, mean ± std over seeds;
 optionally writes the JSON result and a PNG of the learning curves.
 
@@ -16,8 +17,9 @@ the first label with the project's defaults, and judges it beside random and mar
 sampling with a plain LogisticRegression; ``--concurrent N`` has N experts label in
 parallel, never waiting for retrains; see ``scripts/simulate_cold.py``.
 
-Exit status: 0 done, 1 the server failed mid-run, 2 unusable input (unknown dataset,
-missing file, bad strategy file, nonsensical numbers, server unreachable).
+Exit status: 0 done, 1 the server failed mid-run, 130 interrupted, 2 unusable input
+(unknown dataset, missing file, bad strategy file, nonsensical numbers, flags that do not
+go together, server unreachable).
 """
 
 from __future__ import annotations
@@ -365,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         print(f"taskrank simulate: stopped: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the experts' threads are joined by then
+        print("taskrank simulate: interrupted", file=sys.stderr)
+        return 130
     result["seconds"] = round(time.perf_counter() - started, 2)
     print(report(result, args))
     print(f"({result['seconds']:.1f} s)")
