@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from taskrank.learning.aggregation import dawid_skene, vote_posterior, weighted_vote
+from taskrank.learning.datasets import DATASETS, load_dataset
 from taskrank.learning.disagreement import get_disagreement
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
@@ -47,32 +47,6 @@ __all__ = [
 BUILTIN_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "committee", "default")
 # Continuous, so a small committee still ranks every item (vote entropy ties most of them).
 COMMITTEE_DISAGREEMENT = "consensus_kl"
-DATASETS = {
-    "breast_cancer": load_breast_cancer,
-    "digits": load_digits,
-    "iris": load_iris,
-    "wine": load_wine,
-}
-
-
-def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One of scikit-learn's bundled datasets (nothing is downloaded).
-
-    Parameters
-    ----------
-    name : {"digits", "breast_cancer", "wine", "iris"}
-
-    Returns
-    -------
-    X : ndarray of shape (n_samples, n_features), float
-    y : ndarray of shape (n_samples,), int
-    """
-    try:
-        loader = DATASETS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}") from None
-    X, y = loader(return_X_y=True)
-    return np.asarray(X, dtype=float), np.asarray(y)
 
 
 def _check_count(name: str, number: object, low: int = 1) -> None:

@@ -49,6 +49,11 @@ class Client:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
+        self._token = token
+
+    def clone(self) -> Client:
+        """A new client to the same server with the same token (one per thread)."""
+        return Client(self.url, self._token, self._timeout, self._retries_503)
 
     def get(self, path: str) -> object:
         return self.request("GET", path)

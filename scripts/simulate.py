@@ -1,7 +1,8 @@
 """``taskrank simulate DATASET``: replay a labelled dataset through the acquisition strategies.
 
-DATASET is one of scikit-learn's bundled sets (digits, breast_cancer, wine, iris) or a
-``.npz`` file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
+DATASET is one of scikit-learn's bundled sets (digits, breast_cancer, wine, iris), a pool
+generated in memory (classes10, embeddings384; see ``learning/datasets.py``) or a ``.npz``
+file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
 labels and the area under the learning curve (AULC) per strategy, mean ± std over seeds;
 optionally writes the JSON result and a PNG of the learning curves.
 
@@ -11,10 +12,14 @@ accuracy and cost under taskrank's routing, random assignment and an oracle.
 With ``--http`` both replays run through a running server (``--url``, ``--token``; default
 TASKRANK_URL and TASKRANK_TOKEN, an admin token): the default strategy (or the
 ``--strategy-file`` one) against the in-process replay of the same seeds, or the three
-routing arms; see ``scripts/simulate_http.py``.
+routing arms; see ``scripts/simulate_http.py``. ``--http --cold`` lets the server pick from
+the first label with the project's defaults, and judges it beside random and margin
+sampling with a plain LogisticRegression; ``--concurrent N`` has N experts label in
+parallel, never waiting for retrains; see ``scripts/simulate_cold.py``.
 
-Exit status: 0 done, 1 the server failed mid-run, 2 unusable input (unknown dataset,
-missing file, bad strategy file, nonsensical numbers, server unreachable).
+Exit status: 0 done, 1 the server failed mid-run, 130 interrupted, 2 unusable input
+(unknown dataset, missing file, bad strategy file, nonsensical numbers, flags that do not
+go together, server unreachable).
 """
 
 from __future__ import annotations
@@ -96,6 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     served.add_argument("--token", help="admin bearer token (default TASKRANK_TOKEN)")
     served.add_argument("--wait", type=_count, default=120,
                         help="seconds to wait for one retrain (default 120)")
+    served.add_argument("--cold", action="store_true",
+                        help="the server picks from the first label (project defaults, "
+                             "nothing seeded), judged beside random and margin sampling")
+    served.add_argument("--concurrent", type=_count, metavar="N",
+                        help="with --cold: N experts claim and label in parallel, never "
+                             "waiting for retrains, at the project's retrain cadence")
     experts = parser.add_argument_group("simulated experts (--experts)")
     experts.add_argument("--experts", action="store_true", help="simulate expert routing")
     experts.add_argument("--n-labels", type=_count, default=1000)
@@ -105,7 +116,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     experts.add_argument("--gold", type=_share, default=0.0, help="share of gold items")
     experts.add_argument("--overclaim", type=_share, default=0.25,
                          help="share of experts who overstate their skills")
-    return parser.parse_args(argv)
+    return _check_modes(parser.parse_args(argv))
+
+
+def _check_modes(args: argparse.Namespace) -> argparse.Namespace:
+    """Flags that only make sense together (``Unusable`` otherwise)."""
+    if args.cold and not args.http:
+        raise Unusable("--cold runs through a server: add --http")
+    if args.concurrent is not None and not (args.http and args.cold):
+        raise Unusable("--concurrent needs --http --cold")
+    if args.cold and args.experts:
+        raise Unusable("--cold replays learning curves; it does not combine with --experts")
+    return args
 
 
 def read_dataset(name: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -215,10 +237,12 @@ def plot(result: dict, path: Path) -> None:
             ax.fill_between(x, mean - std, mean + std, alpha=0.15)
         ax.set_xlabel("labels")
         ax.set_ylabel("test accuracy")
-        ax.legend(loc="lower right", fontsize="small")
+        # Outside the axes, so no curve or band is ever hidden behind it.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                  borderaxespad=0.0)
     ax.set_title(f"taskrank simulate: {result.get('dataset', '')}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -261,6 +285,8 @@ def simulate_over_http(args: argparse.Namespace, X: np.ndarray, y: np.ndarray,
                     dataset=name, wait=args.wait, progress=bar.update)
         candidate = read_strategies(args).get("candidate")
         patch = None if candidate is None else json.loads(args.strategy_file.read_text())
+        if args.cold:
+            return _cold_over_http(args, client, X, y, name, patch)
         rounds = len(range(args.initial, args.budget, args.batch)) + 1
         with tqdm(total=args.seeds * rounds, desc="simulate (http)", unit="round",
                   disable=None) as bar:
@@ -268,6 +294,20 @@ def simulate_over_http(args: argparse.Namespace, X: np.ndarray, y: np.ndarray,
                 client, X, y, patch, seeds=args.seeds, initial=args.initial, batch=args.batch,
                 budget=args.budget, test_size=args.test_size, random_state=args.random_state,
                 dataset=name, wait=args.wait, progress=bar.update)
+
+
+def _cold_over_http(args: argparse.Namespace, client: Client, X: np.ndarray, y: np.ndarray,
+                    name: str, patch: dict | None) -> dict:
+    """``--http --cold [--concurrent N]``: the server beside random and margin sampling."""
+    from taskrank.scripts.simulate_cold import cold_curves
+
+    with tqdm(total=args.seeds * args.budget, desc="simulate (http, cold)", unit="label",
+              disable=None) as bar:
+        return cold_curves(
+            client, X, y, patch, seeds=args.seeds, initial=args.initial, batch=args.batch,
+            budget=args.budget, test_size=args.test_size, random_state=args.random_state,
+            dataset=name, concurrent=args.concurrent or 0, wait=args.wait,
+            progress=bar.update)
 
 
 def server_client(args: argparse.Namespace) -> Client:
@@ -288,6 +328,10 @@ def report(result: dict, args: argparse.Namespace) -> str:
     """The tables for the result of ``simulate``."""
     if not args.http:
         return routing_table(result) if args.experts else learning_table(result)
+    if args.cold:
+        from taskrank.scripts.simulate_cold import difference_lines
+
+        return f"{learning_table(result)}\n{difference_lines(result)}"
     if args.experts:
         parts = [f"through the server ({result['config']['url']}):", routing_table(result)]
         for name, local in result["in_process"].items():
@@ -323,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         print(f"taskrank simulate: stopped: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the experts' threads are joined by then
+        print("taskrank simulate: interrupted", file=sys.stderr)
+        return 130
     result["seconds"] = round(time.perf_counter() - started, 2)
     print(report(result, args))
     print(f"({result['seconds']:.1f} s)")
