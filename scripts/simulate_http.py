@@ -126,7 +126,10 @@ def learning_curves(client: Client, X: np.ndarray, y: np.ndarray, patch: dict | 
                            budget=budget, test_size=test_size, random_state=random_state,
                            dataset=dataset)["strategies"]["default"]
     counts = np.array(local["n_labels"])
-    served = {**(patch or {}), "retrain": {"every_labels": batch, "min_labels": initial}}
+    # The twin replays the library's scoring; the claim's own exploration and diversity
+    # (which no in-process replay reproduces) are off here, and measured by --cold.
+    served = {"explore": {"share": 0.0}, "diversity": {"factor": 1.0}, **(patch or {}),
+              "retrain": {"every_labels": batch, "min_labels": initial}}
     curves, twins, notes = [], [], []
     for index, seed in enumerate(_seed_list(random_state, seeds)):
         run = _SeedRun(client, np.asarray(X, dtype=float), y, int(seed), test_size, spec, wait)
