@@ -274,7 +274,11 @@ if turn then
   end
 end
 local seen = {}
+-- A page's best may have been marked down by diversity while a candidate further down is
+-- not: then the next page is read too (the value bound still stops each set early).
+local penalized = false
 for page = 0, (best and 0 or pages) - 1 do
+  penalized = false
   for k = FIRST_POOL, #KEYS do
     local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
                             'WITHSCORES')
@@ -287,7 +291,11 @@ for page = 0, (best and 0 or pages) - 1 do
         local fit, tags = eligible_fit(iid, f)
         if fit then
           local value = priority * fit ^ exponent
-          if value > 0 then value = value * diversity_factor(f[3]) end
+          if value > 0 then
+            local factor = diversity_factor(f[3])
+            if factor < 1 then penalized = true end
+            value = value * factor
+          end
           if best_value == nil or value > best_value then
             best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
             best_cluster = f[3]
@@ -296,7 +304,7 @@ for page = 0, (best and 0 or pages) - 1 do
       end
     end
   end
-  if best then break end
+  if best and not penalized then break end
 end
 if not best then return {'empty'} end
 if best_cluster and best_cluster ~= '-1' then redis.call('HINCRBY', K_CLAIMED, best_cluster, 1) end

@@ -66,6 +66,16 @@ def _count(text: str) -> int:
     return number
 
 
+def _seconds(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.0 <= number <= 3600.0:
+        raise argparse.ArgumentTypeError(f"expected seconds in [0, 3600], got {number}")
+    return number
+
+
 def _share(text: str) -> float:
     try:
         number = float(text)
@@ -107,6 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     served.add_argument("--concurrent", type=_count, metavar="N",
                         help="with --cold: N experts claim and label in parallel, never "
                              "waiting for retrains, at the project's retrain cadence")
+    served.add_argument("--label-seconds", type=_seconds, default=1.0,
+                        help="with --concurrent: seconds each expert spends on a task "
+                             "before its label (default 1; real experts take minutes; 0: "
+                             "instant clients, a stress test the retrains cannot follow)")
     experts = parser.add_argument_group("simulated experts (--experts)")
     experts.add_argument("--experts", action="store_true", help="simulate expert routing")
     experts.add_argument("--n-labels", type=_count, default=1000)
@@ -307,7 +321,7 @@ def _cold_over_http(args: argparse.Namespace, client: Client, X: np.ndarray, y: 
             client, X, y, patch, seeds=args.seeds, initial=args.initial, batch=args.batch,
             budget=args.budget, test_size=args.test_size, random_state=args.random_state,
             dataset=name, concurrent=args.concurrent or 0, wait=args.wait,
-            progress=bar.update)
+            progress=bar.update, label_seconds=args.label_seconds)
 
 
 def server_client(args: argparse.Namespace) -> Client:

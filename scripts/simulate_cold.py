@@ -47,7 +47,8 @@ Progress = Callable[[int], object] | None
 def cold_curves(client: Client, X: np.ndarray, y: np.ndarray, patch: dict | None,
                 seeds: int, initial: int, batch: int, budget: int, test_size: float,
                 random_state: int, dataset: str, concurrent: int = 0,
-                wait: float = 120.0, progress: Progress = None) -> dict:
+                wait: float = 120.0, progress: Progress = None,
+                label_seconds: float = 0.0) -> dict:
     """The three arms on each seed's split; ``{"strategies", "differences", ...}``."""
     X, y = np.asarray(X, dtype=float), np.asarray(y)
     n_pool = len(y) - int(np.ceil(len(y) * test_size))
@@ -59,7 +60,8 @@ def cold_curves(client: Client, X: np.ndarray, y: np.ndarray, patch: dict | None
     curves: dict[str, list] = {arm: [] for arm in ARMS}
     details = []
     for index, seed in enumerate(_seed_list(random_state, seeds)):
-        run = _ColdRun(client, X, y, int(seed), test_size, wait)
+        run = _ColdRun(client, X, y, int(seed), test_size, wait,
+                       label_seconds if concurrent else 0.0)
         pid = _new_pid("cold", dataset, index)
         detail = run.label(pid, strategy, budget, batch, concurrent, progress)
         for arm, curve in run.curves(detail.pop("order"), initial, batch, counts).items():
@@ -72,6 +74,7 @@ def cold_curves(client: Client, X: np.ndarray, y: np.ndarray, patch: dict | None
             "config": {"mode": "cold", "seeds": seeds, "initial": initial, "batch": batch,
                        "budget": budget, "test_size": test_size,
                        "random_state": random_state, "concurrent": concurrent,
+                       "label_seconds": label_seconds if concurrent else 0.0,
                        "experts": max(concurrent, 1), "strategy": strategy,
                        "retrain": details[0]["retrain"], "url": client.url,
                        "judge": "LogisticRegression(max_iter=1000)",
@@ -114,7 +117,9 @@ def difference_lines(result: dict) -> str:
                  for measure, m in measures.items()]
         lines.append(f"  {name}: " + "; ".join(cells))
     c = result["config"]
+    pace = f" taking {c['label_seconds']:g} s per label" if c["concurrent"] else ""
     lines.append(f"mode: cold, {c['experts']} expert(s){' concurrent' * bool(c['concurrent'])}"
+                 f"{pace}"
                  f", retrain every {c['retrain']['every_labels']} labels "
                  f"(min {c['retrain']['min_labels']})")
     return "\n".join(lines)
@@ -123,8 +128,10 @@ def difference_lines(result: dict) -> str:
 class _ColdRun:
     """One seed: the split, the project, its experts, the labelling, the judged curves."""
 
-    def __init__(self, client: Client, X, y, seed: int, test_size: float, wait: float):
+    def __init__(self, client: Client, X, y, seed: int, test_size: float, wait: float,
+                 label_seconds: float = 0.0):
         self.client, self.seed, self.wait = client, seed, wait
+        self.label_seconds = label_seconds
         self.X_pool, self.X_test, self.y_pool, self.y_test = train_test_split(
             X, y, test_size=test_size, stratify=y, random_state=seed)
         self.by_name = {str(c): c for c in np.unique(y)}
@@ -187,8 +194,12 @@ class _ColdRun:
                 return None
         label = self.y_pool[int(task["task"]["item_id"][1:])]
         try:
+            # The expert's time on the task: the server retrains meanwhile, as it does
+            # while real experts read an item (minutes, not the 4 ms of an instant client).
+            if self.label_seconds and stop is not None and stop.wait(self.label_seconds):
+                raise ClientError("stopped while labelling")
             client.post(f"/v1/tasks/{task['task']['id']}/label",
-                        {"label": str(label), "seconds_spent": 1})
+                        {"label": str(label), "seconds_spent": self.label_seconds or 1})
         except BaseException:  # Ctrl-C or a failed label: give the lease back, then stop
             _release(client, task["task"]["id"])
             raise
