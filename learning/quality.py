@@ -66,7 +66,7 @@ def pooled_accuracy(correct: np.ndarray, n: np.ndarray, window: int = 100) -> di
 
     Returns
     -------
-    dict with ``accuracy`` and ``std_error`` = sqrt(p (1 - p) / n) (both None when there is
+    dict with ``accuracy`` and its ``std_error`` (:func:`standard_error`; both None when there is
     no label), ``n`` (labels pooled) and ``batches`` (batches pooled).
     """
     correct, n = _batches(correct, n)
@@ -77,9 +77,19 @@ def pooled_accuracy(correct: np.ndarray, n: np.ndarray, window: int = 100) -> di
     total, right = int(n[:batches].sum()), int(correct[:batches].sum())
     if total == 0:
         return {"accuracy": None, "std_error": None, "n": 0, "batches": 0}
-    p = right / total
-    return {"accuracy": round(p, 4), "std_error": round(float(np.sqrt(p * (1 - p) / total)), 4),
+    return {"accuracy": round(right / total, 4),
+            "std_error": round(float(standard_error(np.array(right), np.array(total))), 4),
             "n": total, "batches": batches}
+
+
+def standard_error(correct: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Agresti-Coull standard error of accuracies ``correct / n`` (arrays of one shape).
+
+    ``sqrt(p (1 - p) / n)`` is 0 for 3 right of 3, claiming a certainty that 3 labels do
+    not give; adding two right and two wrong pseudo-labels keeps it honest at small n.
+    """
+    adjusted = (correct + 2.0) / (n + 4.0)
+    return np.sqrt(adjusted * (1.0 - adjusted) / (n + 4.0))
 
 
 def binned_accuracy(n_labels: np.ndarray, correct: np.ndarray, n: np.ndarray,
@@ -115,7 +125,7 @@ def binned_accuracy(n_labels: np.ndarray, correct: np.ndarray, n: np.ndarray,
     sizes = np.add.reduceat(n, starts)
     p = np.add.reduceat(correct, starts) / sizes
     return {"n_labels": np.add.reduceat(n * n_labels, starts) / sizes, "accuracy": p,
-            "std_error": np.sqrt(p * (1 - p) / sizes), "n": sizes}
+            "std_error": standard_error(p * sizes, sizes), "n": sizes}
 
 
 def _point_starts(n: np.ndarray, min_n: int) -> list[int]:

@@ -12,7 +12,7 @@ def test_pooled_accuracy_takes_the_newest_batches_until_the_window_is_full():
     """Batches 4 + 2 labels reach a window of 5 (the crossing batch counts whole); the
     older batch of 100 is left out."""
     estimate = pooled_accuracy(np.array([3, 1, 50]), np.array([4, 2, 100]), window=5)
-    assert estimate == {"accuracy": 0.6667, "std_error": round(np.sqrt(2 / 9 / 6), 4),
+    assert estimate == {"accuracy": 0.6667, "std_error": round(np.sqrt(0.6 * 0.4 / 10), 4),
                         "n": 6, "batches": 2}
 
 
@@ -20,7 +20,7 @@ def test_pooled_accuracy_uses_everything_when_the_window_is_not_full():
     """With fewer labels than the window, every batch is pooled."""
     estimate = pooled_accuracy(np.array([8, 1]), np.array([10, 2]), window=100)
     assert (estimate["accuracy"], estimate["n"], estimate["batches"]) == (0.75, 12, 2)
-    assert estimate["std_error"] == round(np.sqrt(0.75 * 0.25 / 12), 4)
+    assert estimate["std_error"] == round(np.sqrt(11 / 16 * 5 / 16 / 16), 4)
 
 
 def test_pooled_accuracy_without_labels_is_null():
@@ -44,8 +44,9 @@ def test_binned_accuracy_pools_batches_into_points_of_min_n_labels():
     assert points["n"].tolist() == [25, 32]
     assert points["accuracy"] == pytest.approx([15 / 25, 4 / 32])
     assert points["n_labels"] == pytest.approx([(100 + 300) / 25, (900 + 80) / 32])
+    adjusted = (points["accuracy"] * points["n"] + 2) / (points["n"] + 4)
     assert points["std_error"] == pytest.approx(
-        np.sqrt(points["accuracy"] * (1 - points["accuracy"]) / points["n"]))
+        np.sqrt(adjusted * (1 - adjusted) / (points["n"] + 4)))
 
 
 def test_binned_accuracy_keeps_a_lone_short_point_and_handles_no_batches():
@@ -54,3 +55,9 @@ def test_binned_accuracy_keeps_a_lone_short_point_and_handles_no_batches():
     assert points["n"].tolist() == [2] and points["accuracy"].tolist() == [0.5]
     empty = binned_accuracy(np.array([]), np.array([], dtype=int), np.array([], dtype=int))
     assert all(len(values) == 0 for values in empty.values())
+
+
+def test_standard_error_is_not_zero_for_a_few_labels_all_right():
+    """3 of 3 right is not certainty: Agresti-Coull keeps a sizeable error (sqrt(p(1-p)/n)
+    would say 0)."""
+    assert pooled_accuracy(np.array([3]), np.array([3]))["std_error"] > 0.15

@@ -104,11 +104,11 @@ def test_retrain_scores_the_model_in_use_on_exploration_labels(r, settings, run_
     assert _queued(r) == []
     info = model_info(r, "p")
     assert info["version"] == 2 and info["metrics_basis"] == CV_BASIS
-    assert info["exploration"] == {"accuracy": 0.7, "std_error": 0.1449, "n": 10,
+    assert info["exploration"] == {"accuracy": 0.7, "std_error": 0.1281, "n": 10,
                                    "window": 100, "versions": [1], "mean_n_labels": 30.0,
                                    "basis": EXPLORATION_BASIS}
     assert exploration_curve(r, "p") == [{"n_labels": 30.0, "accuracy": 0.7,
-                                          "std_error": pytest.approx(0.1449, abs=1e-4),
+                                          "std_error": pytest.approx(0.1281, abs=1e-4),
                                           "n": 10}]
 
 
