@@ -160,7 +160,7 @@ def map_pool(pid: str) -> dict:
     loaded = fit_project_map(r, get_project(r, pid))
     if loaded is None:
         return {"skipped": "fewer than 2 pending items with the map's inputs"}
-    run = enqueue_rescore(r, pid, f"pool map v{loaded.version}")
+    run = enqueue_rescore(r, pid, f"pool map v{loaded.version}", clusters=True)
     return {"version": loaded.version, "clusters": loaded.pool_map.n_clusters,
             "n_items": loaded.n_items, "fit_seconds": round(time.perf_counter() - started, 4),
             "rescore_job_id": run}
@@ -168,9 +168,11 @@ def map_pool(pid: str) -> dict:
 
 # --- re-score ---------------------------------------------------------------------------------
 def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | None = None,
-                    chunk: int | None = None, run: str | None = None) -> str:
+                    chunk: int | None = None, run: str | None = None,
+                    clusters: bool = False) -> str:
     """Snapshot every pool set, a chunk at a time, and fan the chunks out as jobs; returns
-    the run's job id (``run`` when given)."""
+    the run's job id (``run`` when given).  ``clusters``: a new pool map, so every item's
+    cluster is recomputed too (other runs leave clusters as they are)."""
     settings = settings or _settings()
     chunk = chunk or settings.rescore_chunk
     run = run or _job_id("rescore", pid)
@@ -179,7 +181,8 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     progress = K.rescore_progress_key(pid, run)
     r.hset(progress, mapping={
         "total_items": 0, "chunks": len(layout), "chunk_size": chunk, "reason": reason,
-        "tags": json.dumps(tags), "layout": json.dumps(layout), "started_at": time.time()})
+        "tags": json.dumps(tags), "layout": json.dumps(layout), "started_at": time.time(),
+        "clusters": int(clusters)})
     r.expire(progress, 7 * 86400)
     # Each chunk goes to the workers as soon as it is captured (1M items take ~1-2 s to
     # capture).  An item re-scored meanwhile may move into a range captured later and be
@@ -270,13 +273,14 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
         result = {"skipped": "chunk already done"}  # a retry after the work was stored
     else:
         project = get_project(r, pid)
-        tags, layout = (json.loads(value) for value in r.hmget(progress, "tags", "layout"))
+        tags, layout, clusters = (json.loads(value or "0") for value in
+                                  r.hmget(progress, "tags", "layout", "clusters"))
         # Chunk 0 holds the top of the untagged set (the workers take chunks in order), so
         # the items experts are about to get are re-scored first.
         items = updated = 0
         for segment, (part, _, _) in enumerate(layout[index]):
             ids = r.zrange(K.rescore_snapshot_key(pid, run, index, segment), 0, -1, desc=True)
-            updated += rescore_items(r, project, ids, tag=tags[part])
+            updated += rescore_items(r, project, ids, tag=tags[part], clusters=bool(clusters))
             items += len(ids)
         # Atomic and counted once: a work horse killed here leaves the chunk both done and
         # counted, or neither (then its retry redoes it).
@@ -305,21 +309,28 @@ def _snapshot_keys(pid: str, run: str, layout: str) -> list[str]:
             for segment in range(len(segments))]
 
 
-def rescore_items(r: redis.Redis, project: dict, ids: list[str], tag: str | None = None) -> int:
+def rescore_items(r: redis.Redis, project: dict, ids: list[str], tag: str | None = None,
+                  clusters: bool = True) -> int:
     """Score ``ids`` with the current committee and store the priorities of those still
     pending; returns how many were pending.
 
     ``tag`` names the set ``ids`` were read from ("" for the untagged one): an item with
     several tags is in several snapshots and is re-scored only from its first tag's.
+    ``clusters``: also bring each item's pool-map cluster up to date.
     """
     ranker = current_ranker(r, project)
-    return sum(_rescore_batch(r, project, ranker, ids[start:start + RESCORE_BATCH], tag)
+    return sum(_rescore_batch(r, project, ranker, ids[start:start + RESCORE_BATCH], tag,
+                              clusters)
                for start in range(0, len(ids), RESCORE_BATCH))
 
 
 def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, ids: list[str],
-                   tag: str | None) -> int:
-    """One Redis round trip to read, one to write: each call holds Redis for milliseconds."""
+                   tag: str | None, clusters: bool) -> int:
+    """One Redis round trip to read, one to write: each call holds Redis for milliseconds.
+
+    The pool map is consulted only when it matters: a new map (``clusters``), or items
+    without supplied predictions (with no model yet, the coverage orders them).
+    """
     pid, prefix = project["id"], K.item_prefix(project["id"])
     replies = send_many(r, [("HMGET", prefix + iid, "p", "f", "b", "s", "st", "cl")
                             for iid in ids])
@@ -330,13 +341,16 @@ def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, id
     pool_map = current_pool_map(r, pid)
     with _gc_paused():
         items = _decode_items(rows)
-        coverage, clusters = cover(items, pool_map)
+        coverage, assigned = None, None
+        if clusters or not all(item.predictions for item in items):
+            coverage, assigned = cover(items, pool_map)
         priorities, _ = score_items(
             items, project["strategy"], len(project["labels"]), ranker, breakdown=False,
             coverage=coverage, reference=pool_map.pool_map.reference if pool_map else None)
     # A new pool map moves items between clusters; only the changed ones are written.
-    moved = [("HSET", prefix + iid, "cl", cluster) for (iid, row), cluster
-             in zip(rows, clusters.tolist(), strict=True) if row[5] != str(cluster)]
+    moved = [] if not clusters else [
+        ("HSET", prefix + iid, "cl", cluster) for (iid, row), cluster
+        in zip(rows, assigned.tolist(), strict=True) if row[5] != str(cluster)]
     # XX: only members still there. A claimed item has left its sets, so a re-score never
     # puts it back (no read-then-write race); nothing else of the item is written.
     by_set: dict[str, list] = defaultdict(list)

@@ -240,7 +240,8 @@ def schemas(max_items: int) -> dict:
                                                "averaged over the pooled labels")),
             basis=TEXT), "Unbiased accuracy: the model versions in use scored on exploration "
                          "items (drawn uniformly from the pending pool) labeled after they "
-                         "were trained; std_error is Agresti-Coull: sqrt(q(1-q)/(n+4)), q = (right+2)/(n+4)"),
+                         "were trained; std_error is Agresti-Coull: sqrt(q(1-q)/(n+4)), "
+                         "q = (right+2)/(n+4)"),
         "JobAccepted": obj(("job_id",), job_id=TEXT),
         "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=ANY,
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
