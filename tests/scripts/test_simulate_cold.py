@@ -60,10 +60,13 @@ def test_cold_run_one_expert_retrains_every_batch(settings, r, tokens, tmp_path,
 def test_cold_run_with_concurrent_experts(settings, r, tokens, tmp_path, capsys):
     """--cold --concurrent 3: three experts, the project's default cadence, the budget
     labelled exactly once per item, no lease left open."""
-    code, result, labels, project = _run(settings, r, tokens, tmp_path, "--concurrent", "3")
+    code, result, labels, project = _run(settings, r, tokens, tmp_path, "--concurrent", "3",
+                                         "--label-seconds", "0.05")
     assert code == 0, capsys.readouterr().err
     _check_result(result, labels)
     assert result["config"]["concurrent"] == 3 and result["config"]["experts"] == 3
+    assert result["config"]["label_seconds"] == 0.05
+    assert {record["seconds_spent"] for record in labels} == {0.05}
     assert result["config"]["strategy"] is None  # the project's defaults, no retrain patch
     assert result["config"]["retrain"] == project["strategy"]["retrain"]
     assert {record["expert_id"] for record in labels} <= {
@@ -76,6 +79,8 @@ def test_cold_run_with_concurrent_experts(settings, r, tokens, tmp_path, capsys)
     (["--http", "--concurrent", "2"], "--concurrent needs --http --cold"),
     (["--cold"], "--cold runs through a server"),
     (["--http", "--cold", "--experts"], "does not combine with --experts"),
+    (["--http", "--cold", "--concurrent", "2", "--label-seconds", "-1"],
+     "expected seconds in [0, 3600]"),
 ])
 def test_bad_cold_flags_exit_2(flags, message, capsys):
     """Flags that do not fit together exit 2 with one line, before any server is asked."""
