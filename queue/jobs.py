@@ -27,7 +27,7 @@ from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import same_server, send_many
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.metrics import observe_retrain
-from taskrank.queue.models import LoadedModel, current_ranker, store_model
+from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, store_model
 from taskrank.queue.pool_map import cover, current_pool_map, fit_project_map, needs_map
 from taskrank.queue.projects import get_project
 from taskrank.queue.quality import evaluate_exploration
@@ -79,20 +79,45 @@ def retrain(pid: str) -> dict:
         return {"skipped": f"{len(items)} labeled items of {len(set(labels))} classes; need "
                            f"{strategy['retrain']['min_labels']} of at least 2 classes"}
     model = _fit(project, items, labels, weights)
-    metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
-    seconds = round(time.perf_counter() - started, 4)  # aggregation, fit and evaluation
+    seconds = round(time.perf_counter() - started, 4)  # aggregation and fit
     # The run's id is stored with the version: the queue views no longer show which model
     # scored a priority, so a client waits for this run to know the queue is re-ranked.
     run = _job_id("rescore", pid)
     version = store_model(r, pid, model, {
-        "n_labels": len(items), "trained_on": trained_on, "metrics": metrics,
+        "n_labels": len(items), "trained_on": trained_on, "metrics": {},
         "model": strategy["committee"]["model"],
         "strategy_version": project["strategy_version"], "train_seconds": seconds,
         "rescore_job_id": run}, _settings().model_versions_kept)
     observe_retrain(r, pid, seconds)
     rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
-    return {"version": version, "n_labels": len(items), "metrics": metrics,
-            "train_seconds": seconds, "rescore_job_id": rescore_job, "dawid_skene": aggregation}
+    if version:
+        # Cross-validation fits the ranker once per fold, ~4x the fit: queued after the
+        # re-score chunks, so the queue is re-ranked before it runs.
+        enqueue_evaluation(r, pid, version)
+    return {"version": version, "n_labels": len(items), "train_seconds": seconds,
+            "rescore_job_id": rescore_job, "dawid_skene": aggregation}
+
+
+def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
+    job_id = f"{_job_id('evaluate', pid)}-v{version}"
+    queue = task_queue(_settings(), same_server(r, decode_responses=False))
+    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY,
+                  job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
+    return job_id
+
+
+def evaluate_model(pid: str, version: int) -> dict:
+    """Cross-validated metrics of model ``version`` (its ranker refitted per fold on the
+    labels there are now), stored with the version; skipped once a newer one is current."""
+    r = _job_redis()
+    project = get_project(r, pid)
+    model = current_ranker(r, project)
+    if model is None or model.version != version:
+        return {"skipped": f"model v{version} is no longer current"}
+    items, labels, weights = _training_set(r, project)
+    metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
+    set_metrics(r, pid, version, metrics)
+    return {"version": version, "metrics": metrics}
 
 
 def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,

@@ -80,6 +80,27 @@ def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: 
     return version
 
 
+def set_metrics(r: redis.Redis, pid: str, version: int, metrics: dict) -> None:
+    """Record the evaluation of ``version`` in its history entry, and in the current
+    metadata while it is the current version."""
+    with r.pipeline() as pipe:
+        pipe.watch(K.model_meta_key(pid), K.model_history_key(pid))
+        history = pipe.lrange(K.model_history_key(pid), 0, 50)
+        current = pipe.hget(K.model_meta_key(pid), "version")
+        pipe.multi()
+        for index, entry in enumerate(history):  # loop over the newest entries
+            record = json.loads(entry)
+            if record["version"] == version:
+                pipe.lset(K.model_history_key(pid), index,
+                          json.dumps({**record, "metrics": metrics}))
+        if current == str(version):
+            pipe.hset(K.model_meta_key(pid), "metrics", json.dumps(metrics))
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            pass  # a newer version landed meanwhile: its own evaluation follows
+
+
 HISTORY_KEPT = 500  # metadata records (for learning curves) outlive the stored models
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from rq import SimpleWorker
+from rq.job import Job
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_rescore, rescore_items
+from taskrank.queue.connection import connect_binary
+from taskrank.queue.jobs import enqueue_evaluation, enqueue_rescore, enqueue_retrain, rescore_items
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.worker import task_queue
@@ -111,3 +114,30 @@ def test_rescore_run_reports_progress_and_uses_current_model(r, settings, run_jo
     assert progress["finished"] and progress["chunks_done"] == 3
     assert progress["items_done"] == 250
     assert current_ranker(r, get_project(r, "p")) is None
+
+
+def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version(
+        r, settings, run_jobs):
+    """The retrain stores its version without metrics and queues the re-score before the
+    evaluation; the evaluation fills the metrics in, and does nothing for a version that
+    is no longer current."""
+    _, truth = _setup(r, every=10**6)
+    run_jobs()  # the pool map of the ingest
+    _label_next(r, settings, truth, 20)
+    enqueue_retrain(r, settings, "p")
+    connection = connect_binary(settings)
+    queue = task_queue(settings, connection)
+    SimpleWorker([queue], connection=connection).work(burst=True, max_jobs=1,
+                                                       logging_level="WARNING")
+    assert model_info(r, "p")["metrics"] == {}
+    waiting = queue.job_ids
+    assert waiting[-1].startswith("evaluate-") and waiting[0].startswith("rescore-")
+    run_jobs()
+    assert model_info(r, "p")["metrics"]["accuracy"] is not None
+    _label_next(r, settings, truth, 5)
+    enqueue_retrain(r, settings, "p")
+    run_jobs()
+    job_id = enqueue_evaluation(r, "p", 1)
+    run_jobs()
+    assert Job.fetch(job_id, connection=connection).return_value() == {
+        "skipped": "model v1 is no longer current"}

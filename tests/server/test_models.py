@@ -49,4 +49,5 @@ def test_model_reports_both_estimates_with_their_basis(client, auth, r, run_jobs
     assert explored["mean_n_labels"] == 10 and explored["basis"] == EXPLORATION_BASIS
     p = explored["accuracy"]
     assert p * 4 == round(p * 4)
-    assert explored["std_error"] == round(math.sqrt(p * (1 - p) / 4), 4)
+    q = (p * 4 + 2) / 8  # Agresti-Coull
+    assert explored["std_error"] == round(math.sqrt(q * (1 - q) / 8), 4)
