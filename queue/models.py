@@ -4,6 +4,7 @@ keep a few, and let web processes notice a new version without a restart."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import pickle
 import time
@@ -95,10 +96,9 @@ def set_metrics(r: redis.Redis, pid: str, version: int, metrics: dict) -> None:
                           json.dumps({**record, "metrics": metrics}))
         if current == str(version):
             pipe.hset(K.model_meta_key(pid), "metrics", json.dumps(metrics))
-        try:
+        # A newer version landing meanwhile aborts this: its own evaluation follows.
+        with contextlib.suppress(redis.WatchError):
             pipe.execute()
-        except redis.WatchError:
-            pass  # a newer version landed meanwhile: its own evaluation follows
 
 
 HISTORY_KEPT = 500  # metadata records (for learning curves) outlive the stored models

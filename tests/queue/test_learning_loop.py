@@ -11,9 +11,9 @@ from rq.job import Job
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
+from taskrank.queue.connection import connect_binary
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.connection import connect_binary
 from taskrank.queue.jobs import enqueue_evaluation, enqueue_rescore, enqueue_retrain, rescore_items
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project
