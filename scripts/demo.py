@@ -359,7 +359,7 @@ def figure(curve: Curve, pid: str) -> object:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 5.2))
+    fig = Figure(figsize=(7, 5.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot(curve.labels, curve.heldout, "o-", color="tab:blue",
@@ -381,9 +381,9 @@ def figure(curve: Curve, pid: str) -> object:
     ax.set_ylabel("accuracy")
     ax.set_title(f"taskrank demo: {pid}")
     ax.grid(alpha=0.3)
-    # Below the axes, so it never hides a point.
-    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    # Below the axes, so it never hides a point; one column, so no label is cut at the edges.
+    fig.legend(loc="lower center", ncol=1, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
 

@@ -85,7 +85,7 @@ def test_progress_line_shows_the_exploration_estimate_when_there_is_one():
 
 
 def test_legend_sits_outside_the_axes():
-    """With all four curves drawn, the legend's box does not overlap the axes' box."""
+    """With all four curves drawn, the legend's box misses the axes' and fits in the figure."""
     curve = demo.Curve(labels=[10, 20, 30], heldout=[0.7, 0.8, 0.9], random=[0.6, 0.7, 0.8],
                        random_low=[0.5, 0.6, 0.7], random_high=[0.7, 0.8, 0.9], random_draws=10,
                        model_labels=[10, 20], model_cv=[0.9, 0.95])
@@ -96,3 +96,4 @@ def test_legend_sits_outside_the_axes():
     axes = fig.axes[0].get_tightbbox(renderer)
     assert len(fig.legends[0].get_texts()) == 4
     assert not legend.overlaps(axes)
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0
