@@ -5,7 +5,8 @@ accuracy depends on the item's skill tag, ingests the pool (a test split is held
 then leases and labels tasks as those experts would.  Every ``--every`` labels it prints
 the server's model version and cross-validated accuracy, the held-out accuracy of a
 model fit on the labels gathered so far (next to the same for random items labeled by a
-random expert) and how the top of the queue moved; at the end a PNG learning curve.
+random expert, averaged over seeded draws) and how the top of the queue moved; at the end
+a PNG learning curve.  The project runs the product's default strategy.
 
 Items carry standardised features and the predictions of a deliberately weak supplied
 model (naive Bayes on two features, fit on a small seed split that is neither pool nor
@@ -66,10 +67,11 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="breast_cancer")
     parser.add_argument("--labels", type=int, default=200, help="labels to give (default 200)")
     parser.add_argument("--every", type=int, default=25,
-                        help="report (and retrain) every N labels (default 25)")
+                        help="report every N labels (default 25); the server retrains at "
+                             "its own default cadence")
     parser.add_argument("--plot", default="demo.png", help="learning curve PNG (default demo.png)")
     parser.add_argument("--wait", type=float, default=2.0,
-                        help="seconds to wait at a report for the retrain to land (default 2)")
+                        help="seconds to wait at a report for a due retrain to land (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-draws", type=int, default=RANDOM_DRAWS,
                         help="seeded draws the random baseline is averaged over "
@@ -181,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = Client(args.url, args.token)
     try:
-        pid, experts, data = setup(client, args)
+        pid, cadence, experts, data = setup(client, args)
     except ClientError as error:
         print(f"taskrank demo: {error}", file=sys.stderr)
         return 2
     try:
-        curve = play(client, args, pid, experts, data)
+        curve = play(client, args, pid, cadence, experts, data)
     except ClientError as error:
         print(f"taskrank demo: stopped: {error}", file=sys.stderr)
         return 1
@@ -198,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def setup(client: Client, args: argparse.Namespace) -> tuple[str, dict, Data]:
-    """Project, experts and items on the server."""
+def setup(client: Client, args: argparse.Namespace) -> tuple[str, int, dict, Data]:
+    """Project (and its retrain cadence), experts and items on the server."""
     data = load(args.dataset, args.seed)
     tags = tag_names(data)
     pid = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1_000_000):06d}"
-    client.post("/v1/projects", {"id": pid, "labels": data.labels, "strategy": {
-        "retrain": {"every_labels": args.every, "min_labels": 10}}})
+    # The product's default strategy, as a platform starting a project would run it: the
+    # retrain cadence is the strategy's (measured in learning.priority.Retrain), not tied
+    # to how often this demo prints.
+    project = client.post("/v1/projects", {"id": pid, "labels": data.labels})
+    cadence = int(project["strategy"]["retrain"]["every_labels"])
     experts = {}
     for name, accuracy in EXPERTS.items():
         eid = f"{pid}.{name}"
@@ -218,10 +223,10 @@ def setup(client: Client, args: argparse.Namespace) -> tuple[str, dict, Data]:
           f"pool, {len(data.test)} held out; skills: tertiles of {data.feature!r} {tags}")
     for eid, accuracy in experts.items():
         print(f"  expert {eid}: true accuracy per skill {dict(zip(tags, accuracy, strict=True))}")
-    return pid, experts, data
+    return pid, cadence, experts, data
 
 
-def play(client: Client, args: argparse.Namespace, pid: str, experts: dict,
+def play(client: Client, args: argparse.Namespace, pid: str, cadence: int, experts: dict,
          data: Data) -> Curve:
     """Lease and label ``--labels`` tasks round-robin over the experts, reporting as we go."""
     rng = np.random.default_rng(args.seed + 1)
@@ -245,7 +250,7 @@ def play(client: Client, args: argparse.Namespace, pid: str, experts: dict,
         given.append(label)
         correct += int(label == data.y[row])
         if len(rows) % args.every == 0 or len(rows) == args.labels:
-            top = report(client, args, pid, data, rows, given, baseline, curve, top)
+            top = report(client, args, (pid, cadence), data, rows, given, baseline, curve, top)
     print(f"done: {len(rows)} labels, {correct / max(len(rows), 1):.1%} of them right "
           f"(the experts' answers against the truth)")
     return curve
@@ -276,11 +281,12 @@ class Baseline:
         return (float(np.mean(kept)) if kept else None), kept
 
 
-def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows: list[int],
-           given: list[int], baseline: Baseline, curve: Curve,
+def report(client: Client, args: argparse.Namespace, project: tuple[str, int], data: Data,
+           rows: list[int], given: list[int], baseline: Baseline, curve: Curve,
            previous_top: list[str]) -> list[str]:
     """Print one line of progress, add a point to the curve; the queue's top ids."""
-    model = wait_for_model(client, pid, len(rows), args.wait)
+    pid, cadence = project
+    model = wait_for_model(client, pid, len(rows) - cadence + 1, args.wait)
     ours, (theirs, draws) = heldout_accuracy(data, rows, given), baseline.accuracy(data, len(rows))
     queue = client.get(f"/v1/projects/{pid}/queue?limit=10")["items"]
     top = [entry["id"] for entry in queue]
@@ -311,7 +317,7 @@ def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows:
 
 
 def wait_for_model(client: Client, pid: str, n_labels: int, seconds: float) -> dict:
-    """The model, once it has seen every label so far (or after ``seconds``)."""
+    """The model, once trained on ``n_labels`` labels or more (or after ``seconds``)."""
     deadline = time.monotonic() + seconds
     while True:
         model = client.get(f"/v1/projects/{pid}/model")
