@@ -5,7 +5,8 @@ accuracy depends on the item's skill tag, ingests the pool (a test split is held
 then leases and labels tasks as those experts would.  Every ``--every`` labels it prints
 the server's model version and cross-validated accuracy, the held-out accuracy of a
 model fit on the labels gathered so far (next to the same for random items labeled by a
-random expert) and how the top of the queue moved; at the end a PNG learning curve.
+random expert, averaged over seeded draws) and how the top of the queue moved; at the end
+a PNG learning curve.  The project runs the product's default strategy.
 
 Items carry standardised features and the predictions of a deliberately weak supplied
 model (naive Bayes on two features, fit on a small seed split that is neither pool nor
@@ -18,7 +19,10 @@ The curves of the plot (also printed at the end):
   the labels its routed experts gave, scored on the held-out test split.  Unbiased for
   the demo, which knows the truth; a real platform has no such split.
 - random (held out): the same for random items, each labeled by a random expert: the
-  baseline taskrank must beat.
+  baseline taskrank must beat.  One random draw is a noisy yardstick (which items, which
+  expert, which mistakes), so this is the mean over ``--random-draws`` seeded draws (10 by
+  default), with their range shaded; its own random numbers, so it does not move when
+  the experts' answers to taskrank's tasks do.
 - server, exploration (unbiased): what a real deployment can know.  The server's own model
   versions scored on exploration items (drawn uniformly from the pending pool, whatever
   the model thinks) labeled after those versions were trained; points at the labels those
@@ -53,6 +57,7 @@ LEVELS = ("low", "mid", "high")
 EXPERTS = {"generalist": (0.85, 0.85, 0.85), "low-specialist": (0.97, 0.80, 0.62),
            "high-specialist": (0.62, 0.80, 0.97)}
 TEST_SHARE, SEED_ITEMS = 0.25, 40
+RANDOM_DRAWS = 10
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -62,11 +67,15 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="breast_cancer")
     parser.add_argument("--labels", type=int, default=200, help="labels to give (default 200)")
     parser.add_argument("--every", type=int, default=25,
-                        help="report (and retrain) every N labels (default 25)")
+                        help="report every N labels (default 25); the server retrains at "
+                             "its own default cadence")
     parser.add_argument("--plot", default="demo.png", help="learning curve PNG (default demo.png)")
     parser.add_argument("--wait", type=float, default=2.0,
-                        help="seconds to wait at a report for the retrain to land (default 2)")
+                        help="seconds to wait at a report for a due retrain to land (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-draws", type=int, default=RANDOM_DRAWS,
+                        help="seeded draws the random baseline is averaged over "
+                             f"(default {RANDOM_DRAWS})")
     return parser.parse_args(argv)
 
 
@@ -120,7 +129,10 @@ class Curve:
 
     labels: list[int] = field(default_factory=list)
     heldout: list[float] = field(default_factory=list)
-    random: list[float] = field(default_factory=list)
+    random: list[float] = field(default_factory=list)  # mean over the random draws
+    random_low: list[float] = field(default_factory=list)  # their range
+    random_high: list[float] = field(default_factory=list)
+    random_draws: int = 0
     model_labels: list[int] = field(default_factory=list)
     model_cv: list[float] = field(default_factory=list)
     explore_labels: list[float] = field(default_factory=list)  # mean labels trained on
@@ -165,17 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"taskrank demo: {error}", file=sys.stderr)
         return 2
     args = parse_args(argv, settings)
-    if args.labels < 1 or args.every < 1:
-        print("taskrank demo: --labels and --every must be >= 1", file=sys.stderr)
+    if min(args.labels, args.every, args.random_draws) < 1:
+        print("taskrank demo: --labels, --every and --random-draws must be >= 1",
+              file=sys.stderr)
         return 2
     client = Client(args.url, args.token)
     try:
-        pid, experts, data = setup(client, args)
+        pid, cadence, experts, data = setup(client, args)
     except ClientError as error:
         print(f"taskrank demo: {error}", file=sys.stderr)
         return 2
     try:
-        curve = play(client, args, pid, experts, data)
+        curve = play(client, args, pid, cadence, experts, data)
     except ClientError as error:
         print(f"taskrank demo: stopped: {error}", file=sys.stderr)
         return 1
@@ -183,17 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     plot(curve, args.plot, pid)
     print(f"learning curve written to {args.plot}")
-    print(CURVES_EXPLAINED)
+    print(explain_curves(args.random_draws))
     return 0
 
 
-def setup(client: Client, args: argparse.Namespace) -> tuple[str, dict, Data]:
-    """Project, experts and items on the server."""
+def setup(client: Client, args: argparse.Namespace) -> tuple[str, int, dict, Data]:
+    """Project (and its retrain cadence), experts and items on the server."""
     data = load(args.dataset, args.seed)
     tags = tag_names(data)
     pid = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.default_rng().integers(1_000_000):06d}"
-    client.post("/v1/projects", {"id": pid, "labels": data.labels, "strategy": {
-        "retrain": {"every_labels": args.every, "min_labels": 10}}})
+    # The product's default strategy, as a platform starting a project would run it: the
+    # retrain cadence is the strategy's (measured in learning.priority.Retrain), not tied
+    # to how often this demo prints.
+    project = client.post("/v1/projects", {"id": pid, "labels": data.labels})
+    cadence = int(project["strategy"]["retrain"]["every_labels"])
     experts = {}
     for name, accuracy in EXPERTS.items():
         eid = f"{pid}.{name}"
@@ -207,16 +223,16 @@ def setup(client: Client, args: argparse.Namespace) -> tuple[str, dict, Data]:
           f"pool, {len(data.test)} held out; skills: tertiles of {data.feature!r} {tags}")
     for eid, accuracy in experts.items():
         print(f"  expert {eid}: true accuracy per skill {dict(zip(tags, accuracy, strict=True))}")
-    return pid, experts, data
+    return pid, cadence, experts, data
 
 
-def play(client: Client, args: argparse.Namespace, pid: str, experts: dict,
+def play(client: Client, args: argparse.Namespace, pid: str, cadence: int, experts: dict,
          data: Data) -> Curve:
     """Lease and label ``--labels`` tasks round-robin over the experts, reporting as we go."""
     rng = np.random.default_rng(args.seed + 1)
-    baseline = Baseline(data, rng)
+    baseline = Baseline(data, args.seed, args.random_draws)
     rows, given, correct = [], [], 0
-    curve, top = Curve(), []
+    curve, top = Curve(random_draws=args.random_draws), []
     names, turn, idle = list(experts), 0, 0
     while len(rows) < args.labels and idle < len(names):
         eid = names[turn % len(names)]
@@ -234,36 +250,51 @@ def play(client: Client, args: argparse.Namespace, pid: str, experts: dict,
         given.append(label)
         correct += int(label == data.y[row])
         if len(rows) % args.every == 0 or len(rows) == args.labels:
-            top = report(client, args, pid, data, rows, given, baseline, curve, top)
+            top = report(client, args, (pid, cadence), data, rows, given, baseline, curve, top)
     print(f"done: {len(rows)} labels, {correct / max(len(rows), 1):.1%} of them right "
           f"(the experts' answers against the truth)")
     return curve
 
 
 class Baseline:
-    """What a platform without taskrank gets: random items, each to a random expert."""
+    """What a platform without taskrank gets: random items, each to a random expert.
 
-    def __init__(self, data: Data, rng: np.random.Generator) -> None:
-        self.rows = list(rng.permutation(data.pool))
+    ``draws`` independent draws, draw i seeded by ``(seed, i)``: the same for every run of
+    one ``--seed``, and apart from the generator of the experts' answers to taskrank.
+    """
+
+    def __init__(self, data: Data, seed: int, draws: int = RANDOM_DRAWS) -> None:
         accuracy = list(EXPERTS.values())
-        self.given = [answer(data, row, accuracy[rng.integers(len(accuracy))][data.tags[row]],
-                             rng) for row in self.rows]
+        self.draws = []
+        for draw in range(draws):
+            rng = np.random.default_rng([seed, draw])
+            rows = [int(row) for row in rng.permutation(data.pool)]
+            given = [answer(data, row, accuracy[rng.integers(len(accuracy))][data.tags[row]],
+                            rng) for row in rows]
+            self.draws.append((rows, given))
 
-    def accuracy(self, data: Data, n: int) -> float | None:
-        return heldout_accuracy(data, self.rows[:n], self.given[:n])
+    def accuracy(self, data: Data, n: int) -> tuple[float | None, list[float]]:
+        """Mean held-out accuracy after ``n`` labels, and each draw's (one-class draws left
+        out: no model to score; they would score low, so leaving them out flatters random)."""
+        scores = (heldout_accuracy(data, rows[:n], given[:n]) for rows, given in self.draws)
+        kept = [score for score in scores if score is not None]
+        return (float(np.mean(kept)) if kept else None), kept
 
 
-def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows: list[int],
-           given: list[int], baseline: Baseline, curve: Curve,
+def report(client: Client, args: argparse.Namespace, project: tuple[str, int], data: Data,
+           rows: list[int], given: list[int], baseline: Baseline, curve: Curve,
            previous_top: list[str]) -> list[str]:
     """Print one line of progress, add a point to the curve; the queue's top ids."""
-    model = wait_for_model(client, pid, len(rows), args.wait)
-    ours, theirs = heldout_accuracy(data, rows, given), baseline.accuracy(data, len(rows))
+    pid, cadence = project
+    model = wait_for_model(client, pid, len(rows) - cadence + 1, args.wait)
+    ours, (theirs, draws) = heldout_accuracy(data, rows, given), baseline.accuracy(data, len(rows))
     queue = client.get(f"/v1/projects/{pid}/queue?limit=10")["items"]
     top = [entry["id"] for entry in queue]
     curve.labels.append(len(rows))
     curve.heldout.append(np.nan if ours is None else ours)
     curve.random.append(np.nan if theirs is None else theirs)
+    curve.random_low.append(min(draws, default=np.nan))
+    curve.random_high.append(max(draws, default=np.nan))
     cv = (model.get("metrics") or {}).get("accuracy")
     trained = model.get("version") is not None and cv is not None
     if trained:
@@ -280,12 +311,13 @@ def report(client: Client, args: argparse.Namespace, pid: str, data: Data, rows:
         first = f"; #1 {queue[0]['id']} priority {queue[0]['priority']:.3f} ({terms})"
     moved = len(set(top) - set(previous_top))
     print(f"labels {len(rows):4d} | {version} | held-out accuracy {_fmt(ours)} (random items, "
-          f"random expert: {_fmt(theirs)}) | top-10 queue: {moved} new{first}", flush=True)
+          f"random expert, mean of {len(draws)} draws: {_fmt(theirs)}) | top-10 queue: "
+          f"{moved} new{first}", flush=True)
     return top
 
 
 def wait_for_model(client: Client, pid: str, n_labels: int, seconds: float) -> dict:
-    """The model, once it has seen every label so far (or after ``seconds``)."""
+    """The model, once trained on ``n_labels`` labels or more (or after ``seconds``)."""
     deadline = time.monotonic() + seconds
     while True:
         model = client.get(f"/v1/projects/{pid}/model")
@@ -306,10 +338,16 @@ def _exploration(explored: dict | None) -> str:
             f"{explored['std_error']:.3f} unbiased, n {explored['n']}")
 
 
+def explain_curves(draws: int) -> str:
+    """What each curve of the plot measures, printed at the end of a run."""
+    return CURVES_EXPLAINED.format(draws=draws)
+
+
 CURVES_EXPLAINED = """how to read the plot:
   taskrank (held out)          logistic regression on the items taskrank chose and the
                                labels its experts gave, scored on the held-out split
-  random (held out)            the same for random items and random experts: the baseline
+  random (held out)            the same for random items and random experts: the baseline,
+                               the mean of {draws} seeded draws (shaded: their range)
   server, exploration          UNBIASED: the server's model versions scored on exploration
                                items (uniform from the pool) labeled after they were
                                trained, ± one standard error; against the experts' labels,
@@ -327,24 +365,31 @@ def figure(curve: Curve, pid: str) -> object:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 5.2))
+    fig = Figure(figsize=(7, 5.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(curve.labels, curve.heldout, "o-", label="taskrank order and routing (held out)")
-    ax.plot(curve.labels, curve.random, "s--", label="random items, random expert (held out)")
+    ax.plot(curve.labels, curve.heldout, "o-", color="tab:blue",
+            label="taskrank order and routing (held out)")
+    draws = f"mean of {curve.random_draws} draws, " if curve.random_draws else ""
+    ax.plot(curve.labels, curve.random, "s--", color="tab:orange",
+            label=f"random items, random expert ({draws}range shaded; held out)")
+    if curve.random_low:
+        ax.fill_between(curve.labels, curve.random_low, curve.random_high, color="tab:orange",
+                        alpha=0.15, linewidth=0)
     if curve.explore:
         ax.errorbar(curve.explore_labels, curve.explore, yerr=curve.explore_error, fmt="D",
-                    capsize=3, label="server model, exploration labels ± s.e. (unbiased)")
+                    color="tab:green", capsize=3,
+                    label="server model, exploration labels ± s.e. (unbiased)")
     if curve.model_labels:
-        ax.plot(curve.model_labels, curve.model_cv, "^:", alpha=0.6,
+        ax.plot(curve.model_labels, curve.model_cv, "^:", color="tab:red", alpha=0.6,
                 label="server model, cross-validated (biased by selection)")
     ax.set_xlabel("labels given (the server's points: labels its model was trained on)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"taskrank demo: {pid}")
     ax.grid(alpha=0.3)
-    # Below the axes, so it never hides a point.
-    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    # Below the axes, so it never hides a point; one column, so no label is cut at the edges.
+    fig.legend(loc="lower center", ncol=1, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
 
