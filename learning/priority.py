@@ -310,7 +310,9 @@ def score(
         Rows the density is measured against (a fixed sample of the project); defaults
         to ``features``.
     coverage : array-like of shape (n_items,), optional
-        Cold-start priority from the pool map (``learning.coverage.coverage``).
+        Cold-start priority from the pool map (``learning.coverage.coverage``); with a
+        committee too (supplied models, no learned one yet) it is added at the strategy's
+        total weight, so the first labels spread over the pool.
     estimates : array-like of shape (n_estimates, n_items, n_classes), optional
         The point estimates whose consensus the uncertainty is taken on (the supplied
         models and the learned model fitted on every label); defaults to ``committee``.
@@ -337,6 +339,9 @@ def score(
                              f"committee {members.shape[1:]}")
         terms, weights = _warm_terms(members, point, features, strategy, random_state,
                                      reference)
+        if coverage is not None:  # no learned model yet: spread the supplied models' picks
+            terms["coverage"] = check_vector(coverage, "coverage", n_items)
+            weights["coverage"] = float(sum(asdict(strategy.weights).values()))
     terms["boost"], weights["boost"] = boost, 1.0
     priority = np.zeros(n_items)
     for name, values in terms.items():  # loop over the handful of terms

@@ -353,8 +353,8 @@ def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, id
                    tag: str | None, clusters: bool) -> int:
     """One Redis round trip to read, one to write: each call holds Redis for milliseconds.
 
-    The pool map is consulted only when it matters: a new map (``clusters``), or items
-    without supplied predictions (with no model yet, the coverage orders them).
+    The pool map is consulted only when it matters: a new map (``clusters``), no model yet
+    (coverage ranks every item then), or items without supplied predictions.
     """
     pid, prefix = project["id"], K.item_prefix(project["id"])
     replies = send_many(r, [("HMGET", prefix + iid, "p", "f", "b", "s", "st", "cl")
@@ -367,7 +367,7 @@ def _rescore_batch(r: redis.Redis, project: dict, ranker: LoadedModel | None, id
     with _gc_paused():
         items = _decode_items(rows)
         coverage, assigned = None, None
-        if clusters or not all(item.predictions for item in items):
+        if clusters or ranker is None or not all(item.predictions for item in items):
             coverage, assigned = cover(items, pool_map)
         priorities, _ = score_items(
             items, project["strategy"], len(project["labels"]), ranker, breakdown=False,

@@ -67,8 +67,12 @@ def score_items(items: list[ItemInput], strategy: dict, n_classes: int,
                                         strategy["committee"]["use_supplied"])
         features = _features(items, group)
         boost = np.array([items[i].boost for i in group])
+        # Before the project's own model, coverage joins the supplied models' terms: a
+        # platform's weak model alone put every first label on its own boundary (taskrank
+        # demo: 25 boundary items, labeled worse than 25 random ones under expert noise).
+        covered = coverage is not None and (members is None or ranker is None)
         result = score(members, features=features, boost=boost, strategy=strategy_obj,
-                       coverage=None if coverage is None else coverage[group],
+                       coverage=coverage[group] if covered else None,
                        reference=_reference(reference, features), estimates=estimates)
         priorities[group] = result.priority
         if not breakdown:

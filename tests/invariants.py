@@ -12,6 +12,7 @@ import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue.models import current_ranker
+from taskrank.queue.pool_map import cover, current_pool_map
 from taskrank.queue.scoring import score_items, stored_item
 
 
@@ -206,8 +207,11 @@ def not_rescored(r: redis.Redis, project: dict, ids: list[str]) -> list[str]:
     for iid in ids:
         pipe.hmget(K.item_key(pid, iid), "p", "f", "b")
     items = [stored_item(iid, *fields) for iid, fields in zip(ids, pipe.execute(), strict=True)]
+    pool_map = current_pool_map(r, pid)
     expected, _ = score_items(items, project["strategy"], len(project["labels"]),
-                              current_ranker(r, project), breakdown=False)
+                              current_ranker(r, project), breakdown=False,
+                              coverage=cover(items, pool_map)[0],
+                              reference=pool_map.pool_map.reference if pool_map else None)
     live = pooled(r, pid)
     return [iid for iid, score in zip(ids, expected, strict=True)
             if live.get(iid) is None or abs(live[iid] - score) > 1e-9]

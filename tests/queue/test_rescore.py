@@ -9,7 +9,13 @@ from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.experts import load_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_rescore, enqueue_retrain, rescore_items, rescore_progress
+from taskrank.queue.jobs import (
+    enqueue_rescore,
+    enqueue_retrain,
+    rescore_items,
+    rescore_progress,
+    set_priorities,
+)
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
 from tests.invariants import check_store, not_rescored, pooled
@@ -88,6 +94,9 @@ def test_chunks_are_score_ranges_and_ties_stay_together(r, settings, run_jobs):
                                     for i in range(10)]
            + [{"id": f"j{i}", "predictions": {"m": [0.1 + i / 100, 0.9 - i / 100]}}
               for i in range(10)])
+    # Ties as a platform's own priorities make them (the cold start's coverage has none).
+    set_priorities(r, "p", [(f"i{i}", 0.5) for i in range(10)]
+                   + [(f"j{i}", 0.1 * i) for i in range(10)])
     run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=3)
     segments = _segments(r, run)
     assert sorted(iid for segment in segments for iid in segment) == sorted(r.smembers(
