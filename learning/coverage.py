@@ -59,20 +59,6 @@ class PoolMap:
     def n_clusters(self) -> int:
         return int(self.centers.shape[0])
 
-    def to_dict(self) -> dict:
-        """JSON-ready form; ``PoolMap.from_dict(m.to_dict())`` gives the same map."""
-        return {"center": self.center.tolist(), "scale": self.scale.tolist(),
-                "centers": self.centers.tolist(), "order": self.order.tolist(),
-                "distances": [d.tolist() for d in self.distances],
-                "reference": self.reference.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PoolMap:
-        return cls(np.asarray(d["center"], dtype=float), np.asarray(d["scale"], dtype=float),
-                   np.asarray(d["centers"], dtype=float), np.asarray(d["order"], dtype=int),
-                   [np.asarray(x, dtype=float) for x in d["distances"]],
-                   np.asarray(d["reference"], dtype=float))
-
 
 def fit_pool_map(
     X: object, n_clusters: int = 32, random_state: int | np.random.RandomState | None = 0

@@ -50,13 +50,22 @@ def _job_redis() -> redis.Redis:
 # --- retrain --------------------------------------------------------------------------------
 def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
     """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
-    job_id = _job_id("retrain", pid)
-    # The mark expires so that a job lost before it started cannot block retrains forever.
-    if not r.set(K.retrain_pending_key(pid), job_id, nx=True, ex=3600):
-        return r.get(K.retrain_pending_key(pid)) or job_id
+    return _enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid)
+
+
+def _enqueue_once(r: redis.Redis, settings: Settings, pending: str, kind: str, job: object,
+                  pid: str) -> str:
+    """Queue ``job(pid)`` unless the ``pending`` mark names one still waiting; its id.
+
+    The job clears the mark when it starts, so what arrives later queues the next one; the
+    mark expires so that a job lost before it started cannot block its kind forever.
+    """
+    job_id = _job_id(kind, pid)
+    if not r.set(pending, job_id, nx=True, ex=3600):
+        return r.get(pending) or job_id
     queue = task_queue(settings, same_server(r, decode_responses=False))
-    queue.enqueue(retrain, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                  description=f"retrain {pid}")
+    queue.enqueue(job, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
+                  description=f"{kind} {pid}")
     return job_id
 
 
@@ -162,13 +171,7 @@ def _settings() -> Settings:
 # --- pool map -------------------------------------------------------------------------------
 def enqueue_pool_map(r: redis.Redis, settings: Settings, pid: str) -> str:
     """Queue a refit of the pool map unless one is already waiting (ingest bursts merge)."""
-    job_id = _job_id("poolmap", pid)
-    if not r.set(K.pool_map_pending_key(pid), job_id, nx=True, ex=3600):
-        return r.get(K.pool_map_pending_key(pid)) or job_id
-    queue = task_queue(settings, same_server(r, decode_responses=False))
-    queue.enqueue(map_pool, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                  description=f"pool map {pid}")
-    return job_id
+    return _enqueue_once(r, settings, K.pool_map_pending_key(pid), "poolmap", map_pool, pid)
 
 
 def maybe_map_pool(r: redis.Redis, settings: Settings, project: dict) -> str | None:
