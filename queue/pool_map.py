@@ -44,6 +44,8 @@ class LoadedPoolMap:
         else:
             ok = np.array([bool(item.predictions) for item in items], dtype=bool)
         chosen = [item for item, good in zip(items, ok, strict=True) if good]
+        if not chosen:
+            return np.zeros((0, self.pool_map.center.shape[0])), ok
         X = model_inputs(chosen, [] if self.n_features else self.models,
                          self.n_features, self.n_classes)
         return X, ok
@@ -113,7 +115,11 @@ def fit_project_map(r: redis.Redis, project: dict) -> LoadedPoolMap | None:
         n_features = 0
     loaded = LoadedPoolMap(None, list(project.get("models") or []), n_features,
                            len(project["labels"]), 0, n_items)
-    X, _ = loaded.inputs(items)
+    if not n_features and not loaded.models:
+        return None  # nothing to place items by
+    chosen = [item for item in items if (item.features if n_features else item.predictions)]
+    X = model_inputs(chosen, [] if n_features else loaded.models, n_features,
+                     loaded.n_classes)
     if X.shape[0] < MIN_ITEMS:
         return None
     loaded.pool_map = fit_pool_map(X, rule["clusters"], random_state=0)

@@ -10,7 +10,7 @@ from taskrank.queue import tasks
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.jobs import enqueue_rescore, set_priorities
-from taskrank.queue.pool_map import NO_CLUSTER, current_pool_map
+from taskrank.queue.pool_map import NO_CLUSTER, current_pool_map, fit_project_map
 from taskrank.queue.projects import create_project, get_project
 
 CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
@@ -174,3 +174,23 @@ def test_exploration_draws_are_reproducible_and_spread(r, run_jobs):
     assert picks[0] == picks[1]
     top8 = {item["id"] for item in items[-8:]}
     assert len(set(picks[0]) - top8) >= 4
+
+
+def test_items_without_the_maps_inputs_are_placed_without_it(r, run_jobs):
+    """A map fitted on features, then a batch whose items carry only predictions (found
+    by the API fuzzer as a 500): stored, no cluster, the id-fixed cold order."""
+    create_project(r, {"id": "p", "labels": ["a", "b"]})
+    items, _ = _blob_items([20, 20])
+    ingest(r, get_project(r, "p"), items)
+    run_jobs()
+    assert current_pool_map(r, "p") is not None
+    answer = ingest(r, get_project(r, "p"), [
+        {"id": "only-preds", "predictions": {"m": [0.4, 0.6]}}])
+    assert answer["created"] == 1 and not answer["rejected"]
+    assert r.hget(K.item_key("p", "only-preds"), "cl") == str(NO_CLUSTER)
+
+
+def test_no_map_without_features_or_supplied_models(r, run_jobs):
+    """Nothing to cluster by: the job skips, ingest goes on."""
+    create_project(r, {"id": "p", "labels": ["a", "b"]})
+    assert fit_project_map(r, get_project(r, "p")) is None
