@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskrank.queue.settings import Settings
 
 COMMANDS = {
     "serve": "run the server: embedded Redis (unless TASKRANK_REDIS_URL), RQ worker, gunicorn",
@@ -17,7 +21,9 @@ COMMANDS = {
     "demo": "play a labeling platform against a running server",
 }
 
-MODULES = {"token": "tokens"}
+# Commands whose module has another name: scripts/token.py would shadow the standard-library
+# token module when run by path; the benchmarks are a package of their own.
+MODULES = {"token": "tokens", "bench": "bench.command"}
 
 
 def positive_int(text: str) -> int:
@@ -26,6 +32,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """The ``--url`` and ``--token`` options every command that goes over HTTP takes."""
+    parser.add_argument("--url", default=settings.url,
+                        help=f"taskrank server (default TASKRANK_URL, now {settings.url})")
+    parser.add_argument("--token", default=settings.token,
+                        help="bearer token (default TASKRANK_TOKEN)")
 
 
 def usage() -> str:
@@ -44,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown taskrank command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
-    # scripts/token.py would shadow the standard-library token module when run by path.
     module = importlib.import_module(f"taskrank.scripts.{MODULES.get(name, name)}")
     return module.main(rest)
 

@@ -47,8 +47,9 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from taskrank.client import Client, ClientError
 from taskrank.queue.settings import Settings, SettingsError
-from taskrank.scripts.client import Client, ClientError, add_server_arguments
+from taskrank.scripts.cli import add_server_arguments
 
 DATASETS = {"breast_cancer": datasets.load_breast_cancer, "digits": datasets.load_digits,
             "wine": datasets.load_wine, "iris": datasets.load_iris}

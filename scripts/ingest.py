@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import redis
 from tqdm import tqdm
 
+from taskrank.client import ApiError, Client, ClientError
 from taskrank.queue.exceptions import InvalidInputError, TaskrankError
 from taskrank.queue.settings import Settings, SettingsError
-from taskrank.scripts.cli import positive_int
-from taskrank.scripts.client import ApiError, Client, ClientError, add_server_arguments
+from taskrank.scripts.cli import add_server_arguments, positive_int
 from taskrank.scripts.item_files import (
     FORMATS,
     FileFormatError,

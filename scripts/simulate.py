@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from taskrank.client import Client, ClientError
 from taskrank.learning.priority import Strategy
 from taskrank.learning.simulate import (
     BUILTIN_STRATEGIES,
@@ -42,7 +43,6 @@ from taskrank.learning.simulate import (
     simulate_routing,
 )
 from taskrank.queue.settings import Settings, SettingsError
-from taskrank.scripts.client import Client, ClientError
 
 CHECKPOINTS = (50, 100, 200, 300)
 

@@ -27,8 +27,8 @@ from functools import partial
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from taskrank.client import ApiError, Client, ClientError
 from taskrank.learning.baselines import checkpoints, judge_curve, margin_order, random_order
-from taskrank.scripts.client import ApiError, Client, ClientError
 from taskrank.scripts.simulate_http import (
     _aulc,
     _export,

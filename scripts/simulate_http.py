@@ -37,11 +37,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from taskrank.client import ApiError, Client, ClientError
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
 from taskrank.learning.simulate import ROUTING_ARMS, run_simulation, simulate_routing
 from taskrank.learning.simulate import _make_world as make_world  # the replay's own worlds
-from taskrank.scripts.client import ApiError, Client, ClientError
 
 AULC_BUDGET = 0.005  # issue 5: |AULC over HTTP - AULC in process| on the same seeds
 # How the server fits its ranker (queue/jobs.py): random_state 0, and each label weighted by

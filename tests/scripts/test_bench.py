@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from taskrank.scripts import bench
-from taskrank.scripts.bench_budgets import judge_all
-from taskrank.scripts.bench_client import percentiles
+from taskrank.scripts.bench import command as bench
+from taskrank.scripts.bench.budgets import judge_all
+from taskrank.scripts.bench.loops import percentiles
 
 
 def test_memory_quick_writes_the_documented_json(tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from taskrank.scripts.client import Client
+from taskrank.client import Client
 from taskrank.scripts.simulate import main
 from tests.scripts.helpers import http_server, rq_worker
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from taskrank.scripts.client import Client
+from taskrank.client import Client
 from taskrank.scripts.simulate import main
 from tests.scripts.helpers import http_server, rq_worker
 

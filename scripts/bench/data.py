@@ -14,7 +14,7 @@ from taskrank.queue.experts import put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.settings import Settings
-from taskrank.scripts.bench_items import BATCH, LABELS, SEED, make_items
+from taskrank.scripts.bench.items import BATCH, LABELS, SEED, make_items
 
 IN_PROCESS_BELOW = 25_000
 

@@ -5,7 +5,7 @@ project and experts loaded once and cached, and nothing else: no auth, no per-re
 project or expert load, no validation, no aggregation or retrain trigger.  It answers on
 the same paths as the real API so the same client loop drives both; what the real server
 costs above it is its auth, validation, routing and bookkeeping.  Serve with
-``gunicorn -w 2 'taskrank.scripts.bench_floor:create_app()'``.
+``gunicorn -w 2 'taskrank.scripts.bench.floor:create_app()'``.
 """
 
 from __future__ import annotations

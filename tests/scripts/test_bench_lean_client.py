@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from taskrank.scripts.bench_client import LeanClient
+from taskrank.scripts.bench.lean_client import LeanClient
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -28,9 +28,9 @@ from taskrank.queue.projects import get_project
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim, submit_label
 from taskrank.queue.worker import task_queue
-from taskrank.scripts.bench_data import declare_experts, new_project, prefill
-from taskrank.scripts.bench_items import LABELS, MODELS
-from taskrank.scripts.bench_stack import (
+from taskrank.scripts.bench.data import declare_experts, new_project, prefill
+from taskrank.scripts.bench.items import LABELS, MODELS
+from taskrank.scripts.bench.machine import (
     fresh_redis,
     redis_cpu_seconds,
     rq_workers,

@@ -4,7 +4,7 @@
 - next+label loops/s with 1 keep-alive client and with 8 client processes (one expert each)
   at the middle size, and items leased twice (must be 0);
 - variants of the throughput runs, each labelled: ``appendfsync everysec``, gunicorn's
-  ``gthread`` worker (threaded, keep-alive), and the floor app (``bench_floor``, sync
+  ``gthread`` worker (threaded, keep-alive), and the floor app (``bench.floor``, sync
   workers as DESIGN §7 defines it) with both policies.
 
 The product runs with the gunicorn worker arguments ``taskrank serve`` uses.
@@ -23,17 +23,17 @@ import redis
 from taskrank.queue import keys as K
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import create_token
-from taskrank.scripts.bench_client import (
+from taskrank.scripts.bench.data import declare_experts, new_project, prefill
+from taskrank.scripts.bench.lean_client import LeanClient
+from taskrank.scripts.bench.loops import (
     BARRIER_TIMEOUT,
-    LeanClient,
     LoopResult,
     interleaved_loops,
     next_label_loops,
     percentiles,
     run_together,
 )
-from taskrank.scripts.bench_data import declare_experts, new_project, prefill
-from taskrank.scripts.bench_stack import (
+from taskrank.scripts.bench.machine import (
     Server,
     fresh_redis,
     gunicorn,
@@ -95,7 +95,7 @@ def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "a
 
 PRODUCT_APP = "taskrank.server.wsgi:app"
 PRODUCT_ARGS = WORKER_ARGS  # as `taskrank serve` runs gunicorn
-FLOOR_APP = "taskrank.scripts.bench_floor:create_app()"
+FLOOR_APP = "taskrank.scripts.bench.floor:create_app()"
 SYNC = ()  # gunicorn's default sync worker: closes the connection after each answer
 GTHREAD = ("--worker-class", "gthread", "--threads", "2")  # threaded, keep-alive
 VARIANTS = {  # name: (app, extra gunicorn arguments, appendfsync)

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taskrank.queue.tokens import create_token
-from taskrank.scripts.bench_client import BARRIER_TIMEOUT, post_batches, run_together
-from taskrank.scripts.bench_items import encoded_batches
-from taskrank.scripts.bench_stack import fresh_redis, gunicorn, redis_cpu_seconds
+from taskrank.scripts.bench.items import encoded_batches
+from taskrank.scripts.bench.loops import BARRIER_TIMEOUT, post_batches, run_together
+from taskrank.scripts.bench.machine import fresh_redis, gunicorn, redis_cpu_seconds
 
 
 def run(n: int, client_counts: tuple[int, ...] = (1, 2), fsync: str = "always") -> dict:
     """Items/s for each client count; each run ingests ``n`` new items into its own project."""
     # Imported here: it pulls in scikit-learn, which the client processes must not wait for.
-    from taskrank.scripts.bench_data import new_project
+    from taskrank.scripts.bench.data import new_project
 
     out: dict = {"items_per_run": n, "batch": 1000, "runs": {}}
     with fresh_redis(fsync) as (settings, r):

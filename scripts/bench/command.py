@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import signal
@@ -19,8 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from taskrank.scripts.bench_budgets import judge_all
-from taskrank.scripts.bench_stack import cpu_pressure
+from taskrank.scripts.bench.budgets import judge_all
+from taskrank.scripts.bench.machine import cpu_pressure
 
 NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "memory")
 
@@ -37,41 +36,39 @@ QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
 
 
 def _scoring(sizes: dict) -> dict:
-    try:  # written by another engineer; may not exist yet
-        module = importlib.import_module("taskrank.scripts.bench_scoring")
-    except ImportError as error:
-        return {"skipped": f"taskrank.scripts.bench_scoring is not available: {error}"}
-    return module.run(n=sizes["scoring_rows"], k=10, repeats=sizes["scoring_repeats"])
+    from taskrank.scripts.bench import scoring as bench_scoring
+
+    return bench_scoring.run(n=sizes["scoring_rows"], k=10, repeats=sizes["scoring_repeats"])
 
 
 def _serve(sizes: dict) -> dict:
-    from taskrank.scripts import bench_serve
+    from taskrank.scripts.bench import serve as bench_serve
 
     return bench_serve.run(sizes["serve_sizes"], sizes["serve_seconds"],
                            sizes["latency_requests"], variants=sizes["serve_extras"])
 
 
 def _ingest(sizes: dict) -> dict:
-    from taskrank.scripts import bench_ingest
+    from taskrank.scripts.bench import ingest as bench_ingest
 
     return bench_ingest.run(sizes["ingest_items"])
 
 
 def _rescore(sizes: dict) -> dict:
-    from taskrank.scripts import bench_rescore
+    from taskrank.scripts.bench import rescore as bench_rescore
 
     return bench_rescore.run(sizes["rescore_items"], chunk=sizes["rescore_chunk"],
                              with_model=sizes["rescore_model"])
 
 
 def _rerank(sizes: dict) -> dict:
-    from taskrank.scripts import bench_rerank
+    from taskrank.scripts.bench import rerank as bench_rerank
 
     return bench_rerank.run(sizes["rerank_pool"], sizes["rerank_trials"])
 
 
 def _memory(sizes: dict) -> dict:
-    from taskrank.scripts import bench_memory
+    from taskrank.scripts.bench import memory as bench_memory
 
     return bench_memory.run(sizes["memory_items"])
 
@@ -107,7 +104,7 @@ def run_all(names: list[str], quick: bool) -> dict:
 
 def machine() -> dict:
     """The machine and the Redis version (read from a short-lived embedded Redis)."""
-    from taskrank.scripts.bench_stack import fresh_redis, machine_info
+    from taskrank.scripts.bench.machine import fresh_redis, machine_info
 
     with fresh_redis() as (_, r):
         return machine_info(r)

@@ -1,7 +1,7 @@
 """Throughput of the scoring kernels on seeded random probabilities (DESIGN §7).
 
 Budgets: ``margin`` >= 10 M rows/s and the full ``score`` with a 3-member committee
->= 2 M rows/s on 100k x 10. Run ``python scripts/bench_scoring.py`` or call ``run()``.
+>= 2 M rows/s on 100k x 10. Run ``python -m taskrank.scripts.bench.scoring`` or call ``run()``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ import redis
 from taskrank.learning.priority import Strategy
 from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.settings import Settings
-from taskrank.scripts.bench_client import percentiles
-from taskrank.scripts.bench_data import new_project, prefill
-from taskrank.scripts.bench_rescore import (
+from taskrank.scripts.bench.data import new_project, prefill
+from taskrank.scripts.bench.loops import percentiles
+from taskrank.scripts.bench.machine import fresh_redis, rq_workers
+from taskrank.scripts.bench.rescore import (
     PID,
     label_some,
     train_model,
@@ -26,7 +27,6 @@ from taskrank.scripts.bench_rescore import (
     wait_registered,
     wait_rescore,
 )
-from taskrank.scripts.bench_stack import fresh_redis, rq_workers
 
 EVERY_LABELS = Strategy().retrain.every_labels
 
