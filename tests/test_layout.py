@@ -32,9 +32,19 @@ def test_learning_imports_no_web_or_redis_modules():
     assert result.stdout.strip() == "[]"
 
 
+def test_client_needs_only_the_standard_library():
+    """taskrank.client, the public HTTP client, pulls in no third-party or server module."""
+    code = ("import sys, taskrank.client\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in "
+            "('flask', 'redis', 'rq', 'numpy', 'sklearn') or n.startswith('taskrank.queue')))")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_no_queue_package_init_and_no_queue_module():
     """queue/ has no __init__.py and no module anywhere is named queue.py."""
     assert not (ROOT / "queue" / "__init__.py").exists()
     assert not (ROOT / "taskrank").exists()
-    for folder in ("server", "learning", "queue", "scripts", "tests"):
+    for folder in ("server", "learning", "queue", "scripts", "client", "tests"):
         assert not list((ROOT / folder).rglob("queue.py"))
