@@ -1,25 +1,22 @@
 """``taskrank serve``: the whole server on one machine.
 
 Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn; Ctrl-C, SIGTERM or SIGHUP stops every child process
-gracefully (requests in flight are answered, a running job finishes).
+the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``); Ctrl-C,
+SIGTERM or SIGHUP stops every child process gracefully (requests in flight are answered,
+a running job finishes).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import signal
-import subprocess
 import sys
-import time
 
 from taskrank.queue.connection import connect
 from taskrank.queue.durability import check_durability
-from taskrank.queue.embedded import EmbeddedRedis
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.tokens import ensure_admin_token
+from taskrank.scripts.stack import Stack
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -44,25 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 2
-    with contextlib.ExitStack() as stack:
+    with Stack(settings) as stack:
         if not settings.redis_url:
-            embedded = EmbeddedRedis(settings.data_dir, settings.redis_fsync)
             try:
-                settings = settings.replace(redis_url=embedded.start())
+                embedded = stack.start_redis()
             except (RuntimeError, FileNotFoundError) as error:
                 print(f"taskrank serve: {error}", file=sys.stderr)
                 return 1
-            stack.callback(embedded.stop)
-            print(f"embedded Redis at {settings.redis_url} (data in {embedded.data_dir})")
+            print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
         if stopping:
             return 0
-        if not prepare_redis(settings):
+        if not prepare_redis(stack.settings):
             return 1
-        children: list[subprocess.Popen] = []
-        stack.callback(stop_children, children)
-        start_children(settings, children)
+        stack.start_workers()
+        stack.start_web()
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        return supervise(children, stopping)
+        dead = stack.supervise(stopping)
+        if dead is not None:
+            print(f"taskrank serve: {dead.name} exited with {dead.returncode}; stopping",
+                  file=sys.stderr)
+            return 1
+        return 0
 
 
 def catch_stop_signals() -> list[int]:
@@ -89,56 +88,6 @@ def prepare_redis(settings: Settings) -> bool:
             print("first start: an admin token was created; it is shown only this once:")
             print(f"  {token}", flush=True)
     return True
-
-
-# gunicorn's default sync worker: one request per process at a time, the connection closed
-# after each answer.  On merged main it met every serving budget in 4 of 4 benchmark runs,
-# the threaded worker (`--worker-class gthread --threads 2`, keep-alive) in 2 of 4: it spends
-# more server CPU per request, which one client's serial loop pays in full (BENCHMARKS.md).
-WORKER_ARGS: tuple[str, ...] = ()
-
-
-def start_children(settings: Settings, children: list[subprocess.Popen]) -> None:
-    """Start the RQ workers and gunicorn, adding each to ``children`` as soon as it runs."""
-    env = {**os.environ, **settings.as_env()}
-    python = sys.executable
-    gunicorn = [python, "-m", "gunicorn", "--workers", str(settings.web_workers), *WORKER_ARGS,
-                "--bind", f"{settings.host}:{settings.port}", "--log-level", "warning",
-                "--graceful-timeout", "10", "taskrank.server.wsgi:app"]
-    worker = [python, "-m", "taskrank.scripts.worker"]
-    for command in [worker] * settings.rq_workers + [gunicorn]:
-        # A process group of their own: the terminal's Ctrl-C reaches only us, and we stop
-        # them with one SIGTERM (gunicorn treats SIGINT as a quick stop that drops requests).
-        children.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                         process_group=0))
-
-
-def supervise(children: list[subprocess.Popen], stopping: list[int]) -> int:
-    """Wait until a signal asks us to stop (exit 0) or a child dies on its own (exit 1)."""
-    while not stopping:
-        for child in children:
-            if child.poll() is not None:
-                print(f"taskrank serve: {child.args[2]} exited with {child.returncode}; "
-                      "stopping", file=sys.stderr)
-                return 1
-        time.sleep(0.2)
-    return 0
-
-
-def stop_children(children: list[subprocess.Popen], timeout: float = 15.0) -> None:
-    """SIGTERM each child (graceful); past ``timeout`` kill its whole process group."""
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            # The group holds what the child started: gunicorn's workers, RQ's work horse.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def run_all(names: list[str], quick: bool) -> dict:
 
 def machine() -> dict:
     """The machine and the Redis version (read from a short-lived embedded Redis)."""
-    from taskrank.scripts.bench.machine import fresh_redis, machine_info
+    from taskrank.scripts.bench.machine import machine_info
+    from taskrank.scripts.bench.processes import fresh_redis
 
     with fresh_redis() as (_, r):
         return machine_info(r)

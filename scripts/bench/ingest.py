@@ -12,7 +12,8 @@ from collections.abc import Callable
 from taskrank.queue.tokens import create_token
 from taskrank.scripts.bench.items import encoded_batches
 from taskrank.scripts.bench.loops import BARRIER_TIMEOUT, post_batches, run_together
-from taskrank.scripts.bench.machine import fresh_redis, gunicorn, redis_cpu_seconds
+from taskrank.scripts.bench.machine import redis_cpu_seconds
+from taskrank.scripts.bench.processes import fresh_redis, gunicorn
 
 
 def run(n: int, client_counts: tuple[int, ...] = (1, 2), fsync: str = "always") -> dict:

@@ -15,7 +15,7 @@ import redis
 from taskrank.queue import keys as K
 from taskrank.scripts.bench.data import new_project, prefill
 from taskrank.scripts.bench.items import SEED
-from taskrank.scripts.bench.machine import fresh_redis
+from taskrank.scripts.bench.processes import fresh_redis
 
 SAMPLE = 500
 

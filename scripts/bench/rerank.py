@@ -18,13 +18,12 @@ from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.settings import Settings
 from taskrank.scripts.bench.data import new_project, prefill
 from taskrank.scripts.bench.loops import percentiles
-from taskrank.scripts.bench.machine import fresh_redis, rq_workers
+from taskrank.scripts.bench.processes import fresh_redis, rq_workers
 from taskrank.scripts.bench.rescore import (
     PID,
     label_some,
     train_model,
     wait_job,
-    wait_registered,
     wait_rescore,
 )
 
@@ -36,8 +35,7 @@ def run(pool: int, trials: int, workers: int = 2, fsync: str = "always") -> dict
     with fresh_redis(fsync) as (settings, r):
         new_project(r, PID)
         prefill(settings, PID, 0, pool)
-        with rq_workers(settings, workers) as started:
-            wait_registered(settings, len(started))
+        with rq_workers(settings, workers):
             first = train_model(settings, r)  # the first model: later ones are retrains
             runs = [one_trial(settings, r) for _ in range(trials)]
     stats = percentiles([run["seconds"] for run in runs])

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 
 import redis
-from rq import Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
@@ -30,12 +29,8 @@ from taskrank.queue.tasks import claim, submit_label
 from taskrank.queue.worker import task_queue
 from taskrank.scripts.bench.data import declare_experts, new_project, prefill
 from taskrank.scripts.bench.items import LABELS, MODELS
-from taskrank.scripts.bench.machine import (
-    fresh_redis,
-    redis_cpu_seconds,
-    rq_workers,
-    workers_cpu_seconds,
-)
+from taskrank.scripts.bench.machine import redis_cpu_seconds, workers_cpu_seconds
+from taskrank.scripts.bench.processes import fresh_redis, rq_workers
 
 PID = "rescore"
 TRAIN_LABELS = 60
@@ -53,28 +48,16 @@ def run(n: int, worker_counts: tuple[int, ...] = (1, 2), chunk: int | None = Non
         new_project(r, PID)
         prefill(settings, PID, 0, n)
         if with_model:
-            with rq_workers(settings, 1) as workers:
-                wait_registered(settings, len(workers))
+            with rq_workers(settings, 1):
                 out["model"] = train_model(settings, r)
         for count in worker_counts:
             with rq_workers(settings, count) as workers:
-                wait_registered(settings, len(workers))
                 out["runs"][f"{count}_workers"] = timed_rescore(settings, r, workers)
     return out
 
 
 def _binary(settings: Settings) -> redis.Redis:
     return connect(settings, decode_responses=False, socket_timeout=POLL_TIMEOUT)
-
-
-def wait_registered(settings: Settings, count: int, timeout: float = 60.0) -> None:
-    """Until ``count`` workers listen on taskrank's queue (so start-up is not timed)."""
-    queue = task_queue(settings, _binary(settings))
-    deadline = time.monotonic() + timeout
-    while len(Worker.all(queue=queue)) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{count} RQ workers did not register within {timeout} s")
-        time.sleep(0.1)
 
 
 def timed_rescore(settings: Settings, r: redis.Redis, workers: list) -> dict:

@@ -33,14 +33,9 @@ from taskrank.scripts.bench.loops import (
     percentiles,
     run_together,
 )
-from taskrank.scripts.bench.machine import (
-    Server,
-    fresh_redis,
-    gunicorn,
-    redis_cpu_seconds,
-    settle,
-)
-from taskrank.scripts.serve import WORKER_ARGS
+from taskrank.scripts.bench.machine import redis_cpu_seconds, settle
+from taskrank.scripts.bench.processes import fresh_redis, gunicorn
+from taskrank.scripts.stack import WEB_APP, WORKER_ARGS, Web
 
 PID = "serve"
 CLIENTS = 8
@@ -52,7 +47,7 @@ MAX_LOOPS = 1_000_000
 class Target:
     """Where the clients send requests: the server, a token, the project."""
 
-    server: Server
+    server: Web
     token: str
     pid: str = PID
 
@@ -93,7 +88,7 @@ def run(sizes: list[int], seconds: float, latency_requests: int, fsync: str = "a
     return result
 
 
-PRODUCT_APP = "taskrank.server.wsgi:app"
+PRODUCT_APP = WEB_APP
 PRODUCT_ARGS = WORKER_ARGS  # as `taskrank serve` runs gunicorn
 FLOOR_APP = "taskrank.scripts.bench.floor:create_app()"
 SYNC = ()  # gunicorn's default sync worker: closes the connection after each answer
@@ -141,7 +136,7 @@ def _pending(r: redis.Redis, pid: str) -> int:
     return int(r.hget(K.counters_key(pid), "n:pending") or 0)
 
 
-def latency(server: Server, token: str, pids: dict[int, str], requests: int,
+def latency(server: Web, token: str, pids: dict[int, str], requests: int,
             leases: dict[str, list]) -> dict:
     """p50/p99 of next-task alone per pool size: one client, each lease labeled before the
     next request, the sizes taken in turn."""

@@ -1,26 +1,27 @@
-"""Real processes for the fault tests: a redis-server a test may SIGKILL, SIGSTOP and
-restart on the same data dir and port, gunicorn serving the app, and a small HTTP client."""
+"""Fault-test helpers around the process stack (``taskrank.scripts.stack``): a Redis a test
+may SIGKILL, SIGSTOP and restart on the same data dir and port, gunicorn with a client
+(``taskrank.client``) holding the test's admin token, and labeling clients in threads."""
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
-from taskrank.queue.embedded import EmbeddedRedis, free_port
-from taskrank.scripts.serve import WORKER_ARGS
+from taskrank.client import Client, ClientError
+from taskrank.queue.embedded import EmbeddedRedis
+from taskrank.scripts.stack import (
+    Web,
+    started_at,  # noqa: F401 - for the fault tests
+)
+from taskrank.scripts.stack import child_pids as children  # noqa: F401 - for the fault tests
 
 START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 15.0  # above the app's 5 s Redis socket timeout: a stalled Redis gives a 503
@@ -38,37 +39,22 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(x) for x in path.read_text().split()]
-    except OSError:
-        return []
-
-
-def started_at(pid: int) -> int:
-    """A process's start time in clock ticks (field 22 of /proc/PID/stat); 0 when gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except OSError:
-        return 0
-
-
 class RedisProcess:
-    """The venv's redis-server with AOF on one data dir and one fixed loopback port."""
+    """The stack's embedded Redis (AOF on, one fixed loopback port), with the faults."""
 
-    def __init__(self, data_dir: Path, fsync: str = "always") -> None:
-        self.server = EmbeddedRedis(data_dir, fsync=fsync, port=free_port())
+    def __init__(self, server: EmbeddedRedis) -> None:
+        self.server = server
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.server.port}/0"
+        return self.server.url
 
     @property
     def pid(self) -> int:
         return self.server.process.pid
 
     def start(self) -> RedisProcess:
+        """Start it again on the same data dir and port (the AOF is replayed)."""
         self.server.start(timeout=START_TIMEOUT)
         return self
 
@@ -84,126 +70,50 @@ class RedisProcess:
         os.kill(self.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
-    def close(self) -> None:
-        process = self.server.process
-        if process is not None and process.poll() is None:
+        """SIGCONT (also before the teardown: a stopped Redis cannot shut down)."""
+        if self.server.process is not None and self.server.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)
-            self.server.stop(timeout=5)
+                os.kill(self.pid, signal.SIGCONT)
 
 
 class WebServer:
-    """gunicorn serving ``taskrank.server.wsgi:app`` on a free port (what serve starts)."""
+    """The stack's gunicorn serving ``taskrank.server.wsgi:app`` (what serve starts), and a
+    client to it holding the admin token (one per thread: see ``Client.clone``)."""
 
-    def __init__(self, redis_url: str, log_dir: Path, workers: int = 2,
-                 preload: bool = False, **env: str) -> None:
-        self.port = free_port()
-        self.log = log_dir / f"gunicorn-{self.port}.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TASKRANK_")}
-        environ.update(TASKRANK_REDIS_URL=redis_url, TASKRANK_ADMIN_TOKEN=ADMIN_TOKEN,
-                       TASKRANK_DATA_DIR=str(log_dir), TASKRANK_LOG_LEVEL="WARNING", **env)
-        command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), *WORKER_ARGS,
-                   "--bind",
-                   f"127.0.0.1:{self.port}", "--log-level", "warning",
-                   "--graceful-timeout", "5", "taskrank.server.wsgi:app"]
-        if preload:  # workers fork from a loaded app: a killed one is back in milliseconds
-            command.insert(3, "--preload")
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, env=environ, stdin=subprocess.DEVNULL,
-                                            stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        self.api = Api(f"127.0.0.1:{self.port}", ADMIN_TOKEN)
-
-    def wait_ready(self, workers: int = 2) -> WebServer:
-        def ready() -> bool:
-            assert self.process.poll() is None, f"gunicorn exited\n{self.output()}"
-            try:
-                return self.api.call("GET", "/healthz")[0] == 200 and \
-                    len(self.workers()) >= workers
-            except OSError:
-                return False
-
-        wait_for(ready, START_TIMEOUT, f"gunicorn to answer\n{self.output()}")
-        return self
+    def __init__(self, web: Web) -> None:
+        self.web = web
+        self.api = Client(web.url, ADMIN_TOKEN, timeout=HTTP_TIMEOUT)
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        return self.web.workers()
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def close(self) -> None:
-        """Kill the whole process group: a graceful stop takes seconds (module teardown)
-        and a test has nothing left to learn from it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        return self.web.output()
 
 
-class Api:
-    """A JSON client on one connection per request (gunicorn's sync workers close them)."""
-
-    def __init__(self, host: str, token: str) -> None:
-        self.host, self.token = host, token
-
-    def send(self, method: str, path: str, body: object = None,
-             headers: dict[str, str] | None = None,
-             timeout: float = HTTP_TIMEOUT) -> http.client.HTTPConnection:
-        """Send a request and return the connection, its answer still to be read."""
-        connection = http.client.HTTPConnection(self.host, timeout=timeout)
-        head = {"Authorization": f"Bearer {self.token}", **(headers or {})}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            head["Content-Type"] = "application/json"
-        connection.request(method, path, body=payload, headers=head)
-        return connection
-
-    @staticmethod
-    def answer(connection: http.client.HTTPConnection) -> tuple[int, dict, object]:
-        """(status, headers, body: JSON when it is JSON, else text)."""
-        try:
-            response = connection.getresponse()
-            data = response.read()
-            headers = {k.lower(): v for k, v in response.getheaders()}
-        finally:
-            connection.close()
-        text = data.decode(errors="replace")
-        if "json" in headers.get("content-type", "") and data:
-            return response.status, headers, json.loads(text)
-        return response.status, headers, text
-
-    def call(self, method: str, path: str, body: object = None,
-             headers: dict[str, str] | None = None,
-             timeout: float = HTTP_TIMEOUT) -> tuple[int, dict, object]:
-        return self.answer(self.send(method, path, body, headers, timeout))
-
-
-def setup_project(api: Api, pid: str = "p", n_items: int = 60, experts: int = 4,
+def setup_project(api: Client, pid: str = "p", n_items: int = 60, experts: int = 4,
                   redundancy: int = 1, capacity: int = 3) -> None:
     """A project of untagged items and experts e0.. (lease 600 s, retrains rare)."""
-    status, _, body = api.call("POST", "/v1/projects", {
+    status, _, body = api.send("POST", "/v1/projects", {
         "id": pid, "labels": ["neg", "pos"], "redundancy": redundancy, "lease_seconds": 600,
         "strategy": {"retrain": {"every_labels": 10_000}}})
     assert status == 201, body
     items = [{"id": f"i{n}", "predictions": {"m": [round(0.05 + 0.9 * n / n_items, 4),
                                                    round(0.95 - 0.9 * n / n_items, 4)]}}
              for n in range(n_items)]
-    status, _, body = api.call("POST", f"/v1/projects/{pid}/items", {"items": items})
+    status, _, body = api.send("POST", f"/v1/projects/{pid}/items", {"items": items})
     assert status == 200 and body["created"] == n_items, body
     for e in range(experts):
-        status, _, body = api.call("PUT", f"/v1/experts/e{e}", {"capacity": capacity})
+        status, _, body = api.send("PUT", f"/v1/experts/e{e}", {"capacity": capacity})
         assert status in (200, 201), body
 
 
-def export_labels(api: Api, pid: str = "p") -> list[dict]:
+def export_labels(api: Client, pid: str = "p") -> list[dict]:
     """Every label record of the project, page by page."""
     records, cursor = [], None
     for _ in range(1000):
         query = f"?limit=500&cursor={cursor}" if cursor else "?limit=500"
-        status, _, body = api.call("GET", f"/v1/projects/{pid}/labels{query}")
+        status, _, body = api.send("GET", f"/v1/projects/{pid}/labels{query}")
         assert status == 200, body
         records += body["labels"]
         cursor = body["next_cursor"]
@@ -233,12 +143,12 @@ class Answer:
         return is_problem_503(self.status, self.headers, self.body)
 
 
-def ask(api: Api, what: str, method: str, path: str, body: object = None,
+def ask(api: Client, what: str, method: str, path: str, body: object = None,
         headers: dict[str, str] | None = None) -> Answer | str:
     """The answer, or a string saying how the connection broke."""
     try:
-        status, head, data = api.call(method, path, body, headers)
-    except (OSError, http.client.HTTPException) as error:
+        status, head, data = api.send(method, path, body, headers)
+    except ClientError as error:
         return f"{what}: {error!r}"
     return Answer(what, time.monotonic(), status, head, data)
 
@@ -246,10 +156,10 @@ def ask(api: Api, what: str, method: str, path: str, body: object = None,
 class Poller(threading.Thread):
     """Reads a few GET routes in turn until stopped, keeping every answer."""
 
-    def __init__(self, api: Api, paths: list[str], stop: threading.Event,
+    def __init__(self, api: Client, paths: list[str], stop: threading.Event,
                  budget: float = 25.0) -> None:
         super().__init__(daemon=True, name="poller")
-        self.api, self.paths, self.stop = api, paths, stop
+        self.api, self.paths, self.stop = api.clone(), paths, stop
         self.deadline = time.monotonic() + budget
         self.answers: list[Answer] = []
         self.lost: list[str] = []
@@ -276,10 +186,10 @@ class Labeler(threading.Thread):
     Every answer received is kept, for the tests to check what clients saw.
     """
 
-    def __init__(self, api: Api, eid: str, stop: threading.Event, pid: str = "p",
+    def __init__(self, api: Client, eid: str, stop: threading.Event, pid: str = "p",
                  budget: float = 25.0) -> None:
         super().__init__(daemon=True, name=f"labeler-{eid}")
-        self.api, self.eid, self.stop, self.pid = api, eid, stop, pid
+        self.api, self.eid, self.stop, self.pid = api.clone(), eid, stop, pid
         self.deadline = time.monotonic() + budget
         self.acked: dict[str, str] = {}  # task id -> label, answered 201
         self.unsure: list[tuple[str, str, str]] = []  # (task id, key, label) sent, no answer

@@ -38,7 +38,7 @@ def test_acknowledged_labels_survive_a_sigkill_of_redis(stack):
     assert len(acked_before) >= K_LABELS
 
     server.start()  # same data dir and port: the AOF is replayed
-    wait_for(lambda: web.api.call("GET", "/readyz")[0] == 200, 10, "Redis back")
+    wait_for(lambda: web.api.send("GET", "/readyz")[0] == 200, 10, "Redis back")
     for labeler in labelers:
         labeler.settle(timeout=10)
 
@@ -49,7 +49,7 @@ def test_acknowledged_labels_survive_a_sigkill_of_redis(stack):
     counted = {r["task_id"] for r in records if r["counted"]}
     assert acked_before <= counted, f"acknowledged labels lost: {acked_before - counted}"
     assert counted == acked, "every label a client saw acknowledged is counted, and no other"
-    stats = web.api.call("GET", "/v1/projects/p/stats")[2]
+    stats = web.api.send("GET", "/v1/projects/p/stats")[2]
     assert stats["labels"]["counted"] == len(acked) and stats["labels"]["late"] == 0
     counts = check_store(server.client(), "p")
     assert counts["counted"] == len(acked)

@@ -3,7 +3,6 @@ the same Idempotency-Key is counted exactly once."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import random
 import secrets
@@ -12,18 +11,19 @@ import threading
 import time
 from collections import Counter
 
+from taskrank.client import Client, ClientError
 from taskrank.queue import keys as K
-from tests.faults.stack import Api, Labeler, export_labels, setup_project, wait_for
+from tests.faults.stack import Labeler, export_labels, setup_project, wait_for
 from tests.invariants import check_store
 
 MAX_STRIKES = 30
 
 
-def _claim(api: Api, eid: str) -> dict:
+def _claim(api: Client, eid: str) -> dict:
     def ask() -> dict | None:
         try:
-            status, _, body = api.call("POST", "/v1/projects/p/tasks/next", {"expert_id": eid})
-        except (OSError, http.client.HTTPException):
+            status, _, body = api.send("POST", "/v1/projects/p/tasks/next", {"expert_id": eid})
+        except ClientError:
             return None
         return body["task"] if status == 200 else None
 
@@ -36,13 +36,13 @@ def _strike(web, redis_client, eid: str, delay: float) -> dict:
     key = secrets.token_hex(8)
     path, body, headers = f"/v1/tasks/{task['id']}/label", {"label": "pos"}, {
         "Idempotency-Key": key}
-    connection = web.api.send("POST", path, body, headers)
+    web.api.start("POST", path, body, headers)
     time.sleep(delay)
     for pid in web.workers():
         os.kill(pid, signal.SIGKILL)
     try:
-        first = web.api.answer(connection)[0]
-    except (OSError, http.client.HTTPException):
+        first = web.api.finish().status
+    except ClientError:
         first = None  # the worker died with the request
     time.sleep(0.05)  # a script the dead worker sent may still be running in Redis
     committed = bool(redis_client.exists(K.label_idempotency_key("p", task["id"], key)))
@@ -51,10 +51,10 @@ def _strike(web, redis_client, eid: str, delay: float) -> dict:
     return {"task": task["id"], "first": first, "committed": committed, "retry": retry}
 
 
-def _try(api: Api, path: str, body: dict, headers: dict) -> tuple[int, dict] | None:
+def _try(api: Client, path: str, body: dict, headers: dict) -> tuple[int, dict] | None:
     try:
-        status, _, answer = api.call("POST", path, body, headers)
-    except (OSError, http.client.HTTPException):
+        status, _, answer = api.send("POST", path, body, headers)
+    except ClientError:
         return None
     return None if status >= 500 else (status, answer)
 
@@ -128,7 +128,7 @@ def test_label_retry_after_a_killed_worker_counts_once(stack):
     twice = [tid for tid, n in Counter(rec["task_id"] for rec in records).items() if n > 1]
     assert not twice, f"labels exported twice: {twice}"
     assert {rec["task_id"] for rec in records if rec["counted"]} == acked
-    stats = web.api.call("GET", "/v1/projects/p/stats")[2]
+    stats = web.api.send("GET", "/v1/projects/p/stats")[2]
     assert stats["labels"]["counted"] == len(acked) and stats["labels"]["late"] == 0
     assert check_store(r, "p")["counted"] == len(acked)
     assert time.monotonic() - started < 60

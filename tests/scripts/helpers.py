@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from taskrank.queue.settings import Settings
+from taskrank.scripts.stack import Child, Stack, clean_environ
 from taskrank.server import create_app
 
 WORKER_START_TIMEOUT = 30.0
@@ -41,31 +39,12 @@ def http_server(settings: Settings) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def rq_worker(settings: Settings, r) -> Iterator[subprocess.Popen]:  # noqa: ANN001 - redis
-    """A ``taskrank worker`` process on the test Redis, stopped (SIGTERM) at the end."""
-    from rq import Worker
-
-    from taskrank.queue.connection import connect_binary
-    from taskrank.queue.worker import task_queue
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKRANK_")}
+def rq_worker(settings: Settings, r) -> Iterator[Child]:  # noqa: ANN001 - redis
+    """A ``taskrank worker`` process (from the process stack) on the test Redis, registered
+    on the queue when it is yielded and stopped (SIGTERM) at the end."""
     # A quiet upkeep thread: the worker forks a work horse per job beside it.
-    env.update(settings.replace(sweep_interval=30.0).as_env())
-    process = subprocess.Popen([sys.executable, "-m", "taskrank.scripts.worker"], env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    queue = task_queue(settings, connect_binary(settings))
-    try:
-        deadline = time.monotonic() + WORKER_START_TIMEOUT
-        while not Worker.count(queue=queue):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the RQ worker did not start")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with Stack(settings.replace(sweep_interval=30.0), clean_environ(),
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as stack:
+        worker = stack.start_workers(1)[0]
+        stack.wait_workers(1, timeout=WORKER_START_TIMEOUT)
+        yield worker

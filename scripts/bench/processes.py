@@ -1,0 +1,51 @@
+"""The real processes a benchmark runs against, from the one process stack.
+
+Each is a context manager that starts the process(es), waits until they answer, and stops
+them (and only them) on the way out, whatever happened in between.  Children get the
+benchmark's settings and none of the caller's TASKRANK_* variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from taskrank.queue.connection import connect
+from taskrank.queue.settings import Settings
+from taskrank.scripts.stack import WEB_APP, Child, Stack, Web, clean_environ
+
+
+@contextlib.contextmanager
+def fresh_redis(fsync: str = "always") -> Iterator[tuple[Settings, redis.Redis]]:
+    """A new embedded Redis (AOF on, ``appendfsync`` = ``fsync``) in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="taskrank-bench-") as data_dir:
+        stack = Stack(Settings(data_dir=data_dir, redis_fsync=fsync), clean_environ(),
+                      redis_stop_timeout=60.0)
+        with stack:
+            stack.start_redis(Path(data_dir) / "redis")
+            client = connect(stack.settings, socket_timeout=120.0)
+            yield stack.settings, client
+            client.close()
+
+
+@contextlib.contextmanager
+def gunicorn(settings: Settings, app: str = WEB_APP, workers: int = 2,
+             extra_args: tuple[str, ...] = ()) -> Iterator[Web]:
+    """``gunicorn -w workers`` serving ``app`` on a free loopback port, answering."""
+    with Stack(settings.replace(host="127.0.0.1"), clean_environ()) as stack:
+        yield stack.start_web(app, workers, port=0, args=extra_args).wait_ready()
+
+
+@contextlib.contextmanager
+def rq_workers(settings: Settings, count: int) -> Iterator[list[Child]]:
+    """``count`` ``taskrank worker`` processes on the benchmark's Redis (quiet), each
+    registered on the queue (so their start-up is not timed)."""
+    with Stack(settings, clean_environ(), stdout=subprocess.DEVNULL) as stack:
+        workers = stack.start_workers(count, TASKRANK_LOG_LEVEL="WARNING")
+        stack.wait_workers(count)
+        yield workers
