@@ -1,0 +1,99 @@
+"""The process stack: it stops what it started (and only that), notices a child that died,
+and hands its children the settings without the caller's TASKRANK_* variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskrank.queue.settings import Settings
+from taskrank.scripts.stack import Child, Stack, child_pids, clean_environ, started_at
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="process checks read Linux /proc")
+
+# A parent that ignores SIGTERM and forks a grandchild: only a kill of its group stops both.
+STUBBORN = ("import os, signal, subprocess, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "time.sleep(60)\n")
+
+
+def _python(stack: Stack, code: str, name: str = "python") -> Child:
+    return stack._add(Child(name, [sys.executable, "-c", code], stack.env(),
+                            subprocess.DEVNULL, subprocess.DEVNULL))
+
+
+def _gone(pid: int, started: int) -> bool:
+    """The process exited (a zombie waiting for init counts) or its pid was reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return int(fields[19]) != started or fields[0] == "Z"
+
+
+def _wait(condition, timeout: float = 10.0) -> None:  # noqa: ANN001 - a predicate
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
+    """A child that ignores SIGTERM is killed with what it forked past the timeout; a
+    process the stack did not start is left alone."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stack = Stack(Settings(), clean_environ())
+        child = _python(stack, STUBBORN)
+        _wait(lambda: child_pids(child.pid))
+        grandchild = child_pids(child.pid)[0]
+        born = started_at(grandchild)
+        began = time.monotonic()
+        stack.stop(timeout=0.5)
+        assert 0.4 < time.monotonic() - began < 5
+        assert child.returncode is not None and stack.children == []
+        _wait(lambda: _gone(grandchild, born))
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_supervise_answers_the_child_that_exited_or_none_on_a_signal():
+    """supervise returns the child that exited on its own, or None once asked to stop."""
+    with Stack(Settings(), clean_environ()) as stack:
+        _python(stack, "import time; time.sleep(60)", "sleeper")
+        quitter = _python(stack, "raise SystemExit(3)", "quitter")
+        assert stack.supervise([]) is quitter and quitter.returncode == 3
+    with Stack(Settings(), clean_environ()) as stack:
+        _python(stack, "import time; time.sleep(60)", "sleeper")
+        assert stack.supervise([15]) is None
+
+
+def test_children_get_the_settings_not_the_callers_taskrank_variables(monkeypatch):
+    """With clean_environ the caller's TASKRANK_* are dropped; the settings and extras win."""
+    monkeypatch.setenv("TASKRANK_CLAIM_DEPTH", "7")
+    monkeypatch.setenv("TASKRANK_SOMETHING_ELSE", "x")
+    stack = Stack(Settings(claim_depth=9), clean_environ())
+    env = stack.env(TASKRANK_LOG_LEVEL="WARNING")
+    assert env["TASKRANK_CLAIM_DEPTH"] == "9" and env["TASKRANK_LOG_LEVEL"] == "WARNING"
+    assert "TASKRANK_SOMETHING_ELSE" not in env and env["PATH"] == os.environ["PATH"]
+    assert Stack(Settings()).env()["TASKRANK_SOMETHING_ELSE"] == "x"  # serve keeps ours
+
+
+def test_a_web_server_that_cannot_start_is_reported_with_its_output(tmp_path):
+    """gunicorn exiting before it answers raises at once, its log in the message."""
+    log = tmp_path / "web.log"
+    with Stack(Settings(), clean_environ(), stdout=log, stderr=subprocess.STDOUT) as stack:
+        web = stack.start_web(app="taskrank_no_such_module:app", workers=1, port=0)
+        assert "--graceful-timeout" in web.command and web.url.startswith("http://127.0.0.1:")
+        with pytest.raises(RuntimeError, match="exited") as caught:
+            web.wait_ready(timeout=30)
+        assert "taskrank_no_such_module" in str(caught.value)
