@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from taskrank.scripts import cli
 from taskrank.scripts.bench import command as bench
 from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.loops import percentiles
@@ -29,8 +30,11 @@ def test_memory_quick_writes_the_documented_json(tmp_path, capsys):
 
 
 def test_unknown_benchmark_is_a_usage_error(capsys):
-    """A misspelt name exits 2 with a one-line message naming the choices."""
+    """A misspelt name exits 2 with a one-line message naming the choices, also when
+    `taskrank bench` finds the command in the bench package."""
     assert bench.main(["memroy"]) == 2
+    assert "unknown benchmark 'memroy'" in capsys.readouterr().err
+    assert cli.main(["bench", "memroy"]) == 2
     assert "unknown benchmark 'memroy'" in capsys.readouterr().err
 
 
