@@ -198,8 +198,9 @@ class Stack:
     def start_workers(self, count: int | None = None, **env: str) -> list[Child]:
         """``count`` (default the settings') ``taskrank worker`` processes."""
         count = self.settings.rq_workers if count is None else count
-        return [self._add(Child(WORKER_MODULE, [sys.executable, "-m", WORKER_MODULE],
-                                self.env(**env), self.stdout, self.stderr))
+        command = [sys.executable, "-m", WORKER_MODULE]
+        return [self.start_child(Child(WORKER_MODULE, command, self.env(**env), self.stdout,
+                                       self.stderr))
                 for _ in range(count)]
 
     def start_web(self, app: str = WEB_APP, workers: int | None = None, port: int | None = None,
@@ -213,11 +214,13 @@ class Stack:
                    "--workers", str(workers or self.settings.web_workers), *args,
                    *(["--preload"] if preload else []), "--bind", f"{host}:{port}",
                    "--log-level", "warning", "--graceful-timeout", str(graceful_timeout), app]
-        return self._add(Web(f"http://{host}:{port}", command=command, env=self.env(**env),
-                             stdout=self.stdout, stderr=self.stderr))
+        web = Web(f"http://{host}:{port}", command=command, env=self.env(**env),
+                  stdout=self.stdout, stderr=self.stderr)
+        return self.start_child(web)
 
-    def _add(self, child: Child) -> Child:
-        # Remembered before it starts: a failed start is still cleaned up by stop().
+    def start_child(self, child: Child) -> Child:
+        """Start ``child`` as one of the stack's (remembered first: a failed start is
+        still cleaned up by stop())."""
         self.children.append(child)
         return child.start()
 

@@ -25,7 +25,7 @@ STUBBORN = ("import os, signal, subprocess, sys, time\n"
 
 
 def _python(stack: Stack, code: str, name: str = "python") -> Child:
-    return stack._add(Child(name, [sys.executable, "-c", code], stack.env(),
+    return stack.start_child(Child(name, [sys.executable, "-c", code], stack.env(),
                             subprocess.DEVNULL, subprocess.DEVNULL))
 
 
