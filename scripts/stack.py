@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from taskrank.client import Client, ClientError
 from taskrank.queue.embedded import EmbeddedRedis, free_port
@@ -166,6 +167,9 @@ class Web(Child):
                            f"{self.output()}")
 
 
+C = TypeVar("C", bound=Child)
+
+
 class Stack:
     """The processes of one taskrank, started in order and stopped in reverse order.
 
@@ -218,7 +222,7 @@ class Stack:
                   stdout=self.stdout, stderr=self.stderr)
         return self.start_child(web)
 
-    def start_child(self, child: Child) -> Child:
+    def start_child(self, child: C) -> C:
         """Start ``child`` as one of the stack's (remembered first: a failed start is
         still cleaned up by stop())."""
         self.children.append(child)
