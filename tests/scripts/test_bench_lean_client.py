@@ -21,8 +21,9 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         echo = {"path": self.path, "body": json.loads(self.rfile.read(length) or b"null"),
                 "auth": self.headers["Authorization"],
-                "connection": id(self.connection)}
-        Handler.connections.append(id(self.connection))
+                # the client's port names the connection (an object's id may be reused)
+                "connection": self.client_address[1]}
+        Handler.connections.append(self.client_address[1])
         data = json.dumps(echo).encode()
         if self.path == "/empty":
             self.send_response(204)
