@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from flask import request
 
 from taskrank.queue import keys as K
@@ -27,7 +26,7 @@ def _normal(response) -> tuple:
     return response.status_code, media, document
 
 
-def _scenario(client, auth, tokens) -> list[tuple]:
+def _scenario(client, auth) -> list[tuple]:
     """Every kind of answer of the two routes, successes and refusals, in order."""
     make_project(client, auth)
     make_project(client, auth, pid="empty")
@@ -84,26 +83,40 @@ def _scenario(client, auth, tokens) -> list[tuple]:
     return answers
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_fast_path_answers_as_the_views_do(settings, r, auth, tokens, fast, request_log):
-    """The same requests get the same status, media type and body with and without the
-    fast path (compared on the second run)."""
+def _answers(settings, r, auth, fast: bool) -> list[tuple]:
+    """The scenario's answers from an app with or without the fast path, on a database
+    holding only the test's tokens (as the test began)."""
     app = create_app(settings.replace(fast_path=fast))
     assert isinstance(app.wsgi_app, HotPath) is fast
-    answers = _scenario(app.test_client(), auth, tokens)
-    request_log[fast] = answers
-    assert {status for _, status, _, _ in answers} == {
-        200, 201, 204, 400, 401, 403, 404, 409, 415, 422}
-    if len(request_log) == 2:
-        assert request_log[True] == request_log[False]
+    answers = _scenario(app.test_client(), auth)
     late = [entry for _, entry in r.xrange(K.labels_stream_key("p1"))
             if entry["counted"] == "0"]
     assert len(late) == 1  # the late label was written once, not again by the hand-over
+    app.extensions["taskrank.metrics"].flush()
+    counts = {field.rsplit("\t", 1)[0]: int(count)
+              for field, count in r.hgetall(K.metrics_http_key()).items()
+              if field.endswith("\tn")}
+    return answers, counts
 
 
-@pytest.fixture(scope="module")
-def request_log() -> dict:
-    return {}
+def _restart(r) -> None:
+    """Back to a database with only the tokens (all hashes) it held before the scenario."""
+    tokens = {key: r.hgetall(key) for key in r.scan_iter(match=K.token_key("*"))}
+    r.flushdb()
+    for key, fields in tokens.items():
+        r.hset(key, mapping=fields)
+
+
+def test_fast_path_answers_as_the_views_do(settings, r, auth, tokens):
+    """The same requests get the same status, media type and body with and without the
+    fast path, and count in the same request metrics (route label and status)."""
+    slow, slow_counts = _answers(settings, r, auth, fast=False)
+    _restart(r)
+    fast, fast_counts = _answers(settings, r, auth, fast=True)
+    assert {status for _, status, _, _ in fast} == {
+        200, 201, 204, 400, 401, 403, 404, 409, 415, 422}
+    assert fast == slow
+    assert fast_counts == slow_counts
 
 
 def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
@@ -112,7 +125,7 @@ def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
     app = create_app(settings)
     flask_saw = []
     app.before_request(lambda: flask_saw.append(request.path.rsplit("/", 1)[-1]))
-    answers = _scenario(app.test_client(), auth, tokens)
+    answers = _scenario(app.test_client(), auth)
     assert [status for (_, status, _, _) in answers if status in (200, 201, 204)]
     routes_seen = [route for route in flask_saw if route in ("next", "label")]
     refused = [entry for entry in answers if entry[1] not in (200, 201, 204)]
