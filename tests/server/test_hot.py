@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from flask import request
 
 from taskrank.queue import keys as K
 from taskrank.server import create_app
-from taskrank.server.hot import HotPath
+from taskrank.server.hot import HotPath, HotRoute
+from taskrank.server.tasks import HOT_ROUTES
 from tests.server.helpers import make_expert, make_items, make_project, post_items
 
 VOLATILE = {"id", "task_id", "expires_at", "instance"}  # random or time-dependent values
@@ -130,3 +132,20 @@ def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
     routes_seen = [route for route in flask_saw if route in ("next", "label")]
     refused = [entry for entry in answers if entry[1] not in (200, 201, 204)]
     assert len(routes_seen) == len(refused)  # only the others reached Flask
+
+
+def test_a_hot_route_is_declared_once_for_both_adapters(app):
+    """Each hot route's rule, role and endpoint are what the Flask app registered; the
+    WSGI layer's pattern and metrics label come from the same rule."""
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    for route in HOT_ROUTES:
+        flask_rule = rules[f"tasks.{route.endpoint}"]
+        assert flask_rule.rule == route.rule and flask_rule.methods >= {"POST"}
+        assert app.view_functions[flask_rule.endpoint].required_role == route.role
+    label = HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", lambda *args: None)
+    assert label.pattern.fullmatch("/v1/tasks/a.b/label").groupdict() == {"tid": "a.b"}
+    assert not label.pattern.fullmatch("/v1/tasks/a/b/label")
+    assert not label.pattern.fullmatch("/v1/tasksXa/label")
+    assert label.metrics_route == "/v1/tasks/{tid}/label"
+    with pytest.raises(ValueError, match="only <name>"):
+        _ = HotRoute("/v1/x/<int:n>", "x", "expert", lambda *args: None).pattern
