@@ -153,7 +153,10 @@ class HotPath:
     def _serve(self, environ: dict, start_response: Callable, route: HotRoute,
                variables: dict[str, str]) -> Iterable[bytes]:
         started = time.perf_counter()
-        principal, body = self._principal(environ, route), _body(environ)
+        try:
+            principal, body = self._principal(environ, route), _body(environ)
+        except Exception:  # e.g. Redis down: not swallowed, the app meets it again and answers
+            principal = body = None
         if principal is None or body is None:  # the app answers it, and says why
             return self.flask_wsgi_app(self.app, environ, start_response)
         arguments = {**variables, **{name: environ.get(_environ_key(name))

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 from flask import request
 
 from taskrank.queue import keys as K
+from taskrank.queue import tasks as queue_tasks
 from taskrank.server import create_app
 from taskrank.server.hot import HotPath, HotRoute
 from taskrank.server.tasks import HOT_ROUTES
-from tests.server.helpers import make_expert, make_items, make_project, post_items
+from tests.server.helpers import (
+    make_expert,
+    make_items,
+    make_project,
+    next_task,
+    post_items,
+)
 
 VOLATILE = {"id", "task_id", "expires_at", "instance"}  # random or time-dependent values
 
@@ -149,3 +157,23 @@ def test_a_hot_route_is_declared_once_for_both_adapters(app):
     assert label.metrics_route == "/v1/tasks/{tid}/label"
     with pytest.raises(ValueError, match="only <name>"):
         _ = HotRoute("/v1/x/<int:n>", "x", "expert", lambda *args: None).pattern
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_redis_down_is_a_503_problem_on_both_paths(settings, r, auth, tokens, monkeypatch,
+                                                   fast):
+    """Redis failing while a token is checked or while the claim writes: a 503 problem."""
+    dead = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0", fast_path=fast))
+    response = dead.test_client().post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                                       headers=auth("platform"))
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    client = create_app(settings.replace(fast_path=fast)).test_client()
+    make_project(client, auth)
+    make_expert(client, auth, "e1")
+
+    def unavailable(*args, **kwargs):
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(queue_tasks, "claim", unavailable)
+    response = next_task(client, auth, eid="e1")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
