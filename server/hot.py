@@ -100,9 +100,11 @@ def encode(app: Flask, answer: Answer) -> tuple[int, list[tuple[str, str]], byte
 
 
 # --- Flask adapter ----------------------------------------------------------------------------
-def add_flask_view(blueprint: Blueprint, route: HotRoute) -> None:
-    """Register ``route`` on ``blueprint`` as an ordinary view."""
-    blueprint.add_url_rule(route.rule, route.endpoint, flask_view(route), methods=["POST"])
+def add_flask_view(blueprint: Blueprint, route: HotRoute) -> Callable[..., Response]:
+    """Register ``route`` on ``blueprint`` as an ordinary view; the view."""
+    view = flask_view(route)
+    blueprint.add_url_rule(route.rule, route.endpoint, view, methods=["POST"])
+    return view
 
 
 def flask_view(route: HotRoute) -> Callable[..., Response]:

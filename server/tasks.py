@@ -56,14 +56,13 @@ def label(app_state: AppState, principal: Principal, arguments: dict,
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Served by the Flask views below and, with TASKRANK_FAST_PATH, by server/hot.HotPath.
-HOT_ROUTES = (
-    HotRoute("/v1/projects/<pid>/tasks/next", "post_next_task", "expert", next_task,
-             body_optional=True),
-    HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", label,
-             headers=(IDEMPOTENCY_KEY,)),
-)
-for _route in HOT_ROUTES:
-    add_flask_view(bp, _route)
+NEXT_TASK = HotRoute("/v1/projects/<pid>/tasks/next", "post_next_task", "expert", next_task,
+                     body_optional=True)
+LABEL = HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", label,
+                 headers=(IDEMPOTENCY_KEY,))
+HOT_ROUTES = (NEXT_TASK, LABEL)
+post_next_task = add_flask_view(bp, NEXT_TASK)
+post_label = add_flask_view(bp, LABEL)
 
 
 def next_task_expert(app_state: AppState, principal: Principal, body: dict) -> dict:
