@@ -1,22 +1,15 @@
 """Prometheus metrics kept in Redis, so every web process and worker reports the same numbers.
 
-Gunicorn runs several web processes; per-process counters would disagree between scrapes.
-Each process buffers its request observations in memory and one background thread per
-process flushes them (a single MULTI/EXEC of HINCRBY/HINCRBYFLOAT) at most once a second,
-or as soon as 100 requests are buffered: a request never waits on Redis for its metrics.
-What a process buffered in its last second is lost if it is SIGKILLed. Project gauges
-(queue depth, open leases, label counts, model version) are read from the store when
-scraped; retrain durations are recorded by the retrain job.
+Request counts and latencies are one Redis hash that every web process adds to in batches
+(its buffer and flusher thread: ``server/recorder.py``); this module owns the hash's field
+format, writes the batches and renders them. Project gauges (queue depth, open leases,
+label counts, model version) are read from the store when scraped; retrain durations are
+recorded by the retrain job (``observe_retrain``).
 """
 
 from __future__ import annotations
 
-import atexit
 import bisect
-import logging
-import os
-import threading
-import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -24,14 +17,10 @@ import redis
 
 from taskrank.queue import keys as K
 
-log = logging.getLogger(__name__)
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
 RETRAIN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-FLUSH_EVERY = 100  # buffered requests that wake the flusher before its second is up
-FLUSH_SECONDS = 1.0
 _SEP = "\t"  # between the parts of a stored field name; no method, route or status has one
 
 
@@ -41,84 +30,17 @@ def _bucket(bounds: Sequence[float], value: float) -> int:
     return bisect.bisect_left(bounds, value)
 
 
-class RequestRecorder:
-    """One web app's buffer of request observations, flushed to Redis in batches."""
-
-    def __init__(self, r: redis.Redis, flush_every: int = FLUSH_EVERY) -> None:
-        self.r = r
-        self.flush_every = flush_every
-        self._lock = threading.Lock()  # guards the buffers
-        self._flushing = threading.Lock()  # one flush at a time (flusher thread or a scrape)
-        self._ints: Counter[str] = Counter()
-        self._floats: defaultdict[str, float] = defaultdict(float)
-        self._rejected: Counter[str] = Counter()  # project id -> labels refused with a 422
-        self._buffered = 0
-        self._failing = False
-        self._pid = os.getpid()
-        _recorders.add(self)
-
-    def observe(self, method: str, route: str, status: int, seconds: float,
-                rejected_project: str | None = None) -> None:
-        """Count one answered request (in memory only)."""
-        series = _SEP.join((method, route, str(status)))
-        with self._lock:
-            self._adopt_after_fork()
-            self._ints[series + _SEP + "n"] += 1
-            self._ints[f"{series}{_SEP}b{_bucket(REQUEST_BUCKETS, seconds)}"] += 1
-            self._floats[series + _SEP + "s"] += seconds
-            if rejected_project:
-                self._rejected[rejected_project] += 1
-            self._buffered += 1
-            full = self._buffered >= self.flush_every
-        _ensure_flusher()
-        if full:
-            _wake.set()
-
-    def _adopt_after_fork(self) -> None:
-        # A forked child must not flush what its parent buffered (the parent will).
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._ints.clear()
-            self._floats.clear()
-            self._rejected.clear()
-            self._buffered = 0
-
-    def flush(self) -> bool:
-        """Write the buffered observations to Redis; False (kept for later) when it fails."""
-        with self._flushing:
-            with self._lock:
-                self._adopt_after_fork()
-                ints, floats, rejected = self._ints, self._floats, self._rejected
-                buffered = self._buffered
-                self._ints, self._floats, self._rejected = Counter(), defaultdict(float), Counter()
-                self._buffered = 0
-            try:
-                if rejected:
-                    _count_rejected(self.r, rejected)
-                    rejected = Counter()
-                if ints:
-                    _write_requests(self.r, ints, floats)
-            except redis.RedisError as error:
-                self._keep(ints, floats, rejected, buffered)
-                if not self._failing:  # once per outage, not once per second
-                    log.warning("metrics not flushed to Redis (kept for the next try): %s",
-                                error)
-                self._failing = True
-                return False
-            self._failing = False
-            return True
-
-    def _keep(self, ints: Counter, floats: dict[str, float], rejected: Counter,
-              buffered: int) -> None:
-        with self._lock:
-            self._ints.update(ints)
-            for field, value in floats.items():
-                self._floats[field] += value
-            self._rejected.update(rejected)
-            self._buffered += buffered
+def request_fields(method: str, route: str, status: int, seconds: float
+                   ) -> tuple[str, str, str]:
+    """The fields of the requests hash one answered request adds to: its count, its
+    latency bucket's count (both +1) and its latency sum (+seconds)."""
+    series = _SEP.join((method, route, str(status)))
+    return (f"{series}{_SEP}n", f"{series}{_SEP}b{_bucket(REQUEST_BUCKETS, seconds)}",
+            f"{series}{_SEP}s")
 
 
-def _write_requests(r: redis.Redis, ints: Counter, floats: dict[str, float]) -> None:
+def add_requests(r: redis.Redis, ints: Counter, floats: dict[str, float]) -> None:
+    """Add a web process's buffered counts and sums (fields of ``request_fields``)."""
     # MULTI/EXEC: a batch lands whole or not at all, so a retried batch counts once.
     pipe = r.pipeline(transaction=True)
     for field, value in ints.items():
@@ -128,7 +50,7 @@ def _write_requests(r: redis.Redis, ints: Counter, floats: dict[str, float]) -> 
     pipe.execute()
 
 
-def _count_rejected(r: redis.Redis, rejected: Counter) -> None:
+def count_rejected(r: redis.Redis, rejected: Counter) -> None:
     """Add refused labels to the counters of the projects that exist (ids come from URLs)."""
     pids = sorted(rejected)
     known = r.smismember(K.projects_key(), pids)
@@ -137,43 +59,6 @@ def _count_rejected(r: redis.Redis, rejected: Counter) -> None:
         if exists:
             pipe.hincrby(K.counters_key(pid), "rejected", rejected[pid])
     pipe.execute()
-
-
-# One flusher thread per process serves every recorder alive in it (tests build many apps).
-_recorders: weakref.WeakSet[RequestRecorder] = weakref.WeakSet()
-_wake = threading.Event()
-_flusher_pid: int | None = None
-_flusher_lock = threading.Lock()
-
-
-def _ensure_flusher() -> None:
-    global _flusher_pid
-    if _flusher_pid == os.getpid():
-        return
-    with _flusher_lock:
-        if _flusher_pid == os.getpid():
-            return
-        first = _flusher_pid is None
-        _flusher_pid = os.getpid()
-        threading.Thread(target=_flush_loop, name="taskrank-metrics", daemon=True).start()
-        if first:  # atexit handlers are inherited by forked children
-            atexit.register(flush_all, at_exit=True)
-
-
-def _flush_loop() -> None:
-    while True:
-        _wake.wait(FLUSH_SECONDS)
-        _wake.clear()
-        flush_all()
-
-
-def flush_all(at_exit: bool = False) -> None:
-    """Flush every recorder of this process that holds something."""
-    for recorder in list(_recorders):
-        if recorder._buffered and recorder._pid == os.getpid():
-            if at_exit:
-                recorder._failing = True  # its Redis may be gone by now: no warning
-            recorder.flush()
 
 
 def observe_retrain(r: redis.Redis, pid: str, seconds: float) -> None:

@@ -14,6 +14,7 @@ from taskrank.server.cache import HotCaches
 from taskrank.server.context import AppState
 from taskrank.server.errors import register_error_handlers
 from taskrank.server.hot import HotPath
+from taskrank.server.tasks import HOT_ROUTES
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _register_blueprints(app)
     metrics.init_app(app, public=settings.metrics_public)
     if settings.fast_path:
-        app.wsgi_app = HotPath(app)
+        app.wsgi_app = HotPath(app, HOT_ROUTES)
     return app
 
 

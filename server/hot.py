@@ -1,176 +1,200 @@
-"""A WSGI fast path for the two busiest requests: ``POST /v1/projects/{pid}/tasks/next``
-and ``POST /v1/tasks/{tid}/label``.
+"""The two busiest routes (``tasks/next`` and ``label``): each written once, served by two
+thin adapters.
 
-Flask's request machinery (request context, routing, proxies, response objects, hooks)
-costs about as much CPU as everything these two requests do in Redis.  This middleware
-serves their plain success answers (200/204 and 201) itself, with the same checks as the
-views (``server/auth.py``, ``server/tasks.py``) and the same queue calls.
+A hot route is a plain handler, ``(state, principal, arguments, body) -> Answer``, declared
+by a ``HotRoute`` with everything both adapters need: the URL rule, the role it requires,
+the request headers it reads, and (from the rule) the metrics label. ``encode`` turns an
+answer into status, headers and bytes for both adapters, so they answer byte for byte
+alike.
 
-Anything else goes to the Flask app, which answers it as it always does:
-- before the write (claim or label script), any refusal (no or unknown token, bad JSON or
-  field, unknown project/expert/task, ...) hands over the request as it came (its body
-  put back), so every error stays the app's problem+json;
-- after the write, an outcome other than success (a 409 for a lease that is not open, an
-  error raised by the write) is handed over *with* the write's outcome
-  (``tasks.WRITE_OUTCOME``): the view answers from it instead of writing a second time.
+- ``flask_view`` registers the handler as an ordinary Flask view (auth and role through
+  ``require``, body through ``json_object``, errors through the app's error handlers).
+- ``HotPath`` is WSGI middleware in front of the Flask app. Flask's request machinery
+  (request context, routing, proxies, response objects, hooks) costs about as much CPU as
+  everything these two requests do in Redis, so the middleware calls the same handler
+  without it, for requests with a known token of the route's role and a small JSON
+  object as body. Every other request goes to the Flask app untouched. When the handler
+  raises (a refusal, a 409, a Redis error), the exception goes to the Flask app with the
+  request, and the view raises it there instead of running the handler a second time:
+  the app's error handlers and metrics answer it, and nothing is written twice.
 
-Turn it off with ``TASKRANK_FAST_PATH=0``.
+Turn the middleware off with ``TASKRANK_FAST_PATH=0``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
-from flask import Flask
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.http import HTTP_STATUS_CODES
 
-from taskrank.queue import tasks
 from taskrank.queue.tokens import Principal
-from taskrank.queue.validation import check_id
-from taskrank.server.auth import bearer_token, known_principal
-from taskrank.server.context import AppState, cached_project
+from taskrank.server.auth import bearer_token, current_principal, known_principal, require
+from taskrank.server.context import AppState, state
 from taskrank.server.metrics import template
-from taskrank.server.tasks import (
-    WRITE_OUTCOME,
-    finish_label,
-    label_body,
-    label_inputs,
-    next_task_expert,
-    task_project,
-)
-from taskrank.server.validation import parse_json
+from taskrank.server.validation import json_object, parse_json
 
 MAX_BODY = 4096  # the hot bodies are tens of bytes; anything bigger takes the full path
-STATUS_LINES = {200: "200 OK", 201: "201 CREATED", 204: "204 NO CONTENT"}  # as werkzeug
-
-Answer = tuple[int, object]  # HTTP status, JSON document (None: no body)
-
-
-class HandOver(Exception):
-    """The fast path does not answer this request; the Flask app does."""
+EMPTY_TYPE = "text/html; charset=utf-8"  # what Flask sends on a body-less answer (204)
+HANDED_OVER = "taskrank.hot.error"  # environ key: the handler's exception, for the app
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a hot handler answers: status, JSON document (None: no body), extra headers."""
+
+    status: int
+    document: dict | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# (state, principal, arguments, body) -> answer.  ``arguments`` holds the URL's variables
+# and the declared request headers (None when absent).  ``body`` reads the JSON object
+# sent: a call, so each handler decides which of its checks come before the body's.
+Handler = Callable[[AppState, Principal, dict, Callable[[], dict]], Answer]
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    """One hot route, as both adapters serve it (method POST)."""
+
+    rule: str  # Flask URL rule, e.g. "/v1/tasks/<tid>/label"
+    endpoint: str  # view name in its blueprint (the OpenAPI document refers to it)
+    role: str  # the least role allowed (roles nest)
+    handler: Handler
+    headers: tuple[str, ...] = ()  # request headers passed to the handler in ``arguments``
+    body_optional: bool = False  # no body at all reads as {}
+
+    @cached_property
+    def metrics_route(self) -> str:
+        """The route label of its request metrics, as Flask's hook writes it."""
+        return template(self.rule)
+
+    @cached_property
+    def pattern(self) -> re.Pattern:
+        """The rule as a regular expression (Flask's default converter: no slash)."""
+        parts = re.split(r"<([^<>:]+)>", self.rule)  # literal, name, literal, ...
+        if any("<" in literal or ">" in literal for literal in parts[::2]):
+            raise ValueError(f"only <name> variables are supported: {self.rule}")
+        return re.compile("".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
+                                  for index, part in enumerate(parts)))
+
+
+def encode(app: Flask, answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body bytes of ``answer``, for both adapters."""
+    if answer.document is None:
+        return answer.status, [("Content-Type", EMPTY_TYPE), *answer.headers], b""
+    # As flask.json.provider.DefaultJSONProvider.response (compact out of debug mode).
+    provider = app.json
+    compact = provider.compact if provider.compact is not None else not app.debug
+    options = {"separators": (",", ":")} if compact else {"indent": 2}
+    data = f"{provider.dumps(answer.document, **options)}\n".encode()
+    return answer.status, [("Content-Type", "application/json"),
+                           ("Content-Length", str(len(data))), *answer.headers], data
+
+
+# --- Flask adapter ----------------------------------------------------------------------------
+def add_flask_view(blueprint: Blueprint, route: HotRoute) -> Callable[..., Response]:
+    """Register ``route`` on ``blueprint`` as an ordinary view; the view."""
+    view = flask_view(route)
+    blueprint.add_url_rule(route.rule, route.endpoint, view, methods=["POST"])
+    return view
+
+
+def flask_view(route: HotRoute) -> Callable[..., Response]:
+    """The Flask view of ``route``: its role checked, its handler's answer encoded."""
+    def view(**variables: str) -> Response:
+        error = request.environ.pop(HANDED_OVER, None)
+        if error is not None:  # HotPath ran the handler already: answer what it raised
+            raise error
+        arguments = {**variables, **{name: request.headers.get(name) for name in route.headers}}
+        answer = route.handler(state(), current_principal(), arguments,
+                               lambda: _flask_body(route))
+        status, headers, data = encode(current_app, answer)
+        return Response(data or None, status=status, headers=headers)
+
+    view.__name__ = view.__qualname__ = route.endpoint
+    return require(route.role)(view)
+
+
+def _flask_body(route: HotRoute) -> dict:
+    if route.body_optional and not request.content_length:
+        return {}
+    return json_object()
+
+
+# --- WSGI adapter -----------------------------------------------------------------------------
 class HotPath:
     """WSGI middleware around ``app.wsgi_app``; see the module docstring."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, routes: Iterable[HotRoute]) -> None:
         # A weak reference: app -> middleware -> app would keep every app (and its metrics
         # buffer) alive until the garbage collector runs.
         self.app = weakref.proxy(app)
         self.flask_wsgi_app = type(app).wsgi_app
         self.state: AppState = app.extensions["taskrank"]
         self.recorder = app.extensions["taskrank.metrics"]
-        # Plain functions, not bound methods: the middleware must not refer to itself (a
-        # cycle would keep the app's metrics buffer alive past the app).
-        self.routes: list[tuple[re.Pattern, Callable[..., Answer], str]] = [
-            (re.compile(r"/v1/projects/([^/]+)/tasks/next"), HotPath.next_task,
-             template("/v1/projects/<pid>/tasks/next")),
-            (re.compile(r"/v1/tasks/([^/]+)/label"), HotPath.label,
-             template("/v1/tasks/<tid>/label"))]
+        self.routes = tuple(routes)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "POST":
-            path = environ.get("PATH_INFO", "")
-            for pattern, serve, route in self.routes:
-                match = pattern.fullmatch(path)
+        path = environ.get("PATH_INFO", "")
+        # Non-ASCII paths go to Flask, which decodes them (PATH_INFO holds latin-1 bytes).
+        if environ.get("REQUEST_METHOD") == "POST" and path.isascii():
+            for route in self.routes:
+                match = route.pattern.fullmatch(path)
                 if match:
-                    return self._serve(environ, start_response, serve, match.group(1), route)
+                    return self._serve(environ, start_response, route, match.groupdict())
         return self.flask_wsgi_app(self.app, environ, start_response)
 
-    def _serve(self, environ: dict, start_response: Callable,
-               serve: Callable[..., Answer], arg: str,
-               route: str) -> Iterable[bytes]:
+    def _serve(self, environ: dict, start_response: Callable, route: HotRoute,
+               variables: dict[str, str]) -> Iterable[bytes]:
         started = time.perf_counter()
         try:
-            body = self._body(environ)
-            status, document = serve(self, environ, arg, body)
-        except HandOver:
+            principal, body = self._principal(environ, route), _body(environ)
+        except Exception:  # e.g. Redis down: not swallowed, the app meets it again and answers
+            principal = body = None
+        if principal is None or body is None:  # the app answers it, and says why
             return self.flask_wsgi_app(self.app, environ, start_response)
-        data = self._json(document) if document is not None else b""
-        headers = ([("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-                   if document is not None else [("Content-Type", "text/html; charset=utf-8")])
-        start_response(STATUS_LINES[status], headers)
-        self.recorder.observe("POST", route, status, time.perf_counter() - started)
+        arguments = {**variables, **{name: environ.get(_environ_key(name))
+                                     for name in route.headers}}
+        try:
+            answer = route.handler(self.state, principal, arguments, lambda: body)
+        except Exception as error:  # not swallowed: the app answers it (see flask_view)
+            environ[HANDED_OVER] = error
+            return self.flask_wsgi_app(self.app, environ, start_response)
+        status, headers, data = encode(self.app, answer)
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", headers)  # as werkzeug
+        self.recorder.observe("POST", route.metrics_route, status, time.perf_counter() - started)
         return [data]
 
-    def _body(self, environ: dict) -> dict:
-        """The JSON object sent; the body is put back in ``environ`` for a hand-over."""
-        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        length = environ.get("CONTENT_LENGTH", "")
-        if mimetype != "application/json" or not length.isdigit() or not (
-                0 < int(length) <= MAX_BODY):
-            raise HandOver
-        raw = environ["wsgi.input"].read(int(length))
-        environ["wsgi.input"] = io.BytesIO(raw)
-        try:
-            body = parse_json(raw)
-        except (ValueError, RecursionError):  # NaN/Infinity, nesting too deep: the app says why
-            raise HandOver from None
-        if not isinstance(body, dict):
-            raise HandOver
-        return body
-
-    def _principal(self, environ: dict) -> Principal:
+    def _principal(self, environ: dict, route: HotRoute) -> Principal | None:
+        """The principal of a known token of the route's role (None: not for this path)."""
         token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
         principal = known_principal(self.state, token) if token else None
-        if principal is None:  # every role may use both routes, so only a token is needed
-            raise HandOver
-        return principal
-
-    def next_task(self, environ: dict, pid: str, body: dict) -> Answer:
-        with _refusals_hand_over():
-            principal = self._principal(environ)
-            project = cached_project(check_id(pid, "project id"), self.state)
-            expert = next_task_expert(self.state, principal, body)
-        with _outcome_kept(environ):
-            task = tasks.claim(self.state.redis, project, expert,
-                               self.state.settings.claim_depth)
-        return (200, {"task": task}) if task is not None else (204, None)
-
-    def label(self, environ: dict, tid: str, body: dict) -> Answer:
-        key = environ.get("HTTP_IDEMPOTENCY_KEY")
-        with _refusals_hand_over():
-            principal = self._principal(environ)
-            project = task_project(self.state, principal, tid)
-            seconds = label_inputs(body, key)
-        with _outcome_kept(environ):
-            status, answer = tasks.submit_label(self.state.redis, project, tid, body["label"],
-                                                seconds, key)
-        environ[WRITE_OUTCOME] = ((status, answer),)  # for a hand-over from here on
-        if status != 201:
-            raise HandOver
-        with _refusals_hand_over():  # idempotent: the view runs it again after a failure
-            finish_label(self.state, project, answer)
-        return 201, label_body(answer)
-
-    def _json(self, document: object) -> bytes:
-        # As flask.json.provider.DefaultJSONProvider.response (compact out of debug mode).
-        provider = self.app.json
-        compact = provider.compact if provider.compact is not None else not self.app.debug
-        options = {"separators": (",", ":")} if compact else {"indent": 2}
-        return f"{provider.dumps(document, **options)}\n".encode()
+        return principal if principal is not None and principal.allows(route.role) else None
 
 
-@contextlib.contextmanager
-def _refusals_hand_over() -> Iterator[None]:
-    """Any error before the write: the app runs the request again and answers it."""
+def _body(environ: dict) -> dict | None:
+    """The small JSON object sent (None: not one); the body is put back for the app."""
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    length = environ.get("CONTENT_LENGTH", "")
+    if mimetype != "application/json" or not length.isdigit() or not (
+            0 < int(length) <= MAX_BODY):
+        return None
+    raw = environ["wsgi.input"].read(int(length))
+    environ["wsgi.input"] = io.BytesIO(raw)
     try:
-        yield
-    except HandOver:
-        raise
-    except Exception as error:  # not swallowed: the app meets it again and answers it
-        raise HandOver from error
+        body = parse_json(raw)
+    except (ValueError, RecursionError):  # NaN/Infinity, nesting too deep: the app says why
+        return None
+    return body if isinstance(body, dict) else None
 
 
-@contextlib.contextmanager
-def _outcome_kept(environ: dict) -> Iterator[None]:
-    """An error raised by the write: the app answers with it, without writing again."""
-    try:
-        yield
-    except Exception as error:
-        environ[WRITE_OUTCOME] = error
-        raise HandOver from error
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")

@@ -1,4 +1,5 @@
-"""``GET /metrics`` (Prometheus) and the hooks that count every request.
+"""``GET /metrics`` (Prometheus) and the hooks that count every request (into this
+process's ``server/recorder.py`` buffer).
 
 The endpoint needs a platform token, like the rest of the API; with
 ``TASKRANK_METRICS_PUBLIC=1`` it needs none (for a scraper on an internal network).
@@ -16,6 +17,7 @@ from taskrank.queue import metrics
 from taskrank.queue.validation import ID_PATTERN
 from taskrank.server.auth import require
 from taskrank.server.context import redis_client
+from taskrank.server.recorder import RequestRecorder
 
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "<unmatched>"  # one series for every URL no route matches (bounded labels)
@@ -23,8 +25,7 @@ UNMATCHED = "<unmatched>"  # one series for every URL no route matches (bounded 
 
 def init_app(app: Flask, public: bool) -> None:
     """Count every request of ``app`` and serve ``GET /metrics``."""
-    app.extensions["taskrank.metrics"] = metrics.RequestRecorder(
-        app.extensions["taskrank"].redis)
+    app.extensions["taskrank.metrics"] = RequestRecorder(app.extensions["taskrank"].redis)
     app.before_request(_start_timer)
     app.after_request(_record)
     app.register_blueprint(_blueprint(public))

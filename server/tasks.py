@@ -1,20 +1,19 @@
 """Tasks: next task for an expert, label, extend, release.
 
-The checks of the two busiest routes are functions of explicit inputs, so the WSGI fast
-path (``server/hot.py``) runs exactly the same ones.
+The two busiest routes, next task and label, are hot routes (``server/hot.py``): plain
+handlers declared once in ``HOT_ROUTES``, served by a Flask view and by the WSGI fast path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
-from flask import Blueprint, Response, request
+from flask import Blueprint
 from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
-from taskrank.queue.exceptions import NoSuchProjectError, NoSuchTaskError
+from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.tokens import Principal
 from taskrank.queue.validation import check_id, check_keys, check_number, fail
 from taskrank.server.auth import acting_expert_of, current_principal, require
@@ -25,27 +24,45 @@ from taskrank.server.context import (
     redis_client,
     state,
 )
-from taskrank.server.errors import problem
-from taskrank.server.validation import json_object
+from taskrank.server.hot import Answer, HotRoute, add_flask_view
 
 bp = Blueprint("tasks", __name__)
-T = TypeVar("T")
-# environ key: the outcome of the write the fast path made before handing a request over
-WRITE_OUTCOME = "taskrank.write_outcome"
 
 
-@bp.post("/v1/projects/<pid>/tasks/next")
-@require("expert")
-def post_next_task(pid: str) -> tuple[dict, int] | Response:
-    app_state = state()
-    project = cached_project(check_id(pid, "project id"))
-    body = json_object() if request.content_length else {}
-    expert = next_task_expert(app_state, current_principal(), body)
-    task = _write_once(lambda: tasks.claim(app_state.redis, project, expert,
-                                           app_state.settings.claim_depth))
-    if task is None:
-        return Response(status=204)
-    return {"task": task}, 200
+def next_task(app_state: AppState, principal: Principal, arguments: dict,
+              body: Callable[[], dict]) -> Answer:
+    """Lease the best task for the expert the body names (or the expert token's own)."""
+    project = cached_project(check_id(arguments["pid"], "project id"), app_state)
+    expert = next_task_expert(app_state, principal, body())
+    task = tasks.claim(app_state.redis, project, expert, app_state.settings.claim_depth)
+    return Answer(200, {"task": task}) if task is not None else Answer(204)
+
+
+def label(app_state: AppState, principal: Principal, arguments: dict,
+          body: Callable[[], dict]) -> Answer:
+    """Submit the label for a lease: 201, or a 409 when the lease is not open (the label
+    is kept, not counted)."""
+    tid, key = arguments["tid"], arguments[IDEMPOTENCY_KEY]
+    project = task_project(app_state, principal, tid)
+    document = body()
+    seconds = label_inputs(document, key)
+    status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
+                                        seconds, key)
+    if status != 201:
+        raise LeaseNotOpenError(answer["reason"], **label_body(answer))
+    finish_label(app_state, project, answer)
+    return Answer(201, label_body(answer))
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# Served by the Flask views below and, with TASKRANK_FAST_PATH, by server/hot.HotPath.
+NEXT_TASK = HotRoute("/v1/projects/<pid>/tasks/next", "post_next_task", "expert", next_task,
+                     body_optional=True)
+LABEL = HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", label,
+                 headers=(IDEMPOTENCY_KEY,))
+HOT_ROUTES = (NEXT_TASK, LABEL)
+post_next_task = add_flask_view(bp, NEXT_TASK)
+post_label = add_flask_view(bp, LABEL)
 
 
 def next_task_expert(app_state: AppState, principal: Principal, body: dict) -> dict:
@@ -81,23 +98,6 @@ def label_inputs(body: dict, idempotency_key: str | None) -> float:
     return seconds
 
 
-@bp.post("/v1/tasks/<tid>/label")
-@require("expert")
-def post_label(tid: str) -> tuple[dict, int]:
-    app_state = state()
-    project = task_project(app_state, current_principal(), tid)
-    body = json_object()
-    key = request.headers.get("Idempotency-Key")
-    seconds = label_inputs(body, key)
-    status, answer = _write_once(lambda: tasks.submit_label(
-        app_state.redis, project, tid, body["label"], seconds, key))
-    if status == 201:
-        finish_label(app_state, project, answer)
-        return label_body(answer), 201
-    return problem(409, "Lease not open", answer["reason"], "lease-not-open",
-                   **label_body(answer))
-
-
 def finish_label(app_state: AppState, project: dict, answer: dict) -> None:
     """After a counted label: aggregation and the retrain trigger (idempotent)."""
     after_label(app_state.redis, project, answer, app_state.settings)
@@ -108,18 +108,6 @@ def finish_label(app_state: AppState, project: dict, answer: dict) -> None:
 def label_body(answer: dict) -> dict:
     return {key: answer.get(key) for key in ("task_id", "item_id", "expert_id", "label",
                                               "counted", "item_status", "n_labels")}
-
-
-def _write_once(write: Callable[[], T]) -> T:
-    """The result of ``write``, or of the same write the fast path already made for this
-    request (then handed over for its answer): a request never writes twice.  The fast
-    path leaves the exception the write raised, or a 1-tuple of what it returned."""
-    outcome = request.environ.pop(WRITE_OUTCOME, None)
-    if outcome is None:
-        return write()
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome[0]
 
 
 def _task_project(tid: str) -> dict:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 from flask import request
 
 from taskrank.queue import keys as K
+from taskrank.queue import tasks as queue_tasks
 from taskrank.server import create_app
-from taskrank.server.hot import HotPath
-from tests.server.helpers import make_expert, make_items, make_project, post_items
+from taskrank.server.hot import HotPath, HotRoute
+from taskrank.server.tasks import HOT_ROUTES
+from tests.server.helpers import (
+    make_expert,
+    make_items,
+    make_project,
+    next_task,
+    post_items,
+)
 
 VOLATILE = {"id", "task_id", "expires_at", "instance"}  # random or time-dependent values
 
@@ -27,7 +36,7 @@ def _normal(response) -> tuple:
     return response.status_code, media, document
 
 
-def _scenario(client, auth, tokens) -> list[tuple]:
+def _scenario(client, auth) -> list[tuple]:
     """Every kind of answer of the two routes, successes and refusals, in order."""
     make_project(client, auth)
     make_project(client, auth, pid="empty")
@@ -84,26 +93,40 @@ def _scenario(client, auth, tokens) -> list[tuple]:
     return answers
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_fast_path_answers_as_the_views_do(settings, r, auth, tokens, fast, request_log):
-    """The same requests get the same status, media type and body with and without the
-    fast path (compared on the second run)."""
+def _answers(settings, r, auth, fast: bool) -> list[tuple]:
+    """The scenario's answers from an app with or without the fast path, on a database
+    holding only the test's tokens (as the test began)."""
     app = create_app(settings.replace(fast_path=fast))
     assert isinstance(app.wsgi_app, HotPath) is fast
-    answers = _scenario(app.test_client(), auth, tokens)
-    request_log[fast] = answers
-    assert {status for _, status, _, _ in answers} == {
-        200, 201, 204, 400, 401, 403, 404, 409, 415, 422}
-    if len(request_log) == 2:
-        assert request_log[True] == request_log[False]
+    answers = _scenario(app.test_client(), auth)
     late = [entry for _, entry in r.xrange(K.labels_stream_key("p1"))
             if entry["counted"] == "0"]
     assert len(late) == 1  # the late label was written once, not again by the hand-over
+    app.extensions["taskrank.metrics"].flush()
+    counts = {field.rsplit("\t", 1)[0]: int(count)
+              for field, count in r.hgetall(K.metrics_http_key()).items()
+              if field.endswith("\tn")}
+    return answers, counts
 
 
-@pytest.fixture(scope="module")
-def request_log() -> dict:
-    return {}
+def _restart(r) -> None:
+    """Back to a database with only the tokens (all hashes) it held before the scenario."""
+    tokens = {key: r.hgetall(key) for key in r.scan_iter(match=K.token_key("*"))}
+    r.flushdb()
+    for key, fields in tokens.items():
+        r.hset(key, mapping=fields)
+
+
+def test_fast_path_answers_as_the_views_do(settings, r, auth, tokens):
+    """The same requests get the same status, media type and body with and without the
+    fast path, and count in the same request metrics (route label and status)."""
+    slow, slow_counts = _answers(settings, r, auth, fast=False)
+    _restart(r)
+    fast, fast_counts = _answers(settings, r, auth, fast=True)
+    assert {status for _, status, _, _ in fast} == {
+        200, 201, 204, 400, 401, 403, 404, 409, 415, 422}
+    assert fast == slow
+    assert fast_counts == slow_counts
 
 
 def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
@@ -112,8 +135,45 @@ def test_fast_path_serves_successes_without_flask(settings, r, auth, tokens):
     app = create_app(settings)
     flask_saw = []
     app.before_request(lambda: flask_saw.append(request.path.rsplit("/", 1)[-1]))
-    answers = _scenario(app.test_client(), auth, tokens)
+    answers = _scenario(app.test_client(), auth)
     assert [status for (_, status, _, _) in answers if status in (200, 201, 204)]
     routes_seen = [route for route in flask_saw if route in ("next", "label")]
     refused = [entry for entry in answers if entry[1] not in (200, 201, 204)]
     assert len(routes_seen) == len(refused)  # only the others reached Flask
+
+
+def test_a_hot_route_is_declared_once_for_both_adapters(app):
+    """Each hot route's rule, role and endpoint are what the Flask app registered; the
+    WSGI layer's pattern and metrics label come from the same rule."""
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    for route in HOT_ROUTES:
+        flask_rule = rules[f"tasks.{route.endpoint}"]
+        assert flask_rule.rule == route.rule and flask_rule.methods >= {"POST"}
+        assert app.view_functions[flask_rule.endpoint].required_role == route.role
+    label = HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", lambda *args: None)
+    assert label.pattern.fullmatch("/v1/tasks/a.b/label").groupdict() == {"tid": "a.b"}
+    assert not label.pattern.fullmatch("/v1/tasks/a/b/label")
+    assert not label.pattern.fullmatch("/v1/tasksXa/label")
+    assert label.metrics_route == "/v1/tasks/{tid}/label"
+    with pytest.raises(ValueError, match="only <name>"):
+        _ = HotRoute("/v1/x/<int:n>", "x", "expert", lambda *args: None).pattern
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_redis_down_is_a_503_problem_on_both_paths(settings, r, auth, tokens, monkeypatch,
+                                                   fast):
+    """Redis failing while a token is checked or while the claim writes: a 503 problem."""
+    dead = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0", fast_path=fast))
+    response = dead.test_client().post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                                       headers=auth("platform"))
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    client = create_app(settings.replace(fast_path=fast)).test_client()
+    make_project(client, auth)
+    make_expert(client, auth, "e1")
+
+    def unavailable(*args, **kwargs):
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(queue_tasks, "claim", unavailable)
+    response = next_task(client, auth, eid="e1")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"

@@ -1,0 +1,46 @@
+"""The web process's request recorder: observations buffered in memory, flushed to Redis
+in batches by a background thread, kept across a Redis outage and written exactly once."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from taskrank.queue import keys as K
+from taskrank.queue import metrics
+from taskrank.server.recorder import RequestRecorder
+from tests.server.test_metrics import parse, value
+
+
+def test_requests_never_wait_on_redis_and_survive_an_outage(settings, r):
+    """observe() makes no Redis call (it works against a dead server); a failed flush keeps
+    the batch, and the next flush writes it exactly once."""
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True)
+    recorder = RequestRecorder(dead, flush_every=10_000)
+    started = time.perf_counter()
+    for _ in range(500):
+        recorder.observe("GET", "/healthz", 200, 0.002)
+    assert time.perf_counter() - started < 0.5
+    assert recorder.flush() is False
+    assert not r.exists(K.metrics_http_key())
+    recorder.r = r
+    assert recorder.flush() is True
+    assert recorder.flush() is True  # nothing left: no double count
+    families = parse(metrics.render(r))
+    assert value(families, "taskrank_http_requests_total", route="/healthz") == 500
+    assert value(families, "taskrank_http_request_duration_seconds_bucket", route="/healthz",
+                 le="0.0025") == 500
+    assert value(families, "taskrank_http_request_duration_seconds_bucket", route="/healthz",
+                 le="0.001") == 0
+
+
+def test_a_full_batch_reaches_redis_without_a_scrape(settings, r):
+    """100 buffered requests are flushed by the process's background thread on its own."""
+    recorder = RequestRecorder(r, flush_every=100)
+    for _ in range(100):
+        recorder.observe("POST", "/v1/tasks/{tid}/label", 201, 0.004)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not r.exists(K.metrics_http_key()):
+        time.sleep(0.02)
+    assert r.hget(K.metrics_http_key(), "POST\t/v1/tasks/{tid}/label\t201\tn") == "100"
