@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 
 import numpy as np
 
-SUM_TOLERANCE = 1e-3
+SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded; ingest (queue/items.py) uses it too
 # Sums closer to 1 than this are left alone: dividing would cost a full pass over the
 # array to change values in the last bits, below anything a score can resolve.
 _RENORMALISE_EPS = 1e-9

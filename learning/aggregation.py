@@ -11,10 +11,29 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dawid_skene", "vote_posterior", "weighted_vote"]
+__all__ = [
+    "ACCURACY_BOUNDS",
+    "agreement_credit",
+    "clip_accuracy",
+    "dawid_skene",
+    "vote_posterior",
+    "weighted_vote",
+]
+
+# No expert is taken as certainly right or certainly wrong: declared levels (the prior of
+# routing's posteriors) and the accuracies a running vote weighs stay inside these bounds.
+# A level of 0 or 1 would make a prior that no evidence can move, and one label of an
+# expert believed perfect would outvote any number of others.  The claim and label
+# scripts receive them through ARGV (queue/tasks.py).
+ACCURACY_BOUNDS = (0.01, 0.99)
 
 # Keeps log-odds finite when an expert (so far) never disagreed.
 _ACC_EPS = 1e-3
+
+
+def clip_accuracy(accuracy: np.ndarray | float) -> np.ndarray:
+    """``accuracy`` clipped into :data:`ACCURACY_BOUNDS` (any shape, as a float array)."""
+    return np.clip(np.asarray(accuracy, dtype=float), *ACCURACY_BOUNDS)
 
 
 def _check_index(name: str, values: np.ndarray, upper: int, length: int | None) -> np.ndarray:
@@ -234,3 +253,43 @@ def dawid_skene(
             break
     label, confidence = _decide(posterior, has_label)
     return label, confidence, accuracy
+
+
+def agreement_credit(
+    labels: np.ndarray,
+    posterior: np.ndarray,
+    gold: int | None = None,
+    soft: bool = True,
+) -> np.ndarray | None:
+    """How much each label of one finished item says its expert was right.
+
+    Against a gold answer the credit is 1 or 0.  Otherwise it is the item's vote
+    posterior of the label (``soft``), a soft agreement count that does not hand every
+    split decision to the expert currently believed best, or 0/1 agreement with the
+    vote's winner (``soft=False``).  A single label without gold agrees with itself and
+    says nothing about its expert: no credit (None).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_labels,)
+        Class index of each label given on the item.
+    posterior : ndarray of shape (n_classes,)
+        The item's vote posterior (a row of :func:`vote_posterior`).
+    gold : int, optional
+        Class index of the known answer; -1 matches no label.
+    soft : bool
+        Soft credit (above) or hard agreement with the winner.
+
+    Returns
+    -------
+    ndarray of shape (n_labels,) with values in [0, 1], or None
+    """
+    posterior = np.asarray(posterior, dtype=float)
+    labs = _check_index("labels", labels, posterior.shape[0], None)
+    if gold is None and labs.shape[0] < 2:
+        return None
+    if gold is not None:
+        return (labs == gold).astype(float)
+    if soft:
+        return posterior[labs]
+    return (labs == posterior.argmax()).astype(float)

@@ -10,19 +10,27 @@ from typing import NamedTuple
 
 import numpy as np
 
+from taskrank.learning.aggregation import clip_accuracy
+
 __all__ = [
+    "DEFAULT_GENERAL_LEVEL",
+    "PRIOR_STRENGTH",
     "BetaPosterior",
     "accuracy_posterior",
     "best_item",
     "best_other_fit",
     "eligible",
+    "general_level",
     "hold_back",
     "item_fit",
     "value",
 ]
 
-# Declared levels of exactly 0 or 1 would make a prior that no evidence can move.
-_LEVEL_MIN, _LEVEL_MAX = 0.01, 0.99
+# The declared level counts as this many labels: a handful of real labels only nudges
+# it, a few dozen override it.
+PRIOR_STRENGTH = 10.0
+# Prior accuracy on untagged items of an expert who declared no skill at all.
+DEFAULT_GENERAL_LEVEL = 0.8
 
 
 class BetaPosterior(NamedTuple):
@@ -37,7 +45,7 @@ def accuracy_posterior(
     declared_level: np.ndarray | float,
     n_agree: np.ndarray | float,
     n_disagree: np.ndarray | float,
-    prior_strength: float = 10.0,
+    prior_strength: float = PRIOR_STRENGTH,
 ) -> BetaPosterior:
     """Beta posterior of accuracy per (expert, tag) from a declared level and agreements.
 
@@ -48,7 +56,7 @@ def accuracy_posterior(
     Parameters
     ----------
     declared_level : array-like, any shape
-        Declared skill level in [0, 1]; clipped into [0.01, 0.99].
+        Declared skill level in [0, 1]; clipped into ``aggregation.ACCURACY_BOUNDS``.
     n_agree, n_disagree : array-like, broadcastable with ``declared_level``
         Counts (may be fractional, e.g. posterior-weighted) of labels that agreed or
         disagreed with the aggregated or gold label. Must be >= 0.
@@ -70,11 +78,18 @@ def accuracy_posterior(
     if np.any(~(n_agree >= 0)) or np.any(~(n_disagree >= 0)):
         raise ValueError("n_agree and n_disagree must be finite counts >= 0")
     level, n_agree, n_disagree = np.broadcast_arrays(
-        np.clip(level, _LEVEL_MIN, _LEVEL_MAX), n_agree, n_disagree
+        clip_accuracy(level), n_agree, n_disagree
     )
     alpha = level * prior_strength + n_agree
     beta = (1.0 - level) * prior_strength + n_disagree
     return BetaPosterior(alpha, beta, alpha / (alpha + beta))
+
+
+def general_level(declared_levels: np.ndarray) -> float:
+    """Prior accuracy on untagged items: the mean declared level, or
+    :data:`DEFAULT_GENERAL_LEVEL` when the expert declared no skill."""
+    levels = np.asarray(declared_levels, dtype=float)
+    return float(levels.mean()) if levels.size else DEFAULT_GENERAL_LEVEL
 
 
 def _check_mask(item_tag_mask: np.ndarray, n_tags: int | None = None) -> np.ndarray:
@@ -121,7 +136,7 @@ def item_fit(
         )
     mask = _check_mask(item_tag_mask, acc.shape[-1])
     acc2 = np.atleast_2d(acc)
-    fit = np.where(mask[None, :, :], acc2[:, None, :], np.inf).min(axis=2)
+    fit = np.where(mask[None, :, :], acc2[:, None, :], np.inf).min(axis=2, initial=np.inf)
     fill = acc2.mean(axis=1) if default is None else np.broadcast_to(default, acc2.shape[:1])
     untagged = ~mask.any(axis=1)
     fit = np.where(untagged[None, :], np.asarray(fill, dtype=float)[:, None], fit)

@@ -19,12 +19,19 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
-from taskrank.learning.aggregation import dawid_skene, vote_posterior, weighted_vote
+from taskrank.learning.aggregation import (
+    agreement_credit,
+    clip_accuracy,
+    dawid_skene,
+    vote_posterior,
+    weighted_vote,
+)
 from taskrank.learning.datasets import DATASETS, load_dataset
 from taskrank.learning.disagreement import get_disagreement
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
 from taskrank.learning.routing import (
+    PRIOR_STRENGTH,
     accuracy_posterior,
     best_item,
     best_other_fit,
@@ -289,17 +296,15 @@ def _learn(world, item: int, labellers: np.ndarray, tag_fit, agree, disagree, so
     vote under the current fits (or with the gold answer). ``soft`` credits the vote's
     probability that the label is right instead of 0/1 agreement with the winner."""
     answers = world.answers[labellers, item]
-    if not world.gold[item] and labellers.size < 2:  # one label only agrees with itself
-        return
+    gold = int(world.truth[item]) if world.gold[item] else None
     tag = world.domain[item]
-    if world.gold[item]:
-        credit = (answers == world.truth[item]).astype(float)
-    else:
-        posterior = vote_posterior(
-            np.zeros(labellers.size, dtype=np.intp), np.arange(labellers.size), answers,
-            np.clip(tag_fit[labellers, tag], 0.01, 0.99), 1, world.n_classes,
-        )[0]
-        credit = posterior[answers] if soft else (answers == posterior.argmax()).astype(float)
+    posterior = vote_posterior(
+        np.zeros(labellers.size, dtype=np.intp), np.arange(labellers.size), answers,
+        clip_accuracy(tag_fit[labellers, tag]), 1, world.n_classes,
+    )[0]
+    credit = agreement_credit(answers, posterior, gold, soft)
+    if credit is None:  # one label only agrees with itself
+        return
     agree[labellers, tag] += credit
     disagree[labellers, tag] += 1.0 - credit
 
@@ -367,7 +372,7 @@ def simulate_routing(
     agreement: str = "soft",
     capacity: int | None = None,
     pool: int | None = None,
-    prior_strength: float = 10.0,
+    prior_strength: float = PRIOR_STRENGTH,
     random_state: int | np.random.RandomState | None = 0,
     progress: Callable[[int], object] | None = None,
 ) -> dict:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from taskrank.learning.aggregation import dawid_skene, vote_posterior
+from taskrank.learning.aggregation import (
+    agreement_credit,
+    clip_accuracy,
+    dawid_skene,
+    vote_posterior,
+)
+from taskrank.learning.routing import item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import lua
-from taskrank.queue.experts import GENERAL, load_expert, record_agreement
+from taskrank.queue.experts import fit_table, load_expert, record_agreement
 
 
 def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]:
@@ -64,7 +70,7 @@ def vote(r: redis.Redis, project: dict, votes: list[list[str]],
     accuracy = np.array([_fit(load_expert(r, eid), tags) for eid in experts])
     posterior = vote_posterior(
         np.zeros(len(votes), dtype=int), np.array([experts.index(e) for e, _ in votes]),
-        np.array([labels.index(lab) for _, lab in votes]), np.clip(accuracy, 0.01, 0.99),
+        np.array([labels.index(lab) for _, lab in votes]), clip_accuracy(accuracy),
         n_items=1, n_classes=len(labels))[0]
     best = int(posterior.argmax())
     return labels[best], round(float(posterior[best]), 6), posterior
@@ -72,21 +78,25 @@ def vote(r: redis.Redis, project: dict, votes: list[list[str]],
 
 def _learn_from(r: redis.Redis, project: dict, votes: list[list[str]], tags: list[str],
                 gold: str | None, posterior: np.ndarray) -> None:
-    # A single label agrees with itself and says nothing about its expert: learn only from
-    # gold items or from items labeled by at least two experts.  Credit is soft: the vote's
-    # probability that the label is right, so a split decision does not simply confirm
-    # whoever is believed best (measured with `taskrank simulate --experts`).
-    if gold is None and len(votes) < 2:
-        return
+    # Credit is soft: the vote's probability that the label is right, so a split decision
+    # does not simply confirm whoever is believed best (measured with `taskrank simulate
+    # --experts`); none when a single label without gold agrees only with itself.
     labels = project["labels"]
-    record_agreement(r, [(eid, tags, float(given == gold) if gold is not None
-                          else float(posterior[labels.index(given)])) for eid, given in votes])
+    gold_index = None if gold is None else labels.index(gold) if gold in labels else -1
+    credit = agreement_credit(np.array([labels.index(given) for _, given in votes]), posterior,
+                              gold_index)
+    if credit is None:
+        return
+    record_agreement(r, [(eid, tags, float(c)) for (eid, _), c in zip(votes, credit, strict=True)])
 
 
 def _fit(expert: dict, tags: list[str]) -> float:
-    accuracy = expert["accuracy"]
-    # The weakest required skill limits the answer (as learning.routing.item_fit).
-    return float(min(accuracy.get(tag, accuracy[GENERAL])["mean"] for tag in tags or [GENERAL]))
+    """The expert's fit on an item with ``tags`` (learning.routing.item_fit); a tag it no
+    longer holds (its skills changed after the claim) counts at its general accuracy."""
+    fits, general = fit_table(expert)
+    tag_accuracy = np.array([fits.get(tag, general) for tag in tags])
+    required = np.ones((1, len(tags)), dtype=bool)
+    return float(item_fit(tag_accuracy, required, default=general)[0])
 
 
 def reaggregate_project(r: redis.Redis, project: dict) -> dict:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import redis
 
+from taskrank.learning import routing
 from taskrank.learning.routing import accuracy_posterior
 from taskrank.queue import keys as K
 from taskrank.queue.clock import rfc3339
@@ -23,8 +24,6 @@ from taskrank.queue.validation import (
 
 FIELDS = {"skills", "capacity", "cost_per_hour", "active"}
 GENERAL = "_general"  # pseudo-tag: accuracy on items that require no skill
-DEFAULT_GENERAL_LEVEL = 0.8
-PRIOR_STRENGTH = 10.0  # the declared level counts as this many labels
 
 
 def parse_expert(body: object) -> dict:
@@ -70,7 +69,7 @@ def load_expert(r: redis.Redis, eid: str) -> dict:
     levels = np.array([*skills.values(), general_level(skills)])
     agree = np.array([float(fields.get(f"a:{tag}", 0)) for tag in tags])
     disagree = np.array([float(fields.get(f"d:{tag}", 0)) for tag in tags])
-    post = accuracy_posterior(levels, agree, disagree, PRIOR_STRENGTH)
+    post = accuracy_posterior(levels, agree, disagree)
     accuracy = {tag: {"mean": round(float(post.mean[i]), 4),
                       "alpha": round(float(post.alpha[i]), 3),
                       "beta": round(float(post.beta[i]), 3), "agree": float(agree[i]),
@@ -82,8 +81,8 @@ def load_expert(r: redis.Redis, eid: str) -> dict:
 
 
 def general_level(skills: dict[str, float]) -> float:
-    """Prior accuracy on untagged items: the mean declared level, or a default."""
-    return float(np.mean(list(skills.values()))) if skills else DEFAULT_GENERAL_LEVEL
+    """Prior accuracy on untagged items (``learning.routing.general_level``)."""
+    return routing.general_level(list(skills.values()))
 
 
 def fit_table(expert: dict) -> tuple[dict[str, float], float]:

@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from taskrank.learning._checks import SUM_TOLERANCE  # one tolerance: ingest and scoring
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
@@ -23,7 +24,6 @@ from taskrank.queue.validation import ID_PATTERN
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
 MAX_SKILLS = 32
 MAX_MODELS = 32
-SUM_TOLERANCE = 1e-3  # real model outputs arrive rounded
 # Bounds keep scores finite: larger magnitudes overflow the scaler and the priority sum.
 MAX_BOOST = 1e6
 MAX_FEATURE = 1e12

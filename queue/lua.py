@@ -142,7 +142,10 @@ return {created, updated}
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
 # items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
 # margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag,
-# ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor.
+# ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor,
+# ARGV[22] the expert's cost per hour, ARGV[23] cost exponent.
+# The rules are learning.routing's (eligible, item_fit, value), held to it by
+# tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
 # Hold-back: a tagged item younger than the hold-back time is skipped when, on each of its
 # tags, an active expert with spare capacity fits better than the asking one by more than
 # the margin, so the top items wait briefly for the expert who would label them best.
@@ -157,20 +160,22 @@ return {created, updated}
 CLAIM = _PREAMBLE + COMMON + r"""
 local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
-local depth, pages, exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local depth, pages, fit_exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
 local hold_seconds, hold_margin = tonumber(ARGV[16]), tonumber(ARGV[17])
 local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
 local explore_share, explore_decay = tonumber(ARGV[19]), tonumber(ARGV[20])
 local diversity = tonumber(ARGV[21])
+local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
 local K_CLAIMED, FIRST_POOL = KEYS[5], 6
 sweep(now, tonumber(ARGV[15]))
 if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
 
--- The weakest required skill limits the answer: fit is the minimum over the item's tags.
+-- The weakest required skill limits the answer: fit is the minimum over the item's tags
+-- (learning.routing.item_fit).
 local function item_fit(tags)
   if #tags == 0 then return default_fit end
-  local lowest = 1
+  local lowest = math.huge
   for _, tag in ipairs(tags) do
     local fit = fits[tag]
     if fit == nil then return nil end  -- the expert lacks a required skill
@@ -197,15 +202,29 @@ local function held_back(tags, created)
   return true
 end
 
--- Early stop: a pool set is read by falling priority, and an item's fit is at most the
--- expert's best fit, so once this bound is not above the best value found, no further
--- candidate of the set can win (ties keep the first, as the full scan does).
+-- What an item costs when this expert labels it.  Today the hourly rate for every item;
+-- a cost per label (rate x predicted seconds for the item's skills) belongs here.
+local function item_cost(tags)
+  return cost_per_hour
+end
+local min_cost = cost_per_hour  -- the lowest item_cost of any item
+
+-- value = priority x fit^a / cost^b (learning.routing.value): the one place the claim
+-- prices an item.
+local function item_value(priority, fit, tags)
+  return priority * fit ^ fit_exponent / item_cost(tags) ^ cost_exponent
+end
+
+-- Early stop: a pool set is read by falling priority, an item's fit is at most the
+-- expert's best fit and its cost at least the lowest, so once this bound is not above
+-- the best value found, no further candidate of the set can win (ties keep the first, as
+-- the full scan does).
 local max_fit = default_fit
 for _, fit in pairs(fits) do if fit > max_fit then max_fit = fit end end
 local function value_bound(priority)
-  if exponent < 0 then return math.huge end
-  if priority < 0 then return 0 end  -- its value lies in [priority, 0]
-  return priority * max_fit ^ exponent
+  if fit_exponent < 0 then return math.huge end
+  if priority < 0 then return 0 end  -- its value lies in [priority / cost^b, 0]
+  return priority * max_fit ^ fit_exponent / min_cost ^ cost_exponent
 end
 
 -- The item's fit when this expert may take it, else nil; f = HMGET 's', 'ca', 'cl'.
@@ -270,7 +289,7 @@ if turn then
   best, best_priority, best_fit, best_tags, best_cluster = explore_pick(turn)
   if best then
     explored = 1
-    best_value = best_priority * best_fit ^ exponent
+    best_value = item_value(best_priority, best_fit, best_tags)
   end
 end
 local seen = {}
@@ -290,7 +309,7 @@ for page = 0, (best and 0 or pages) - 1 do
         local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
         local fit, tags = eligible_fit(iid, f)
         if fit then
-          local value = priority * fit ^ exponent
+          local value = item_value(priority, fit, tags)
           if value > 0 then
             local factor = diversity_factor(f[3])
             if factor < 1 then penalized = true end
@@ -340,20 +359,23 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # exploration labels not yet evaluated (list of item ids).
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
-# ARGV[11] number of classes k.
+# ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
+# (learning.aggregation.ACCURACY_BOUNDS).
 # Returns a JSON string {"status": HTTP status, "body": {...}}.
 LABEL = _PREAMBLE + COMMON + r"""
 local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local fingerprint, k = ARGV[9], tonumber(ARGV[11])
+local accuracy_min, accuracy_max = tonumber(ARGV[12]), tonumber(ARGV[13])
 
--- The one-coin vote over a single label (learning.aggregation.vote_posterior with one
--- vote): the posterior of the given label is its expert's accuracy a (clipped to
--- [0.01, 0.99]), each other class gets (1 - a) / (k - 1).  The label wins when a > 1/k;
--- otherwise (or with no recorded fit) false: aggregate.py decides.  The confidence is
--- written as Python writes round(a, 6).
+-- The one-coin vote over a single label (learning.aggregation.weighted_vote with one
+-- vote, held to it by tests/queue/test_lua_rules.py): the posterior of the given label
+-- is its expert's accuracy a (clipped into the accuracy bounds), each other class gets
+-- (1 - a) / (k - 1).  The label wins when a > 1/k; otherwise (a tie, another class, or
+-- no recorded fit) false: aggregate.py decides.  The confidence is written as Python
+-- writes round(a, 6).
 local function vote_alone(iid, fit, status)
   if fit == nil then return false end
-  local a = math.min(0.99, math.max(0.01, fit))
+  local a = math.min(accuracy_max, math.max(accuracy_min, fit))
   if a * k <= 1 then return false end
   local confidence = (string.format('%.6f', a):gsub('0+$', ''))
   redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)

@@ -8,6 +8,7 @@ import secrets
 
 import redis
 
+from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.clock import now as clock_now
@@ -58,18 +59,17 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
         routing["holdback_seconds"], routing["holdback_margin"],
         json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {}),
         strategy["explore"]["share"], strategy["explore"]["decay_labels"],
-        strategy["diversity"]["factor"]])
+        strategy["diversity"]["factor"], expert["cost_per_hour"], routing["cost_exponent"]])
     if answer[0] != "ok":
         return None
     tid, iid, priority, fit, value, payload, expires, tags, explored = answer[1:]
-    cost_factor = expert["cost_per_hour"] ** routing["cost_exponent"]
     reason = _reason(expert, tags.split(",") if tags else [], float(priority), float(fit),
                      routing)
     if int(explored):
         reason = EXPLORATION_REASON + reason.partition(";")[2]
     return {"id": tid, "item_id": iid, "payload": json.loads(payload) if payload else None,
             "priority": float(priority), "fit": float(fit),
-            "value": float(value) / cost_factor, "expires_at": rfc3339(expires),
+            "value": float(value), "expires_at": rfc3339(expires),
             "exploration": bool(int(explored)), "reason": reason}
 
 
@@ -98,7 +98,7 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
                                     K.labeled_key(pid), K.explore_labels_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
-                   len(project["labels"])])
+                   len(project["labels"]), *ACCURACY_BOUNDS])
     answer = json.loads(raw)
     if answer["status"] == 404:
         raise NoSuchTaskError(f"no task '{tid}'")

@@ -38,6 +38,7 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from taskrank.client import ApiError, Client, ClientError
+from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
 from taskrank.learning.simulate import ROUTING_ARMS, run_simulation, simulate_routing
@@ -45,8 +46,9 @@ from taskrank.learning.simulate import _make_world as make_world  # the replay's
 
 AULC_BUDGET = 0.005  # issue 5: |AULC over HTTP - AULC in process| on the same seeds
 # How the server fits its ranker (queue/jobs.py): random_state 0, and each label weighted by
-# its aggregated confidence, 0.99 for one label from an expert declared at level 1 (clipped).
-SERVER_RANKER_SEED, SERVER_LABEL_WEIGHT = 0, 0.99
+# its aggregated confidence: for one label from an expert declared at level 1, the upper
+# accuracy bound (both its level and its vote are clipped there).
+SERVER_RANKER_SEED, SERVER_LABEL_WEIGHT = 0, ACCURACY_BOUNDS[1]
 BOOST = 10.0  # lifts the initial items above any cold-start priority (density is in [0, 1])
 POLL_SECONDS = 0.05
 INGEST_BATCH = 1000

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskrank.learning.aggregation import dawid_skene, vote_posterior, weighted_vote
+from taskrank.learning.aggregation import (
+    ACCURACY_BOUNDS,
+    agreement_credit,
+    clip_accuracy,
+    dawid_skene,
+    vote_posterior,
+    weighted_vote,
+)
 
 
 def _simulate_labels(accuracy, n_items=400, per_item=5, k=4, seed=0):
@@ -154,3 +161,27 @@ def test_vote_posterior_rows_and_soft_agreement():
     posterior = vote_posterior(items, experts, labels, np.array([0.9, 0.6, 0.6]), 2, 3)
     np.testing.assert_allclose(posterior, [[18 / 28, 9 / 28, 1 / 28], [1 / 3, 1 / 3, 1 / 3]])
     np.testing.assert_allclose(posterior[items, labels], [18 / 28, 9 / 28, 9 / 28])
+
+
+def test_clip_accuracy_keeps_every_accuracy_uncertain():
+    """Accuracies of 0 and 1 move inside the bounds; others are left alone."""
+    low, high = ACCURACY_BOUNDS
+    np.testing.assert_allclose(clip_accuracy([0.0, 0.5, 1.0]), [low, 0.5, high])
+    assert clip_accuracy(0.7).shape == ()
+
+
+def test_agreement_credit_gold_soft_hard_and_single_label():
+    """Gold gives 1/0; otherwise the posterior of each label (soft) or 0/1 agreement with
+    the winner (hard); one label without gold gives no credit."""
+    posterior = np.array([0.2, 0.7, 0.1])
+    np.testing.assert_allclose(agreement_credit([1, 0, 1], posterior, gold=0), [0, 1, 0])
+    np.testing.assert_allclose(agreement_credit([1, 0, 2], posterior), [0.7, 0.2, 0.1])
+    np.testing.assert_allclose(agreement_credit([1, 0], posterior, soft=False), [1, 0])
+    assert agreement_credit([1], posterior) is None
+    np.testing.assert_allclose(agreement_credit([1], posterior, gold=1), [1.0])
+    np.testing.assert_allclose(agreement_credit([1], posterior, gold=-1), [0.0])
+
+
+def test_agreement_credit_rejects_labels_outside_the_classes():
+    with pytest.raises(ValueError, match="labels"):
+        agreement_credit([3, 0], np.array([0.5, 0.5]))

@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from taskrank.learning.routing import (
+    DEFAULT_GENERAL_LEVEL,
     accuracy_posterior,
     best_item,
     best_other_fit,
     eligible,
+    general_level,
     hold_back,
     item_fit,
     value,
@@ -79,6 +81,16 @@ def test_item_fit_many_experts_matches_one_at_a_time():
     mask = rng.random((20, 5)) < 0.3
     expected = np.stack([item_fit(row, mask) for row in acc])
     np.testing.assert_allclose(item_fit(acc, mask), expected)
+
+
+def test_item_fit_with_no_tag_at_all_is_the_default():
+    """With no tag columns every item is untagged and gets the default fit."""
+    np.testing.assert_allclose(item_fit(np.zeros(0), np.ones((1, 0), dtype=bool), 0.7), [0.7])
+
+
+def test_general_level_is_the_mean_declared_level_or_the_default():
+    assert general_level([0.6, 0.9]) == pytest.approx(0.75)
+    assert general_level([]) == DEFAULT_GENERAL_LEVEL
 
 
 def test_item_fit_rejects_mismatched_mask():

@@ -6,33 +6,22 @@ import random
 
 import pytest
 
-from taskrank.queue import keys as K
+from taskrank.learning.routing import best_item
 from taskrank.queue import tasks
-from taskrank.queue.experts import fit_table, load_expert, put_expert
+from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.jobs import set_priorities
 from taskrank.queue.projects import create_project, get_project
+from tests.routing_oracle import rate_pool
 
 TAGS = ["a", "b", "c"]
 
 
-def _best_by_full_scan(r, project, expert) -> str:
-    """The eligible pending item of highest priority x fit^exponent, every item read."""
-    fits, general = fit_table(expert)
-    exponent = project["strategy"]["routing"]["fit_exponent"]
-    best, best_value = None, None
-    for iid in sorted(r.smembers(K.items_key("p"))):
-        status, tags, priority = r.hmget(K.item_key("p", iid), "st", "s", "pr")
-        tags = tags.split(",") if tags else []
-        if status != "pending" or any(tag not in fits for tag in tags):
-            continue
-        if r.sismember(K.item_key("p", iid) + ":experts", expert["id"]):
-            continue
-        fit = min((fits[tag] for tag in tags), default=general)
-        value = float(priority) * fit ** exponent
-        if best_value is None or value > best_value:
-            best, best_value = iid, value
-    return best
+def _best_by_full_scan(r, project, expert) -> str | None:
+    """The eligible pending item of highest value by learning.routing, every item read."""
+    rated = rate_pool(r, project, expert)
+    best = best_item(rated.value, rated.candidate)
+    return None if best < 0 else rated.ids[best]
 
 
 @pytest.mark.parametrize("seed", range(4))

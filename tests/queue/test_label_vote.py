@@ -31,7 +31,7 @@ def _stored(r):
     return r.hmget(K.item_key("p", "i0"), "al", "ac")
 
 
-@pytest.mark.parametrize("skills", [{}, {"x": 0.73}, {"x": 0.9, "y": 0.6123}])
+@pytest.mark.parametrize("skills", [{}, {"x": 0.73}, {"x": 0.9, "y": 0.6123}, {"x": 1.0}])
 def test_only_label_is_aggregated_in_lua_as_python_would(r, settings, skills):
     """An item's only label is aggregated by the script (no Python round trips), with the
     label and confidence aggregate.py stores, and the item joins the labeled set."""
