@@ -8,9 +8,9 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import fit_table, load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import set_priorities
 from taskrank.queue.projects import create_project, get_project
 
 TAGS = ["a", "b", "c"]

@@ -14,9 +14,10 @@ from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_evaluation, enqueue_rescore, enqueue_retrain, rescore_items
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_items
+from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
 from taskrank.queue.worker import task_queue
 from tests.invariants import not_rescored, pooled
 
@@ -108,7 +109,7 @@ def test_rescore_run_reports_progress_and_uses_current_model(r, settings, run_jo
     run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=100)
     assert len([j for j in task_queue(settings).job_ids if j.startswith(run)]) == 3
     run_jobs()
-    from taskrank.queue.jobs import rescore_progress
+    from taskrank.queue.rescore import rescore_progress
 
     progress = rescore_progress(r, "p", run)
     assert progress["finished"] and progress["chunks_done"] == 3

@@ -7,17 +7,13 @@ import json
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import (
-    enqueue_rescore,
-    enqueue_retrain,
-    rescore_items,
-    rescore_progress,
-    set_priorities,
-)
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_items, rescore_progress
+from taskrank.queue.retrain import enqueue_retrain
 from tests.invariants import check_store, not_rescored, pooled
 from tests.pools import tagged_project
 

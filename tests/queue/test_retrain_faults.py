@@ -14,9 +14,9 @@ from rq.job import Job
 from taskrank.queue import keys as K
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.retrain import enqueue_retrain
 from tests.faults.stack import children, started_at, wait_for
 
 
