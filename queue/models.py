@@ -157,7 +157,8 @@ def load_model(r: redis.Redis, pid: str, version: int, meta: dict) -> LoadedMode
 
 # Models by project, each with the (version, trained_at) it was loaded for: a project deleted
 # and created again under the same id restarts at version 1, so the version alone does not
-# name a model.  The one cache policy (queue/cache.py) bounds how long a process keeps one.
+# name a model.  The version is read on every use, so a new one is used at once
+# (queue/cache.py).
 model_cache = TtlCache()
 
 

@@ -52,15 +52,18 @@ def test_ttl_cache_reloads_after_its_time_and_when_told():
     assert TtlCache(0.0).get("k", load) == 5 and TtlCache(0.0).get("k", load) == 6
 
 
-def test_an_entry_of_another_version_is_reloaded():
-    """Asking for a newer version reloads at once, however fresh the entry is."""
+def test_a_versioned_entry_lives_as_long_as_its_version():
+    """Asking for another version reloads at once, however fresh the entry is; the same
+    version is never reloaded, however old the entry is (even with caching off)."""
     clock = Clock()
     load = _counter(clock)
-    cache = TtlCache(60.0, clock=clock)
-    assert cache.get("p", load, version=1) == 1
-    assert cache.get("p", load, version=1) == 1
-    assert cache.get("p", load, version=2) == 2
-    assert cache.get("p", load, version=2) == 2
+    for seconds in (60.0, 0.0):
+        cache = TtlCache(seconds, clock=clock)
+        first = cache.get("p", load, version=1)
+        clock.now += 3600
+        assert cache.get("p", load, version=1) == first
+        assert cache.get("p", load, version=2) == first + 1
+        assert cache.get("p", load, version=2) == first + 1
 
 
 @pytest.fixture
