@@ -11,8 +11,8 @@ import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.jobs import enqueue_retrain
-from taskrank.queue.settings import Settings
+from taskrank.queue.retrain import enqueue_retrain
+from taskrank.queue.settings import Settings, current
 
 
 def after_label(r: redis.Redis, project: dict, answer: dict,
@@ -32,4 +32,4 @@ def maybe_retrain(r: redis.Redis, project: dict, since_retrain: int,
     if r.zcard(K.labeled_key(pid)) < rule["min_labels"]:
         return None
     r.hset(K.counters_key(pid), "since_retrain", 0)
-    return enqueue_retrain(r, settings or Settings.from_env(), pid)
+    return enqueue_retrain(r, settings or current(), pid)

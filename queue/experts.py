@@ -11,6 +11,7 @@ import redis
 from taskrank.learning import routing
 from taskrank.learning.routing import accuracy_posterior
 from taskrank.queue import keys as K
+from taskrank.queue.cache import TtlCache
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import NoSuchExpertError
 from taskrank.queue.validation import (
@@ -56,6 +57,7 @@ def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
                          "cost_per_hour": expert["cost_per_hour"],
                          "active": int(expert["active"]), "updated_at": now})
     r.sadd(K.experts_key(), eid)
+    best_experts_cache.clear()  # a declaration made through this process is seen at once
     return load_expert(r, eid), created
 
 
@@ -112,14 +114,18 @@ def open_leases(r: redis.Redis, eid: str, pids: list[str]) -> dict[str, int]:
     return {pid: n for pid, n in zip(pids, pipe.execute(), strict=True) if n}
 
 
-_best_cache: dict[str, object] = {"at": 0.0, "table": {}}
-BEST_CACHE_SECONDS = 5.0  # hold-back needs a recent view of who is best, not an exact one
+# The hold-back needs a recent view of who is best, not an exact one; it follows the one
+# cache policy (queue/cache.py).
+best_experts_cache = TtlCache()
 
 
 def best_experts_by_tag(r: redis.Redis, top: int = 3) -> dict[str, list[list]]:
-    """{tag: [[expert, fit, capacity], ...]}: the ``top`` active experts per tag by fit."""
-    if time.monotonic() - _best_cache["at"] < BEST_CACHE_SECONDS:
-        return _best_cache["table"]
+    """{tag: [[expert, fit, capacity], ...]}: the ``top`` active experts per tag by fit
+    (cached: at most ``TASKRANK_CACHE_SECONDS`` old)."""
+    return best_experts_cache.get(top, lambda: _rank_experts(r, top))
+
+
+def _rank_experts(r: redis.Redis, top: int) -> dict[str, list[list]]:
     ranked: dict[str, list[list]] = {}
     for eid in r.smembers(K.experts_key()):
         expert = load_expert(r, eid)
@@ -128,6 +134,4 @@ def best_experts_by_tag(r: redis.Redis, top: int = 3) -> dict[str, list[list]]:
         fits, _ = fit_table(expert)
         for tag, fit in fits.items():
             ranked.setdefault(tag, []).append([eid, fit, expert["capacity"]])
-    table = {tag: sorted(rows, key=lambda row: -row[1])[:top] for tag, rows in ranked.items()}
-    _best_cache.update(at=time.monotonic(), table=table)
-    return table
+    return {tag: sorted(rows, key=lambda row: -row[1])[:top] for tag, rows in ranked.items()}

@@ -13,12 +13,12 @@ from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
-from taskrank.queue.jobs import maybe_map_pool
 from taskrank.queue.models import current_ranker
 from taskrank.queue.pool_map import cover, current_pool_map
+from taskrank.queue.pool_map_jobs import maybe_map_pool
 from taskrank.queue.projects import set_input_schema
 from taskrank.queue.scoring import ItemInput, score_items, stored_item
-from taskrank.queue.settings import Settings
+from taskrank.queue.settings import Settings, current
 from taskrank.queue.validation import ID_PATTERN
 
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
@@ -139,7 +139,7 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
            settings: Settings | None = None) -> dict:
     """Validate, score and upsert a batch; answers ``{"created", "updated", "rejected"}``.
 
-    When the pool has no map yet or outgrew it, a refit is queued (``jobs.map_pool``).
+    When the pool has no map yet or outgrew it, a refit is queued (``pool_map_jobs.map_pool``).
     """
     items, rejected = parse_items(project, raw_items)
     if not items:
@@ -161,7 +161,7 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
                  cluster]
     created, updated = lua.run(r, "upsert_items", project["id"],
                                [K.items_key(project["id"]), K.tags_key(project["id"])], args)
-    maybe_map_pool(r, settings or Settings.from_env(), project)
+    maybe_map_pool(r, settings or current(), project)
     return {"created": created, "updated": updated, "rejected": rejected}
 
 

@@ -15,6 +15,7 @@ import redis
 import sklearn
 
 from taskrank.queue import keys as K
+from taskrank.queue.cache import TtlCache
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import ModelIncompatibleError
 from taskrank.queue.quality import CV_BASIS, exploration_estimate
@@ -154,9 +155,11 @@ def load_model(r: redis.Redis, pid: str, version: int, meta: dict) -> LoadedMode
     return pickle.loads(base64.b64decode(blob))
 
 
-# pid -> ((version, trained_at), model): a project deleted and created again under the
-# same id restarts at version 1, so the version alone does not name a model.
-_cache: dict[str, tuple[tuple[int, str | None], LoadedModel]] = {}
+# Models by project, each with the (version, trained_at) it was loaded for: a project deleted
+# and created again under the same id restarts at version 1, so the version alone does not
+# name a model.  The version is read on every use, so a new one is used at once
+# (queue/cache.py).
+model_cache = TtlCache()
 
 
 def current_ranker(r: redis.Redis, project: dict) -> LoadedModel | None:
@@ -166,8 +169,5 @@ def current_ranker(r: redis.Redis, project: dict) -> LoadedModel | None:
     if "version" not in meta:
         return None
     version = int(meta["version"])
-    stamp = (version, meta.get("trained_at"))
-    cached = _cache.get(pid)
-    if cached is None or cached[0] != stamp:
-        cached = _cache[pid] = (stamp, load_model(r, pid, version, meta))
-    return cached[1]
+    return model_cache.get(pid, lambda: load_model(r, pid, version, meta),
+                           version=(version, meta.get("trained_at")))

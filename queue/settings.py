@@ -1,4 +1,11 @@
-"""The one settings object: every knob is a ``TASKRANK_*`` environment variable, read once."""
+"""The one settings object: every knob is a ``TASKRANK_*`` environment variable, read once.
+
+This is the only module of ``queue/`` that reads the environment.  A process builds its
+``Settings`` once and installs them (``install``): the worker before RQ forks a work horse per
+job, the app factory for a web process.  Jobs and the per-process caches read them back with
+``current()``, so an RQ job needs no settings among its arguments (jobs already queued keep
+their arguments, and a job's arguments, stored in Redis, never carry the admin token).
+"""
 
 from __future__ import annotations
 
@@ -104,3 +111,18 @@ def _format(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+_installed: Settings | None = None
+
+
+def install(settings: Settings) -> Settings:
+    """Make ``settings`` this process's settings (what ``current()`` answers); returns them."""
+    global _installed
+    _installed = settings
+    return settings
+
+
+def current() -> Settings:
+    """This process's settings: the installed ones, else the environment's (read once)."""
+    return _installed or install(Settings.from_env())

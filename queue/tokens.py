@@ -1,4 +1,5 @@
-"""API tokens: random, shown once, stored only as SHA-256 hashes."""
+"""API tokens (random, shown once, stored only as SHA-256 hashes) and the web login's
+signing secret: who a request acts for, from a bearer token or from a login cookie."""
 
 from __future__ import annotations
 
@@ -59,11 +60,34 @@ def ensure_admin_token(r: redis.Redis) -> str | None:
 
 def authenticate(r: redis.Redis, token: str, admin_token: str | None = None) -> Principal | None:
     """The principal a bearer token stands for, or None when it is unknown."""
-    digest = hash_token(token)
+    return principal_for_hash(r, hash_token(token), admin_token)
+
+
+def principal_for_hash(r: redis.Redis, token_hash: str,
+                       admin_token: str | None = None) -> Principal | None:
+    """The principal of the token whose SHA-256 is ``token_hash``, or None if it is unknown.
+
+    A login cookie carries the hash instead of the token and is still checked against Redis
+    on every request, with the same answer as ``authenticate`` for that token.
+    """
     # Comparing hashes keeps the time independent of how much of the token matches.
-    if admin_token and hmac.compare_digest(digest, hash_token(admin_token)):
+    if admin_token and hmac.compare_digest(token_hash, hash_token(admin_token)):
         return Principal("admin")
-    fields = r.hgetall(keys.token_key(digest))
+    fields = r.hgetall(keys.token_key(token_hash))
     if not fields:
         return None
     return Principal(fields["role"], fields.get("expert_id"))
+
+
+def web_secret(r: redis.Redis) -> str:
+    """The cookie-signing secret of web logins, created on first use; every web process reads
+    the same one.
+
+    Whoever can read it can forge a login, but whoever can read Redis can already create an
+    admin token, so it adds no new way in.  Deleting the key logs every browser out.
+    """
+    secret = r.get(keys.web_secret_key())
+    if secret is None:
+        r.set(keys.web_secret_key(), secrets.token_hex(32), nx=True)  # the first writer wins
+        secret = r.get(keys.web_secret_key())
+    return secret

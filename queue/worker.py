@@ -9,7 +9,7 @@ from rq import Queue, Worker
 from threadpoolctl import threadpool_limits
 
 from taskrank.queue.connection import connect, connect_binary
-from taskrank.queue.settings import Settings
+from taskrank.queue.settings import Settings, install
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,15 @@ def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - 
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """Work jobs until stopped (or until the queue is empty with ``burst``)."""
+    """Work jobs with ``settings`` until stopped (or until the queue is empty with ``burst``)."""
     logging.basicConfig(level=settings.log_level)
+    # Installed before RQ forks a work horse per job: every job inherits these settings
+    # instead of reading the environment (queue/settings.py).
+    install(settings)
     # Imported before RQ forks a work horse per job; otherwise every job re-imports
     # scikit-learn (~1 s per re-score chunk; `taskrank bench rescore` 2.1x faster with it).
-    import taskrank.queue.jobs  # noqa: F401
+    import taskrank.queue.pool_map_jobs  # noqa: F401
+    import taskrank.queue.retrain  # noqa: F401
 
     # One BLAS thread per worker: models are small, and idle-spinning BLAS threads of two
     # workers fight over the cores (a retrain on 85 labels: 3-8 s, with this 0.6 s).

@@ -28,17 +28,12 @@ from rq import SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from tqdm import tqdm
 
+from taskrank.queue.backfill import rescore_chunks, resume_rescore, set_priorities
 from taskrank.queue.connection import connect, connect_binary, same_server
 from taskrank.queue.embedded import redis_url_for
 from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
-from taskrank.queue.jobs import (
-    enqueue_rescore,
-    rescore_chunks,
-    rescore_progress,
-    resume_rescore,
-    set_priorities,
-)
 from taskrank.queue.projects import get_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.worker import task_queue
 from taskrank.scripts.cli import positive_int

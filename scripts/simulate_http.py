@@ -45,7 +45,7 @@ from taskrank.learning.simulate import ROUTING_ARMS, run_simulation, simulate_ro
 from taskrank.learning.simulate import _make_world as make_world  # the replay's own worlds
 
 AULC_BUDGET = 0.005  # issue 5: |AULC over HTTP - AULC in process| on the same seeds
-# How the server fits its ranker (queue/jobs.py): random_state 0, and each label weighted by
+# How the server fits its ranker (queue/retrain.py): random_state 0, and each label weighted by
 # its aggregated confidence: for one label from an expert declared at level 1, the upper
 # accuracy bound (both its level and its vote are clipped there).
 SERVER_RANKER_SEED, SERVER_LABEL_WEIGHT = 0, ACCURACY_BOUNDS[1]

@@ -8,7 +8,7 @@ import os
 from flask import Flask
 
 from taskrank.queue.connection import connect
-from taskrank.queue.settings import Settings
+from taskrank.queue.settings import Settings, install
 from taskrank.server import metrics
 from taskrank.server.cache import HotCaches
 from taskrank.server.context import AppState
@@ -19,7 +19,7 @@ from taskrank.server.tasks import HOT_ROUTES
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app for ``settings`` (default: from the environment)."""
-    settings = settings or Settings.from_env()
+    settings = install(settings or Settings.from_env())  # also what queue/ jobs and caches read
     # Explicit paths: Flask cannot derive them for a package mapped by package-dir.
     here = os.path.dirname(os.path.abspath(__file__))
     app = Flask(__name__, root_path=here, static_folder=None,

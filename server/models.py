@@ -6,9 +6,10 @@ from flask import Blueprint
 
 from taskrank.queue.connection import same_server
 from taskrank.queue.exceptions import NoSuchJobError
-from taskrank.queue.jobs import enqueue_retrain, job_view
+from taskrank.queue.job_status import job_view
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import get_project
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.validation import check_id, check_job_id
 from taskrank.server.auth import require
 from taskrank.server.context import redis_client, settings

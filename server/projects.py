@@ -6,7 +6,6 @@ from flask import Blueprint, request
 
 from taskrank.queue import labels as label_log
 from taskrank.queue.items import ranked_queue
-from taskrank.queue.jobs import enqueue_rescore
 from taskrank.queue.projects import (
     create_project,
     get_project,
@@ -14,6 +13,7 @@ from taskrank.queue.projects import (
     strategy_history,
     update_project,
 )
+from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.stats import project_stats
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require

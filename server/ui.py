@@ -20,16 +20,17 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import Forbidden
 
-from taskrank.queue.dashboard import (
-    learning_curve,
-    principal_for_hash,
-    project_overview,
-    web_secret,
-)
+from taskrank.queue.dashboard import learning_curve, project_overview
 from taskrank.queue.exceptions import TaskrankError
 from taskrank.queue.projects import get_project, list_projects
 from taskrank.queue.quality import exploration_curve
-from taskrank.queue.tokens import Principal, authenticate, hash_token
+from taskrank.queue.tokens import (
+    Principal,
+    authenticate,
+    hash_token,
+    principal_for_hash,
+    web_secret,
+)
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import current_principal
 from taskrank.server.context import redis_client, settings

@@ -14,7 +14,7 @@ import time
 import redis
 
 from taskrank.learning.priority import Strategy
-from taskrank.queue.jobs import enqueue_retrain
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.settings import Settings
 from taskrank.scripts.bench.data import new_project, prefill
 from taskrank.scripts.bench.loops import percentiles

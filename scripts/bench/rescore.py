@@ -22,8 +22,9 @@ from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.connection import connect
 from taskrank.queue.experts import load_expert
-from taskrank.queue.jobs import enqueue_rescore, enqueue_retrain, rescore_progress
 from taskrank.queue.projects import get_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_progress
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim, submit_label
 from taskrank.queue.worker import task_queue

@@ -18,9 +18,10 @@ from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_rescore, enqueue_retrain, rescore_progress
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_progress
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.worker import task_queue
 from tests.faults.stack import children, started_at, wait_for
 from tests.invariants import check_store, not_rescored, pooled

@@ -8,9 +8,9 @@ import pytest
 
 from taskrank.learning.routing import best_item
 from taskrank.queue import tasks
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import set_priorities
 from taskrank.queue.projects import create_project, get_project
 from tests.routing_oracle import rate_pool
 

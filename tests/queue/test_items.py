@@ -7,11 +7,13 @@ import json
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert
 from taskrank.queue.items import get_item, ranked_queue
-from taskrank.queue.jobs import enqueue_retrain, rescore_items, set_priorities
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import get_project, update_project
+from taskrank.queue.rescore import rescore_items
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import score_items, stored_item
 from tests.invariants import pooled
 from tests.pools import tagged_project

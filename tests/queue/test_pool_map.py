@@ -7,11 +7,12 @@ import numpy as np
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_rescore, set_priorities
 from taskrank.queue.pool_map import NO_CLUSTER, current_pool_map, fit_project_map
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.rescore import enqueue_rescore
 
 CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
 

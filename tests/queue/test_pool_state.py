@@ -25,8 +25,8 @@ from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.exceptions import LeaseNotOpenError
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import rescore_items
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.rescore import rescore_items
 from taskrank.queue.settings import Settings
 from tests.invariants import check_store, pooled
 

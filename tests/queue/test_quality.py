@@ -13,10 +13,10 @@ from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.quality import CV_BASIS, EXPLORATION_BASIS, exploration_curve
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import model_inputs, stored_item
 
 

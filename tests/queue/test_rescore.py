@@ -1,25 +1,24 @@
-"""Re-scoring writes only the sorted sets (``ZADD XX`` per set): what that must keep true."""
+"""Re-score runs (queue/rescore.py): chunks, progress, and writes only to the sorted sets
+(``ZADD XX`` per set), with what that must keep true."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
+from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import (
-    enqueue_rescore,
-    enqueue_retrain,
-    rescore_items,
-    rescore_progress,
-    set_priorities,
-)
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_items, rescore_progress
+from taskrank.queue.retrain import enqueue_retrain
+from taskrank.queue.worker import task_queue
 from tests.invariants import check_store, not_rescored, pooled
-from tests.pools import tagged_project
+from tests.pools import features_project, tagged_project
 
 START = 1_700_000_000.0
 
@@ -176,3 +175,35 @@ def test_rescore_never_readds_a_claimed_item(r):
     rescore_items(r, _reweigh(r), sorted(r.smembers(K.items_key("p"))))
     assert not claimed & set(pooled(r, "p"))
     check_store(r, "p")
+
+
+def test_rescore_never_returns_a_claimed_item_to_the_pool(r, settings):
+    """A re-score running while experts claim items never puts a claimed item back."""
+    features_project(r, n=400)
+    project = get_project(r, "p")
+    for round_ in range(5):
+        ids = sorted(pooled(r, "p"))
+        expert = load_expert(r, "e")
+        worker = threading.Thread(target=rescore_items, args=(r, project, ids))
+        worker.start()
+        for _ in range(20):
+            tasks.claim(r, project, expert, depth=8)
+        worker.join()
+        in_pool = set(pooled(r, "p"))
+        pipe = r.pipeline()
+        for iid in in_pool:
+            pipe.hget(K.item_key("p", iid), "st")
+        assert set(pipe.execute()) <= {"pending"}, f"round {round_}: a leased item is queued"
+    assert r.zcard(K.leases_key("p")) == 100
+
+
+def test_rescore_run_reports_progress_and_uses_current_model(r, settings, run_jobs):
+    """A re-score run fans out in chunks, reports progress, and ends finished."""
+    features_project(r, n=250)
+    run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=100)
+    assert len([j for j in task_queue(settings).job_ids if j.startswith(run)]) == 3
+    run_jobs()
+    progress = rescore_progress(r, "p", run)
+    assert progress["finished"] and progress["chunks_done"] == 3
+    assert progress["items_done"] == 250
+    assert current_ranker(r, get_project(r, "p")) is None

@@ -10,7 +10,7 @@ from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect
-from taskrank.queue.experts import _best_cache, load_expert, put_expert
+from taskrank.queue.experts import best_experts_cache, load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
 
@@ -180,9 +180,9 @@ def test_hold_back_keeps_an_item_for_the_better_expert(r, settings):
     ingest(r, project, _items(1, lambda i: ["onco"]))
     put_expert(r, "junior", {"skills": {"onco": 0.6}, "capacity": 2})
     put_expert(r, "senior", {"skills": {"onco": 0.95}, "capacity": 2})
-    _best_cache["at"] = 0.0
+    best_experts_cache.clear()
     assert tasks.claim(r, project, load_expert(r, "junior"), depth=8) is None
     assert tasks.claim(r, project, load_expert(r, "senior"), depth=8)["item_id"] == "i0"
     later = tasks.claim(r, get_project(r, "p"), load_expert(r, "junior"), depth=8)
     assert later is None  # the only item is leased now
-    _best_cache["at"] = 0.0
+    best_experts_cache.clear()

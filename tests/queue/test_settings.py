@@ -21,3 +21,17 @@ def test_a_cache_time_out_of_range_is_refused(value):
     """A negative, too long or non-numeric cache time is a SettingsError naming the variable."""
     with pytest.raises(SettingsError, match="TASKRANK_CACHE_SECONDS"):
         Settings.from_env({"TASKRANK_CACHE_SECONDS": value})
+
+
+def test_a_process_reads_the_settings_it_installed(monkeypatch):
+    """``current()`` answers the installed settings; before any install, the environment's,
+    read once."""
+    from taskrank.queue import settings as process
+
+    monkeypatch.setattr(process, "_installed", None)
+    monkeypatch.setenv("TASKRANK_RESCORE_CHUNK", "77")
+    assert process.current().rescore_chunk == 77
+    monkeypatch.setenv("TASKRANK_RESCORE_CHUNK", "88")
+    assert process.current().rescore_chunk == 77
+    installed = Settings(rescore_chunk=5)
+    assert process.install(installed) is installed and process.current() is installed

@@ -9,11 +9,12 @@ import pytest
 from rq import SimpleWorker
 
 from taskrank.queue import keys as K
+from taskrank.queue.backfill import resume_rescore
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.experts import put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_rescore, rescore_progress, resume_rescore
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim
 from taskrank.queue.worker import task_queue

@@ -3,48 +3,9 @@ something, bounded staleness otherwise."""
 
 from __future__ import annotations
 
-import pytest
-
 from taskrank.queue.experts import put_expert
 from taskrank.queue.projects import update_project
 from taskrank.server import create_app
-from taskrank.server.cache import TtlCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_ttl_cache_reloads_after_its_time_and_when_told():
-    """An entry is reused within its time, reloaded after it or once forgotten; a failed
-    load is not cached."""
-    clock, loads = Clock(), []
-    cache = TtlCache(1.0, clock=clock)
-
-    def load():
-        loads.append(clock.now)
-        return len(loads)
-
-    assert cache.get("k", load) == 1
-    clock.now += 0.9
-    assert cache.get("k", load) == 1
-    clock.now += 0.2
-    assert cache.get("k", load) == 2
-    cache.forget("k")
-    assert cache.get("k", load) == 3
-
-    def boom():
-        raise KeyError("no")
-
-    for _ in range(2):
-        with pytest.raises(KeyError):
-            cache.get("x", boom)
-    assert cache.get("x", load) == 4
-    assert TtlCache(0.0).get("k", load) == 5 and TtlCache(0.0).get("k", load) == 6
 
 
 def _setup(client, auth):

@@ -10,8 +10,8 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.queue import metrics
-from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.models import model_info
+from taskrank.queue.retrain import enqueue_retrain
 from taskrank.server import create_app
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
 

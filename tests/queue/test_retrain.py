@@ -1,43 +1,22 @@
-"""The learning loop: labels trigger retrains on RQ, a new model re-ranks the pending pool."""
+"""Retrain and evaluation jobs (queue/retrain.py): labels trigger retrains on RQ, a new model
+re-ranks the pending pool, cross-validation follows the re-score."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 from rq import SimpleWorker
 from rq.job import Job
 
-from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect_binary
-from taskrank.queue.experts import load_expert, put_expert
-from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_evaluation, enqueue_rescore, enqueue_retrain, rescore_items
+from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
-from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.projects import get_project
+from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
 from taskrank.queue.worker import task_queue
 from tests.invariants import not_rescored, pooled
-
-
-def _pool(n: int, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
-    """Items with 2-d features; the true class is the sign of x0 + x1."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 2))
-    truth = {f"i{i}": int(X[i].sum() > 0) for i in range(n)}
-    items = [{"id": f"i{i}", "features": X[i].round(4).tolist()} for i in range(n)]
-    return items, truth
-
-
-def _setup(r, n=300, every=10, min_labels=10, seed=0):
-    create_project(r, {"id": "p", "labels": ["a", "b"], "strategy": {
-        "retrain": {"every_labels": every, "min_labels": min_labels}}})
-    items, truth = _pool(n, seed)
-    for start in range(0, n, 1000):
-        ingest(r, get_project(r, "p"), items[start:start + 1000])
-    put_expert(r, "e", {"skills": {}, "capacity": 1000})
-    return items, truth
+from tests.pools import features_project
 
 
 def _label_next(r, settings, truth, count):
@@ -53,7 +32,7 @@ def _label_next(r, settings, truth, count):
 def test_labels_train_a_model_and_boundary_items_rise(r, settings, run_jobs):
     """After labels stream in, a model version appears and the top of the queue sits near
     the learned decision boundary (x0 + x1 = 0), as uncertainty sampling predicts."""
-    items, truth = _setup(r)
+    items, truth = features_project(r)
     features = {item["id"]: np.array(item["features"]) for item in items}
     assert model_info(r, "p")["version"] is None
     _label_next(r, settings, truth, 30)
@@ -74,7 +53,7 @@ def test_labels_train_a_model_and_boundary_items_rise(r, settings, run_jobs):
 def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
     """500 labels in a burst queue a handful of retrains, and the final model has seen
     the last label."""
-    _, truth = _setup(r, n=600, every=1, min_labels=1)
+    _, truth = features_project(r, n=600, every=1, min_labels=1)
     _label_next(r, settings, truth, 500)
     queued = [jid for jid in task_queue(settings).job_ids if jid.startswith("retrain-")]
     assert 1 <= len(queued) <= 3
@@ -82,46 +61,12 @@ def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
     assert model_info(r, "p")["n_labels"] == 500
 
 
-def test_rescore_never_returns_a_claimed_item_to_the_pool(r, settings):
-    """A re-score running while experts claim items never puts a claimed item back."""
-    _setup(r, n=400)
-    project = get_project(r, "p")
-    for round_ in range(5):
-        ids = sorted(pooled(r, "p"))
-        expert = load_expert(r, "e")
-        worker = threading.Thread(target=rescore_items, args=(r, project, ids))
-        worker.start()
-        for _ in range(20):
-            tasks.claim(r, project, expert, depth=8)
-        worker.join()
-        in_pool = set(pooled(r, "p"))
-        pipe = r.pipeline()
-        for iid in in_pool:
-            pipe.hget(K.item_key("p", iid), "st")
-        assert set(pipe.execute()) <= {"pending"}, f"round {round_}: a leased item is queued"
-    assert r.zcard(K.leases_key("p")) == 100
-
-
-def test_rescore_run_reports_progress_and_uses_current_model(r, settings, run_jobs):
-    """A re-score run fans out in chunks, reports progress, and ends finished."""
-    _setup(r, n=250)
-    run = enqueue_rescore(r, "p", reason="test", settings=settings, chunk=100)
-    assert len([j for j in task_queue(settings).job_ids if j.startswith(run)]) == 3
-    run_jobs()
-    from taskrank.queue.jobs import rescore_progress
-
-    progress = rescore_progress(r, "p", run)
-    assert progress["finished"] and progress["chunks_done"] == 3
-    assert progress["items_done"] == 250
-    assert current_ranker(r, get_project(r, "p")) is None
-
-
 def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version(
         r, settings, run_jobs):
     """The retrain stores its version without metrics and queues the re-score before the
     evaluation; the evaluation fills the metrics in, and does nothing for a version that
     is no longer current."""
-    _, truth = _setup(r, every=10**6)
+    _, truth = features_project(r, every=10**6)
     run_jobs()  # the pool map of the ingest
     _label_next(r, settings, truth, 20)
     enqueue_retrain(r, settings, "p")

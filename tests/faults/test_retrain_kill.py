@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 from rq.job import Job
@@ -14,9 +13,9 @@ from rq.job import Job
 from taskrank.queue import keys as K
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.items import ingest
-from taskrank.queue.jobs import enqueue_retrain
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.retrain import enqueue_retrain
 from tests.faults.stack import children, started_at, wait_for
 
 
@@ -54,7 +53,9 @@ def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs
         wait_for(lambda: job.get_status() == "started", 60, "the retrain to start")
         # The work horse is the worker's newest child (its scheduler was forked earlier).
         horse = max(wait_for(lambda: children(worker.pid), 10, "the work horse"), key=started_at)
-        time.sleep(0.3)  # inside the fit
+        # The retrain clears its pending mark first, then reads 3,000 labels and fits: killed
+        # at once, it has not stored its model (a fixed sleep raced the ~0.45 s job).
+        wait_for(lambda: not r.exists(K.retrain_pending_key("p")), 10, "the retrain to begin")
         os.kill(horse, signal.SIGKILL)
         assert model_info(r, "p")["version"] == 1, "the old model keeps serving"
         wait_for(lambda: (model_info(r, "p")["version"] or 0) >= 2, 150,

@@ -1,0 +1,77 @@
+"""Backfill: resume a re-score run that lost chunks, and store priorities computed outside
+taskrank (what ``taskrank backfill`` calls)."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from taskrank.queue import keys as K
+from taskrank.queue import lua
+from taskrank.queue.connection import same_server
+from taskrank.queue.exceptions import NoSuchJobError
+from taskrank.queue.projects import get_project
+from taskrank.queue.rescore import enqueue_chunks, snapshot_keys
+from taskrank.queue.settings import Settings, current
+
+
+def rescore_chunks(r: redis.Redis, pid: str, run: str) -> dict[int, int | None]:
+    """Chunk index -> items it updated once done, None while not done."""
+    fields = r.hgetall(K.rescore_progress_key(pid, run))
+    if not fields:
+        raise NoSuchJobError(f"no re-score run '{run}' of project '{pid}' (runs are kept 7 days)")
+    done = {int(name[5:]): int(value) for name, value in fields.items()
+            if name.startswith("done:")}
+    return {index: done.get(index) for index in range(int(fields["chunks"]))}
+
+
+def resume_rescore(r: redis.Redis, pid: str, run: str,
+                   settings: Settings | None = None) -> list[int]:
+    """Enqueue again the chunks of ``run`` that are not done and that no worker holds.
+
+    A chunk job still waiting in a queue is taken off it first (one LREM: when it finds
+    nothing, a worker popped the job and holds it), so no chunk runs twice at once.
+    Returns the chunk indexes enqueued.
+    """
+    settings = settings or current()
+    left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
+    progress = r.hgetall(K.rescore_progress_key(pid, run))
+    if int(progress.get("captured", progress["chunks"])) < int(progress["chunks"]):
+        raise NoSuchJobError(f"run '{run}' stopped while capturing its items; start a new "
+                             "re-score")
+    if left and int(progress["total_items"]) and not r.exists(
+            *snapshot_keys(pid, run, progress["layout"])):
+        raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
+                             "start a new re-score")
+    binary = same_server(r, decode_responses=False)
+    jobs = Job.fetch_many([f"{run}-c{index}" for index in left], connection=binary)
+    free = [index for index, job in zip(left, jobs, strict=True)
+            if job is None or _release(binary, job)]
+    enqueue_chunks(r, settings, pid, run, free, int(progress["chunk_size"]))
+    return free
+
+
+def _release(connection: redis.Redis, job: Job) -> bool:
+    """Whether no worker holds ``job``; if so it is deleted, to be enqueued afresh."""
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED:
+        return False
+    if status == JobStatus.QUEUED and not Queue(job.origin, connection=connection).remove(job.id):
+        return False
+    job.delete(remove_from_queue=False)
+    return True
+
+
+def set_priorities(r: redis.Redis, pid: str, pairs: list[tuple[str, float]]) -> dict:
+    """Store priorities computed outside taskrank for the items still pending.
+
+    Returns ``{"updated", "not_pending", "unknown"}``; ``unknown`` lists the positions in
+    ``pairs`` of ids with no item.
+    """
+    project = get_project(r, pid)
+    model_version = r.hget(K.model_meta_key(pid), "version") or 0
+    args = [model_version, project["strategy_version"]]
+    args += [value for iid, priority in pairs for value in (iid, repr(float(priority)))]
+    updated, not_pending, unknown = lua.run(r, "set_priorities", pid, [], args)
+    return {"updated": updated, "not_pending": not_pending, "unknown": unknown}

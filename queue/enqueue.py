@@ -1,0 +1,54 @@
+"""What taskrank's RQ jobs share: their ids, retry policy and time limit, the rule that queues
+a job once per pending mark, and the Redis client a running job uses."""
+
+from __future__ import annotations
+
+import secrets
+
+import redis
+from rq import Retry, get_current_job
+
+from taskrank.queue.connection import same_server
+from taskrank.queue.settings import Settings
+from taskrank.queue.worker import task_queue
+
+RETRY = Retry(max=3)  # immediate re-queue: no scheduler needed
+JOB_TIMEOUT = 600
+
+
+def job_redis() -> redis.Redis:
+    """A decoded client on the running job's server (RQ hands the job a bytes client)."""
+    return same_server(get_current_job().connection, decode_responses=True)
+
+
+def new_job_id(kind: str, pid: str) -> str:
+    """``kind-<random>-<hex of pid>``: RQ ids allow only letters, digits, _ and -."""
+    return f"{kind}-{secrets.token_hex(4)}-{pid.encode().hex()}"
+
+
+def job_project(job_id: str, kind: str) -> str | None:
+    """The project of a ``new_job_id(kind, pid)`` id, else None."""
+    prefix, _, rest = job_id.partition("-")
+    token, _, pid_hex = rest.partition("-")
+    if prefix != kind or len(token) != 8 or not pid_hex:
+        return None
+    try:
+        return bytes.fromhex(pid_hex).decode()
+    except ValueError:
+        return None
+
+
+def enqueue_once(r: redis.Redis, settings: Settings, pending: str, kind: str, job: object,
+                 pid: str) -> str:
+    """Queue ``job(pid)`` unless the ``pending`` mark names one still waiting; its id.
+
+    The job clears the mark when it starts, so what arrives later queues the next one; the
+    mark expires so that a job lost before it started cannot block its kind forever.
+    """
+    job_id = new_job_id(kind, pid)
+    if not r.set(pending, job_id, nx=True, ex=3600):
+        return r.get(pending) or job_id
+    queue = task_queue(settings, same_server(r, decode_responses=False))
+    queue.enqueue(job, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
+                  description=f"{kind} {pid}")
+    return job_id

@@ -1,0 +1,126 @@
+"""RQ jobs that learn: retrain the ranking model on every aggregated label, then evaluate it.
+
+Jobs take ids, load what they need, call ``taskrank.learning``, store the result and return a
+small dict; exceptions reach RQ, which retries them (``RETRY``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import redis
+
+from taskrank.learning.quality import cross_validated_metrics
+from taskrank.learning.ranker import TaskRanker
+from taskrank.queue import keys as K
+from taskrank.queue.aggregate import reaggregate_project
+from taskrank.queue.connection import same_server
+from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
+from taskrank.queue.metrics import observe_retrain
+from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, store_model
+from taskrank.queue.projects import get_project
+from taskrank.queue.quality import evaluate_exploration
+from taskrank.queue.rescore import enqueue_rescore
+from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
+from taskrank.queue.settings import Settings, current
+from taskrank.queue.worker import task_queue
+
+
+def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
+    """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
+    return enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid)
+
+
+def retrain(pid: str) -> dict:
+    """Fit the ranker on every aggregated label, store it as a new version, re-score."""
+    started = time.perf_counter()
+    r = job_redis()
+    # Clear the pending mark before reading labels: any label counted after this point
+    # queues a new retrain, so the last label always reaches a model.
+    r.delete(K.retrain_pending_key(pid))
+    project = get_project(r, pid)
+    trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
+    aggregation = reaggregate_project(r, project)
+    items, labels, weights = _training_set(r, project)
+    # After the training set is read, so the model in use never trained on what it is
+    # scored on (see queue/quality.py).
+    evaluate_exploration(r, project, lambda: current_ranker(r, project))
+    strategy = project["strategy"]
+    if len(items) < strategy["retrain"]["min_labels"] or len(set(labels)) < 2:
+        return {"skipped": f"{len(items)} labeled items of {len(set(labels))} classes; need "
+                           f"{strategy['retrain']['min_labels']} of at least 2 classes"}
+    model = _fit(project, items, labels, weights)
+    seconds = round(time.perf_counter() - started, 4)  # aggregation and fit
+    # The run's id is stored with the version: the queue views no longer show which model
+    # scored a priority, so a client waits for this run to know the queue is re-ranked.
+    run = new_job_id("rescore", pid)
+    version = store_model(r, pid, model, {
+        "n_labels": len(items), "trained_on": trained_on, "metrics": {},
+        "model": strategy["committee"]["model"],
+        "strategy_version": project["strategy_version"], "train_seconds": seconds,
+        "rescore_job_id": run}, current().model_versions_kept)
+    observe_retrain(r, pid, seconds)
+    rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
+    if version:
+        # Cross-validation fits the ranker once per fold, ~4x the fit: queued after the
+        # re-score chunks, so the queue is re-ranked before it runs.
+        enqueue_evaluation(r, pid, version)
+    return {"version": version, "n_labels": len(items), "train_seconds": seconds,
+            "rescore_job_id": rescore_job, "dawid_skene": aggregation}
+
+
+def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
+    job_id = f"{new_job_id('evaluate', pid)}-v{version}"
+    queue = task_queue(current(), same_server(r, decode_responses=False))
+    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY,
+                  job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
+    return job_id
+
+
+def evaluate_model(pid: str, version: int) -> dict:
+    """Cross-validated metrics of model ``version`` (its ranker refitted per fold on the
+    labels there are now), stored with the version; skipped once a newer one is current."""
+    r = job_redis()
+    project = get_project(r, pid)
+    model = current_ranker(r, project)
+    if model is None or model.version != version:
+        return {"skipped": f"model v{version} is no longer current"}
+    items, labels, weights = _training_set(r, project)
+    metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
+    set_metrics(r, pid, version, metrics)
+    return {"version": version, "metrics": metrics}
+
+
+def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,
+                                                          np.ndarray]:
+    pid = project["id"]
+    ids = r.zrange(K.labeled_key(pid), 0, -1)
+    pipe = r.pipeline()
+    for iid in ids:
+        pipe.hmget(K.item_key(pid, iid), "p", "f", "al", "ac")
+    items, labels, weights = [], [], []
+    for iid, (preds, feats, label, confidence) in zip(ids, pipe.execute(), strict=True):
+        if label in project["labels"]:
+            items.append(stored_item(iid, preds, feats))
+            labels.append(project["labels"].index(label))
+            weights.append(max(float(confidence or 1.0), 1e-3))
+    return items, np.array(labels, dtype=int), np.array(weights)
+
+
+def _fit(project: dict, items: list[ItemInput], labels: np.ndarray,
+         weights: np.ndarray) -> LoadedModel:
+    k = len(project["labels"])
+    n_features = project.get("n_features") or 0
+    if n_features and any(item.features is None for item in items):
+        n_features = 0  # some labeled items lack features: learn from predictions only
+    model = LoadedModel(None, list(project.get("models") or []), n_features, k, 0)
+    committee = project["strategy"]["committee"]
+    model.ranker = TaskRanker(model=committee["model"], members=committee["members"],
+                              classes=list(range(k)), random_state=0)
+    model.ranker.fit(_inputs(model, items), labels, sample_weight=weights)
+    return model
+
+
+def _inputs(model: LoadedModel, items: list[ItemInput]) -> np.ndarray:
+    return model_inputs(items, model.models, model.n_features, model.n_classes)
