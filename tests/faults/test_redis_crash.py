@@ -17,7 +17,6 @@ def test_acknowledged_labels_survive_a_sigkill_of_redis(stack):
     """K labels acknowledged (201) through gunicorn, then redis-server is SIGKILLed in the
     middle of the clients' traffic and restarted on its data dir: all K are in the export
     once, counters agree, and the pool, leases and label counts are consistent."""
-    started = time.monotonic()
     server = stack.redis(fsync="always")
     web = stack.web(server.url)
     setup_project(web.api, n_items=80, experts=4, redundancy=2)
@@ -57,4 +56,3 @@ def test_acknowledged_labels_survive_a_sigkill_of_redis(stack):
     assert any(a.is_problem_503() for a in answers), "no client met the outage"
     wrong = [a for a in answers if a.status >= 500 and not a.is_problem_503()]
     assert not wrong, f"answers other than a 503 problem during the outage: {wrong[:3]}"
-    assert time.monotonic() - started < 60

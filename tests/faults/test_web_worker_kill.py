@@ -100,7 +100,6 @@ def test_label_retry_after_a_killed_worker_counts_once(stack):
     land before and after its Lua script stored it, then at random under a load of
     concurrent labelers; every retry with the same key answers 201 with the label
     counted once, and the export, counters and store agree."""
-    started = time.monotonic()
     server = stack.redis(fsync="always")
     web = stack.web(server.url, workers=2, preload=True)
     setup_project(web.api, n_items=400, experts=6, capacity=3)
@@ -131,4 +130,3 @@ def test_label_retry_after_a_killed_worker_counts_once(stack):
     stats = web.api.send("GET", "/v1/projects/p/stats")[2]
     assert stats["labels"]["counted"] == len(acked) and stats["labels"]["late"] == 0
     assert check_store(r, "p")["counted"] == len(acked)
-    assert time.monotonic() - started < 60

@@ -4,8 +4,6 @@ and sweep), stale re-scores and retrains keep the store consistent after every s
 
 from __future__ import annotations
 
-import time
-
 import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -165,9 +163,7 @@ class PoolMachine(RuleBasedStateMachine):
 def test_pool_stays_consistent(r: redis.Redis, settings: Settings) -> None:
     """Bounded random runs (30 examples x 30 steps) never break a store invariant."""
     PoolMachine.r, PoolMachine.settings = r, settings
-    started = time.monotonic()
     run_state_machine_as_test(PoolMachine, settings=settings_for_ci())
-    assert time.monotonic() - started < 60
 
 
 def settings_for_ci() -> hypothesis_settings:

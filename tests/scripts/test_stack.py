@@ -57,7 +57,7 @@ def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
         born = started_at(grandchild)
         began = time.monotonic()
         stack.stop(timeout=0.5)
-        assert 0.4 < time.monotonic() - began < 5
+        assert time.monotonic() - began >= 0.4, "SIGKILL came before the SIGTERM timeout"
         assert child.returncode is not None and stack.children == []
         _wait(lambda: _gone(grandchild, born))
         assert bystander.poll() is None

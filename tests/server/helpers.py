@@ -45,3 +45,14 @@ def make_expert(client, auth, eid="e1", skills=None, capacity=5):
 def next_task(client, auth, pid="p1", eid="e1"):
     return client.post(f"/v1/projects/{pid}/tasks/next", json={"expert_id": eid},
                        headers=auth("platform"))
+
+
+def assert_problem(response, status: int, *words: str) -> dict:
+    """The answer is an RFC 9457 problem of ``status`` whose detail names every word."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert body["status"] == status and body["title"] and body["type"] and body["detail"]
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body

@@ -5,19 +5,11 @@ from __future__ import annotations
 import pytest
 
 from taskrank.server import create_app
-from tests.server.helpers import make_expert, make_items, make_project, post_items
+from tests.server.helpers import assert_problem, make_expert, make_items, make_project, post_items
 
 PROJECT = {"id": "p9", "labels": ["neg", "pos"]}
 
 
-def assert_problem(response, status: int, *words: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.json
-    assert body["status"] == status and body["title"] and body["type"]
-    for word in words:
-        assert word in body["detail"], body["detail"]
-    return body
 
 
 def assert_unauthenticated(response, *words: str) -> None:

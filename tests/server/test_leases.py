@@ -13,7 +13,7 @@ from taskrank.queue.exceptions import LeaseNotOpenError
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
 from tests.invariants import pooled
-from tests.server.helpers import make_expert, make_items, make_project, post_items
+from tests.server.helpers import assert_problem, make_expert, make_items, make_project, post_items
 
 LEASE = 60
 
@@ -36,12 +36,6 @@ def item_status(r, iid):
     return r.hget(K.item_key("p1", iid), "st")
 
 
-def assert_problem(response, status, *words):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    for word in words:
-        assert word in response.json["detail"], response.json["detail"]
-    return response.json
 
 
 def test_expired_lease_returns_the_item_to_the_pool(r, pool):

@@ -10,17 +10,7 @@ import pytest
 from taskrank.queue import keys as K
 from taskrank.server import create_app
 from tests.invariants import pooled
-from tests.server.helpers import make_expert, make_items, make_project, post_items
-
-
-def assert_problem(response, status: int, *words: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.json
-    assert body["status"] == status and body["title"] and body["detail"]
-    for word in words:
-        assert word in body["detail"], body["detail"]
-    return body
+from tests.server.helpers import assert_problem, make_expert, make_items, make_project, post_items
 
 
 def post_raw(client, auth, path, data, content_type="application/json", role="platform"):
