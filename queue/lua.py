@@ -11,7 +11,7 @@ label counts, and the lease sweep.
 
 A rankable item sits in one sorted set per skill tag it requires, or in the untagged set;
 there is no global pool.  Re-scores write those sets directly (``ZADD XX``, see
-``jobs.rescore_items``), so an item hash's ``pr`` is the priority it had when it was
+``rescore.rescore_items``), so an item hash's ``pr`` is the priority it had when it was
 stored, claimed or set, not always the live one: the live priority of a pending item is
 its score in its sets.
 """
