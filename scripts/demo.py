@@ -297,14 +297,11 @@ def report(client: Client, args: argparse.Namespace, project: tuple[str, int], d
     curve.random_low.append(min(draws, default=np.nan))
     curve.random_high.append(max(draws, default=np.nan))
     cv = (model.get("metrics") or {}).get("accuracy")
-    trained = model.get("version") is not None and cv is not None
-    if trained:
+    if cv is not None:
         curve.model_labels.append(model["n_labels"])
         curve.model_cv.append(cv)
     curve.add_exploration(model.get("exploration"))
-    version = (f"model v{model['version']} (on {model['n_labels']} labels, cv accuracy "
-               f"{cv:.3f} biased{_exploration(model.get('exploration'))})" if trained
-               else "no model yet")
+    version = _model_line(model, cv)
     first = ""
     if queue:
         terms = ", ".join(f"{name} {term['value']:.2f}"
@@ -318,13 +315,24 @@ def report(client: Client, args: argparse.Namespace, project: tuple[str, int], d
 
 
 def wait_for_model(client: Client, pid: str, n_labels: int, seconds: float) -> dict:
-    """The model, once trained on ``n_labels`` labels or more (or after ``seconds``)."""
+    """The model, once trained on ``n_labels`` labels or more and cross-validated (its
+    evaluation runs after the re-score), or as it is after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
         model = client.get(f"/v1/projects/{pid}/model")
-        if model.get("n_labels", 0) >= n_labels or time.monotonic() >= deadline:
+        done = model.get("n_labels", 0) >= n_labels and model.get("metrics")
+        if done or time.monotonic() >= deadline:
             return model
         time.sleep(0.1)
+
+
+def _model_line(model: dict, cv: float | None) -> str:
+    """The server's model for the progress line; its evaluation may still be queued."""
+    if model.get("version") is None:
+        return "no model yet"
+    quality = "cv pending" if cv is None else f"cv accuracy {cv:.3f} biased"
+    return (f"model v{model['version']} (on {model['n_labels']} labels, {quality}"
+            f"{_exploration(model.get('exploration'))})")
 
 
 def _fmt(value: float | None) -> str:

@@ -9,15 +9,17 @@ from tests.scripts.helpers import http_server, rq_worker
 
 
 def test_a_short_demo_labels_reports_and_plots(settings, r, tokens, tmp_path, capsys):
-    """30 labels with a report every 15: exit 0, two report lines, the PNG is written."""
+    """30 labels with a report every 15: exit 0, two report lines showing the server's
+    cross-validated model (the wait ends once it is there), the PNG is written."""
     plot = tmp_path / "curve.png"
     with http_server(settings) as url, rq_worker(settings, r):
         code = demo.main(["--url", url, "--token", tokens["admin"], "--labels", "30",
-                          "--every", "15", "--wait", "1", "--random-draws", "3",
+                          "--every", "15", "--wait", "30", "--random-draws", "3",
                           "--plot", str(plot)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "labels   15 |" in out and "labels   30 |" in out and "done: 30 labels" in out
+    assert "labels   30 | model v" in out and "cv accuracy" in out, out
     assert "(random items, random expert, mean of 3 draws: " in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert demo.explain_curves(3) in out and "UNBIASED" in out and "BIASED" in out
