@@ -251,14 +251,16 @@ class _World:
     priority: np.ndarray  # (n_items,) stand-in for the model's priority
     true_acc: np.ndarray  # (n_experts, n_domains)
     declared: np.ndarray  # (n_experts, n_domains)
-    cost: np.ndarray  # (n_experts,) per label
+    rate: np.ndarray  # (n_experts,) US dollars per hour, as declared to the server
+    seconds: np.ndarray  # (n_experts, n_domains) true seconds one label takes
     answers: np.ndarray  # (n_experts, n_items) what each expert would answer
 
 
 def _make_world(X, y, pool: int, n_domains: int, n_experts: int, gold, overclaim, seed):
     """``pool`` items; specialists (one home domain each, accuracy 0.85-0.95, else
     0.55-0.75) who declare their levels up to noise, except ``overclaim`` of them who
-    claim >= 0.9 everywhere."""
+    claim >= 0.9 everywhere. Rates are $50-250 an hour; a label takes an expert 60-240 s,
+    40 % less in its home domain (drawn from their own stream: the answers do not move)."""
     rng = check_random_state(seed)
     _, truth = np.unique(y, return_inverse=True)
     k, rows = int(truth.max()) + 1, rng.choice(truth.shape[0], pool, replace=False)
@@ -272,10 +274,14 @@ def _make_world(X, y, pool: int, n_domains: int, n_experts: int, gold, overclaim
     declared[liars] = np.maximum(declared[liars], 0.9)
     correct = rng.random_sample((n_experts, n)) < true_acc[:, domain]
     wrong = (truth[None, :] + rng.randint(1, k, (n_experts, n))) % k
+    gold, priority = rng.random_sample(n) < gold, rng.random_sample(n)
+    pay = np.random.default_rng([seed, 1])
+    seconds = np.repeat(pay.uniform(60.0, 240.0, (n_experts, 1)), n_domains, axis=1)
+    seconds[np.arange(n_experts), home] *= 0.6
     return _World(
         n_classes=k, truth=truth, domain=domain, tag_mask=np.eye(n_domains, dtype=bool)[domain],
-        gold=rng.random_sample(n) < gold, priority=rng.random_sample(n), true_acc=true_acc,
-        declared=declared, cost=1.0 + 2.0 * declared.mean(axis=1),
+        gold=gold, priority=priority, true_acc=true_acc, declared=declared,
+        rate=pay.uniform(50.0, 250.0, n_experts), seconds=seconds,
         answers=np.where(correct, truth[None, :], wrong),
     )
 
@@ -288,7 +294,7 @@ def _pick(arm: str, asking: int, available: np.ndarray, fit: np.ndarray, world, 
     if margin is not None:
         held = hold_back(fit[asking], best_other_fit(fit, available, asking), margin)
         candidates = candidates & ~held
-    return best_item(value(world.priority, fit[asking], world.cost[asking]), candidates)
+    return best_item(value(world.priority, fit[asking], world.rate[asking]), candidates)
 
 
 def _learn(world, item: int, labellers: np.ndarray, tag_fit, agree, disagree, soft: bool):
@@ -339,8 +345,9 @@ def _route(arm, world, n_labels, redundancy, capacity, margin, strength, soft, r
     return np.array(given, dtype=np.intp).reshape(-1, 2)
 
 
-def _evaluate(arm: str, world, given: np.ndarray, strength: float) -> tuple[float, float]:
-    """Accuracy of the aggregated labels on labelled non-gold items, and the cost spent."""
+def _evaluate(arm: str, world, given: np.ndarray, strength: float) -> dict:
+    """Accuracy and number of right aggregated labels on labelled non-gold items, the
+    dollars spent (rate x true seconds of each label) and the share of labels on gold."""
     items, experts = given[:, 0], given[:, 1]
     labels, tags = world.answers[experts, items], world.domain[items]
     n_items, k = world.truth.shape[0], world.n_classes
@@ -354,7 +361,12 @@ def _evaluate(arm: str, world, given: np.ndarray, strength: float) -> tuple[floa
         )
     scored = (final >= 0) & ~world.gold
     hits = final[scored] == world.truth[scored]
-    return float(hits.mean()) if hits.size else float("nan"), float(world.cost[experts].sum())
+    dollars = float((world.rate[experts] * world.seconds[experts, tags]).sum() / 3600.0)
+    return {"accuracy": float(hits.mean()) if hits.size else float("nan"),
+            "correct_items": int(hits.sum()), "cost": dollars,
+            "correct_per_1000_usd": 1000.0 * int(hits.sum()) / dollars if dollars else 0.0,
+            "overhead_share": float(world.gold[items].mean()) if items.size else 0.0,
+            "labels": int(items.size)}
 
 
 def simulate_routing(
@@ -430,9 +442,12 @@ def simulate_routing(
     Returns
     -------
     dict
-        ``{"config", "arms": {arm: {"accuracy": {"mean", "std", "per_seed"}, "cost":
-        {"mean", "std"}, "labels": {"mean"}}}, "gap_closed"}``; ``gap_closed`` is
-        (taskrank - random) / (oracle - random) of mean accuracy, or None.
+        ``{"config", "arms": {arm: {figure: {"mean", "std", "per_seed"}}}, "gap_closed"}``
+        with the figures ``accuracy`` (of the aggregated labels on labelled non-gold
+        items), ``correct_items`` (those right), ``cost`` (US dollars: each label's rate x
+        true seconds), ``correct_per_1000_usd``, ``overhead_share`` (labels spent on gold
+        items) and ``labels``; ``gap_closed`` is (taskrank - random) / (oracle - random)
+        of mean accuracy, or None.
     """
     config = _routing_config(
         n_domains=n_domains, n_experts=n_experts, n_labels=n_labels, redundancy=redundancy,
@@ -445,14 +460,13 @@ def simulate_routing(
         raise ValueError(
             f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}"
         )
-    results = {arm: {"accuracy": [], "cost": [], "labels": []} for arm in config["arms"]}
+    results = {arm: {key: [] for key in _ARM_FIGURES} for arm in config["arms"]}
     for seed in check_random_state(random_state).randint(np.iinfo(np.int32).max, size=seeds):
         world = _make_world(X, y, config["pool"], n_domains, n_experts, gold, overclaim, seed)
         for arm in config["arms"]:  # loop over arms; same request order for each
             given = _route(arm, world, n_labels, redundancy, config["capacity"], hold_back_margin,
                            prior_strength, agreement == "soft", check_random_state(seed))
-            accuracy, cost = _evaluate(arm, world, given, prior_strength)
-            for key, number in (("accuracy", accuracy), ("cost", cost), ("labels", len(given))):
+            for key, number in _evaluate(arm, world, given, prior_strength).items():
                 results[arm][key].append(number)
             if progress is not None:
                 progress(1)
@@ -490,14 +504,18 @@ def _routing_config(**config) -> dict:
     return config
 
 
+# What each (seed, arm) run reports; the summary gives mean, std and per-seed values.
+_ARM_FIGURES = ("accuracy", "correct_items", "cost", "correct_per_1000_usd",
+                "overhead_share", "labels")
+
+
 def _arm_summary(result: dict) -> dict:
-    accuracy, cost = np.array(result["accuracy"]), np.array(result["cost"])
-    return {
-        "accuracy": {"mean": float(accuracy.mean()), "std": float(accuracy.std()),
-                     "per_seed": accuracy.tolist()},
-        "cost": {"mean": float(cost.mean()), "std": float(cost.std())},
-        "labels": {"mean": float(np.mean(result["labels"]))},
-    }
+    summary = {}
+    for key in _ARM_FIGURES:
+        values = np.array(result[key], dtype=float)
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std()),
+                        "per_seed": values.tolist()}
+    return summary
 
 
 def _gap_closed(results: dict) -> float | None:

@@ -212,12 +212,14 @@ def learning_table(result: dict) -> str:
 
 
 def routing_table(result: dict) -> str:
-    """Label accuracy and cost per routing arm."""
-    rows = [["arm", "label accuracy", "cost", "labels"]]
+    """Label accuracy, dollars spent and right items per $1,000, per routing arm."""
+    rows = [["arm", "label accuracy", "cost (USD)", "right items per $1,000", "labels"]]
     for arm, summary in result["arms"].items():
-        cost = summary["cost"]
+        cost, per_usd = summary["cost"], summary.get("correct_per_1000_usd")
         rows.append([arm, _mean_std(summary["accuracy"]["per_seed"]),
-                     f"{cost['mean']:.0f} ± {cost['std']:.0f}", f"{summary['labels']['mean']:.0f}"])
+                     f"{cost['mean']:.0f} ± {cost['std']:.0f}",
+                     "-" if per_usd is None else f"{per_usd['mean']:.1f} ± {per_usd['std']:.1f}",
+                     f"{summary['labels']['mean']:.0f}"])
     gap = result["gap_closed"]
     footer = "" if gap is None else f"\ngap closed by taskrank (random -> oracle): {gap:.0%}"
     return _format(rows) + footer

@@ -336,9 +336,15 @@ class _RoutingRun:
         accuracy = self._final_accuracy()
         for eid in self.eids:  # retired, so they never count as someone's better expert
             self.client.put(f"/v1/experts/{eid}", {"active": False})
-        cost = float(sum(self.world.cost[e] for _, e in given))
+        cost = float(sum(self._label_dollars(item, e) for item, e in given))
         return {"accuracy": accuracy, "cost": cost, "labels": len(given),
                 "seconds": time.perf_counter() - started}
+
+    def _label_seconds(self, item: int, e: int) -> float:
+        return float(self.world.seconds[e, self.world.domain[item]])
+
+    def _label_dollars(self, item: int, e: int) -> float:
+        return float(self.world.rate[e]) * self._label_seconds(item, e) / 3600.0
 
     def _setup(self, arm: str, redundancy: int, n_labels: int) -> None:
         w = self.world
@@ -354,7 +360,7 @@ class _RoutingRun:
             self.client.put(f"/v1/experts/{eid}", {
                 "skills": {tag: float(level) for tag, level in zip(self.tags, levels[e],
                                                                     strict=True)},
-                "capacity": 1, "cost_per_hour": float(w.cost[e])})
+                "capacity": 1, "cost_per_hour": float(w.rate[e])})
         flat = [1.0 / w.n_classes] * w.n_classes  # ranks nothing: the boost orders the queue
         _ingest(self.client, self.pid, [
             {"id": f"i{n}", "predictions": {"flat": flat}, "skills": [self.tags[w.domain[n]]],
@@ -377,7 +383,7 @@ class _RoutingRun:
             item = int(task["task"]["item_id"][1:])
             self.client.post(f"/v1/tasks/{task['task']['id']}/label",
                              {"label": self.names[self.world.answers[e, item]],
-                              "seconds_spent": 60})
+                              "seconds_spent": round(self._label_seconds(item, e), 1)})
             given.append((item, e))
             done[e] += 1
         return given

@@ -128,6 +128,28 @@ def test_simulate_routing_shape_and_budget(routing_result):
     json.dumps(routing_result)
 
 
+def test_simulate_routing_prices_every_label(routing_result):
+    """Dollars are rate x true seconds per label ($50-250/h, 36-240 s); right items per
+    $1,000 follow from the right items and the cost; no gold, no overhead."""
+    for summary in routing_result["arms"].values():
+        per_label = np.array(summary["cost"]["per_seed"]) / 450
+        assert np.all(per_label > 50 * 36 / 3600) and np.all(per_label < 250 * 240 / 3600)
+        for seed in range(2):
+            right, cost = (summary[key]["per_seed"][seed] for key in ("correct_items", "cost"))
+            assert summary["correct_per_1000_usd"]["per_seed"][seed] == pytest.approx(
+                1000 * right / cost)
+            assert right <= 150
+        assert summary["overhead_share"]["mean"] == 0
+
+
+def test_simulate_routing_overhead_is_the_share_of_labels_on_gold():
+    """With gold items, overhead_share counts the labels they took."""
+    X, y = load_dataset("digits")
+    result = simulate_routing(X, y, n_labels=200, seeds=1, redundancy=1, gold=0.2,
+                              arms=["random"], random_state=1)
+    assert 0.1 < result["arms"]["random"]["overhead_share"]["mean"] < 0.3
+
+
 def test_simulate_routing_learned_skills_beat_random(routing_result):
     """Routing on learned skills gives more accurate labels than random assignment."""
     arms = routing_result["arms"]
