@@ -5,13 +5,38 @@ from __future__ import annotations
 import logging
 import threading
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from threadpoolctl import threadpool_limits
 
 from taskrank.queue.connection import connect, connect_binary
 from taskrank.queue.settings import Settings, install
 
 log = logging.getLogger(__name__)
+
+
+# RQ listens for worker commands on a pub/sub thread that wakes every 60 s, and redis-py 8
+# joins that thread without a timeout when RQ stops it: every worker's teardown (each burst,
+# each graceful stop) could stall up to two minutes.  Waking every second keeps it short.
+PUBSUB_POLL_SECONDS = 1.0
+
+
+class _PromptListener:
+    """RQ's command listener, waking every ``PUBSUB_POLL_SECONDS``."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_POLL_SECONDS, daemon=True,
+            exception_handler=self._pubsub_exception_handler)
+
+
+class TaskWorker(_PromptListener, Worker):
+    """taskrank's RQ worker: a work horse forked per job."""
+
+
+class InProcessWorker(_PromptListener, SimpleWorker):
+    """Works jobs in this process (``taskrank backfill``'s private queue, tests)."""
 
 
 def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - a redis client
@@ -39,7 +64,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
         upkeep.start()
     try:
-        worker = Worker([task_queue(settings, connection)], connection=connection)
+        worker = TaskWorker([task_queue(settings, connection)], connection=connection)
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()

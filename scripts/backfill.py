@@ -24,7 +24,7 @@ import threading
 import time
 
 import redis
-from rq import SimpleWorker, Worker
+from rq import Worker
 from rq.job import Job, JobStatus
 from tqdm import tqdm
 
@@ -35,7 +35,7 @@ from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import Settings, SettingsError
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.scripts.cli import positive_int
 from taskrank.scripts.item_files import FileFormatError, detect_format, priority_records
 
@@ -158,7 +158,7 @@ def work_here(settings: Settings, r: redis.Redis, pid: str, run: str, bar: tqdm)
     watcher.start()
     try:
         # A burst worker stops after its job on Ctrl-C; what remains waits for --resume.
-        SimpleWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+        InProcessWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
         left = queue.count
     finally:
         done.set()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import redis
-from rq import SimpleWorker
 
 from taskrank.queue.connection import connect, connect_binary
 from taskrank.queue.embedded import EmbeddedRedis, free_port
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import create_token
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.server import create_app
 
 
@@ -66,7 +65,7 @@ def run_jobs(settings: Settings, r: redis.Redis):
 
     def run() -> None:
         connection = connect_binary(settings)
-        SimpleWorker([task_queue(settings, connection)], connection=connection).work(
+        InProcessWorker([task_queue(settings, connection)], connection=connection).work(
             burst=True, logging_level="WARNING")
 
     return run

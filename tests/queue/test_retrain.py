@@ -4,7 +4,6 @@ re-ranks the pending pool, cross-validation follows the re-score."""
 from __future__ import annotations
 
 import numpy as np
-from rq import SimpleWorker
 from rq.job import Job
 
 from taskrank.queue import tasks
@@ -14,7 +13,7 @@ from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue
 from tests.invariants import not_rescored, pooled
 from tests.pools import features_project
 
@@ -72,7 +71,7 @@ def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version
     enqueue_retrain(r, settings, "p")
     connection = connect_binary(settings)
     queue = task_queue(settings, connection)
-    SimpleWorker([queue], connection=connection).work(burst=True, max_jobs=1,
+    InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
                                                        logging_level="WARNING")
     assert model_info(r, "p")["metrics"] == {}
     waiting = queue.job_ids

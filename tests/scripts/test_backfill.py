@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from rq import SimpleWorker
 
 from taskrank.queue import keys as K
 from taskrank.queue.backfill import resume_rescore
@@ -17,7 +16,7 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.scripts import backfill
 from tests.invariants import pooled
 from tests.scripts.helpers import rq_worker
@@ -57,7 +56,7 @@ def _priorities(r, pid: str) -> dict[str, float]:
 
 def _work(settings, max_jobs: int | None = None) -> None:
     connection = connect_binary(settings)
-    SimpleWorker([task_queue(settings, connection)], connection=connection).work(
+    InProcessWorker([task_queue(settings, connection)], connection=connection).work(
         burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
 

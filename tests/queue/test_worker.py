@@ -1,0 +1,31 @@
+"""taskrank's RQ workers: RQ's command listener wakes every second, so a worker's teardown
+(redis-py 8 joins the listener without a timeout) never waits on RQ's 60 s poll."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskrank.queue.connection import connect_binary
+from taskrank.queue.worker import PUBSUB_POLL_SECONDS, InProcessWorker, TaskWorker, task_queue
+
+
+@pytest.mark.parametrize("kind", [TaskWorker, InProcessWorker])
+def test_the_command_listener_wakes_every_second(settings, r, kind):
+    connection = connect_binary(settings)
+    worker = kind([task_queue(settings, connection)], connection=connection)
+    worker.subscribe()
+    try:
+        assert worker.pubsub_thread.sleep_time == PUBSUB_POLL_SECONDS <= 1.0
+        assert worker.pubsub_thread.is_alive()
+    finally:
+        worker.unsubscribe()
+    assert not worker.pubsub_thread.is_alive()
+
+
+def test_a_burst_worker_works_the_queue_and_stops(settings, r):
+    connection = connect_binary(settings)
+    queue = task_queue(settings, connection)
+    job = queue.enqueue("builtins.len", "abc")
+    InProcessWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    job.refresh()
+    assert job.get_status() == "finished" and job.return_value() == 3
