@@ -10,33 +10,19 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
 from taskrank.client import Client, ClientError
 from taskrank.queue.embedded import EmbeddedRedis
-from taskrank.scripts.stack import (
-    Web,
-    started_at,  # noqa: F401 - for the fault tests
-)
-from taskrank.scripts.stack import child_pids as children  # noqa: F401 - for the fault tests
+from taskrank.scripts.stack import Web
 
 START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 15.0  # above the app's 5 s Redis socket timeout: a stalled Redis gives a 503
 ADMIN_TOKEN = "tr_faults_" + secrets.token_urlsafe(24)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``condition`` every 50 ms until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class RedisProcess:

@@ -7,8 +7,9 @@ import threading
 import time
 from collections import Counter
 
-from tests.faults.stack import Labeler, export_labels, setup_project, wait_for
+from tests.faults.stack import Labeler, export_labels, setup_project
 from tests.invariants import check_store
+from tests.waits import wait_for
 
 K_LABELS = 40  # acknowledged labels before the kill
 

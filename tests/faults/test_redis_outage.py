@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.stack import Labeler, Poller, export_labels, setup_project, wait_for
+from tests.faults.stack import Labeler, Poller, export_labels, setup_project
 from tests.invariants import check_store
+from tests.waits import wait_for
 
 RECOVERY_SECONDS = 5.0
 READS = ["/v1/projects/p/stats", "/v1/projects/p/queue?limit=3", "/v1/projects/p/items/i1",

@@ -22,9 +22,11 @@ from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.worker import InProcessWorker, task_queue
-from tests.faults.stack import children, started_at, wait_for
+from taskrank.scripts.stack import child_pids as children
+from taskrank.scripts.stack import started_at
 from tests.invariants import check_store, not_rescored, pooled
 from tests.scripts.helpers import rq_worker
+from tests.waits import wait_for
 
 N_ITEMS = 30_000  # one chunk per set; the untagged one (~1 s) is long enough to be killed in
 N_FEATURES = 20

@@ -16,7 +16,9 @@ from taskrank.queue.items import ingest
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.retrain import enqueue_retrain
-from tests.faults.stack import children, started_at, wait_for
+from taskrank.scripts.stack import child_pids as children
+from taskrank.scripts.stack import started_at
+from tests.waits import wait_for
 
 
 def _labeled_project(r, n=3000, d=20):

@@ -13,8 +13,9 @@ from collections import Counter
 
 from taskrank.client import Client, ClientError
 from taskrank.queue import keys as K
-from tests.faults.stack import Labeler, export_labels, setup_project, wait_for
+from tests.faults.stack import Labeler, export_labels, setup_project
 from tests.invariants import check_store
+from tests.waits import wait_for
 
 MAX_STRIKES = 30
 

@@ -13,6 +13,7 @@ import pytest
 
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import Child, Stack, child_pids, clean_environ, started_at
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
                                 reason="process checks read Linux /proc")
@@ -38,11 +39,6 @@ def _gone(pid: int, started: int) -> bool:
     return int(fields[19]) != started or fields[0] == "Z"
 
 
-def _wait(condition, timeout: float = 10.0) -> None:  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
@@ -52,14 +48,14 @@ def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
     try:
         stack = Stack(Settings(), clean_environ())
         child = _python(stack, STUBBORN)
-        _wait(lambda: child_pids(child.pid))
+        wait_for(lambda: child_pids(child.pid), 10, "the child's child")
         grandchild = child_pids(child.pid)[0]
         born = started_at(grandchild)
         began = time.monotonic()
         stack.stop(timeout=0.5)
         assert time.monotonic() - began >= 0.4, "SIGKILL came before the SIGTERM timeout"
         assert child.returncode is not None and stack.children == []
-        _wait(lambda: _gone(grandchild, born))
+        wait_for(lambda: _gone(grandchild, born), 10, "the grandchild to be gone")
         assert bystander.poll() is None
     finally:
         bystander.kill()

@@ -3,14 +3,13 @@ in batches by a background thread, kept across a Redis outage and written exactl
 
 from __future__ import annotations
 
-import time
-
 import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue import metrics
 from taskrank.server.recorder import RequestRecorder
 from tests.server.test_metrics import parse, value
+from tests.waits import wait_for
 
 
 class _Untouchable:
@@ -45,7 +44,5 @@ def test_a_full_batch_reaches_redis_without_a_scrape(settings, r):
     recorder = RequestRecorder(r, flush_every=100)
     for _ in range(100):
         recorder.observe("POST", "/v1/tasks/{tid}/label", 201, 0.004)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not r.exists(K.metrics_http_key()):
-        time.sleep(0.02)
+    wait_for(lambda: r.exists(K.metrics_http_key()), 5, "the flusher thread's write")
     assert r.hget(K.metrics_http_key(), "POST\t/v1/tasks/{tid}/label\t201\tn") == "100"
