@@ -10,6 +10,7 @@ Pure: arrays and dicts in and out; plotting and files belong to ``scripts/simula
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -460,7 +461,7 @@ def simulate_routing(
         raise ValueError(
             f"X must be (n_samples, n_features) and y (n_samples,), got {X.shape} and {y.shape}"
         )
-    results = {arm: {key: [] for key in _ARM_FIGURES} for arm in config["arms"]}
+    results = {arm: defaultdict(list) for arm in config["arms"]}  # figure -> per seed
     for seed in check_random_state(random_state).randint(np.iinfo(np.int32).max, size=seeds):
         world = _make_world(X, y, config["pool"], n_domains, n_experts, gold, overclaim, seed)
         for arm in config["arms"]:  # loop over arms; same request order for each
@@ -470,8 +471,8 @@ def simulate_routing(
                 results[arm][key].append(number)
             if progress is not None:
                 progress(1)
-    return {"config": config, "arms": {arm: _arm_summary(r) for arm, r in results.items()},
-            "gap_closed": _gap_closed(results)}
+    arms = {arm: arm_summary(r) for arm, r in results.items()}
+    return {"config": config, "arms": arms, "gap_closed": gap_closed(arms)}
 
 
 def _routing_config(**config) -> dict:
@@ -504,23 +505,20 @@ def _routing_config(**config) -> dict:
     return config
 
 
-# What each (seed, arm) run reports; the summary gives mean, std and per-seed values.
-_ARM_FIGURES = ("accuracy", "correct_items", "cost", "correct_per_1000_usd",
-                "overhead_share", "labels")
-
-
-def _arm_summary(result: dict) -> dict:
+def arm_summary(result: dict[str, list]) -> dict:
+    """Mean, std and per-seed values of each figure an arm reported per seed."""
     summary = {}
-    for key in _ARM_FIGURES:
-        values = np.array(result[key], dtype=float)
+    for key, per_seed in result.items():
+        values = np.array(per_seed, dtype=float)
         summary[key] = {"mean": float(values.mean()), "std": float(values.std()),
                         "per_seed": values.tolist()}
     return summary
 
 
-def _gap_closed(results: dict) -> float | None:
-    if not set(ROUTING_ARMS) <= set(results):
+def gap_closed(arms: dict[str, dict]) -> float | None:
+    """(taskrank - random) / (oracle - random) of mean label accuracy, or None."""
+    if not set(ROUTING_ARMS) <= set(arms):
         return None
-    mean = {arm: float(np.mean(results[arm]["accuracy"])) for arm in ROUTING_ARMS}
+    mean = {arm: arms[arm]["accuracy"]["mean"] for arm in ROUTING_ARMS}
     gap = mean["oracle"] - mean["random"]
     return float((mean["taskrank"] - mean["random"]) / gap) if gap > 0 else None

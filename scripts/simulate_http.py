@@ -41,7 +41,13 @@ from taskrank.client import ApiError, Client, ClientError
 from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
-from taskrank.learning.simulate import ROUTING_ARMS, run_simulation, simulate_routing
+from taskrank.learning.simulate import (
+    ROUTING_ARMS,
+    arm_summary,
+    gap_closed,
+    run_simulation,
+    simulate_routing,
+)
 from taskrank.learning.simulate import _make_world as make_world  # the replay's own worlds
 
 AULC_BUDGET = 0.005  # issue 5: |AULC over HTTP - AULC in process| on the same seeds
@@ -294,26 +300,11 @@ def routing(client: Client, X: np.ndarray, y: np.ndarray, n_domains: int, n_expe
                 results[arm][key].append(number)
             if progress is not None:
                 progress(1)
-    arms = {arm: _arm_summary(r) for arm, r in results.items()}
+    arms = {arm: arm_summary(r) for arm, r in results.items()}
     return {"dataset": dataset, "config": {**config, "url": client.url}, "arms": arms,
-            "gap_closed": _gap_closed(arms),
+            "gap_closed": gap_closed(arms),
             "in_process": {"library_defaults": _strip(library),
                            "as_the_server_routes": _strip(as_served)}}
-
-
-def _arm_summary(result: dict) -> dict:
-    accuracy, cost = np.array(result["accuracy"]), np.array(result["cost"])
-    return {"accuracy": {"mean": float(accuracy.mean()), "std": float(accuracy.std()),
-                         "per_seed": accuracy.tolist()},
-            "cost": {"mean": float(cost.mean()), "std": float(cost.std())},
-            "labels": {"mean": float(np.mean(result["labels"]))},
-            "seconds": {"mean": float(np.mean(result["seconds"]))}}
-
-
-def _gap_closed(arms: dict) -> float | None:
-    mean = {arm: arms[arm]["accuracy"]["mean"] for arm in ROUTING_ARMS}
-    gap = mean["oracle"] - mean["random"]
-    return (mean["taskrank"] - mean["random"]) / gap if gap > 0 else None
 
 
 def _strip(result: dict) -> dict:
