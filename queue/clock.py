@@ -15,3 +15,8 @@ def rfc3339(timestamp: float | str | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(float(timestamp), UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_day(timestamp: float) -> str:
+    """The UTC calendar day of ``timestamp`` as ``YYYY-MM-DD`` (budgets count by it)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")

@@ -1,4 +1,4 @@
-"""Experts: declared skills, capacity and cost; learned accuracy per skill tag."""
+"""Experts: declared skills, capacity, cost and daily hours; learned accuracy per skill tag."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from taskrank.queue.validation import (
     check_keys,
     check_number,
     check_object,
+    check_positive_or_null,
     fail,
 )
 
-FIELDS = {"skills", "capacity", "cost_per_hour", "active"}
+FIELDS = {"skills", "capacity", "cost_per_hour", "active", "max_hours_per_day"}
 GENERAL = "_general"  # pseudo-tag: accuracy on items that require no skill
 
 
@@ -44,7 +45,9 @@ def parse_expert(body: object) -> dict:
             "capacity": check_int(body.get("capacity", 5), "capacity", 1, 10_000),
             "cost_per_hour": check_number(body.get("cost_per_hour", 100.0), "cost_per_hour",
                                           0.01, 1e6),
-            "active": active}
+            "active": active,
+            "max_hours_per_day": check_positive_or_null(
+                body.get("max_hours_per_day"), "max_hours_per_day", 24, "no daily limit")}
 
 
 def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
@@ -55,7 +58,9 @@ def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
     created = bool(r.hsetnx(key, "created_at", now))
     r.hset(key, mapping={"skills": json.dumps(expert["skills"]), "capacity": expert["capacity"],
                          "cost_per_hour": expert["cost_per_hour"],
-                         "active": int(expert["active"]), "updated_at": now})
+                         "active": int(expert["active"]), "updated_at": now,
+                         # '' for null: a hash holds strings only
+                         "max_hours_per_day": expert["max_hours_per_day"] or ""})
     r.sadd(K.experts_key(), eid)
     best_experts_cache.clear()  # a declaration made through this process is seen at once
     return load_expert(r, eid), created
@@ -78,6 +83,8 @@ def load_expert(r: redis.Redis, eid: str) -> dict:
                       "disagree": float(disagree[i])} for i, tag in enumerate(tags)}
     return {"id": eid, "skills": skills, "capacity": int(fields["capacity"]),
             "cost_per_hour": float(fields["cost_per_hour"]), "active": fields["active"] == "1",
+            "max_hours_per_day": float(fields["max_hours_per_day"])
+            if fields.get("max_hours_per_day") else None,
             "accuracy": accuracy, "created_at": rfc3339(fields["created_at"]),
             "updated_at": rfc3339(fields["updated_at"])}
 

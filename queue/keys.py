@@ -41,6 +41,13 @@ def experts_key() -> str:
     return f"{PREFIX}experts"
 
 
+def expert_day_key(eid: str, day: str) -> str:
+    """Hash of an expert's counted labeling time on one UTC day (``YYYY-MM-DD``), across
+    projects: seconds per task id (so a replayed label adds nothing) and their sum
+    ``_total`` (for ``max_hours_per_day``)."""
+    return f"{PREFIX}expert-day:{eid}:{day}"
+
+
 def metrics_http_key() -> str:
     """Hash of the HTTP request metrics of every web process (counts, latency buckets)."""
     return f"{PREFIX}metrics:http"
@@ -145,8 +152,17 @@ def labels_stream_key(pid: str) -> str:
 
 def counters_key(pid: str) -> str:
     """Hash of project counters (labels counted, late, since last retrain; items by status
-    as ``n:pending``, ``n:leased``, ``n:labeled``...)."""
+    as ``n:pending``, ``n:leased``, ``n:labeled``...; US dollars ``spent_usd`` on labels
+    and ``reserved_usd`` by open leases)."""
     return _project(pid) + "counters"
+
+
+def spend_key(pid: str) -> str:
+    """Hash of the project's spend breakdowns, written by the LABEL script: ``usd:``,
+    ``sec:`` and ``n:`` (dollars, seconds, labels) of every charged label, in total (no
+    suffix) and by ``e:<expert>``, ``s:<skill tag or _general>`` and ``d:<YYYY-MM-DD>``.
+    The totals of dollars spent and reserved live in the counters hash."""
+    return _project(pid) + "spend"
 
 
 def label_idempotency_key(pid: str, tid: str, key: str) -> str:

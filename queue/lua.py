@@ -5,9 +5,10 @@ built inside the scripts from prefixes passed in ARGV (their ids are only known 
 they carry the same hash tag, so a script still touches a single Cluster slot.
 
 Each script checks everything it needs before it writes anything: Redis has no rollback.
-Every script starts with the preamble (keys and prefixes as locals) and ``COMMON``: the
-helpers that keep an item's pool membership and the per-status counts consistent with its
-label counts, and the lease sweep.
+Every project script starts with the preamble (keys and prefixes as locals) and ``COMMON``:
+the helpers that keep an item's pool membership and the per-status counts consistent with
+its label counts, the lease sweep, and the release of a closed lease's budget reservation.
+The one script over global keys (``ADD_EXPERT_SECONDS``) runs without them (``run_global``).
 
 A rankable item sits in one sorted set per skill tag it requires, or in the untagged set;
 there is no global pool.  Re-scores write those sets directly (``ZADD XX``, see
@@ -75,12 +76,24 @@ local function fit_want(iid, target)
   if want ~= tonumber(f[3]) then redis.call('HSET', ikey, 'want', want) end
 end
 
+-- An open lease reserves its predicted cost ('pc', set by CLAIM) against the project's
+-- budget until it closes: labeled (LABEL charges what it cost), released or expired.
+local function release_reservation(tkey)
+  local pc = tonumber(redis.call('HGET', tkey, 'pc'))
+  if not pc or pc == 0 then return end
+  local left = tonumber(redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', -pc))
+  -- Float sums of +x and -x leave dust; reservations are whole micro-dollars, so less
+  -- than half of one is none.
+  if math.abs(left) < 5e-7 then redis.call('HSET', K_COUNTERS, 'reserved_usd', 0) end
+end
+
 -- Close an open lease (expired or released): the item gets its slot back.
 local function close_lease(tid, state)
   local tkey = P_TASK .. tid
   local t = redis.call('HMGET', tkey, 'item', 'expert', 'st')
   if t[3] ~= 'open' then return false end
   redis.call('HSET', tkey, 'st', state)
+  release_reservation(tkey)
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. t[2], tid)
   redis.call('HINCRBY', P_ITEM .. t[1], 'out', -1)
@@ -143,7 +156,8 @@ return {created, updated}
 # items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
 # margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag,
 # ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor,
-# ARGV[22] the expert's cost per hour, ARGV[23] cost exponent.
+# ARGV[22] the expert's cost per hour, ARGV[23] cost exponent, ARGV[24] the project's
+# budget_usd ('': no budget).
 # The rules are learning.routing's (eligible, item_fit, value), held to it by
 # tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
 # Hold-back: a tagged item younger than the hold-back time is skipped when, on each of its
@@ -155,8 +169,13 @@ return {created, updated}
 # reproducible), whatever its priority; the task is marked 'ex'.
 # Diversity: an item's value is multiplied by the factor once per lease handed out in its
 # cluster ('cl') since the last re-rank, so concurrent claims spread over the pool.
+# Budget: a lease reserves its item's predicted cost (item_cost, in US dollars) in the
+# counters' 'reserved_usd' until it closes, and the task keeps it ('pc') with the hourly
+# rate ('rate') LABEL charges by.  No lease is granted when the dollars spent, those
+# reserved and this item's predicted cost together pass the budget.
 # Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags,
-# explored (1 or 0)} or {'capacity'} or {'empty'}.
+# explored (1 or 0)} or {'capacity', open leases} or {'budget', budget, spent, reserved,
+# predicted cost (0 when refused before choosing)} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
 local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -167,9 +186,25 @@ local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
 local explore_share, explore_decay = tonumber(ARGV[19]), tonumber(ARGV[20])
 local diversity = tonumber(ARGV[21])
 local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
+local budget = tonumber(ARGV[24])
 local K_CLAIMED, FIRST_POOL = KEYS[5], 6
 sweep(now, tonumber(ARGV[15]))
-if redis.call('ZCARD', KEYS[4]) >= capacity then return {'capacity'} end
+local held = redis.call('ZCARD', KEYS[4])
+if held >= capacity then return {'capacity', held} end
+
+-- The refusal when the spend so far, the reservations of open leases and `cost` pass the
+-- budget (also when nothing at all is left: then no item need be read), else nil.
+local function over_budget(cost)
+  if not budget then return nil end
+  local c = redis.call('HMGET', K_COUNTERS, 'spent_usd', 'reserved_usd')
+  local spent, reserved = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+  if spent + reserved >= budget or spent + reserved + cost > budget then
+    return {'budget', tostring(budget), tostring(spent), tostring(reserved), tostring(cost)}
+  end
+  return nil
+end
+local refusal = over_budget(0)
+if refusal then return refusal end
 
 -- The weakest required skill limits the answer: fit is the minimum over the item's tags
 -- (learning.routing.item_fit).
@@ -326,13 +361,18 @@ for page = 0, (best and 0 or pages) - 1 do
   if best and not penalized then break end
 end
 if not best then return {'empty'} end
+-- Whole micro-dollars, so that releasing a reservation takes back exactly what it added.
+local predicted = tonumber(string.format('%.6f', item_cost(best_tags)))
+refusal = over_budget(predicted)
+if refusal then return refusal end
 if best_cluster and best_cluster ~= '-1' then redis.call('HINCRBY', K_CLAIMED, best_cluster, 1) end
 
 local expires = now + lease
 local ikey = P_ITEM .. best
 -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
 redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
-           'ca', now, 'fit', best_fit)
+           'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted)
+redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
 if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
 redis.call('ZADD', K_LEASES, expires, tid)
 redis.call('ZADD', KEYS[4], expires, tid)
@@ -354,18 +394,41 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # A counted label on an exploration lease (task field 'ex' = '1', set by CLAIM) queues its
 # item for an unbiased accuracy estimate (queue/quality.py), unless the item was already in
 # the labeled set: a model may have trained on it then, so it would not be a fair test.
+# Every recorded label, counted or late, is charged: the hourly rate the lease was granted
+# at x the seconds spent (the expert was paid either way), into the counters' 'spent_usd'
+# and the spend hash's breakdowns (keys.spend_key); a counted label also gives back its
+# lease's reservation (CLAIM), as close_lease does for a lease released or expired.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
-# exploration labels not yet evaluated (list of item ids).
+# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash.
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
-# (learning.aggregation.ACCURACY_BOUNDS).
-# Returns a JSON string {"status": HTTP status, "body": {...}}.
+# (learning.aggregation.ACCURACY_BOUNDS), ARGV[14] the UTC day of now (YYYY-MM-DD).
+# Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
+# label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
 local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local fingerprint, k = ARGV[9], tonumber(ARGV[11])
 local accuracy_min, accuracy_max = tonumber(ARGV[12]), tonumber(ARGV[13])
+local day = ARGV[14]
+
+-- Dollars, seconds and one label into the total and the breakdowns by expert, by skill
+-- (an item requiring several skills counts under each) and by day; the dollars charged.
+local function charge(tkey, iid, eid)
+  local usd = (tonumber(redis.call('HGET', tkey, 'rate')) or 0) * tonumber(seconds) / 3600
+  redis.call('HINCRBYFLOAT', K_COUNTERS, 'spent_usd', usd)
+  local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
+  if #tags == 0 then tags = {'_general'} end  -- experts.GENERAL
+  local parts = {'', ':e:' .. eid, ':d:' .. day}
+  for _, tag in ipairs(tags) do parts[#parts + 1] = ':s:' .. tag end
+  for _, part in ipairs(parts) do
+    redis.call('HINCRBYFLOAT', KEYS[9], 'usd' .. part, usd)
+    redis.call('HINCRBYFLOAT', KEYS[9], 'sec' .. part, seconds)
+    redis.call('HINCRBY', KEYS[9], 'n' .. part, 1)
+  end
+  return usd
+end
 
 -- The one-coin vote over a single label (learning.aggregation.weighted_vote with one
 -- vote, held to it by tests/queue/test_lua_rules.py): the posterior of the given label
@@ -407,6 +470,8 @@ if state == 'open' then
   redis.call('XADD', KEYS[4], '*', 'task', tid, 'item', iid, 'expert', eid, 'label', label,
              'seconds', seconds, 'counted', 1, 'at', ARGV[5])
   redis.call('HSET', tkey, 'st', 'labeled', 'label', label)
+  release_reservation(tkey)
+  body.charged_usd, body.day = charge(tkey, iid, eid), day
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. eid, tid)
   redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
@@ -439,6 +504,7 @@ else
              'seconds', seconds, 'counted', 0, 'at', ARGV[5])
   redis.call('HSET', tkey, 'label', label)
   redis.call('HINCRBY', KEYS[5], 'late', 1)
+  body.charged_usd, body.day = charge(tkey, iid, eid), day
   body.counted = false
   body.reason = 'the lease was ' .. state ..
                 ' before the label arrived: it is recorded, not counted'
@@ -538,11 +604,24 @@ end
 return {updated, skipped, unknown}
 """
 
+# Add a counted label's seconds to its expert's UTC day, across projects (for the
+# expert's max_hours_per_day), once per task: a replayed label adds nothing.  Global keys
+# only, so no project preamble; one key, so one Cluster slot.
+# KEYS[1] keys.expert_day_key.  ARGV[1] task id, ARGV[2] seconds, ARGV[3] TTL seconds.
+# Returns the day's total seconds.
+ADD_EXPERT_SECONDS = r"""
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBYFLOAT', KEYS[1], '_total', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGET', KEYS[1], '_total')
+"""
+
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
            "finish_chunk": FINISH_CHUNK,
-           "set_priorities": SET_PRIORITIES}
+           "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS}
 
 
 def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
@@ -553,6 +632,11 @@ def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
     preamble_args = [K.item_prefix(pid), K.task_prefix(pid), K.expert_leases_prefix(pid),
                      K.pool_tag_key(pid, "")]
     return script(keys=preamble_keys + list(keys), args=preamble_args + list(args), client=r)
+
+
+def run_global(r: redis.Redis, name: str, keys: list[str], args: list) -> object:
+    """Run script ``name``, which touches only the global ``keys`` (no project preamble)."""
+    return _registered(r, name)(keys=keys, args=args, client=r)
 
 
 def _registered(r: redis.Redis, name: str) -> redis.commands.core.Script:

@@ -1,4 +1,5 @@
-"""Projects: labels, redundancy, lease length and the versioned acquisition strategy."""
+"""Projects: labels, redundancy, lease length, budget and the versioned acquisition
+strategy."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from taskrank.queue.validation import (
     check_int,
     check_keys,
     check_object,
+    check_positive_or_null,
     fail,
 )
 
-FIELDS = {"id", "labels", "redundancy", "lease_seconds", "strategy"}
-MUTABLE = {"redundancy", "lease_seconds", "strategy"}
+FIELDS = {"id", "labels", "redundancy", "lease_seconds", "strategy", "budget_usd"}
+MUTABLE = {"redundancy", "lease_seconds", "strategy", "budget_usd"}
 MAX_LABELS = 1000
+MAX_BUDGET_USD = 1e12
 STRATEGY_HISTORY_KEPT = 20
 
 
@@ -53,6 +56,9 @@ def _check_settings(body: dict) -> dict:
         clean["lease_seconds"] = check_int(body["lease_seconds"], "lease_seconds", 10, 7 * 86400)
     if "strategy" in body:
         clean["strategy"] = parse_strategy(body["strategy"])
+    if "budget_usd" in body:
+        clean["budget_usd"] = check_positive_or_null(body["budget_usd"], "budget_usd",
+                                                     MAX_BUDGET_USD, "no budget")
     return clean
 
 
@@ -60,7 +66,8 @@ def create_project(r: redis.Redis, body: object) -> dict:
     body = check_object(body, "body")
     check_keys(body, "", FIELDS, {"id", "labels"})
     project = {"id": check_id(body["id"], "id"), "labels": _check_labels(body["labels"]),
-               "redundancy": 1, "lease_seconds": 900, "strategy": parse_strategy({})}
+               "redundancy": 1, "lease_seconds": 900, "strategy": parse_strategy({}),
+               "budget_usd": None}
     project.update(_check_settings(body))
     now = time.time()
     fields = _encode({**project, "strategy_version": 1, "created_at": now, "updated_at": now})
@@ -124,7 +131,8 @@ def set_input_schema(r: redis.Redis, pid: str, n_features: int | None,
         r.hset(K.project_key(pid), "models", json.dumps(sorted(models)))
 
 
-_JSON_FIELDS = ("labels", "strategy", "models")
+# budget_usd as JSON too: null (no budget) is stored as such.
+_JSON_FIELDS = ("labels", "strategy", "models", "budget_usd")
 _INT_FIELDS = ("redundancy", "lease_seconds", "strategy_version", "n_features")
 
 
@@ -145,6 +153,7 @@ def _decode(fields: dict) -> dict:
         project[key] = rfc3339(project[key])  # DESIGN §3: times are RFC 3339 UTC
     project.setdefault("models", [])
     project.setdefault("n_features", None)
+    project.setdefault("budget_usd", None)  # projects stored before budgets had none
     # Sections added after a project was stored take their defaults (a shallow merge:
     # every stored section is complete, since it was validated as a whole).
     project["strategy"] = {**DEFAULT_STRATEGY_DICT, **project["strategy"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass
 
 import redis
 
@@ -12,13 +13,14 @@ from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.clock import now as clock_now
-from taskrank.queue.clock import rfc3339
+from taskrank.queue.clock import rfc3339, utc_day
 from taskrank.queue.exceptions import (
     IdempotencyConflictError,
     LeaseNotOpenError,
     NoSuchTaskError,
 )
 from taskrank.queue.experts import best_experts_by_tag, fit_table
+from taskrank.queue.spend import add_expert_seconds, hours_on_day
 from taskrank.queue.validation import fail
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -41,27 +43,96 @@ def project_of_task(tid: str) -> str:
     return pid
 
 
+@dataclass(frozen=True)
+class NoTask:
+    """Why no task was leased: a code a platform can act on (one of ``NO_TASK_REASONS``)
+    and one sentence naming the numbers behind it."""
+
+    reason: str
+    detail: str
+
+
+NO_TASK_REASONS = ("nothing_eligible", "at_capacity", "inactive", "budget_exhausted",
+                   "daily_hours_reached")
+
+
 def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
           now: float | None = None) -> dict | None:
-    """Lease the eligible item of highest value to ``expert``; None when nothing fits."""
+    """Lease the eligible item of highest value to ``expert``; None when nothing fits
+    (``lease_task`` says why)."""
+    task = lease_task(r, project, expert, depth, now)
+    return None if isinstance(task, NoTask) else task
+
+
+def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
+               now: float | None = None) -> dict | NoTask:
+    """Lease the eligible item of highest value to ``expert``, or say why there is none."""
+    now = clock_now() if now is None else now
+    refusal = _expert_refusal(r, expert, now)
+    if refusal is not None:
+        return refusal
+    answer = _run_claim(r, project, expert, depth, now)
+    if answer[0] != "ok":
+        return _claim_refusal(project, expert, answer)
+    return _task(expert, project["strategy"]["routing"], answer)
+
+
+def _expert_refusal(r: redis.Redis, expert: dict, now: float) -> NoTask | None:
+    """Why the expert gets no task in any project now (None: it may get one)."""
+    eid, limit = expert["id"], expert.get("max_hours_per_day")
     if not expert["active"]:
+        return NoTask("inactive", f"expert {eid} is inactive; PUT it with active true to "
+                                  "serve it again")
+    if limit is None:
         return None
+    # Read before the claim, not inside it: the day spans projects (other Cluster slots).
+    # A label still in progress may pass the limit by that one label.
+    day, hours = hours_on_day(r, eid, now)
+    if hours < limit:
+        return None
+    return NoTask("daily_hours_reached",
+                  f"expert {eid} max_hours_per_day {limit:.2f} reached: {hours:.2f} hours "
+                  f"of counted labels on {day} (UTC)")
+
+
+def _claim_refusal(project: dict, expert: dict, answer: list) -> NoTask:
+    """The refusal the CLAIM script answered, in words."""
+    pid, eid = project["id"], expert["id"]
+    if answer[0] == "capacity":
+        return NoTask("at_capacity", f"expert {eid} holds {answer[1]} open leases in project "
+                                     f"{pid}, its capacity {expert['capacity']}")
+    if answer[0] == "budget":
+        budget, spent, reserved, cost = (float(value) for value in answer[1:5])
+        detail = (f"project budget_usd {budget:.2f} reached: spent {spent:.2f}, reserved "
+                  f"{reserved:.2f}")
+        if cost > 0:
+            detail += f", the best item left would cost {cost:.2f}"
+        return NoTask("budget_exhausted", detail)
+    return NoTask("nothing_eligible",
+                  f"no pending item of project {pid} is open to expert {eid} (each requires a "
+                  "skill it lacks, was leased or labeled by it, or waits for a better fit)")
+
+
+def _run_claim(r: redis.Redis, project: dict, expert: dict, depth: int, now: float) -> list:
     pid, eid = project["id"], expert["id"]
     fits, general_fit = fit_table(expert)
     strategy = project["strategy"]
     routing = strategy["routing"]
     pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
-    now = clock_now() if now is None else now
-    answer = lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
+    budget = project.get("budget_usd")
+    return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid), *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT,
         routing["holdback_seconds"], routing["holdback_margin"],
         json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {}),
         strategy["explore"]["share"], strategy["explore"]["decay_labels"],
-        strategy["diversity"]["factor"], expert["cost_per_hour"], routing["cost_exponent"]])
-    if answer[0] != "ok":
-        return None
+        strategy["diversity"]["factor"], expert["cost_per_hour"], routing["cost_exponent"],
+        "" if budget is None else budget])
+
+
+def _task(expert: dict, routing: dict, answer: list) -> dict:
+    """The lease the CLAIM script granted, as the API shows it."""
     tid, iid, priority, fit, value, payload, expires, tags, explored = answer[1:]
     reason = _reason(expert, tags.split(",") if tags else [], float(priority), float(fit),
                      routing)
@@ -85,7 +156,8 @@ def _reason(expert: dict, tags: list[str], priority: float, fit: float, routing:
 
 def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds: float,
                  idempotency_key: str | None = None, now: float | None = None) -> tuple[int, dict]:
-    """Record a label; (201, body) when counted, (409, body) when kept but not counted."""
+    """Record a label; (201, body) when counted, (409, body) when kept but not counted.
+    Either way it is charged (rate x seconds) to the project's spend."""
     if label not in project["labels"]:
         raise fail("label", f"must be one of the project's labels {project['labels']}"[:300])
     pid = project["id"]
@@ -96,9 +168,10 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
         idem_key = K.label_idempotency_key(pid, tid, idempotency_key)
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
-                                    K.labeled_key(pid), K.explore_labels_key(pid)],
+                                    K.labeled_key(pid), K.explore_labels_key(pid),
+                                    K.spend_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
-                   len(project["labels"]), *ACCURACY_BOUNDS])
+                   len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now)])
     answer = json.loads(raw)
     if answer["status"] == 404:
         raise NoSuchTaskError(f"no task '{tid}'")
@@ -106,6 +179,8 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
         raise IdempotencyConflictError(
             "this Idempotency-Key was used with a different label or seconds_spent; "
             "use a new key for a new request")
+    if answer["status"] == 201 and answer["body"].get("day"):  # answers stored before
+        add_expert_seconds(r, answer["body"], seconds)  # budgets carry no day
     return answer["status"], answer["body"]
 
 

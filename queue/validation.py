@@ -52,6 +52,18 @@ def check_number(value: object, field: str, low: float = -math.inf,
     return float(value)
 
 
+def check_positive_or_null(value: object, field: str, high: float,
+                           none_means: str) -> float | None:
+    """A number in (0, ``high``], or None for JSON null (``none_means`` says what null does)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and 0 < value <= high):
+        raise fail(field, f"must be a number > 0 and at most {high:g}, or null for "
+                          f"{none_means}; got {value!r}"[:300])
+    return float(value)
+
+
 def check_object(value: object, field: str) -> dict:
     if not isinstance(value, dict):
         raise fail(field, f"must be a JSON object, got {type(value).__name__}")
