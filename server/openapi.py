@@ -11,9 +11,11 @@ from flask import Blueprint, Flask, current_app
 
 from taskrank.learning.priority import MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
-from taskrank.queue.projects import MAX_LABELS
+from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
+from taskrank.queue.tasks import NO_TASK_REASONS
 from taskrank.queue.validation import MAX_JOB_ID
 from taskrank.server.context import settings
+from taskrank.server.tasks import REASON_DETAIL_HEADER, REASON_HEADER
 
 bp = Blueprint("openapi", __name__)
 
@@ -69,6 +71,13 @@ JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
 STATUS = {"type": "string", "enum": ["pending", "leased", "labeled"]}
+BUDGET = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD}),
+             "US dollars the project's labels may cost; no task is served past it (null: "
+             "no budget)")
+MAX_HOURS = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": 24}),
+                "hours of counted labels per UTC day, across projects; once reached, "
+                "tasks/next answers 204 daily_hours_reached (null: no limit)")
+SPENT = obj(("usd", "hours", "labels"), usd=num(0), hours=num(0), labels=integer(0))
 
 
 def strategy(partial: bool) -> dict:
@@ -113,7 +122,7 @@ def schemas(max_items: int) -> dict:
                   id=ID, labels=array(TEXT), redundancy=integer(1, 50),
                   lease_seconds=integer(10, 604800), strategy=ref("Strategy"),
                   strategy_version=integer(1), models=array(TEXT),
-                  n_features=nullable(integer(1)), **timed,
+                  n_features=nullable(integer(1)), budget_usd=BUDGET, **timed,
                   strategy_history=array(obj(version=integer(1), strategy=ref("Strategy"),
                                              replaced_at=TIME)),
                   backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
@@ -149,9 +158,10 @@ def schemas(max_items: int) -> dict:
                              labels=array({"type": "string", "minLength": 1, "maxLength": 200},
                                           minItems=2, maxItems=MAX_LABELS, uniqueItems=True),
                              redundancy=integer(1, 50), lease_seconds=integer(10, 604800),
-                             strategy=ref("StrategyPatch")),
+                             strategy=ref("StrategyPatch"), budget_usd=BUDGET),
         "ProjectPatch": obj((), True, redundancy=integer(1, 50),
-                            lease_seconds=integer(10, 604800), strategy=ref("StrategyPatch")),
+                            lease_seconds=integer(10, 604800), strategy=ref("StrategyPatch"),
+                            budget_usd=BUDGET),
         "Project": project,
         "ProjectList": obj(("projects",), projects=array(ref("Project"))),
         "Item": {**obj(("id",), True, id=ID,
@@ -175,11 +185,12 @@ def schemas(max_items: int) -> dict:
                          skills={"type": "object", "maxProperties": 256, "propertyNames": ID,
                                  "additionalProperties": num(0, 1)},
                          capacity=integer(1, 10_000), cost_per_hour=num(0.01, 1e6),
-                         active=BOOL),
+                         active=BOOL, max_hours_per_day=MAX_HOURS),
         "Expert": obj(("id", "skills", "capacity", "cost_per_hour", "active", "accuracy",
                        "open_leases"),
                       id=ID, skills={"type": "object", "additionalProperties": num(0, 1)},
                       capacity=integer(1), cost_per_hour=num(0), active=BOOL,
+                      max_hours_per_day=MAX_HOURS,
                       accuracy={"type": "object", "additionalProperties": accuracy},
                       created_at=TIME, updated_at=TIME,
                       open_leases=integer(0),
@@ -217,6 +228,22 @@ def schemas(max_items: int) -> dict:
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),
+        "Spend": obj(
+            ("budget_usd", "spent_usd", "reserved_usd", "remaining_usd", "labels", "hours",
+             "by_expert", "by_skill", "by_day"),
+            budget_usd=BUDGET,
+            spent_usd=doc(num(0), "rate x seconds of every label recorded, counted or late"),
+            reserved_usd=doc(num(0), "predicted cost of the open leases"),
+            remaining_usd=doc(nullable(num()), "budget - spent - reserved (negative when "
+                                               "labels cost more than predicted; null "
+                                               "without a budget)"),
+            labels=integer(0), hours=num(0),
+            by_expert={"type": "object", "additionalProperties": SPENT},
+            by_skill=doc({"type": "object", "additionalProperties": SPENT},
+                         "by the item's skill tags (_general: none); an item requiring "
+                         "several skills counts under each"),
+            by_day=doc({"type": "object", "additionalProperties": SPENT},
+                       "by UTC day of the label, YYYY-MM-DD")),
         "ModelInfo": obj(("version", "n_labels", "trained_at", "metrics", "metrics_basis",
                           "exploration"),
                          version=nullable(integer(1)), n_labels=integer(0),
@@ -287,7 +314,8 @@ OPERATIONS = [
      "Read a project with its strategy history", None, {200: ("the project", "Project")},
      (404,)),
     ("patch", "/v1/projects/{pid}", "projects.patch_project",
-     "Change redundancy, lease_seconds or strategy (a strategy change re-scores the pool)",
+     "Change redundancy, lease_seconds, budget_usd or strategy (a strategy change re-scores "
+     "the pool)",
      "ProjectPatch", {200: ("the changed project", "Project")}, (404,)),
     ("get", "/v1/projects/{pid}/queue", "projects.get_queue",
      "Top of the ranking, each item with its breakdown", None,
@@ -295,6 +323,10 @@ OPERATIONS = [
     ("get", "/v1/projects/{pid}/stats", "projects.get_stats",
      "Counts by status, open leases, labels per hour, model version", None,
      {200: ("the counts", "Stats")}, (404,)),
+    ("get", "/v1/projects/{pid}/spend", "projects.get_spend",
+     "What the project's labels cost: budget, spent, reserved by open leases, remaining; "
+     "dollars, hours and labels by expert, skill and UTC day", None,
+     {200: ("the spend", "Spend")}, (404,)),
     ("get", "/v1/projects/{pid}/labels", "projects.get_labels",
      "Export labels (or aggregated labels), resumable by cursor", None,
      {200: ("one page; next_cursor is null at the end", "LabelPage")}, (404, 422)),
@@ -306,7 +338,8 @@ OPERATIONS = [
      "An item with status, priority, breakdown and labels", None,
      {200: ("the item", "ItemView")}, (404,)),
     ("put", "/v1/experts/{eid}", "experts.put_one_expert",
-     "Declare an expert (skills, capacity, cost); learned accuracy is kept", "ExpertPut",
+     "Declare an expert (skills, capacity, cost, daily hours); learned accuracy is kept",
+     "ExpertPut",
      {201: ("created", "Expert"), 200: ("updated", "Expert")}, ()),
     ("get", "/v1/experts/{eid}", "experts.get_one_expert",
      "An expert with learned accuracy per skill and open leases (an expert token: itself "
@@ -314,7 +347,7 @@ OPERATIONS = [
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
      "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
      {200: ("the lease, with the item's payload and the reason", "Lease"),
-      204: ("nothing available to this expert (nothing eligible, or at capacity)", None)},
+      204: ("no task for this expert now; the Taskrank-Reason header says why", None)},
      (404,)),
     ("post", "/v1/tasks/{tid}/label", "tasks.post_label",
      "Submit the label for a lease; a retry with the same Idempotency-Key answers exactly "
@@ -413,6 +446,18 @@ def _problem(status: int) -> dict:
     return response
 
 
+NO_TASK_HEADERS = {
+    REASON_HEADER: {"required": True, "schema": {"type": "string", "enum": list(
+        NO_TASK_REASONS)}, "description": "why no task: nothing_eligible (no pending item "
+        "this expert may take), at_capacity (its open leases in this project), inactive, "
+        "budget_exhausted (the project's budget_usd, counting open leases), "
+        "daily_hours_reached (the expert's max_hours_per_day)"},
+    REASON_DETAIL_HEADER: {"required": True, "schema": TEXT, "description":
+                           "one sentence naming the numbers, e.g. 'project budget_usd 50.00 "
+                           "reached: spent 49.80, reserved 0.00'"},
+}
+
+
 def _operation(app: Flask, entry: tuple) -> dict:
     method, path, endpoint, summary, request, successes, errors = entry
     role = getattr(app.view_functions[endpoint], "required_role", None)
@@ -461,6 +506,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
         statuses.add(503)
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)
+    if endpoint == "tasks.post_next_task":
+        responses["204"]["headers"] = NO_TASK_HEADERS
     if endpoint == "tasks.post_label":
         responses["409"]["content"]["application/problem+json"]["schema"] = {
             "allOf": [ref("Problem"), ref("LabelAnswer")]}

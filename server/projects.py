@@ -1,4 +1,5 @@
-"""Projects: create, list, read, change; their ranked queue, stats and label export."""
+"""Projects: create, list, read, change; their ranked queue, stats, spend and label
+export."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from taskrank.queue.projects import (
     update_project,
 )
 from taskrank.queue.rescore import enqueue_rescore
+from taskrank.queue.spend import project_spend
 from taskrank.queue.stats import project_stats
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
@@ -72,6 +74,12 @@ def get_queue(pid: str) -> dict:
 @require("platform")
 def get_stats(pid: str) -> dict:
     return project_stats(redis_client(), get_project(redis_client(), check_id(pid, "project id")))
+
+
+@bp.get("/<pid>/spend")
+@require("platform")
+def get_spend(pid: str) -> dict:
+    return project_spend(redis_client(), get_project(redis_client(), check_id(pid, "project id")))
 
 
 @bp.get("/<pid>/labels")

@@ -31,11 +31,15 @@ bp = Blueprint("tasks", __name__)
 
 def next_task(app_state: AppState, principal: Principal, arguments: dict,
               body: Callable[[], dict]) -> Answer:
-    """Lease the best task for the expert the body names (or the expert token's own)."""
+    """Lease the best task for the expert the body names (or the expert token's own); a
+    204 says why there is none in its headers."""
     project = cached_project(check_id(arguments["pid"], "project id"), app_state)
     expert = next_task_expert(app_state, principal, body())
-    task = tasks.claim(app_state.redis, project, expert, app_state.settings.claim_depth)
-    return Answer(200, {"task": task}) if task is not None else Answer(204)
+    task = tasks.lease_task(app_state.redis, project, expert, app_state.settings.claim_depth)
+    if isinstance(task, tasks.NoTask):
+        return Answer(204, headers=((REASON_HEADER, task.reason),
+                                    (REASON_DETAIL_HEADER, task.detail)))
+    return Answer(200, {"task": task})
 
 
 def label(app_state: AppState, principal: Principal, arguments: dict,
@@ -55,6 +59,8 @@ def label(app_state: AppState, principal: Principal, arguments: dict,
 
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# On a 204 of tasks/next: why no task (a code of tasks.NO_TASK_REASONS), and the numbers.
+REASON_HEADER, REASON_DETAIL_HEADER = "Taskrank-Reason", "Taskrank-Reason-Detail"
 # Served by the Flask views below and, with TASKRANK_FAST_PATH, by server/hot.HotPath.
 NEXT_TASK = HotRoute("/v1/projects/<pid>/tasks/next", "post_next_task", "expert", next_task,
                      body_optional=True)
