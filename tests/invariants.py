@@ -56,6 +56,7 @@ def check_store(r: redis.Redis, pid: str, scores_are_pr: bool = False) -> dict:
     errors += _check_pools(r, pid, items, scores_are_pr)
     errors += _check_leases(r, pid, tasks)
     counts = _check_labels(r, pid, tasks, errors)
+    errors += _check_spend(r, pid, tasks)
     assert not errors, "store inconsistent:\n" + "\n".join(errors[:40])
     counts["items"] = Counter(item["fields"]["st"] for item in items.values())
     counts["tasks"] = Counter(task["st"] for task in tasks.values())
@@ -187,6 +188,29 @@ def _check_labels(r: redis.Redis, pid: str, tasks: dict[str, dict], errors: list
     if int(counters.get("late", 0)) != len(late):
         errors.append(f"counter late={counters.get('late')} but {len(late)} late labels")
     return {"counted": len(counted), "late": len(late)}
+
+
+def _check_spend(r: redis.Redis, pid: str, tasks: dict[str, dict]) -> list[str]:
+    """The dollars reserved are the predicted costs of the open leases; those spent, and
+    the spend hash's totals, are rate x seconds of every label in the stream."""
+    entries = [fields for _, fields in r.xrange(K.labels_stream_key(pid))]
+    spent = sum(float(tasks[fields["task"]].get("rate", 0)) * float(fields["seconds"]) / 3600
+                for fields in entries)
+    reserved = sum(float(task.get("pc", 0)) for task in tasks.values()
+                   if task.get("st") == "open")
+    counters, totals = r.hgetall(K.counters_key(pid)), r.hgetall(K.spend_key(pid))
+    errors = []
+    if abs(float(counters.get("spent_usd", 0)) - spent) > 1e-6 * max(1.0, spent):
+        errors.append(f"spent_usd={counters.get('spent_usd')} but the labels cost {spent}")
+    if abs(float(counters.get("reserved_usd", 0)) - reserved) > 1e-6 * max(1.0, reserved):
+        errors.append(f"reserved_usd={counters.get('reserved_usd')} but open leases "
+                      f"predict {reserved}")
+    seconds = sum(float(fields["seconds"]) for fields in entries)
+    if int(totals.get("n", 0)) != len(entries) or abs(
+            float(totals.get("sec", 0)) - seconds) > 1e-6 * max(1.0, seconds):
+        errors.append(f"spend totals n={totals.get('n')} sec={totals.get('sec')} but "
+                      f"{len(entries)} labels of {seconds} s")
+    return errors
 
 
 def pooled(r: redis.Redis, pid: str) -> dict[str, float]:
