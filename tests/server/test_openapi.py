@@ -217,6 +217,12 @@ def test_real_answers_match_the_response_schemas(client, auth, document, r):
           client.get(f"/v1/projects/p1/items/{tasks[0]['item_id']}", headers=platform))
     check("/v1/projects/{pid}/stats", "get", client.get("/v1/projects/p1/stats",
                                                          headers=platform))
+    check("/v1/projects/{pid}/spend", "get", client.get("/v1/projects/p1/spend",
+                                                         headers=platform))
+    check("/v1/projects/{pid}", "patch", client.patch(
+        "/v1/projects/p1", json={"budget_usd": 0.5}, headers=admin))
+    check("/v1/projects/{pid}/spend", "get", client.get("/v1/projects/p1/spend",
+                                                         headers=platform))
     check("/v1/projects/{pid}/model", "get", client.get("/v1/projects/p1/model",
                                                          headers=platform))
     job = check("/v1/projects/{pid}/retrain", "post",
