@@ -79,7 +79,7 @@ def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
 
 def _expert_refusal(r: redis.Redis, expert: dict, now: float) -> NoTask | None:
     """Why the expert gets no task in any project now (None: it may get one)."""
-    eid, limit = expert["id"], expert.get("max_hours_per_day")
+    eid, limit = expert["id"], expert["max_hours_per_day"]
     if not expert["active"]:
         return NoTask("inactive", f"expert {eid} is inactive; PUT it with active true to "
                                   "serve it again")
@@ -119,7 +119,7 @@ def _run_claim(r: redis.Redis, project: dict, expert: dict, depth: int, now: flo
     strategy = project["strategy"]
     routing = strategy["routing"]
     pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
-    budget = project.get("budget_usd")
+    budget = project["budget_usd"]
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid), *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
