@@ -43,10 +43,15 @@ def check_int(value: object, field: str, low: int, high: int) -> int:
     return value
 
 
+def _finite_number(value: object) -> bool:
+    """A JSON number (not a boolean) that is finite."""
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value))
+
+
 def check_number(value: object, field: str, low: float = -math.inf,
                  high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and low <= value <= high):
+    if not (_finite_number(value) and low <= value <= high):
         bounds = f" from {low} to {high}" if math.isfinite(low) or math.isfinite(high) else ""
         raise fail(field, f"must be a finite number{bounds}, got {value!r}"[:300])
     return float(value)
@@ -57,8 +62,7 @@ def check_positive_or_null(value: object, field: str, high: float,
     """A number in (0, ``high``], or None for JSON null (``none_means`` says what null does)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and 0 < value <= high):
+    if not (_finite_number(value) and 0 < value <= high):
         raise fail(field, f"must be a number > 0 and at most {high:g}, or null for "
                           f"{none_means}; got {value!r}"[:300])
     return float(value)
