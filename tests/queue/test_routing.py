@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import defaultdict
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect
-from taskrank.queue.experts import best_experts_cache, load_expert, put_expert
+from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.skills import best_experts_cache, load_profile
+from tests.pools import NO_CHECKS
 
 TAGS = ["cardio", "neuro", "onco"]
 
@@ -74,29 +77,33 @@ def test_eligibility_and_capacity_hold_under_16_concurrent_experts(r, settings):
 
 
 def test_learned_skills_route_strong_tag_first(r, settings):
-    """An expert accurate on cardio and poor on neuro learns so from gold items and is then
-    routed cardio items before neuro items."""
-    project = _project(r, routing={"fit_exponent": 0.0})  # phase 1: routing ignores fit
-    truth = {f"i{i}": "yes" if i % 3 else "no" for i in range(200)}
-    items = _items(200, lambda i: [TAGS[i % 2]], lambda i: truth[f"i{i}"])
+    """An expert accurate on cardio and poor on neuro learns so from the gold items it is
+    served, and is then routed cardio items before neuro items."""
+    project = _project(r, routing={"fit_exponent": 0.0},  # phase 1: routing ignores fit
+                       qa={"gold_rate": 1.0, "qualify": {"min_accuracy": 0.0}})
+    truth = {f"g{i}": "yes" if i % 3 else "no" for i in range(120)}
+    items = _items(200, lambda i: [TAGS[i % 2]])
     for i, item in enumerate(items):  # distinct priorities that interleave the two tags
         item["predictions"]["m"] = [0.5 + i / 1000, 0.5 - i / 1000]
-    ingest(r, project, items)
+    gold = [{"id": gid, "predictions": {"m": [0.5, 0.5]}, "skills": [TAGS[i % 2]],
+             "gold": truth[gid]} for i, gid in enumerate(truth)]
+    ingest(r, project, items + gold)
     put_expert(r, "dr", {"skills": {"cardio": 0.7, "neuro": 0.7}, "capacity": 1})
     rng = random.Random(1)
     accuracy = {"cardio": 0.95, "neuro": 0.35}
     for _ in range(80):
-        expert = load_expert(r, "dr")
-        task = tasks.claim(r, project, expert, depth=32)
-        tag = r.hget(K.item_key("p", task["item_id"]), "s")
+        task = tasks.claim(r, project, load_expert(r, "dr"), depth=32)
+        iid = task["item_id"]
+        tag = r.hget(K.item_key("p", iid), "s")
         right = rng.random() < accuracy[tag]
-        answer = truth[task["item_id"]] if right else ("no" if truth[task["item_id"]] == "yes"
-                                                       else "yes")
+        answer = truth.get(iid, "yes") if right else ("no" if truth.get(iid) == "yes" else "yes")
         status, body = tasks.submit_label(r, project, task["id"], answer, 1.0)
         after_label(r, project, body, settings)
-    learned = load_expert(r, "dr")["accuracy"]
-    assert learned["cardio"]["mean"] > 0.85 and learned["neuro"]["mean"] < 0.55
-    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0}}})
+    profile = load_profile(r, project, load_expert(r, "dr"))
+    learned = profile.table(profile.posterior.mean)
+    assert learned["cardio"] > 0.85 and learned["neuro"] < 0.55
+    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0},
+                                                      "qa": {"gold_rate": 0.0}}})
     expert = load_expert(r, "dr")
     next_tags = []
     for _ in range(10):
@@ -141,7 +148,8 @@ def test_redundancy_three_gives_three_distinct_experts(r, settings):
 
 def _adaptive_run(r, settings, stop_confidence, answer):
     project = _project(r, wanted=3, redundancy={"adaptive": True, "max_labels": 4,
-                                                "stop_confidence": stop_confidence})
+                                                "stop_confidence": stop_confidence},
+                       **NO_CHECKS)
     ingest(r, project, _items(20, lambda i: []))
     for j in range(6):
         put_expert(r, f"e{j}", {"skills": {}, "capacity": 1})
@@ -180,6 +188,7 @@ def test_hold_back_keeps_an_item_for_the_better_expert(r, settings):
     ingest(r, project, _items(1, lambda i: ["onco"]))
     put_expert(r, "junior", {"skills": {"onco": 0.6}, "capacity": 2})
     put_expert(r, "senior", {"skills": {"onco": 0.95}, "capacity": 2})
+    r.zadd(K.working_experts_key("p"), {"senior": time.time()})  # the senior is working
     best_experts_cache.clear()
     assert tasks.claim(r, project, load_expert(r, "junior"), depth=8) is None
     assert tasks.claim(r, project, load_expert(r, "senior"), depth=8)["item_id"] == "i0"
