@@ -8,6 +8,7 @@ from flask import Blueprint
 from taskrank.queue import keys as K
 from taskrank.queue.experts import load_expert, open_leases, put_expert
 from taskrank.queue.quality_report import expert_quality
+from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import acting_expert, require
 from taskrank.server.context import caches, redis_client
@@ -21,6 +22,7 @@ bp = Blueprint("experts", __name__, url_prefix="/v1/experts")
 def put_one_expert(eid: str) -> tuple[dict, int]:
     expert, created = put_expert(redis_client(), check_id(eid, "expert id"), json_body())
     caches().experts.forget(eid)
+    best_experts_cache.clear()  # its rate, skills or activity may change who is best
     return _view(expert), 201 if created else 200
 
 

@@ -161,7 +161,7 @@ def test_real_exploration_claims_feed_the_unbiased_estimate(r, settings, run_job
     """With strategy.explore.share 1, every claim after the first model is drawn by CLAIM
     itself (no test marking): its labels reach GET /model's exploration block."""
     truth = _setup(r)
-    update_project(r, "p", {"strategy": {"explore": {"share": 1.0}}})
+    update_project(r, "p", {"strategy": {"explore": {"share": 1.0}, **NO_CHECKS}})
     _train(r, settings, run_jobs, truth)
     explored = []
     for _ in range(12):

@@ -79,7 +79,9 @@ def test_eligibility_and_capacity_hold_under_16_concurrent_experts(r, settings):
 def test_learned_skills_route_strong_tag_first(r, settings):
     """An expert accurate on cardio and poor on neuro learns so from the gold items it is
     served, and is then routed cardio items before neuro items."""
-    project = _project(r, routing={"fit_exponent": 0.0},  # phase 1: routing ignores fit
+    # phase 1: routing ignores fit and cost (labels of 1 s would make the first skill
+    # labelled look far cheaper than one with no reported times yet)
+    project = _project(r, routing={"fit_exponent": 0.0, "cost_exponent": 0.0},
                        qa={"gold_rate": 1.0, "qualify": {"min_accuracy": 0.0}})
     truth = {f"g{i}": "yes" if i % 3 else "no" for i in range(120)}
     items = _items(200, lambda i: [TAGS[i % 2]])
@@ -102,7 +104,8 @@ def test_learned_skills_route_strong_tag_first(r, settings):
     profile = load_profile(r, project, load_expert(r, "dr"))
     learned = profile.table(profile.posterior.mean)
     assert learned["cardio"] > 0.85 and learned["neuro"] < 0.55
-    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0},
+    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0,
+                                                                  "cost_exponent": 0.0},
                                                       "qa": {"gold_rate": 0.0}}})
     expert = load_expert(r, "dr")
     next_tags = []
