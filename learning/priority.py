@@ -151,7 +151,7 @@ class Qualify:
     ``min_gold`` gold answers of the skill, then a learned accuracy of ``min_accuracy``."""
 
     min_gold: int = _setting(3, rule_integer(0, 1000))
-    min_accuracy: float = _setting(0.7, rule_number(0.0, 1.0))
+    min_accuracy: float = _setting(0.5, rule_number(0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ __all__ = [
     "best_other_fit",
     "eligible",
     "gate",
+    "gold_to_qualify",
     "general_level",
     "gold_share",
     "hold_back",
@@ -352,29 +353,48 @@ def posterior_sd(posterior: BetaPosterior) -> np.ndarray:
 def gold_share(posterior: BetaPosterior, rate: float) -> np.ndarray:
     """Share of an expert's tasks spent on checking it (gold items, spot checks), per
     skill: the full ``rate`` while its accuracy posterior is as wide as a new expert's
-    (standard deviation :data:`FULL_RATE_SD`), proportionally less as it tightens, so
-    new and doubtful experts are checked most."""
+    (standard deviation :data:`FULL_RATE_SD`), then in proportion to its variance, which
+    falls as one over the evidence: new and doubtful experts are checked most, and the
+    checks an expert costs grow only with the log of its labels."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must lie in [0, 1], got {rate!r}")
-    return rate * np.minimum(1.0, posterior_sd(posterior) / FULL_RATE_SD)
+    return rate * np.minimum(1.0, (posterior_sd(posterior) / FULL_RATE_SD) ** 2)
 
 
-def gate(n_gold: np.ndarray, gold_available: np.ndarray, evidence: np.ndarray,
-         accuracy: np.ndarray, min_gold: int, min_accuracy: float) -> np.ndarray:
+def gold_to_qualify(min_gold: int, redundancy: int) -> int:
+    """Gold answers the gate asks of an expert before real items of a skill: ``min_gold``
+    where a label stands alone (redundancy 1); none where every item gets labels from
+    several experts, whose agreement judges each of them (Dawid–Skene) and still flags
+    the poor ones.  On digits at redundancy 3 the gate's gold cost 5 % of the labels,
+    which left items a label short."""
+    return min_gold if redundancy <= 1 else 0
+
+
+# A skill is re-tested on gold up to this many times min_gold while its gold answers stay
+# below min_accuracy, so that a few unlucky answers do not flag a fair expert.
+RETEST_FACTOR = 3
+
+
+def gate(n_gold: np.ndarray, gold_right: np.ndarray, gold_available: np.ndarray,
+         evidence: np.ndarray, accuracy: np.ndarray, min_gold: int,
+         min_accuracy: float) -> np.ndarray:
     """Qualification of each (expert, skill), before real items of the skill are served.
 
-    - :data:`NEEDS_GOLD` while the expert answered fewer than ``min_gold`` gold items of
-      the skill and the project holds more it has not seen (a skill without gold cannot
-      be gated on it);
-    - then :data:`FLAGGED` when the learned accuracy (posterior mean) is below
-      ``min_accuracy``, once there is evidence at all (at least one gold answer, or
-      ``min_gold`` labels' worth of agreement): a declared level alone never flags;
+    - :data:`NEEDS_GOLD` while the project holds gold of the skill the expert has not
+      answered, and the expert answered fewer than ``min_gold`` gold items, or its gold
+      answers so far are right less often than ``min_accuracy`` and it answered fewer
+      than :data:`RETEST_FACTOR` x ``min_gold`` (a sequential test: a spammer keeps
+      answering gold, never real items, until it is flagged);
+    - then :data:`FLAGGED` when, after ``min_gold`` gold answers, they are right less
+      often than ``min_accuracy``, or when the learned accuracy (posterior mean) is below
+      it once there is evidence at all (a gold answer, or ``min_gold`` labels' worth of
+      agreement): a declared level alone never flags;
     - else :data:`QUALIFIED`.
 
     Parameters
     ----------
-    n_gold : array-like of int
-        Gold items of the skill the expert answered.
+    n_gold, gold_right : array-like of int
+        Gold items of the skill the expert answered, and those it got right.
     gold_available : array-like of int
         Gold items of the skill in the project.
     evidence : array-like
@@ -382,18 +402,22 @@ def gate(n_gold: np.ndarray, gold_available: np.ndarray, evidence: np.ndarray,
     accuracy : array-like
         Posterior mean accuracy.
     min_gold : int
+        See :func:`gold_to_qualify`.
     min_accuracy : float
 
     Returns
     -------
     ndarray of int, the broadcast shape
     """
-    n_gold, available, evidence, accuracy = np.broadcast_arrays(
-        np.asarray(n_gold, dtype=float), np.asarray(gold_available, dtype=float),
-        np.asarray(evidence, dtype=float), np.asarray(accuracy, dtype=float))
-    needs = n_gold < np.minimum(min_gold, available)
+    n_gold, right, available, evidence, accuracy = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float)
+          for a in (n_gold, gold_right, gold_available, evidence, accuracy)))
+    tested = (min_gold >= 1) & (n_gold >= min_gold)  # min_gold 0: gold alone never judges
+    failing = tested & (right < min_accuracy * n_gold)
+    needs = (n_gold < available) & (
+        (n_gold < min_gold) | (failing & (n_gold < RETEST_FACTOR * min_gold)))
     judged = (n_gold >= 1) | (evidence >= max(min_gold, 1))
-    flagged = ~needs & judged & (accuracy < min_accuracy)
+    flagged = ~needs & (failing | (judged & (accuracy < min_accuracy)))
     return np.where(needs, NEEDS_GOLD, np.where(flagged, FLAGGED, QUALIFIED))
 
 

@@ -40,6 +40,7 @@ from taskrank.learning.routing import (
     best_other_fit,
     gate,
     gold_share,
+    gold_to_qualify,
     hold_back,
     label_cost,
     predicted_seconds,
@@ -433,9 +434,10 @@ def _route(arm, world, n_labels, redundancy, capacity, strategy, strength, rng):
         states = None
         if learned is not None:
             post = learned.posterior()
-            states = gate(learned.gold_seen, gold_available[None, :],
+            states = gate(learned.gold_seen, learned.gold_right, gold_available[None, :],
                           learned.agree + learned.disagree, post.mean,
-                          qa.qualify.min_gold, qa.qualify.min_accuracy)
+                          gold_to_qualify(qa.qualify.min_gold, redundancy),
+                          qa.qualify.min_accuracy)
             tag_worth = _worth(arm, world, learned, routing)
             servable = available & (states != FLAGGED)[:, world.domain]
         else:

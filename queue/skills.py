@@ -69,7 +69,7 @@ class Profile:
 
 
 def build_profile(expert: dict, fields: dict[str, str], gold_counts: dict[str, int],
-                  strategy: dict) -> Profile:
+                  project: dict) -> Profile:
     """The profile from the stored fields (``expert_skill_key``) and the project's gold
     items per skill; pure."""
     skills = expert["skills"]
@@ -85,9 +85,11 @@ def build_profile(expert: dict, fields: dict[str, str], gold_counts: dict[str, i
                                            disagree + gold_seen - gold_right)
     labels, seconds_spent = column("n"), column("sec")
     overall = routing.predicted_seconds(seconds_spent.sum(), labels.sum())
-    qa = strategy["qa"]
-    state = routing.gate(gold_seen, np.array([gold_counts.get(tag, 0) for tag in tags]),
-                         agree + disagree, posterior.mean, qa["qualify"]["min_gold"],
+    qa = project["strategy"]["qa"]
+    gold_available = np.array([gold_counts.get(tag, 0) for tag in tags])
+    state = routing.gate(gold_seen, gold_right, gold_available, agree + disagree, posterior.mean,
+                         routing.gold_to_qualify(qa["qualify"]["min_gold"],
+                                                 int(project["redundancy"])),
                          qa["qualify"]["min_accuracy"])
     return Profile(
         expert=expert, tags=tags, posterior=posterior, gold_seen=gold_seen,
@@ -110,7 +112,7 @@ def load_profiles(r: redis.Redis, project: dict, experts: list[dict]) -> list[Pr
         pipe.hgetall(K.expert_skill_key(pid, expert["id"]))
     replies = pipe.execute()
     gold_counts = dict(zip(tags, replies[:len(tags)], strict=True))
-    return [build_profile(expert, fields, gold_counts, project["strategy"])
+    return [build_profile(expert, fields, gold_counts, project)
             for expert, fields in zip(experts, replies[len(tags):], strict=True)]
 
 
@@ -179,14 +181,24 @@ def _verdict(profile: Profile, i: int) -> dict:
         return {"status": "qualified"}
     qualify = profile.qualify
     if state == routing.NEEDS_GOLD:
+        seen, right = int(profile.gold_seen[i]), int(profile.gold_right[i])
+        if seen < qualify["min_gold"]:
+            return {"status": "qualifying", "reason": (
+                f"answered {seen} of the {qualify['min_gold']} gold items "
+                "qa.qualify.min_gold asks before real items of this skill")}
         return {"status": "qualifying", "reason": (
-            f"answered {int(profile.gold_seen[i])} of the {qualify['min_gold']} gold items "
-            "qa.qualify.min_gold asks before real items of this skill")}
+            f"{right} of {seen} gold answers right, below qa.qualify.min_accuracy "
+            f"{qualify['min_accuracy']:g}: answering more gold before real items of this skill")}
+    mean = profile.posterior.mean[i]
+    gold = f"{int(profile.gold_right[i])}/{int(profile.gold_seen[i])}"
+    minimum = f"qa.qualify.min_accuracy {qualify['min_accuracy']:g}"
+    if mean < qualify["min_accuracy"]:
+        return {"status": "flagged", "reason": (
+            f"learned accuracy {mean:.3f} (gold {gold}) is below {minimum}: no real items "
+            "of this skill until it rises")}
     return {"status": "flagged", "reason": (
-        f"learned accuracy {profile.posterior.mean[i]:.3f} (gold "
-        f"{int(profile.gold_right[i])}/{int(profile.gold_seen[i])}) is below "
-        f"qa.qualify.min_accuracy {qualify['min_accuracy']:g}: no real items of this skill "
-        "until it rises")}
+        f"gold answers right {gold}, below {minimum} (learned accuracy {mean:.3f}): no real "
+        "items of this skill until more gold items of it test it again")}
 
 
 # The hold-back needs a recent view of who is best, not an exact one; it follows the one

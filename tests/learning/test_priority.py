@@ -45,7 +45,7 @@ def test_default_strategy_is_the_design_dict():
     assert DEFAULT_STRATEGY_DICT["qa"] == {
         "gold_rate": 0.05,
         "review_rate": 0.02,
-        "qualify": {"min_gold": 3, "min_accuracy": 0.7},
+        "qualify": {"min_gold": 3, "min_accuracy": 0.5},
     }
     assert DEFAULT_STRATEGY_DICT["redundancy"] == {
         "adaptive": False,

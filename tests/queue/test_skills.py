@@ -66,8 +66,17 @@ def test_profile_learns_time_gold_and_agreement_per_skill(r, project):
     profile = load_profile(r, project, expert)
     assert profile.table(profile.seconds)["onco"] < 60  # shrunk towards 120 s, mostly 30 s
     assert profile.posterior.mean[0] == pytest.approx(9 / 13)  # Beta(9, 1) + 0 right of 3
+    # 0 of 3 gold right fails min_accuracy 0.5 whatever the declared level says, and the
+    # project has no other gold to test it again on
     assert profile.state[0] == FLAGGED
     fits, general = profile.fits()
     assert "onco" not in fits and fits["cardio"] == pytest.approx(0.8) and general is not None
     record_agreement(r, "p", [("e", ["onco"], 1.0)] * 6)
-    assert load_profile(r, project, expert).state[0] == QUALIFIED  # (9 + 6) / 19 > 0.7
+    assert load_profile(r, project, expert).state[0] == FLAGGED  # agreement does not undo gold
+    for n in range(3, 12):
+        r.zadd(K.gold_key("p", "onco"), {f"g{n}": 0})
+    assert load_profile(r, project, expert).state[0] == NEEDS_GOLD  # tested again on more
+    r.hset(key, mapping={"gn:onco": 8, "gr:onco": 4})
+    assert load_profile(r, project, expert).state[0] == QUALIFIED  # 4 of 8: min_accuracy 0.5
+    r.hset(key, mapping={"gn:onco": 9, "gr:onco": 1})
+    assert load_profile(r, project, expert).state[0] == FLAGGED  # 3 x min_gold answers failed

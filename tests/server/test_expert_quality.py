@@ -54,7 +54,7 @@ def read_expert(client, auth, role: str = "platform") -> dict:
 def test_gold_answers_show_in_the_report(client, auth):
     """Gold answered, gold accuracy, learned accuracy in its interval, labels, hours and
     dollars per project and skill; no accuracy field of the old kind."""
-    setup_project(client, auth, min_accuracy=0.1)
+    setup_project(client, auth, min_accuracy=0.0)
     answer_gold_wrong(client, auth, 3)
     expert = read_expert(client, auth)
     assert "accuracy" not in expert and set(expert["quality"]) == {"p1"}
@@ -81,8 +81,9 @@ def test_before_min_gold_the_skill_is_qualifying(client, auth):
 
 
 def test_low_min_accuracy_qualifies_and_real_items_follow(client, auth):
-    """With qa.qualify.min_accuracy under the learned accuracy the next task is a real item."""
-    setup_project(client, auth, min_accuracy=0.5)
+    """With qa.qualify.min_accuracy 0 even wrong gold answers qualify: the next task is a
+    real item."""
+    setup_project(client, auth, min_accuracy=0.0)
     answer_gold_wrong(client, auth, 3)
     assert read_expert(client, auth)["quality"]["p1"]["cardio"]["status"] == "qualified"
     response = next_task(client, auth)
@@ -103,6 +104,18 @@ def test_high_min_accuracy_flags_the_skill_with_its_reason(client, auth):
                                   "reason": report["reason"]}]
 
 
+def test_failed_gold_flags_the_skill_whatever_the_declared_level(client, auth):
+    """0 of 3 gold right fails the default min_accuracy 0.5 though the declared 0.8 keeps
+    the learned accuracy above it; the reason says which test failed."""
+    setup_project(client, auth, min_accuracy=0.5)
+    answer_gold_wrong(client, auth, 3)
+    report = read_expert(client, auth)["quality"]["p1"]["cardio"]
+    assert report["status"] == "flagged"
+    for words in ("gold answers right 0/3", "min_accuracy 0.5", "learned accuracy 0.615"):
+        assert words in report["reason"], report["reason"]
+    assert next_task(client, auth).status_code == 204
+
+
 def test_flagged_expert_gets_no_real_items_of_that_skill(client, auth):
     """Flagged on cardio, e1 gets 204 while 5 real cardio items are pending, but still
     gets an untagged item: only the skill is closed."""
@@ -120,7 +133,7 @@ def test_flagged_expert_gets_no_real_items_of_that_skill(client, auth):
 
 def test_raising_min_accuracy_flags_at_once(client, auth):
     """The verdict follows the project's current strategy: a PATCH flags a qualified skill."""
-    setup_project(client, auth, min_accuracy=0.5)
+    setup_project(client, auth, min_accuracy=0.0)
     answer_gold_wrong(client, auth, 3)
     assert read_expert(client, auth)["flagged"] == []
     response = client.patch("/v1/projects/p1", headers=auth("admin"),
