@@ -198,3 +198,42 @@ def test_hold_back_keeps_an_item_for_the_better_expert(r, settings):
     later = tasks.claim(r, get_project(r, "p"), load_expert(r, "junior"), depth=8)
     assert later is None  # the only item is leased now
     best_experts_cache.clear()
+
+
+def test_a_spammer_gets_under_5_percent_of_real_items_after_200_labels(r, settings):
+    """8 experts at project defaults (redundancy 1, gold 5 % of the pool): the spammer
+    declares 0.9, answers at chance (1/k), and is the cheapest and fastest of them, so
+    cost steering favours it.  Once 200 labels are in, it gets under 5 % of the real items
+    the next 400 claims hand out."""
+    labels = ["w", "x", "y", "z"]
+    create_project(r, {"id": "p", "labels": labels})
+    project = get_project(r, "p")
+    rng = random.Random(7)
+    truth = {f"i{n}": rng.choice(labels) for n in range(800)}
+    truth.update({f"g{n}": rng.choice(labels) for n in range(40)})
+    ingest(r, project, [{"id": iid, "predictions": {"m": [0.25] * 4}, "skills": ["t"],
+                         **({"gold": answer} if iid.startswith("g") else {})}
+                        for iid, answer in truth.items()])
+    experts = {f"e{n}": (0.8 + 0.02 * n, 100.0 + 15 * n, 120.0) for n in range(7)}
+    experts["spam"] = (1 / len(labels), 50.0, 30.0)  # accuracy, $ per hour, seconds
+    for eid, (accuracy, rate, _) in experts.items():
+        put_expert(r, eid, {"skills": {"t": 0.9 if eid == "spam" else accuracy},
+                            "capacity": 1, "cost_per_hour": rate})
+    spam_real, real = 0, 0
+    for n in range(600):
+        eid = rng.choice(sorted(experts))
+        task = tasks.claim(r, project, load_expert(r, eid), depth=32)
+        if task is None:
+            continue
+        iid = task["item_id"]
+        accuracy, _, seconds = experts[eid]
+        right = rng.random() < accuracy
+        answer = truth[iid] if right else rng.choice([c for c in labels if c != truth[iid]])
+        status, body = tasks.submit_label(r, project, task["id"], answer, seconds)
+        assert status == 201
+        after_label(r, project, body, settings)
+        if n >= 200 and iid.startswith("i"):
+            real += 1
+            spam_real += eid == "spam"
+    assert real > 300
+    assert spam_real / real < 0.05, (spam_real, real)
