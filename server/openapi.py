@@ -70,7 +70,8 @@ TASK_ID = {"type": "string",
 JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
-STATUS = {"type": "string", "enum": ["pending", "leased", "labeled"]}
+# 'gold': an item with a known answer, served only as a check of experts, never pooled
+STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold"]}
 BUDGET = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD}),
              "US dollars the project's labels may cost; no task is served past it (null: "
              "no budget)")
@@ -262,8 +263,9 @@ def schemas(max_items: int) -> dict:
                               n_labels=integer(0)), "with aggregated=true")]})),
         "Stats": obj(("project_id", "items", "open_leases", "labels"),
                      project_id=ID, open_leases=integer(0),
-                     items=obj(("total", "pending", "leased", "labeled"), total=integer(0),
-                               pending=integer(0), leased=integer(0), labeled=integer(0)),
+                     items=obj(("total", "pending", "leased", "labeled", "gold"),
+                               total=integer(0), pending=integer(0), leased=integer(0),
+                               labeled=integer(0), gold=integer(0)),
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),

@@ -125,7 +125,7 @@ def test_flagged_expert_gets_no_real_items_of_that_skill(client, auth):
     assert response.status_code == 204
     assert response.headers["Taskrank-Reason"] == "nothing_eligible"
     stats = client.get("/v1/projects/p1/stats", headers=auth("platform")).json
-    assert stats["items"]["pending"] == 5
+    assert stats["items"]["pending"] == 5 and stats["items"]["gold"] == 3
     post_items(client, auth, [{"id": "plain", "predictions": {"m1": [0.5, 0.5]}}])
     response = next_task(client, auth)
     assert response.status_code == 200 and response.json["task"]["item_id"] == "plain"
