@@ -201,12 +201,17 @@ def test_hold_back_keeps_an_item_for_the_better_expert(r, settings):
 
 
 def test_a_spammer_gets_under_5_percent_of_real_items_after_200_labels(r, settings):
-    """8 experts at project defaults (redundancy 1, gold 5 % of the pool): the spammer
+    """8 experts at project defaults (redundancy 1, gold 5 % of the pool; no hold-back,
+    see below): the spammer
     declares 0.9, answers at chance (1/k), and is the cheapest and fastest of them, so
     cost steering favours it.  Once 200 labels are in, it gets under 5 % of the real items
     the next 400 claims hand out."""
     labels = ["w", "x", "y", "z"]
-    create_project(r, {"id": "p", "labels": labels})
+    # No hold-back: what it turns away depends on how fresh its cached view of the best
+    # experts is (wall time), and it is not what keeps a spammer out (the spammer is the
+    # best value per dollar it knows of until the gate flags it).
+    create_project(r, {"id": "p", "labels": labels,
+                       "strategy": {"routing": {"holdback_seconds": 0}}})
     project = get_project(r, "p")
     rng = random.Random(7)
     truth = {f"i{n}": rng.choice(labels) for n in range(800)}
@@ -235,7 +240,5 @@ def test_a_spammer_gets_under_5_percent_of_real_items_after_200_labels(r, settin
         if n >= 200 and iid.startswith("i"):
             real += 1
             spam_real += eid == "spam"
-    # How many claims the hold-back turns away (items kept for the best expert at work)
-    # depends on how fresh its cached view is, so only a floor is asked here.
-    assert real > 100
+    assert real > 300
     assert spam_real / real < 0.05, (spam_real, real)
