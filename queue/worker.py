@@ -1,4 +1,5 @@
-"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps)."""
+"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps, webhook
+outboxes left undrained)."""
 
 from __future__ import annotations
 
@@ -71,12 +72,15 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
 
 
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
-    """Return expired leases to the pool even when no request touches a project."""
+    """Return expired leases to the pool even when no request touches a project, and
+    deliver webhook events whose drain job was never queued (queue/events.py)."""
+    from taskrank.queue.delivery import drain_all
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)
     while not stop.wait(settings.sweep_interval):
-        try:
-            sweep_all_projects(r)
-        except Exception:  # the loop must survive a Redis restart; the error is logged
-            log.exception("lease sweep failed; retrying in %s s", settings.sweep_interval)
+        for task, what in ((sweep_all_projects, "lease sweep"), (drain_all, "webhook drain")):
+            try:
+                task(r)
+            except Exception:  # the loop must survive a Redis restart; the error is logged
+                log.exception("%s failed; retrying in %s s", what, settings.sweep_interval)

@@ -13,6 +13,7 @@ from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
+from taskrank.queue.events import budget_exhausted
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.tokens import Principal
 from taskrank.queue.validation import check_id, check_keys, check_number, fail
@@ -37,6 +38,8 @@ def next_task(app_state: AppState, principal: Principal, arguments: dict,
     expert = next_task_expert(app_state, principal, body())
     task = tasks.lease_task(app_state.redis, project, expert, app_state.settings.claim_depth)
     if isinstance(task, tasks.NoTask):
+        if task.reason == "budget_exhausted":
+            budget_exhausted(app_state.redis, project, task.detail)  # once; never raises
         return Answer(204, headers=((REASON_HEADER, task.reason),
                                     (REASON_DETAIL_HEADER, task.detail)))
     return Answer(200, {"task": task})
