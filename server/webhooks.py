@@ -11,6 +11,7 @@ from taskrank.server.auth import require
 from taskrank.server.context import redis_client, settings
 from taskrank.server.validation import json_body, query_int
 
+MAX_LIMIT = 10_000
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/projects/<pid>/webhooks")
 
 
@@ -54,7 +55,7 @@ def delete_one_webhook(pid: str, name: str) -> tuple[str, int]:
 @require("platform")
 def get_deliveries(pid: str, name: str) -> dict:
     _ids(pid, name)
-    kept = settings().webhook_deliveries_kept
-    limit = query_int("limit", min(50, kept), 1, kept)
+    # The page holds at most TASKRANK_WEBHOOK_DELIVERIES_KEPT: a larger limit gets them all.
+    limit = min(query_int("limit", 50, 1, MAX_LIMIT), settings().webhook_deliveries_kept)
     get_webhook(redis_client(), pid, name)  # 404 for an unknown project or webhook
     return {"deliveries": delivery_page(redis_client(), pid, name, limit)}

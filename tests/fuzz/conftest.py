@@ -27,6 +27,8 @@ SEMANTIC_422 = {
     "POST /v1/tasks/{tid}/label": "the label is one of the project's labels",
     "POST /v1/projects/{pid}/tasks/next": "an admin or platform token names the expert",
     "GET /v1/projects/{pid}/labels": "a cursor is the next_cursor of an earlier page",
+    "PUT /v1/projects/{pid}/webhooks/{name}": "the url has a host; a whsec_ secret is the "
+                                              "base64 of 24 to 64 bytes",
 }
 # It stores a batch's valid items and lists each invalid one in `rejected` (DESIGN §3), so
 # invalid items may get a 200: the fuzz test checks each was rejected instead.
@@ -99,11 +101,15 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
     assert helpers.post_items(client, auth, helpers.make_items(3), LONG_PID).status_code == 200
     leased.append(helpers.next_task(client, auth, LONG_PID, "e1").json["task"])
     long_job = client.post(f"/v1/projects/{LONG_PID}/retrain", headers=auth()).json["job_id"]
+    # A webhook to a loopback port where nothing listens (no worker runs after this anyway).
+    assert client.put("/v1/projects/p1/webhooks/w1", headers=auth(), json={
+        "url": "http://127.0.0.1:9/hooks", "events": ["item.finished", "budget.exhausted"],
+        "secret": "a fuzz secret of 24 chars"}).status_code == 201
     seed.ids = {"pid": ["p1", LONG_PID],
                 "iid": [leased[0]["item_id"], labeled[0]["item_id"], "i11"],
                 "eid": ["e1", "e2"],
                 "tid": [task["id"] for task in leased] + [labeled[0]["id"], released],
-                "jid": [trained, queued, long_job]}
+                "jid": [trained, queued, long_job], "name": ["w1"]}
     seed.snapshot = {key: (binary.dump(key), binary.pttl(key)) for key in binary.keys("*")}
     return seed
 
