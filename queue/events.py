@@ -64,7 +64,11 @@ def emit(r: redis.Redis, pid: str, event: str, data: dict,
                        [key, K.webhook_outbox_key(pid), K.webhook_drain_pending_key(pid)],
                        [field, value, event, body, job_id, DRAIN_MARK_SECONDS])
     if recorded == 2:
-        enqueue_drain(r, pid, job_id)
+        try:
+            enqueue_drain(r, pid, job_id)
+        except redis.RedisError as error:  # recorded all the same: the upkeep drains it
+            log.warning("webhook drain of project %s not queued (%s); the workers' upkeep "
+                        "will drain its outbox", pid, error)
     return recorded > 0
 
 
@@ -159,14 +163,16 @@ def check_flagged(r: redis.Redis, project: dict, expert_ids: list[str]) -> int:
     if not expert_ids or not subscribed(r, pid, "expert.flagged"):
         return 0
     for profile in load_profiles(r, project, _experts(r, expert_ids)):
-        eid, report = profile.expert["id"], quality_report(profile)
+        eid = profile.expert["id"]
         fields = [f"flagged:{eid}:{tag}" for tag in profile.tags]
+        report = None  # its credible intervals cost: computed only for a new flag
         for i, (tag, field, mark) in enumerate(zip(profile.tags, fields, r.hmget(
                 marks, fields), strict=True)):
-            flagged = profile.state[i] == routing.FLAGGED and tag in report
+            flagged = profile.state[i] == routing.FLAGGED
             if flagged and not mark:
+                report = report or quality_report(profile)
                 data = {"expert_id": eid, "skill": tag,
-                        **{name: report[tag].get(name) for name in FLAG_FIELDS}}
+                        **{name: report.get(tag, {}).get(name) for name in FLAG_FIELDS}}
                 sent += emit(r, pid, "expert.flagged", data, (marks, field, "1"))
             elif mark and not flagged:
                 r.hdel(marks, field)
