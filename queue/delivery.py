@@ -214,8 +214,8 @@ def post(url: str, key: bytes, did: str, body: bytes, timeout: float) -> Answer:
     connection = connection_type(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read(4 * ANSWER_CHARS).decode(errors="replace")
+        with connection.getresponse() as response:  # closed even if its body is not read
+            text = response.read(4 * ANSWER_CHARS).decode(errors="replace")
     except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out, TLS
         return Answer(None, f"{type(error).__name__}: {error}"[:ANSWER_CHARS])
     finally:

@@ -100,9 +100,9 @@ def test_receiver_down_then_back_gets_the_event_once_by_id(settings, r, auth, cl
     assert request.id == down["id"] == delivered["id"]
     assert request.verify(SECRET)["data"]["item_id"] in ("i0", "i1")
     assert delivered["attempts"] > down["attempts"] and delivered["last_status_code"] == 200
-    connection = connect_binary(settings)
-    queue = Queue(settings.queue_name, connection=connection)
-    assert ScheduledJobRegistry(queue=queue).get_job_ids() == [] and queue.count == 0
+    with connect_binary(settings) as connection:
+        queue = Queue(settings.queue_name, connection=connection)
+        assert ScheduledJobRegistry(queue=queue).get_job_ids() == [] and queue.count == 0
 
 
 def test_upkeep_delivers_an_event_whose_drain_job_was_never_queued(r, auth, client, worker):

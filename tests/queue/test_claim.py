@@ -30,7 +30,10 @@ def test_claim_takes_the_item_a_full_scan_would(r, seed):
     the best eligible item by value, though the script stops reading early."""
     rng = random.Random(seed)
     create_project(r, {"id": "p", "labels": ["x", "y"], "redundancy": 2,
-                       "strategy": {"routing": {"fit_exponent": rng.choice([0.0, 1.0, 3.0])}}})
+                       # No hold-back: the full scan knows nothing of it, and its cached
+                       # view of who works went stale or not with the test's wall time.
+                       "strategy": {"routing": {"fit_exponent": rng.choice([0.0, 1.0, 3.0]),
+                                                "holdback_seconds": 0}}})
     project = get_project(r, "p")
     ingest(r, project, [{"id": f"i{i}", "predictions": {"m": [0.5, 0.5]},
                          "skills": rng.sample(TAGS, rng.randint(0, 2))} for i in range(40)])

@@ -148,10 +148,9 @@ def test_refused_connection_is_retried_and_delivered_when_the_receiver_is_back(
     assert delivery["status"] == "pending" and delivery["attempts"] == 1
     assert delivery["last_status_code"] is None and "Refused" in delivery["last_error"]
     assert delivery["next_attempt_at"] is not None
-    connection = connect_binary(settings)
-    registry = ScheduledJobRegistry(queue=task_queue(settings, connection))
-    assert registry.get_job_ids() == [delivery["id"]]
-    with Receiver(port=port) as receiver:
+    with connect_binary(settings) as connection, Receiver(port=port) as receiver:
+        registry = ScheduledJobRegistry(queue=task_queue(settings, connection))
+        assert registry.get_job_ids() == [delivery["id"]]
         wait_for(lambda: registry.get_scheduled_time(delivery["id"]).timestamp() < time.time(),
                  10, "the retry to be due")
         InProcessWorker([Queue(settings.queue_name, connection=connection)],
@@ -267,9 +266,9 @@ def test_deleted_webhook_stops_its_retries(r, hooks, run_jobs):
         run_jobs()  # the 503, then the retry at once
         assert len(receiver.requests) == 2
         record(r, 2)
-        connection = connect_binary(hooks)
-        InProcessWorker([task_queue(hooks, connection)], connection=connection).work(
-            burst=True, max_jobs=1, logging_level="WARNING")  # the drain only
+        with connect_binary(hooks) as connection:
+            InProcessWorker([task_queue(hooks, connection)], connection=connection).work(
+                burst=True, max_jobs=1, logging_level="WARNING")  # the drain only
         delete_webhook(r, "p", "w")
         run_jobs()
         assert len(receiver.requests) == 2

@@ -43,8 +43,9 @@ def test_emit_records_once_per_marker_and_queues_one_drain(r, settings, project)
     assert sent == [True] * 3
     assert emit(r, "p", "item.finished", {"n": 0}, (MARKS, "f0", "1")) is False
     assert r.xlen(K.webhook_outbox_key("p")) == 3
-    queue = task_queue(settings, connect_binary(settings))
-    assert queue.job_ids == [r.get(K.webhook_drain_pending_key("p"))]
+    with connect_binary(settings) as connection:
+        queue = task_queue(settings, connection)
+        assert queue.job_ids == [r.get(K.webhook_drain_pending_key("p"))]
     assert emit(r, "p", "item.finished", {"n": 0}, (MARKS, "f0", "2")) is True  # new value
 
 
