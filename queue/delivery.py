@@ -51,17 +51,18 @@ USER_AGENT = "taskrank-webhooks/1"
 
 def enqueue_drain(r: redis.Redis, pid: str, job_id: str) -> None:
     """Queue the drain of the project's outbox as ``job_id`` (named by EMIT_EVENT)."""
-    queue = task_queue(current(), same_server(r, decode_responses=False))
-    queue.enqueue(drain_outbox, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                  description=f"webhooks {pid}")
+    with same_server(r, decode_responses=False) as binary:
+        task_queue(current(), binary).enqueue(drain_outbox, pid, job_id=job_id, retry=RETRY,
+                                              job_timeout=JOB_TIMEOUT,
+                                              description=f"webhooks {pid}")
 
 
 def drain_outbox(pid: str) -> dict:
     """The job: turn the project's outbox into delivery jobs."""
-    r = job_redis()
-    # Cleared first: an event recorded from now on queues the next drain.
-    r.delete(K.webhook_drain_pending_key(pid))
-    return {"deliveries": drain(r, pid)}
+    with job_redis() as r:
+        # Cleared first: an event recorded from now on queues the next drain.
+        r.delete(K.webhook_drain_pending_key(pid))
+        return {"deliveries": drain(r, pid)}
 
 
 def drain(r: redis.Redis, pid: str) -> int:
@@ -104,10 +105,11 @@ def _fan_out(r: redis.Redis, pid: str, entries: list) -> int:
                 if _record(r, settings, pid, name, did, fields):
                     jobs.append(did)
     if jobs:
-        queue = task_queue(settings, same_server(r, decode_responses=False))
-        queue.enqueue_many([queue.prepare_data(deliver, (pid, did), job_id=did, retry=RETRY,
-                                               timeout=JOB_TIMEOUT, description=f"webhook {did}")
-                            for did in jobs])
+        with same_server(r, decode_responses=False) as binary:
+            queue = task_queue(settings, binary)
+            queue.enqueue_many([queue.prepare_data(
+                deliver, (pid, did), job_id=did, retry=RETRY, timeout=JOB_TIMEOUT,
+                description=f"webhook {did}") for did in jobs])
     return len(jobs)
 
 
@@ -154,7 +156,11 @@ class Answer:
 
 def deliver(pid: str, did: str) -> dict | Retry:
     """The job: one attempt of a delivery; RQ's ``Retry`` when it is to be tried again."""
-    r, settings = job_redis(), current()
+    with job_redis() as r:
+        return _attempt(r, current(), pid, did)
+
+
+def _attempt(r: redis.Redis, settings: Settings, pid: str, did: str) -> dict | Retry:
     key = K.webhook_delivery_key(pid, did)
     record = r.hgetall(key)
     if record.get("status") != "pending":  # a copy of the job ran it to the end

@@ -797,5 +797,9 @@ def _registered(r: redis.Redis, name: str) -> redis.commands.core.Script:
     # Script objects cache the SHA; EVALSHA falls back to EVAL after a Redis restart.
     cache = r.__dict__.setdefault("_taskrank_scripts", {})
     if name not in cache:
-        cache[name] = r.register_script(SCRIPTS[name])
+        script = cache[name] = r.register_script(SCRIPTS[name])
+        # Always called with client=: without its back-reference, a client and its scripts
+        # make no reference cycle, so a client dropped (a job's) closes its socket at once
+        # instead of at a garbage collection (a ResourceWarning when the socket goes first).
+        script.registered_client = None
     return cache[name]
