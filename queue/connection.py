@@ -28,8 +28,12 @@ def same_server(client: redis.Redis, decode_responses: bool) -> redis.Redis:
     client; the store reads strings)."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "decode_responses": decode_responses}
-    return redis.Redis(connection_pool=redis.ConnectionPool(
+    other = redis.Redis(connection_pool=redis.ConnectionPool(
         connection_class=pool.connection_class, **kwargs))
+    # It owns its pool, so close() (or a with block) closes its sockets: left to the garbage
+    # collector (redis-py clients are in reference cycles), a socket may be finalized open.
+    other.auto_close_connection_pool = True
+    return other
 
 
 def send_many(r: redis.Redis, commands: list[tuple]) -> list:

@@ -42,7 +42,11 @@ def r(settings: Settings) -> redis.Redis:
 
 @pytest.fixture
 def app(settings: Settings, r: redis.Redis):
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    # Closed now: a redis-py client left to the garbage collector may have its socket
+    # finalized first, a ResourceWarning (an error here) in whatever test runs then.
+    app.extensions["taskrank"].redis.close()
 
 
 @pytest.fixture
@@ -68,8 +72,8 @@ def run_jobs(settings: Settings, r: redis.Redis):
     """Run every queued RQ job in this process until the queue is empty."""
 
     def run() -> None:
-        connection = connect_binary(settings)
-        InProcessWorker([task_queue(settings, connection)], connection=connection).work(
-            burst=True, logging_level="WARNING")
+        with connect_binary(settings) as connection:
+            InProcessWorker([task_queue(settings, connection)], connection=connection).work(
+                burst=True, logging_level="WARNING")
 
     return run

@@ -52,7 +52,9 @@ def worker(settings, tmp_path):
 @pytest.fixture
 def client(settings, r):
     previous = current()
-    yield create_app(settings).test_client()
+    app = create_app(settings)
+    yield app.test_client()
+    app.extensions["taskrank"].redis.close()
     install(previous)
 
 

@@ -86,6 +86,7 @@ def client(settings, r, auth):
     previous = current()
     app = create_app(settings.replace(webhook_retry_intervals=""))
     yield app.test_client()
+    app.extensions["taskrank"].redis.close()
     install(previous)
 
 

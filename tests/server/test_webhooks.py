@@ -24,7 +24,9 @@ EVENTS = ["item.finished", "model.trained", "queue.reranked", "expert.flagged",
 def app(settings, r):
     """The app with two immediate retries (jobs run in this process read these settings)."""
     previous = current()
-    yield create_app(settings.replace(webhook_retry_intervals="0,0"))
+    app = create_app(settings.replace(webhook_retry_intervals="0,0"))
+    yield app
+    app.extensions["taskrank"].redis.close()
     install(previous)
 
 
