@@ -1,5 +1,10 @@
 """After each counted label: the item's aggregated label, adaptive redundancy, and the
-experts' accuracy counts."""
+experts' accuracy counts.
+
+A label brought in without a lease and without an expert (``label_import.py``) votes as
+``ANONYMOUS`` at ``ANONYMOUS_ACCURACY``: it counts toward the item's label, and teaches no
+expert anything.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from taskrank.learning.aggregation import (
     dawid_skene,
     vote_posterior,
 )
-from taskrank.learning.routing import item_fit
+from taskrank.learning.routing import DEFAULT_GENERAL_LEVEL, accuracy_posterior, item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.experts import load_expert
@@ -23,6 +28,11 @@ from taskrank.queue.skills import (
     record_agreement,
     replace_agreement,
 )
+
+ANONYMOUS = ""  # the voter of a label without an expert (no expert id is empty)
+# What a label without an expert is taken to be worth: the prior of an expert who declared
+# no skill.
+ANONYMOUS_ACCURACY = DEFAULT_GENERAL_LEVEL
 
 
 def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]:
@@ -74,14 +84,24 @@ def vote(r: redis.Redis, project: dict, votes: list[list[str]],
     the winning label, its confidence and the posterior over all labels (k,)."""
     labels = project["labels"]
     experts = sorted({eid for eid, _ in votes})
-    profiles = load_profiles(r, project, [load_expert(r, eid) for eid in experts])
-    accuracy = np.array([_fit(profile, tags) for profile in profiles])
+    profiles = _profiles(r, project, experts)
+    accuracy = np.array([ANONYMOUS_ACCURACY if eid == ANONYMOUS else _fit(profiles[eid], tags)
+                         for eid in experts])
     posterior = vote_posterior(
         np.zeros(len(votes), dtype=int), np.array([experts.index(e) for e, _ in votes]),
         np.array([labels.index(lab) for _, lab in votes]), clip_accuracy(accuracy),
         n_items=1, n_classes=len(labels))[0]
     best = int(posterior.argmax())
     return labels[best], round(float(posterior[best]), 6), posterior
+
+
+def _profiles(r: redis.Redis, project: dict, experts: list[str]) -> dict[str, Profile]:
+    """{expert: its profile in the project} of the experts among ``experts``."""
+    known = [eid for eid in experts if eid != ANONYMOUS]
+    if not known:
+        return {}
+    return dict(zip(known, load_profiles(r, project, [load_expert(r, eid) for eid in known]),
+                    strict=True))
 
 
 def _learn_from(r: redis.Redis, project: dict, votes: list[list[str]], tags: list[str],
@@ -96,7 +116,8 @@ def _learn_from(r: redis.Redis, project: dict, votes: list[list[str]], tags: lis
     if credit is None:
         return
     record_agreement(r, project["id"], [(eid, tags, float(c))
-                                        for (eid, _), c in zip(votes, credit, strict=True)])
+                                        for (eid, _), c in zip(votes, credit, strict=True)
+                                        if eid != ANONYMOUS])
 
 
 def _fit(profile: Profile, tags: list[str]) -> float:
@@ -159,10 +180,16 @@ def reaggregate_project(r: redis.Redis, project: dict) -> dict:
 def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
                  tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
-    posteriors without their agreement evidence, which the EM re-estimates."""
-    profiles = load_profiles(r, project, [load_expert(r, eid) for eid in experts])
+    posteriors without their agreement evidence, which the EM re-estimates (labels without
+    an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
     alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
-    for row, profile in enumerate(profiles):
+    profiles = _profiles(r, project, experts)
+    anonymous = accuracy_posterior(ANONYMOUS_ACCURACY, 0.0, 0.0)
+    for row, eid in enumerate(experts):
+        if eid == ANONYMOUS:
+            alpha0[row], beta0[row] = anonymous.alpha, anonymous.beta
+            continue
+        profile = profiles[eid]
         column = {tag: i for i, tag in enumerate(profile.tags)}
         post = profile.posterior
         alpha = post.alpha - profile.agree
@@ -181,4 +208,5 @@ def _feed_posteriors(r, pid, experts, tags, who, skill, accuracy, alpha0, beta0)
     right = np.clip(accuracy * (total + alpha0 + beta0) - alpha0, 0.0, total)
     replace_agreement(r, pid, {(experts[e], tags[t]): (float(right[e, t]),
                                                         float(total[e, t] - right[e, t]))
-                               for e, t in zip(*np.nonzero(total), strict=True)})
+                               for e, t in zip(*np.nonzero(total), strict=True)
+                               if experts[e] != ANONYMOUS})

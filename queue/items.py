@@ -12,6 +12,7 @@ from taskrank.learning._checks import SUM_TOLERANCE  # one tolerance: ingest and
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
+from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
 from taskrank.queue.models import current_ranker
 from taskrank.queue.pool_map import cover, current_pool_map
@@ -159,10 +160,23 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
                  _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
                  repr(float(priority)), breakdown, version, project["strategy_version"],
                  cluster]
-    created, updated = lua.run(r, "upsert_items", project["id"],
-                               [K.items_key(project["id"]), K.tags_key(project["id"])], args)
+    created, updated, withdrawn = lua.run(
+        r, "upsert_items", project["id"], [K.items_key(project["id"]), K.tags_key(project["id"])],
+        args)
     maybe_map_pool(r, settings or current(), project)
-    return {"created": created, "updated": updated, "rejected": rejected}
+    return {"created": created, "updated": updated,
+            "rejected": rejected + _withdrawn(raw_items, withdrawn)}
+
+
+def _withdrawn(raw_items: list, ids: list[str]) -> list[dict]:
+    """Rejections of the items an upsert left alone because they were withdrawn."""
+    index = {}
+    for i, raw in enumerate(raw_items):
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            index.setdefault(raw["id"], i)
+    return sorted(({"index": index[iid], "id": iid, "detail": (
+        "this item was withdrawn (DELETE); a withdrawn item stays withdrawn: send it "
+        "under a new id")} for iid in ids), key=lambda row: row["index"])
 
 
 def _remember_schema(r: redis.Redis, project: dict, items: list[ItemInput]) -> None:
@@ -198,10 +212,12 @@ def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = 
     }
     if fields.get("al"):
         view["aggregated"] = {"label": fields["al"], "confidence": float(fields.get("ac", 0))}
+    if fields.get("wa"):
+        view["withdrawn_at"] = rfc3339(fields["wa"])
     if labels is not None:
         view["predictions"] = json.loads(fields["p"]) if fields.get("p") else {}
-        view["labels"] = [dict(zip(("expert_id", "label"), entry.split("\t", 1), strict=True))
-                          for entry in labels]
+        view["labels"] = [{"expert_id": voter or None, "label": label}  # None: no expert
+                          for voter, label in (entry.split("\t", 1) for entry in labels)]
     return view
 
 

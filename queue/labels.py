@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import redis
@@ -20,12 +21,26 @@ def export_labels(r: redis.Redis, pid: str, cursor: str | None, limit: int) -> d
     start = f"({cursor}" if cursor else "-"
     entries = r.xrange(K.labels_stream_key(pid), min=start, max="+", count=limit + 1)
     page = entries[:limit]
-    labels = [{"task_id": f["task"], "item_id": f["item"], "expert_id": f["expert"],
-               "label": f["label"], "seconds_spent": float(f["seconds"]),
-               "counted": f["counted"] == "1", "created_at": rfc3339(f["at"]), "cursor": sid}
-              for sid, f in page]
+    labels = [_record(sid, f) for sid, f in page]
     more = len(entries) > limit
     return {"labels": labels, "next_cursor": page[-1][0] if more else None}
+
+
+def _record(sid: str, f: dict[str, str]) -> dict:
+    """One label of the stream as exported: the optional fields only when it has them."""
+    record = {"task_id": f["task"], "item_id": f["item"], "expert_id": f["expert"] or None,
+              "label": f["label"], "seconds_spent": float(f["seconds"]),
+              "counted": f["counted"] == "1", "created_at": rfc3339(f["at"]), "cursor": sid}
+    if f.get("ll"):  # brought in without a lease (queue/label_import.py)
+        record["leaseless"] = True
+        for name, key in (("source", "src"), ("answered_at", "aa")):
+            if f.get(key):
+                record[name] = rfc3339(f[key]) if name == "answered_at" else f[key]
+    if f.get("cm"):
+        record["comment"] = f["cm"]
+    if f.get("an"):
+        record["answer"] = json.loads(f["an"])
+    return record
 
 
 def export_aggregated(r: redis.Redis, pid: str, cursor: str | None, limit: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -14,6 +15,9 @@ ID_PATTERN = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")
 # characters, a re-score chunk adds ``-c<n>``), so longer than a platform id.
 MAX_JOB_ID = 512
 JOB_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}")
+# What a label may carry beside the label itself (leased or not).
+MAX_COMMENT_BYTES = 10 * 1024
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 def fail(field: str, detail: str) -> InvalidInputError:
@@ -83,3 +87,38 @@ def check_keys(body: dict, field: str, allowed: set[str], required: set[str] = f
     missing = sorted(required - set(body))
     if missing:
         raise fail(f"{field}.{missing[0]}" if field else missing[0], "is required")
+
+
+def check_comment(value: object) -> str:
+    """A label's ``comment``: text of at most ``MAX_COMMENT_BYTES`` in UTF-8; '' for none
+    (absent or null)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise fail("comment", f"must be text (a JSON string), got {type(value).__name__}")
+    size = _utf8_size(value, "comment")
+    if size > MAX_COMMENT_BYTES:
+        raise fail("comment", f"must be at most {MAX_COMMENT_BYTES} bytes of UTF-8 text "
+                              f"(10 KB), got {size}")
+    return value
+
+
+def check_answer(value: object) -> str:
+    """A label's ``answer``: any JSON value, at most ``MAX_ANSWER_BYTES`` as compact JSON
+    in UTF-8; returns that JSON text ('' for none: absent or null)."""
+    if value is None:
+        return ""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    size = _utf8_size(text, "answer")
+    if size > MAX_ANSWER_BYTES:
+        raise fail("answer", f"must be at most {MAX_ANSWER_BYTES} bytes as compact JSON "
+                             f"(64 KB), got {size}")
+    return text
+
+
+def _utf8_size(text: str, field: str) -> int:
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:  # JSON may carry lone surrogates ("\ud800"), UTF-8 not
+        raise fail(field, "must be valid Unicode text (it holds a lone surrogate "
+                          "escape such as \\ud800)") from None

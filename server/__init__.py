@@ -38,7 +38,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from taskrank.server import experts, health, items, models, openapi, projects, tasks, ui
+    from taskrank.server import (
+        experts,
+        health,
+        items,
+        labels,
+        models,
+        openapi,
+        projects,
+        tasks,
+        ui,
+    )
 
-    for module in (health, projects, items, experts, tasks, models, ui, openapi):
+    for module in (health, projects, items, labels, experts, tasks, models, ui, openapi):
         app.register_blueprint(module.bp)

@@ -15,7 +15,15 @@ from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.tokens import Principal
-from taskrank.queue.validation import check_id, check_keys, check_number, fail
+from taskrank.queue.validation import (
+    check_answer,
+    check_comment,
+    check_id,
+    check_int,
+    check_keys,
+    check_number,
+    fail,
+)
 from taskrank.server.auth import acting_expert_of, current_principal, require
 from taskrank.server.context import (
     AppState,
@@ -32,14 +40,22 @@ bp = Blueprint("tasks", __name__)
 def next_task(app_state: AppState, principal: Principal, arguments: dict,
               body: Callable[[], dict]) -> Answer:
     """Lease the best task for the expert the body names (or the expert token's own); a
-    204 says why there is none in its headers."""
+    204 says why there is none in its headers.  With ``n``: up to n tasks in one claim,
+    ``{"tasks": [...]}``, and the headers say why fewer when fewer."""
     project = cached_project(check_id(arguments["pid"], "project id"), app_state)
-    expert = next_task_expert(app_state, principal, body())
-    task = tasks.lease_task(app_state.redis, project, expert, app_state.settings.claim_depth)
-    if isinstance(task, tasks.NoTask):
-        return Answer(204, headers=((REASON_HEADER, task.reason),
-                                    (REASON_DETAIL_HEADER, task.detail)))
-    return Answer(200, {"task": task})
+    document = body()
+    expert = next_task_expert(app_state, principal, document)
+    n = None if document.get("n") is None else check_int(
+        document["n"], "n", 1, tasks.MAX_TASKS_PER_CLAIM)
+    leased, refusal = tasks.lease_tasks(app_state.redis, project, expert,
+                                        app_state.settings.claim_depth, n or 1)
+    headers = () if refusal is None else ((REASON_HEADER, refusal.reason),
+                                          (REASON_DETAIL_HEADER, refusal.detail))
+    if not leased:
+        return Answer(204, headers=headers)
+    if n is None:
+        return Answer(200, {"task": leased[0]})
+    return Answer(200, {"tasks": leased}, headers)
 
 
 def label(app_state: AppState, principal: Principal, arguments: dict,
@@ -49,9 +65,9 @@ def label(app_state: AppState, principal: Principal, arguments: dict,
     tid, key = arguments["tid"], arguments[IDEMPOTENCY_KEY]
     project = task_project(app_state, principal, tid)
     document = body()
-    seconds = label_inputs(document, key)
+    seconds, comment, answer_json = label_inputs(document, key)
     status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
-                                        seconds, key)
+                                        seconds, key, comment=comment, answer=answer_json)
     if status != 201:
         raise LeaseNotOpenError(answer["reason"], **label_body(answer))
     finish_label(app_state, project, answer)
@@ -73,7 +89,7 @@ post_label = add_flask_view(bp, LABEL)
 
 def next_task_expert(app_state: AppState, principal: Principal, body: dict) -> dict:
     """The expert a next-task body asks for, as ``principal`` may ask (raises otherwise)."""
-    check_keys(body, "", {"expert_id"})
+    check_keys(body, "", {"expert_id", "n"})
     eid = acting_expert_of(principal, body.get("expert_id"))
     if eid is None:
         raise fail("expert_id", "is required with a platform or admin token")
@@ -95,13 +111,15 @@ def task_project(app_state: AppState, principal: Principal, tid: str) -> dict:
     return project
 
 
-def label_inputs(body: dict, idempotency_key: str | None) -> float:
-    """Check a label body and its Idempotency-Key; the seconds spent."""
-    check_keys(body, "", {"label", "seconds_spent"}, {"label"})
+def label_inputs(body: dict, idempotency_key: str | None) -> tuple[float, str, str]:
+    """Check a label body and its Idempotency-Key; the seconds spent, the comment and the
+    answer as JSON text ('' for none)."""
+    check_keys(body, "", {"label", "seconds_spent", "comment", "answer"}, {"label"})
     seconds = check_number(body.get("seconds_spent", 0), "seconds_spent", 0, 86400 * 7)
+    comment, answer = check_comment(body.get("comment")), check_answer(body.get("answer"))
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise BadRequest("Idempotency-Key must be 1-200 characters")
-    return seconds
+    return seconds, comment, answer
 
 
 def finish_label(app_state: AppState, project: dict, answer: dict) -> None:

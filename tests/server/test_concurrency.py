@@ -256,5 +256,6 @@ def test_concurrent_experts_over_http(app, client, auth, r):
     assert statuses["spot_checked"] < 0.05 * len(labeled_items(acknowledged))
     stats = client.get("/v1/projects/p1/stats", headers=headers).json
     assert stats["items"] == {"total": 800, "pending": statuses["pending"], "leased": 0,
-                              "labeled": statuses["labeled"], "gold": 0}
+                              "labeled": statuses["labeled"], "gold": 0,
+                              "withdrawn": 0}
     assert stats["labels"]["counted"] == len(acknowledged)

@@ -174,6 +174,6 @@ def test_redis_down_is_a_503_problem_on_both_paths(settings, r, auth, tokens, mo
     def unavailable(*args, **kwargs):
         raise redis.ConnectionError("gone")
 
-    monkeypatch.setattr(queue_tasks, "lease_task", unavailable)
+    monkeypatch.setattr(queue_tasks, "lease_tasks", unavailable)
     response = next_task(client, auth, eid="e1")
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
