@@ -11,9 +11,10 @@ from flask import Blueprint, Flask, current_app
 
 from taskrank.learning.priority import MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
+from taskrank.queue.label_import import MAX_SOURCE
 from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
-from taskrank.queue.tasks import NO_TASK_REASONS
-from taskrank.queue.validation import MAX_JOB_ID
+from taskrank.queue.tasks import MAX_TASKS_PER_CLAIM, NO_TASK_REASONS
+from taskrank.queue.validation import MAX_ANSWER_BYTES, MAX_COMMENT_BYTES, MAX_JOB_ID
 from taskrank.server.context import settings
 from taskrank.server.tasks import REASON_DETAIL_HEADER, REASON_HEADER
 
@@ -71,7 +72,16 @@ JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
 # 'gold': an item with a known answer, served only as a check of experts, never pooled
-STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold"]}
+# 'withdrawn': taken out for good by DELETE /v1/projects/{pid}/items/{iid}
+STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold", "withdrawn"]}
+COMMENT = doc({"type": "string"}, f"free text, at most {MAX_COMMENT_BYTES} bytes of UTF-8 "
+                                  "(10 KB); stored and exported with the label")
+ANSWER = doc({}, f"any JSON (a corrected model output, rubric scores, a rationale), at most "
+                 f"{MAX_ANSWER_BYTES} bytes as compact JSON (64 KB); stored and exported "
+                 "with the label")
+TASK_STATE = {"type": "string", "enum": ["open", "labeled", "released", "expired",
+                                         "withdrawn"],
+              "description": "withdrawn: the lease ended because its item was withdrawn"}
 BUDGET = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD}),
              "US dollars the project's labels may cost; no task is served past it (null: "
              "no budget)")
@@ -172,7 +182,10 @@ def schemas(max_items: int) -> dict:
                     model_version=integer(0), payload=ANY,
                     aggregated=obj(label=TEXT, confidence=num(0, 1)),
                     predictions={"type": "object", "additionalProperties": array(num(0))},
-                    labels=array(obj(expert_id=ID, label=TEXT)))
+                    labels=array(obj(expert_id=doc(nullable(ID), "null: a label without a "
+                                                                 "lease that named no expert"),
+                                     label=TEXT)),
+                    withdrawn_at=doc(TIME, "when the item was withdrawn"))
     label_answer = obj(("task_id", "item_id", "expert_id", "label", "counted"),
                        task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT, counted=BOOL,
                        item_status=nullable(STATUS), n_labels=nullable(integer(0)))
@@ -238,26 +251,45 @@ def schemas(max_items: int) -> dict:
                             reason=TEXT),
         "NextTaskRequest": obj((), True, expert_id=doc(ID, "required with a platform or "
                                                            "admin token; an expert token "
-                                                           "acts for itself")),
-        "Lease": obj(("task",), task=obj(
+                                                           "acts for itself"),
+                               n=doc(nullable(integer(1, MAX_TASKS_PER_CLAIM)), (
+                                   "lease up to n tasks in one atomic claim, within the "
+                                   "expert's capacity, and answer {\"tasks\": [...]}; "
+                                   "absent or null: one task, answered {\"task\": {...}}"))),
+        "NextTask": {"oneOf": [ref("Lease"), ref("LeaseBatch")]},
+        "Lease": obj(("task",), task=ref("LeasedTask")),
+        "LeaseBatch": doc(obj(("tasks",), tasks=array(ref("LeasedTask"), minItems=1,
+                                                      maxItems=MAX_TASKS_PER_CLAIM)),
+                          "with n: the tasks leased, best first (fewer than n when the "
+                          "headers Taskrank-Reason and Taskrank-Reason-Detail say why)"),
+        "LeasedTask": obj(
             ("id", "item_id", "priority", "fit", "value", "expires_at", "reason"),
             id=TEXT, item_id=ID, payload=ANY, priority=num(), fit=num(0, 1), value=num(),
             expires_at=TIME, reason=TEXT,
             exploration=doc(BOOL, "true when the item was drawn uniformly from the pool "
-                                  "(strategy.explore), not picked by its priority"))),
+                                  "(strategy.explore), not picked by its priority")),
         "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
-                            seconds_spent=num(0, 604800)),
+                            seconds_spent=num(0, 604800), comment=nullable(COMMENT),
+                            answer=ANSWER),
         "LabelAnswer": label_answer,
         "TaskView": obj(("task",), task=obj(
             ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
-            id=TEXT, project_id=ID, item_id=ID, expert_id=ID,
-            state={"type": "string", "enum": ["open", "labeled", "released", "expired"]},
+            id=TEXT, project_id=ID, item_id=ID, expert_id=ID, state=TASK_STATE,
             expires_at=TIME, created_at=TIME)),
         "LabelPage": obj(("labels", "next_cursor"), next_cursor=nullable(TEXT), labels=array({
             "oneOf": [obj(("task_id", "item_id", "expert_id", "label", "seconds_spent",
                            "counted", "created_at"),
-                          task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT,
-                          seconds_spent=num(0), counted=BOOL, created_at=TIME, cursor=TEXT),
+                          task_id=TEXT, item_id=ID, label=TEXT,
+                          expert_id=doc(nullable(ID), "null: a label without a lease that "
+                                                      "named no expert"),
+                          seconds_spent=num(0), counted=BOOL, created_at=TIME, cursor=TEXT,
+                          comment=COMMENT, answer=ANSWER,
+                          leaseless=doc({"const": True}, "present on a label posted "
+                                                         "without a lease"),
+                          source=doc(TEXT, "without a lease: the platform's id of the "
+                                           "label, when given"),
+                          answered_at=doc(TIME, "without a lease: when it was answered, "
+                                                "when given")),
                       doc(obj(("item_id", "label", "confidence", "n_labels"), True,
                               item_id=ID, label=TEXT, confidence=num(0, 1),
                               n_labels=integer(0)), "with aggregated=true")]})),
@@ -265,7 +297,7 @@ def schemas(max_items: int) -> dict:
                      project_id=ID, open_leases=integer(0),
                      items=obj(("total", "pending", "leased", "labeled", "gold"),
                                total=integer(0), pending=integer(0), leased=integer(0),
-                               labeled=integer(0), gold=integer(0)),
+                               labeled=integer(0), gold=integer(0), withdrawn=integer(0)),
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),
@@ -315,6 +347,43 @@ def schemas(max_items: int) -> dict:
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
                    error=nullable(TEXT), retries_left=nullable(integer(0))),
         "Health": obj(("status",), status=TEXT),
+        **lifecycle_schemas(max_items),
+    }
+
+
+def lifecycle_schemas(max_items: int) -> dict:
+    """Labels without a lease, withdrawal and an expert's open tasks."""
+    record = obj(("item_id", "label"), True, item_id=ID,
+                 label=doc(TEXT, "one of the project's labels"),
+                 expert_id=doc(nullable(ID), "a declared expert: the label teaches its "
+                                             "accuracy, and is idempotent by (item, expert)"),
+                 source=doc(nullable({"type": "string", "minLength": 1,
+                                      "maxLength": MAX_SOURCE}),
+                            "the platform's id of this label: without expert_id, the "
+                            "record is idempotent by (item, source)"),
+                 answered_at=doc(nullable(TIME), "when it was answered"),
+                 comment=nullable(COMMENT), answer=ANSWER)
+    not_counted = obj(("index", "id", "detail"), index=integer(0), id=ID, detail=TEXT)
+    return {
+        "LabelRecord": {**record, "anyOf": [{"required": ["expert_id"]},
+                                            {"required": ["source"]}]},
+        "LabelBatch": obj(("labels",), True,
+                          labels=array(ref("LabelRecord"), minItems=1, maxItems=max_items)),
+        "LabelImport": obj(
+            ("counted", "duplicates", "not_counted", "rejected"),
+            counted=doc(integer(0), "records counted now"),
+            duplicates=doc(integer(0), "records recorded before (a retry): not counted "
+                                       "again"),
+            not_counted=doc(array(not_counted), "recorded, not counted (a withdrawn item)"),
+            rejected=doc(array(ref("Rejection")), "not recorded, with the reason")),
+        "ItemWithdrawal": {"allOf": [ref("ItemView"), obj(
+            ("withdrawn", "ended_tasks"),
+            withdrawn=doc(BOOL, "false when it was withdrawn before"),
+            ended_tasks=doc(array(TEXT), "the open leases this withdrawal ended"))]},
+        "ExpertTasks": obj(("tasks",), tasks=array(obj(
+            ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
+            id=TEXT, project_id=ID, item_id=ID, expert_id=ID, state={"const": "open"},
+            expires_at=TIME, created_at=TIME, payload=ANY))),
     }
 
 
@@ -390,7 +459,8 @@ OPERATIONS = [
      None, {200: ("the expert", "Expert")}, (404,)),
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
      "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
-     {200: ("the lease, with the item's payload and the reason", "Lease"),
+     {200: ("the lease, with the item's payload and the reason; with n, the leases",
+            "NextTask"),
       204: ("no task for this expert now; the Taskrank-Reason header says why", None)},
      (404,)),
     ("post", "/v1/tasks/{tid}/label", "tasks.post_label",
@@ -403,6 +473,20 @@ OPERATIONS = [
     ("post", "/v1/tasks/{tid}/release", "tasks.post_release",
      "Give the item back; releasing again answers the same", None,
      {200: ("the released task", "TaskView")}, (404, 409)),
+    ("post", "/v1/projects/{pid}/labels", "labels.post_labels",
+     "Labels without a lease (a platform's seed, historical or own labels): each record "
+     "counts once, idempotent by (item, expert) or (item, source); a record with an expert "
+     "teaches its accuracy; per-record problems come back in `rejected` and the rest is "
+     "recorded", "LabelBatch",
+     {200: ("counts and per-record outcomes", "LabelImport")}, (404,)),
+    ("delete", "/v1/projects/{pid}/items/{iid}", "items.delete_item",
+     "Withdraw an item for good: it leaves the pool and the gold sets, its open leases "
+     "end (a label on one is recorded, not counted: 409); again answers the same", None,
+     {200: ("the withdrawn item", "ItemWithdrawal")}, (404,)),
+    ("get", "/v1/experts/{eid}/tasks", "experts.get_expert_tasks",
+     "The expert's open leases in every project, soonest to expire first, with their "
+     "payloads (an expert token: itself only)", None,
+     {200: ("the open leases", "ExpertTasks")}, (404,)),
     ("get", "/v1/projects/{pid}/model", "models.get_model",
      "Current model version and metrics (version null before any training)", None,
      {200: ("the model", "ModelInfo")}, (404,)),
@@ -513,7 +597,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
                "schema": {"tid": TASK_ID, "jid": JOB_ID}.get(name, ID)}
               for name, what in PARAMETERS.items() if "{" + name + "}" in path]
     params += [{"name": name, "in": "query", "schema": schema, "description": what}
-               for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])]
+               for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])
+               if method == "get"]
     if endpoint == "tasks.post_label":
         params.append({"name": "Idempotency-Key", "in": "header", "description":
                        "replays the first answer for the same key and body; 422 when the "
@@ -554,6 +639,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
         responses[str(status)] = _problem(status)
     if endpoint == "tasks.post_next_task":
         responses["204"]["headers"] = NO_TASK_HEADERS
+        responses["200"]["headers"] = {name: {**header, "required": False} for name, header
+                                       in NO_TASK_HEADERS.items()}  # with n: why fewer
     if endpoint == "tasks.post_label":
         responses["409"]["content"]["application/problem+json"]["schema"] = {
             "allOf": [ref("Problem"), ref("LabelAnswer")]}

@@ -90,8 +90,9 @@ def test_request_schemas_are_closed_where_the_server_refuses_unknown_fields(docu
     bodies = [operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
               for item in document["paths"].values() for operation in item.values()
               if "application/json" in operation.get("requestBody", {}).get("content", {})]
-    assert len(bodies) == 6
-    for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch"]:
+    assert len(bodies) == 7
+    for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch",
+                                                             "LabelRecord"]:
         assert schemas[name]["additionalProperties"] is False, name
 
 
@@ -122,6 +123,8 @@ UNKNOWN_FIELD = [
     ("post", "/v1/projects/p1/items", {"items": [], "colour": 1}, "platform"),
     ("put", "/v1/experts/e1", {"colour": 1}, "admin"),
     ("post", "/v1/projects/p1/tasks/next", {"expert_id": "e1", "colour": 1}, "platform"),
+    ("post", "/v1/projects/p1/labels", {"labels": [], "colour": 1}, "platform"),
+    ("post", "/v1/tasks/x.p1/label", {"label": "pos", "colour": 1}, "platform"),
 ]
 
 
