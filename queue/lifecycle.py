@@ -41,9 +41,10 @@ def expert_open_tasks(r: redis.Redis, eid: str, now: float | None = None) -> lis
     for (pid, _), (iid, *_rest) in zip(leases, tasks, strict=True):
         pipe.hget(K.item_key(pid, iid), "pl")
     payloads = pipe.execute()
-    views = [{"id": tid, "project_id": pid, "item_id": iid, "expert_id": eid, "state": state,
-              "expires_at": rfc3339(expires), "created_at": rfc3339(created),
-              "payload": json.loads(payload) if payload else None}
-             for (pid, tid), (iid, expires, created, state), payload
-             in zip(leases, tasks, payloads, strict=True) if state == "open"]
-    return sorted(views, key=lambda view: (view["expires_at"], view["id"]))
+    rows = sorted((float(expires), pid, tid, iid, created, payload)
+                  for (pid, tid), (iid, expires, created, state), payload
+                  in zip(leases, tasks, payloads, strict=True) if state == "open")
+    return [{"id": tid, "project_id": pid, "item_id": iid, "expert_id": eid, "state": "open",
+             "expires_at": rfc3339(expires), "created_at": rfc3339(created),
+             "payload": json.loads(payload) if payload else None}
+            for expires, pid, tid, iid, created, payload in rows]
