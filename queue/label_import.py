@@ -157,9 +157,7 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
     """Record a batch of labels without a lease (``finish_import`` does what follows)."""
     records, rejected, experts = parse_records(r, project, raw_records)
     if not records:
-        raise InvalidInputError(f"none of the {len(raw_records)} label records could be "
-                                "recorded; see 'rejected' for each reason",
-                                rejected=sorted(rejected, key=lambda row: row["index"]))
+        raise _none_recorded(len(raw_records), rejected)
     pid = project["id"]
     args = [clock_now() if now is None else now, len(project["labels"]), *ACCURACY_BOUNDS,
             K.expert_skill_prefix(pid), json.dumps(_fits(r, project, experts)),
@@ -169,7 +167,16 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
                  rec.answered_at, rec.comment, rec.answer]
     reply = json.loads(lua.run(r, "import_labels", pid,
                                [K.labels_stream_key(pid), K.labeled_key(pid)], args))
-    return _result(records, reply, rejected)
+    result = _result(records, reply, rejected)
+    if len(result.answer["rejected"]) == len(raw_records):  # the script wrote nothing
+        raise _none_recorded(len(raw_records), result.answer["rejected"])
+    return result
+
+
+def _none_recorded(n: int, rejected: list[dict]) -> InvalidInputError:
+    return InvalidInputError(f"none of the {n} label records could be recorded; see "
+                             "'rejected' for each reason",
+                             rejected=sorted(rejected, key=lambda row: row["index"]))
 
 
 def _fits(r: redis.Redis, project: dict, experts: dict[str, dict]) -> dict[str, dict]:

@@ -184,9 +184,9 @@ def test_a_label_without_a_lease_ends_the_experts_own_lease(client, auth, r, poo
                        headers=auth("platform"))
     assert_problem(late, 409, "recorded, not counted")
     assert post_labels(client, auth, [record]).json["duplicates"] == 1
-    other = post_labels(client, auth, [{**record, "label": "neg"}]).json
-    assert other["counted"] == 0 and "a recorded label is not changed" in other["rejected"][0][
-        "detail"]
+    other = assert_problem(post_labels(client, auth, [{**record, "label": "neg"}]), 422,
+                           "none of the 1 label records")
+    assert "a recorded label is not changed" in other["rejected"][0]["detail"]
     # an expert's lease label and then the same label without a lease: a duplicate
     second = next_task(client, auth, eid="e2").json["task"]
     client.post(f"/v1/tasks/{second['id']}/label", json={"label": "neg"},

@@ -234,3 +234,51 @@ def test_real_answers_match_the_response_schemas(client, auth, document, r):
     check("/v1/jobs/{jid}", "get", client.get("/v1/jobs/nope", headers=platform))
     statuses = {status for _, _, status in check.seen}
     assert {"200", "201", "202", "401", "404", "409", "422"} <= statuses
+
+
+def test_lifecycle_answers_match_the_response_schemas(client, auth, document, r):
+    """Labels without a lease, withdrawal, several tasks a claim, open tasks and labels
+    with a comment and an answer answer as documented (successes and errors)."""
+    check = Checker(document)
+    platform = auth("platform")
+    make_project(client, auth)
+    post_items(client, auth, make_items(8))
+    make_expert(client, auth, "e1")
+    records = [{"item_id": "i0", "label": "pos", "expert_id": "e1", "comment": "c",
+                "answer": {"x": [1]}, "answered_at": "2025-01-31T12:00:00Z"},
+               {"item_id": "i1", "label": "neg", "source": "s1"},
+               {"item_id": "nope", "label": "neg", "source": "s2"}]
+    check("/v1/projects/{pid}/labels", "post", client.post(
+        "/v1/projects/p1/labels", json={"labels": records}, headers=platform))
+    check("/v1/projects/{pid}/labels", "post", client.post(
+        "/v1/projects/p1/labels", json={"labels": records[2:]}, headers=platform))
+    tasks = check("/v1/projects/{pid}/tasks/next", "post", client.post(
+        "/v1/projects/p1/tasks/next", json={"expert_id": "e1", "n": 3},
+        headers=platform))["tasks"]
+    check("/v1/projects/{pid}/tasks/next", "post", client.post(
+        "/v1/projects/p1/tasks/next", json={"expert_id": "e1", "n": 0}, headers=platform))
+    check("/v1/experts/{eid}/tasks", "get", client.get("/v1/experts/e1/tasks",
+                                                       headers=auth("expert")))
+    check("/v1/experts/{eid}/tasks", "get", client.get("/v1/experts/e2/tasks",
+                                                       headers=auth("expert")))
+    check("/v1/tasks/{tid}/label", "post", client.post(
+        f"/v1/tasks/{tasks[0]['id']}/label", headers=platform,
+        json={"label": "pos", "comment": "looks fine", "answer": [1, "two", None]}))
+    check("/v1/projects/{pid}/items/{iid}", "delete", client.delete(
+        f"/v1/projects/p1/items/{tasks[1]['item_id']}", headers=platform))
+    check("/v1/projects/{pid}/items/{iid}", "delete", client.delete(
+        "/v1/projects/p1/items/nope", headers=platform))
+    check("/v1/tasks/{tid}/label", "post", client.post(
+        f"/v1/tasks/{tasks[1]['id']}/label", json={"label": "pos"}, headers=platform))
+    check("/v1/tasks/{tid}/release", "post", client.post(
+        f"/v1/tasks/{tasks[1]['id']}/release", headers=platform))
+    check("/v1/projects/{pid}/items/{iid}", "get", client.get(
+        "/v1/projects/p1/items/i1", headers=platform))
+    check("/v1/projects/{pid}/labels", "get", client.get("/v1/projects/p1/labels",
+                                                         headers=platform))
+    check("/v1/projects/{pid}/stats", "get", client.get("/v1/projects/p1/stats",
+                                                         headers=platform))
+    assert {(path, status) for path, _, status in check.seen} >= {
+        ("/v1/projects/{pid}/labels", "200"), ("/v1/projects/{pid}/labels", "422"),
+        ("/v1/projects/{pid}/tasks/next", "422"), ("/v1/experts/{eid}/tasks", "403"),
+        ("/v1/projects/{pid}/items/{iid}", "404"), ("/v1/tasks/{tid}/label", "409")}
