@@ -21,7 +21,7 @@ from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.after_label import maybe_retrain
-from taskrank.queue.aggregate import ANONYMOUS_ACCURACY, aggregate_item
+from taskrank.queue.aggregate import ANONYMOUS_ACCURACY, aggregate_items
 from taskrank.queue.clock import now as clock_now
 from taskrank.queue.clock import parse_rfc3339
 from taskrank.queue.exceptions import InvalidInputError
@@ -213,7 +213,7 @@ def finish_import(r: redis.Redis, project: dict, result: ImportResult,
                   settings: Settings | None = None) -> None:
     """After a batch: aggregate the items the script did not vote alone, then queue a
     retrain when it is due (as after a leased label; both idempotent)."""
-    for iid in result.to_aggregate:
-        aggregate_item(r, project, iid)
+    if result.to_aggregate:
+        aggregate_items(r, project, result.to_aggregate)
     if result.since_retrain:
         maybe_retrain(r, project, result.since_retrain, settings)

@@ -532,18 +532,22 @@ local function label_extras(comment, answer, source, answered)
   return extra
 end
 
--- One more counted label on the item, by `voter` ('' when no expert is known): its count,
--- its vote and the project's counters.  Returns the item's labels done, its votes and the
--- counted labels since the last retrain.
-local function count_label(iid, voter, label, now)
+-- One more counted label on the item, by `voter` ('' when no expert is known): its count
+-- and its vote.  Returns the item's labels done and its votes.
+local function add_vote(iid, voter, label)
   local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
-  local n_votes = redis.call('RPUSH', P_ITEM .. iid .. ':labels', voter .. '\t' .. label)
-  redis.call('HINCRBY', K_COUNTERS, 'counted', 1)
+  return done, redis.call('RPUSH', P_ITEM .. iid .. ':labels', voter .. '\t' .. label)
+end
+
+-- `n` more counted labels in the project's counters; the counted labels since the last
+-- retrain.
+local function count_labels(n, now)
+  redis.call('HINCRBY', K_COUNTERS, 'counted', n)
   -- Per-minute counts for labels per hour; the bucket an hour old is dropped as we go.
   local minute = math.floor(now / 60)
-  redis.call('HINCRBY', K_COUNTERS, 'm:' .. minute, 1)
+  redis.call('HINCRBY', K_COUNTERS, 'm:' .. minute, n)
   redis.call('HDEL', K_COUNTERS, 'm:' .. (minute - 61))
-  return done, n_votes, redis.call('HINCRBY', K_COUNTERS, 'since_retrain', 1)
+  return redis.call('HINCRBY', K_COUNTERS, 'since_retrain', n)
 end
 
 -- A gold answer in the expert's per-skill record: answered 'gn:', right 'gr:'.
@@ -687,8 +691,8 @@ if state == 'open' then
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. eid, tid)
   redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
-  local done, n_votes, since = count_label(iid, eid, label, now)
-  body.since_retrain = since
+  local done, n_votes = add_vote(iid, eid, label)
+  body.since_retrain = count_labels(1, now)
   if t[7] == '1' and not redis.call('ZSCORE', K_LABELED, iid) then
     redis.call('RPUSH', KEYS[8], iid)
   end
@@ -764,7 +768,7 @@ local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[6]), tonumber(ARGV[7
 """ + LABEL_COMMON + r"""
 local now, fits, anonymous_fit = tonumber(ARGV[5]), cjson.decode(ARGV[10]), tonumber(ARGV[11])
 local width = tonumber(ARGV[12])
-local since_retrain = 0
+local counted_now = 0
 
 -- The fit a label is voted at: its expert's learned accuracy on the item's weakest skill
 -- (a skill it lacks counts at its '_general'), as aggregate.py's vote takes it.
@@ -818,16 +822,18 @@ local function count(iid, eid, label, gold, tags)
   if eid ~= '' then
     if redis.call('SADD', P_ITEM .. iid .. ':experts', eid) == 0 then end_own_lease(iid, eid) end
   end
-  local _, n_votes, since = count_label(iid, eid, label, now)
-  since_retrain = since
+  local _, n_votes = add_vote(iid, eid, label)
+  counted_now = counted_now + 1
   if gold then
     learn_gold(eid, #tags > 0 and tags or {'_general'}, label, gold)
     refresh_status(iid)
     return {'counted', 1}  -- a check: nothing to aggregate
   end
-  local want = redis.call('HGET', P_ITEM .. iid, 'want')
-  redis.call('HSETNX', P_ITEM .. iid, 'wt', want)
-  fit_want(iid)
+  local f = redis.call('HMGET', P_ITEM .. iid, 'out', 'done', 'want')
+  if tonumber(f[1]) + tonumber(f[2]) > tonumber(f[3]) then  -- more than it wanted
+    redis.call('HSETNX', P_ITEM .. iid, 'wt', f[3])  -- the target stays
+    fit_want(iid)
+  end
   local status = refresh_status(iid)
   local voted = n_votes == 1 and vote_alone(iid, label, label_fit(eid, tags), status)
   return {'counted', voted and 1 or 0}
@@ -857,6 +863,7 @@ for i = 13, #ARGV, width do
   results[#results + 1] = import(ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4],
                                  ARGV[i+5], ARGV[i+6], ARGV[i+7])
 end
+local since_retrain = counted_now > 0 and count_labels(counted_now, now) or 0
 return cjson.encode({results = results, since_retrain = since_retrain})
 """
 
