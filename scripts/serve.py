@@ -1,14 +1,16 @@
 """``taskrank serve``: the whole server on one machine.
 
 Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``); Ctrl-C,
-SIGTERM or SIGHUP stops every child process gracefully (requests in flight are answered,
-a running job finishes).
+the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``), then
+supervises them: one that exits is restarted with backoff while the others keep serving.
+Ctrl-C, SIGTERM or SIGHUP stops every child process gracefully (requests in flight are
+answered, a running job finishes); if serve itself is killed, its children die with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 2
+    # The supervisor's notes (a child exited, restarted) go to stderr.
+    logging.basicConfig(level=settings.log_level, format="taskrank serve: %(message)s")
     with Stack(settings) as stack:
         if not settings.redis_url:
             try:
@@ -54,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         if not prepare_redis(stack.settings):
             return 1
         stack.start_workers()
-        stack.start_web()
-        print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        dead = stack.supervise(stopping)
-        if dead is not None:
-            print(f"taskrank serve: {dead.name} exited with {dead.returncode}; stopping",
-                  file=sys.stderr)
+        try:
+            stack.start_web().wait_ready()
+        except RuntimeError as error:
+            print(f"taskrank serve: {error}", file=sys.stderr)
             return 1
+        print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
+        stack.supervise(stopping)
         return 0
 
 

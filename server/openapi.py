@@ -146,6 +146,8 @@ def schemas(max_items: int) -> dict:
                        item_status=nullable(STATUS), n_labels=nullable(integer(0)))
     accuracy = obj(mean=num(0, 1), alpha=num(0), beta=num(0), agree=num(0),
                    disagree=num(0))
+    part = obj(("status",), status={"type": "string", "enum": ["ok", "down", "unknown"]},
+               detail=TEXT)
     return {
         "Problem": obj(("type", "title", "status", "detail"),
                        type=TEXT, title=TEXT, status=integer(400, 599), detail=TEXT,
@@ -274,6 +276,13 @@ def schemas(max_items: int) -> dict:
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
                    error=nullable(TEXT), retries_left=nullable(integer(0))),
         "Health": obj(("status",), status=TEXT),
+        "Readiness": obj(("status", "parts"), status={"type": "string", "enum": [
+            "ready", "degraded"]}, parts=ref("ReadinessParts")),
+        "ReadinessParts": doc(obj(
+            ("redis", "workers"), redis=part, workers=part | {"properties": {
+                **part["properties"], "running": doc(integer(0), "RQ workers alive")}}),
+            "how each part is: redis (down: nothing can be served), workers (down: no RQ "
+            "worker alive; labels are taken, retrains and re-scores wait)"),
     }
 
 
@@ -297,8 +306,9 @@ QUERY = {
 OPERATIONS = [
     ("get", "/healthz", "health.get_healthz", "Liveness (does not touch Redis)", None,
      {200: ("alive", "Health")}, ()),
-    ("get", "/readyz", "health.get_readyz", "Readiness: Redis answers", None,
-     {200: ("ready", "Health")}, ()),
+    ("get", "/readyz", "health.get_readyz",
+     "Readiness: Redis answers (else 503); `degraded` when no RQ worker is alive", None,
+     {200: ("ready or degraded, with how each part is", "Readiness")}, ()),
     ("get", "/openapi.json", "openapi.get_openapi", "This document", None,
      {200: ("the OpenAPI 3.1 document", None)}, ()),
     ("get", "/metrics", "metrics.get_metrics",
@@ -511,6 +521,9 @@ def _operation(app: Flask, entry: tuple) -> dict:
     if endpoint == "tasks.post_label":
         responses["409"]["content"]["application/problem+json"]["schema"] = {
             "allOf": [ref("Problem"), ref("LabelAnswer")]}
+    if endpoint == "health.get_readyz":
+        responses["503"]["content"]["application/problem+json"]["schema"] = {
+            "allOf": [ref("Problem"), obj(("parts",), parts=ref("ReadinessParts"))]}
     responses["default"] = _problem(500)
     operation["responses"] = responses
     return operation

@@ -1,18 +1,20 @@
-"""The process stack: it stops what it started (and only that), notices a child that died,
-and hands its children the settings without the caller's TASKRANK_* variables."""
+"""The process stack: it stops what it started (and only that), restarts a child that died
+(with backoff), its children die with it, and it hands its children the settings without
+the caller's TASKRANK_* variables."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from taskrank.queue.settings import Settings
-from taskrank.scripts.stack import Child, Stack, child_pids, clean_environ, started_at
+from taskrank.scripts.stack import Backoff, Child, Stack, child_pids, clean_environ, started_at
 from tests.waits import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
@@ -62,15 +64,65 @@ def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
         bystander.wait()
 
 
-def test_supervise_answers_the_child_that_exited_or_none_on_a_signal():
-    """supervise returns the child that exited on its own, or None once asked to stop."""
+def test_supervise_restarts_a_child_that_exits_and_leaves_the_others_running():
+    """A child that keeps exiting is restarted, each time after a longer wait; its sibling
+    runs on untouched; supervise returns once asked to stop."""
     with Stack(Settings(), clean_environ()) as stack:
-        _python(stack, "import time; time.sleep(60)", "sleeper")
+        sleeper = _python(stack, "import time; time.sleep(60)", "sleeper")
         quitter = _python(stack, "raise SystemExit(3)", "quitter")
-        assert stack.supervise([]) is quitter and quitter.returncode == 3
+        quitter.backoff = Backoff(first=0.05, cap=1.0)
+        sleeper_pid, stopping = sleeper.pid, []
+
+        def stop_after_three_restarts() -> None:
+            wait_for(lambda: quitter.restarts >= 3, 30, "three restarts")
+            stopping.append(15)
+
+        watcher = threading.Thread(target=stop_after_three_restarts, daemon=True)
+        watcher.start()
+        stack.supervise(stopping)  # in this thread: children die with the thread that forked
+        watcher.join()
+        assert quitter.restarts >= 3 and quitter.backoff.exits >= 3
+        assert sleeper.pid == sleeper_pid and sleeper.running() and sleeper.restarts == 0
     with Stack(Settings(), clean_environ()) as stack:
         _python(stack, "import time; time.sleep(60)", "sleeper")
         assert stack.supervise([15]) is None
+
+
+def test_backoff_doubles_for_exits_in_a_row_up_to_its_cap_and_resets_after_a_long_run():
+    """0.5, 1, 2, ... capped; a process that ran as long as the cap starts again at 0.5."""
+    backoff = Backoff(first=0.5, cap=4.0)
+    assert [backoff.exited() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert not backoff.is_due()
+    backoff.started = time.monotonic() - 4.0
+    assert backoff.exited() == 0.5
+    backoff.due = time.monotonic()
+    assert backoff.is_due()
+    backoff.started_now()
+    assert backoff.due is None and not backoff.is_due()
+
+
+def test_a_child_dies_with_the_process_that_started_it(tmp_path):
+    """SIGKILL of a process running a stack: the kernel ends its children too (lifeline)."""
+    script = ("import subprocess, sys, time\n"
+              "from taskrank.queue.settings import Settings\n"
+              "from taskrank.scripts.stack import Child, Stack, clean_environ\n"
+              "stack = Stack(Settings(), clean_environ())\n"
+              "child = stack.start_child(Child('sleeper', [sys.executable, '-c', "
+              "'import time; time.sleep(60)'], stack.env()))\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        born = started_at(child)
+        assert not _gone(child, born)
+        parent.kill()
+        parent.wait(10)
+        wait_for(lambda: _gone(child, born), 10, "the child to die with its parent")
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
 
 
 def test_children_get_the_settings_not_the_callers_taskrank_variables(monkeypatch):
