@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import Backoff, Child, Stack, child_pids, clean_environ, started_at
@@ -123,6 +124,26 @@ def test_a_child_dies_with_the_process_that_started_it(tmp_path):
         parent.kill()
         parent.wait()
         parent.stdout.close()
+
+
+def test_heal_restarts_a_killed_embedded_redis_from_its_append_only_file(tmp_path):
+    """SIGKILL of the stack's Redis: heal() starts it again on the same data dir and URL,
+    with every write acknowledged before the kill."""
+    with Stack(Settings(data_dir=str(tmp_path)), clean_environ()) as stack:
+        server = stack.start_redis()
+        stack.redis_backoff = Backoff(first=0.05, cap=1.0)
+        url, killed = server.url, server.process.pid
+        redis.Redis.from_url(url).set("label", "kept")
+        server.process.kill()
+        server.process.wait()
+
+        def healed() -> bool:
+            stack.heal()
+            return server.running()
+
+        wait_for(healed, 30, "the Redis restart")
+        assert server.process.pid != killed and server.url == url and stack.redis_restarts == 1
+        assert redis.Redis.from_url(url).get("label") == b"kept"
 
 
 def test_children_get_the_settings_not_the_callers_taskrank_variables(monkeypatch):
