@@ -23,15 +23,13 @@ SIGTERM if gunicorn itself dies), the embedded Redis SIGTERM (a clean shutdown) 
 workers SIGKILL (their running job is abandoned, then retried or failed: see
 ``taskrank.queue.abandoned``; their work horse dies with them).
 
-``Stack.supervise`` restarts a child, or the embedded Redis, that exited on its own: after
-0.5 s, doubling for each exit in a row up to 30 s (``Backoff``), while the others keep
-running.  A dead worker's running jobs are handed to RQ's cleanup at once.
+``Stack.supervise`` restarts a child, or the embedded Redis, that exited on its own, with
+backoff, while the others keep running (``taskrank.scripts.supervisor``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -41,24 +39,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import redis
-
 from taskrank.client import Client, ClientError
-from taskrank.queue.abandoned import reap_abandoned
 from taskrank.queue.embedded import EmbeddedRedis, free_port
 from taskrank.queue.processes import lifeline, started_at
 from taskrank.queue.settings import Settings
+from taskrank.scripts.supervisor import WORKER_MODULE, Supervisor
 
-__all__ = ["Backoff", "Child", "Stack", "Web", "child_pids", "clean_environ", "cpu_seconds",
-           "started_at"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Child", "Stack", "Web", "child_pids", "clean_environ", "cpu_seconds", "started_at"]
 
 READY_TIMEOUT = 30.0  # seconds a started child has to answer
 STOP_TIMEOUT = 15.0  # seconds a child has to stop gracefully before its group is killed
-POLL_SECONDS = 0.2  # how often supervise looks at the children
 WEB_APP = "taskrank.server.wsgi:app"
-WORKER_MODULE = "taskrank.scripts.worker"
 # gunicorn's server hooks: its workers get SIGTERM when gunicorn dies.
 WEB_CONFIG = "python:taskrank.scripts.gunicorn_hooks"
 
@@ -78,31 +69,6 @@ def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in environ.items() if not k.startswith("TASKRANK_")}
 
 
-class Backoff:
-    """When to restart a process that exited: ``first`` seconds after an exit, doubling for
-    each exit in a row up to ``cap``; a process that ran ``cap`` seconds starts afresh."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first, self.cap = first, cap
-        self.exits = 0  # in a row
-        self.started = time.monotonic()
-        self.due: float | None = None  # when the restart is due, once an exit is noticed
-
-    def started_now(self) -> None:
-        self.started, self.due = time.monotonic(), None
-
-    def exited(self) -> float:
-        """Note an exit; answer the seconds to wait before the restart."""
-        now = time.monotonic()
-        self.exits = 1 if now - self.started >= self.cap else self.exits + 1
-        delay = min(self.cap, self.first * 2 ** (self.exits - 1))
-        self.due = now + delay
-        return delay
-
-    def is_due(self) -> bool:
-        return self.due is not None and time.monotonic() >= self.due
-
-
 class Child:
     """One child process of a stack: how to start it, its pid, how to stop it.
 
@@ -115,8 +81,6 @@ class Child:
         self.stdout, self.stderr = stdout, stderr
         self.lifeline = lifeline
         self.process: subprocess.Popen | None = None
-        self.backoff = Backoff()
-        self.restarts = 0
 
     @property
     def pid(self) -> int:
@@ -131,7 +95,6 @@ class Child:
             self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
                                             stdout=stdout, stderr=stderr, process_group=0,
                                             preexec_fn=lifeline(self.lifeline))
-        self.backoff.started_now()
         return self
 
     def running(self) -> bool:
@@ -235,9 +198,8 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.redis_stop_timeout = redis_stop_timeout
         self.redis_start_timeout = 30.0
-        self.redis_backoff = Backoff()
-        self.redis_restarts = 0
         self.children: list[Child] = []
+        self.supervisor = Supervisor(self)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a child: the stack's, the settings, then ``extra``."""
@@ -251,7 +213,6 @@ class Stack:
                                    self.settings.redis_fsync, port)
         self.settings = self.settings.replace(redis_url=self.redis.start(timeout))
         self.redis_start_timeout = max(self.redis_start_timeout, timeout)
-        self.redis_backoff.started_now()
         return self.redis
 
     def start_workers(self, count: int | None = None, **env: str) -> list[Child]:
@@ -300,66 +261,12 @@ class Stack:
             time.sleep(0.05)
 
     def supervise(self, stopping: Sequence[int]) -> None:
-        """Until ``stopping`` holds a signal, restart what exits on its own (``heal``)."""
-        while not stopping:
-            self.heal()
-            time.sleep(POLL_SECONDS)
+        """Until ``stopping`` holds a signal, restart what exits on its own (the module)."""
+        self.supervisor.run(stopping)
 
     def heal(self) -> None:
-        """One look at the processes: note what exited, restart what is due (module doc)."""
-        if self.redis is not None and not self.redis.running() and \
-                self._due("embedded Redis", self.redis.process, self.redis_backoff) and \
-                self._restart_redis():
-            for child in self.children:  # they may have failed for want of Redis
-                if child.backoff.due is not None:
-                    child.backoff.due = time.monotonic()
-        for child in self.children:
-            if child.running():
-                continue
-            noticed = child.backoff.due is None
-            if self._due(child.name, child.process, child.backoff):
-                child.start()
-                child.restarts += 1
-                log.warning("restarted %s (pid %d)", child.name, child.pid)
-            elif noticed and child.name == WORKER_MODULE:
-                self.reap_abandoned()
-
-    def _due(self, name: str, process: subprocess.Popen | None, backoff: Backoff) -> bool:
-        """Whether an exited process's restart is due; its exit is logged when first seen."""
-        if backoff.due is None:
-            delay = backoff.exited()
-            code = None if process is None else process.poll()
-            log.warning("%s (pid %s) exited with %s; restarting in %.1f s", name,
-                        process.pid if process else "?", code, delay)
-        return backoff.is_due()
-
-    def _restart_redis(self) -> bool:
-        try:
-            self.redis.start(self.redis_start_timeout)
-        except (RuntimeError, OSError) as error:
-            log.warning("embedded Redis did not restart: %s", error)
-            self.redis_backoff.exited()
-            return False
-        self.redis_backoff.started_now()
-        self.redis_restarts += 1
-        log.warning("restarted the embedded Redis (pid %d) from its append-only file",
-                    self.redis.process.pid)
-        return True
-
-    def reap_abandoned(self) -> list[str]:
-        """Hand the jobs of dead workers to RQ's cleanup (``taskrank.queue.abandoned``); with
-        Redis unavailable, the next worker to start does it."""
-        from taskrank.queue.connection import connect_binary
-        from taskrank.queue.worker import task_queue
-
-        connection = connect_binary(self.settings)
-        try:
-            return reap_abandoned(task_queue(self.settings, connection))
-        except redis.RedisError as error:
-            log.warning("could not hand abandoned jobs to RQ: %s", error)
-            return []
-        finally:
-            connection.close()
+        """One look of the supervisor: note what exited, restart what is due."""
+        self.supervisor.heal()
 
     def stop_children(self, children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM each of ``children`` at once; past ``timeout`` kill the groups left."""
