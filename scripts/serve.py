@@ -59,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         stack.start_workers()
         try:
-            stack.start_web().wait_ready()
+            stack.start_web().wait_ready(stopping=stopping)
         except RuntimeError as error:
             print(f"taskrank serve: {error}", file=sys.stderr)
             return 1
+        if stopping:
+            return 0
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
         stack.supervise(stopping)
         return 0

@@ -160,12 +160,14 @@ class Web(Child):
         """CPU seconds of the master and of its live worker processes."""
         return super().cpu_seconds(reaped) + sum(cpu_seconds(pid) for pid in self.workers())
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT, workers: int = 0) -> Web:
-        """Until /healthz answers 200 and at least ``workers`` worker processes run."""
+    def wait_ready(self, timeout: float = READY_TIMEOUT, workers: int = 0,
+                   stopping: Sequence[int] = ()) -> Web:
+        """Until /healthz answers 200 and at least ``workers`` worker processes run (or
+        ``stopping`` holds a signal)."""
         probe = Client(self.url, None, timeout=2, retries=0, retries_503=0)
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stopping:
                 if not self.running():
                     raise RuntimeError(f"gunicorn exited with {self.returncode} before it "
                                        f"answered\n{self.output()}")
@@ -176,6 +178,8 @@ class Web(Child):
                 time.sleep(0.05)
         finally:
             probe.close()
+        if stopping:
+            return self
         raise RuntimeError(f"gunicorn did not answer {self.url}/healthz within {timeout} s\n"
                            f"{self.output()}")
 
