@@ -65,5 +65,11 @@ def reap_abandoned(queue: Queue) -> list[str]:
             connection.zadd(registry.key, dict.fromkeys(running, 0), xx=True)
             reaped += [entry.split(":", 1)[0] for entry in running]  # job id:execution id
         worker.register_death()
-    registry.cleanup()
+    # Under RQ's own maintenance lock: two cleanups at once could both re-queue a job.
+    # Held elsewhere, the holder's cleanup or the next reap handles what was expired here.
+    if queue.acquire_maintenance_lock():
+        try:
+            registry.cleanup()
+        finally:
+            queue.release_maintenance_lock()
     return reaped

@@ -75,3 +75,15 @@ def test_jobs_of_a_dead_worker_are_retried_or_failed_and_others_left_alone(setti
     assert alive.get_status() == "started" and foreign.get_status() == "started"
     assert not set(dead) & {w.name for w in Worker.all(queue=queue)}
     assert reap_abandoned(queue) == []
+
+
+def test_the_cleanup_waits_for_rq_maintenance_held_elsewhere(settings, r):
+    """While another worker holds RQ's maintenance lock, a dead worker's job is expired but
+    left to that cleanup (two at once could re-queue a job twice); the next reap does it."""
+    queue = task_queue(settings, connect_binary(settings))
+    job = _running(queue, f"{HOST}.{_exited_pid()}.{started_at(os.getpid())}")
+    assert queue.acquire_maintenance_lock()
+    assert reap_abandoned(queue) == [job.id] and job.get_status() == "started"
+    queue.release_maintenance_lock()
+    reap_abandoned(queue)
+    assert job.get_status() == "failed"
