@@ -4,6 +4,7 @@ and it hands its children the settings without the caller's TASKRANK_* variables
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +85,31 @@ def test_a_child_dies_with_the_process_that_started_it(tmp_path):
         parent.kill()
         parent.wait()
         parent.stdout.close()
+
+
+def test_gunicorn_workers_die_with_a_sigkilled_master(tmp_path):
+    """gunicorn's workers get SIGTERM from the kernel when their master is SIGKILLed (the
+    server hooks' lifeline), instead of serving on until their wait times out."""
+    app = tmp_path / "hello_app.py"
+    app.write_text("def app(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [b'ok']\n")
+    stack = Stack(Settings(), {**clean_environ(), "PYTHONPATH": str(tmp_path)},
+                  stdout=tmp_path / "web.log", stderr=subprocess.STDOUT)
+    workers: dict[int, int] = {}
+    try:
+        web = stack.start_web(app="hello_app:app", workers=2, port=0)
+        wait_for(lambda: len(web.workers()) == 2, 30, f"two workers\n{web.output()}")
+        workers = {pid: started_at(pid) for pid in web.workers()}
+        os.kill(web.pid, signal.SIGKILL)
+        web.process.wait(10)
+        wait_for(lambda: all(_gone(pid, born) for pid, born in workers.items()), 10,
+                 "gunicorn's workers to die with their master")
+    finally:
+        stack.kill()
+        for pid, born in workers.items():  # orphans are no longer in the master's group
+            if not _gone(pid, born):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_children_get_the_settings_not_the_callers_taskrank_variables(monkeypatch):
