@@ -46,28 +46,35 @@ def main(argv: list[str] | None = None) -> int:
     # The supervisor's notes (a child exited, restarted) go to stderr.
     logging.basicConfig(level=settings.log_level, format="taskrank serve: %(message)s")
     with Stack(settings) as stack:
-        if not settings.redis_url:
-            try:
-                embedded = stack.start_redis()
-            except (RuntimeError, FileNotFoundError) as error:
-                print(f"taskrank serve: {error}", file=sys.stderr)
-                return 1
-            print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
-        if stopping:
-            return 0
-        if not prepare_redis(stack.settings):
-            return 1
-        stack.start_workers()
-        try:
-            stack.start_web().wait_ready(stopping=stopping)
-        except RuntimeError as error:
-            print(f"taskrank serve: {error}", file=sys.stderr)
-            return 1
-        if stopping:
-            return 0
+        code = start(stack, stopping)
+        if code is not None:
+            return code
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
         stack.supervise(stopping)
         return 0
+
+
+def start(stack: Stack, stopping: list[int]) -> int | None:
+    """Start Redis (the embedded one unless configured), the RQ workers and gunicorn; the
+    exit code when serve must end instead of serving (an error, or a stop signal)."""
+    if not stack.settings.redis_url:
+        try:
+            embedded = stack.start_redis()
+        except (RuntimeError, FileNotFoundError) as error:
+            print(f"taskrank serve: {error}", file=sys.stderr)
+            return 1
+        print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
+    if stopping:
+        return 0
+    if not prepare_redis(stack.settings):
+        return 1
+    stack.start_workers()
+    try:
+        stack.start_web().wait_ready(stopping=stopping)
+    except RuntimeError as error:
+        print(f"taskrank serve: {error}", file=sys.stderr)
+        return 1
+    return 0 if stopping else None
 
 
 def catch_stop_signals() -> list[int]:
