@@ -1,14 +1,16 @@
 """``taskrank serve``: the whole server on one machine.
 
 Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``); Ctrl-C,
-SIGTERM or SIGHUP stops every child process gracefully (requests in flight are answered,
-a running job finishes).
+the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``), then
+supervises them: one that exits is restarted with backoff while the others keep serving.
+Ctrl-C, SIGTERM or SIGHUP stops every child process gracefully (requests in flight are
+answered, a running job finishes); if serve itself is killed, its children die with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
@@ -41,27 +43,38 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 2
+    # The supervisor's notes (a child exited, restarted) go to stderr.
+    logging.basicConfig(level=settings.log_level, format="taskrank serve: %(message)s")
     with Stack(settings) as stack:
-        if not settings.redis_url:
-            try:
-                embedded = stack.start_redis()
-            except (RuntimeError, FileNotFoundError) as error:
-                print(f"taskrank serve: {error}", file=sys.stderr)
-                return 1
-            print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
-        if stopping:
-            return 0
-        if not prepare_redis(stack.settings):
-            return 1
-        stack.start_workers()
-        stack.start_web()
+        code = start(stack, stopping)
+        if code is not None:
+            return code
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        dead = stack.supervise(stopping)
-        if dead is not None:
-            print(f"taskrank serve: {dead.name} exited with {dead.returncode}; stopping",
-                  file=sys.stderr)
-            return 1
+        stack.supervise(stopping)
         return 0
+
+
+def start(stack: Stack, stopping: list[int]) -> int | None:
+    """Start Redis (the embedded one unless configured), the RQ workers and gunicorn; the
+    exit code when serve must end instead of serving (an error, or a stop signal)."""
+    if not stack.settings.redis_url:
+        try:
+            embedded = stack.start_redis()
+        except (RuntimeError, FileNotFoundError) as error:
+            print(f"taskrank serve: {error}", file=sys.stderr)
+            return 1
+        print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
+    if stopping:
+        return 0
+    if not prepare_redis(stack.settings):
+        return 1
+    stack.start_workers()
+    try:
+        stack.start_web().wait_ready(stopping=stopping)
+    except RuntimeError as error:
+        print(f"taskrank serve: {error}", file=sys.stderr)
+        return 1
+    return 0 if stopping else None
 
 
 def catch_stop_signals() -> list[int]:

@@ -149,8 +149,10 @@ def skill_quality() -> dict:
         predicted_seconds=doc(num(0), "predicted seconds of its next label"),
         status=doc({"type": "string", "enum": ["qualified", "qualifying", "flagged"]},
                    "the qualification gate (strategy.qa.qualify): qualifying while it "
-                   "answers its first min_gold gold items, flagged below min_accuracy (no "
-                   "real items of the skill)"),
+                   "answers gold items before real ones (its first min_gold, more while "
+                   "they fail min_accuracy; at redundancy 1 only), flagged when its gold "
+                   "answers or learned accuracy fall below min_accuracy (no real items of "
+                   "the skill)"),
         reason=doc(TEXT, "why it is not qualified, with the numbers"))
     # A verdict other than qualified always says why.
     return {**schema, "if": {"properties": {"status": {"const": "qualified"}}},
@@ -189,6 +191,8 @@ def schemas(max_items: int) -> dict:
     label_answer = obj(("task_id", "item_id", "expert_id", "label", "counted"),
                        task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT, counted=BOOL,
                        item_status=nullable(STATUS), n_labels=nullable(integer(0)))
+    part = obj(("status",), status={"type": "string", "enum": ["ok", "down", "unknown"]},
+               detail=TEXT)
     return {
         "Problem": obj(("type", "title", "status", "detail"),
                        type=TEXT, title=TEXT, status=integer(400, 599), detail=TEXT,
@@ -245,7 +249,7 @@ def schemas(max_items: int) -> dict:
                           "with a label, a gold answer or agreement evidence"),
                       flagged=doc(array(ref("FlaggedSkill")),
                                   "every skill the qualification gate flagged: no real "
-                                  "items of it until its learned accuracy rises")),
+                                  "items of it")),
         "SkillQuality": skill_quality(),
         "FlaggedSkill": obj(("project_id", "skill", "reason"), project_id=ID, skill=TEXT,
                             reason=TEXT),
@@ -347,6 +351,13 @@ def schemas(max_items: int) -> dict:
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
                    error=nullable(TEXT), retries_left=nullable(integer(0))),
         "Health": obj(("status",), status=TEXT),
+        "Readiness": obj(("status", "parts"), status={"type": "string", "enum": [
+            "ready", "degraded"]}, parts=ref("ReadinessParts")),
+        "ReadinessParts": doc(obj(
+            ("redis", "workers"), redis=part, workers=part | {"properties": {
+                **part["properties"], "running": doc(integer(0), "RQ workers alive")}}),
+            "how each part is: redis (down: nothing can be served), workers (down: no RQ "
+            "worker alive; labels are taken, retrains and re-scores wait)"),
         **lifecycle_schemas(max_items),
     }
 
@@ -407,8 +418,9 @@ QUERY = {
 OPERATIONS = [
     ("get", "/healthz", "health.get_healthz", "Liveness (does not touch Redis)", None,
      {200: ("alive", "Health")}, ()),
-    ("get", "/readyz", "health.get_readyz", "Readiness: Redis answers", None,
-     {200: ("ready", "Health")}, ()),
+    ("get", "/readyz", "health.get_readyz",
+     "Readiness: Redis answers (else 503); `degraded` when no RQ worker is alive", None,
+     {200: ("ready or degraded, with how each part is", "Readiness")}, ()),
     ("get", "/openapi.json", "openapi.get_openapi", "This document", None,
      {200: ("the OpenAPI 3.1 document", None)}, ()),
     ("get", "/metrics", "metrics.get_metrics",
@@ -644,6 +656,9 @@ def _operation(app: Flask, entry: tuple) -> dict:
     if endpoint == "tasks.post_label":
         responses["409"]["content"]["application/problem+json"]["schema"] = {
             "allOf": [ref("Problem"), ref("LabelAnswer")]}
+    if endpoint == "health.get_readyz":
+        responses["503"]["content"]["application/problem+json"]["schema"] = {
+            "allOf": [ref("Problem"), obj(("parts",), parts=ref("ReadinessParts"))]}
     responses["default"] = _problem(500)
     operation["responses"] = responses
     return operation
