@@ -32,6 +32,10 @@ def _normal(response) -> tuple:
         if isinstance(document.get("task"), dict):
             document["task"] = {key: ("*" if key in VOLATILE else value)
                                 for key, value in document["task"].items()}
+        if isinstance(document.get("tasks"), list):
+            document["tasks"] = [{key: ("*" if key in VOLATILE else value)
+                                  for key, value in task.items()}
+                                 for task in document["tasks"]]
     media = (response.headers.get("Content-Type"), response.headers.get("Content-Length"))
     return response.status_code, media, document
 
@@ -74,6 +78,7 @@ def _scenario(client, auth) -> list[tuple]:
         (platform, {"data": b"[" * 4000, "content_type": "application/json"}),
         (platform, {"data": b'{"expert_id": "e1"}', "content_type": "text/plain"}),
         (platform, {"json": {"expert_id": "e1", "x": 1}}),
+        (platform, {"json": {"expert_id": "e1", "n": 0}}),
         (platform, {"json": {}}),
         (platform, {"json": {"expert_id": "nobody"}}),
         (platform, {"json": {"expert_id": "bad id"}}),
@@ -89,7 +94,11 @@ def _scenario(client, auth) -> list[tuple]:
         post(f"/v1/tasks/{fourth['id']}/label", headers=headers, json=body)
     post("/v1/tasks/nothing.p1/label", json={"label": "pos"})
     post("/v1/tasks/nothing.zz/label", json={"label": "pos"})
-    post(f"/v1/tasks/{fourth['id']}/label", json={"label": "pos"})
+    post(f"/v1/tasks/{fourth['id']}/label", json={"label": "pos", "comment": "ok",
+                                                    "answer": {"fixed": [1, 2]}})
+    several = post("/v1/projects/p1/tasks/next", json={"expert_id": "e2", "n": 6})
+    assert several.status_code == 200 and len(several.json["tasks"]) < 6  # what e2 may get
+    assert several.headers["Taskrank-Reason"] == "nothing_eligible"
     return answers
 
 
