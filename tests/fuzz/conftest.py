@@ -27,10 +27,14 @@ SEMANTIC_422 = {
     "POST /v1/tasks/{tid}/label": "the label is one of the project's labels",
     "POST /v1/projects/{pid}/tasks/next": "an admin or platform token names the expert",
     "GET /v1/projects/{pid}/labels": "a cursor is the next_cursor of an earlier page",
+    "POST /v1/projects/{pid}/labels": "a label is one of the project's labels, of an item "
+                                      "and an expert that exist",
 }
-# It stores a batch's valid items and lists each invalid one in `rejected` (DESIGN §3), so
-# invalid items may get a 200: the fuzz test checks each was rejected instead.
-BATCH = "POST /v1/projects/{pid}/items"
+# They store a batch's valid entries and list each invalid one in `rejected` (DESIGN §3), so
+# invalid entries may get a 200: the fuzz test checks each was rejected instead.
+# Operation -> (the body's list, the schema of an entry).
+BATCHES = {"POST /v1/projects/{pid}/items": ("items", "Item"),
+           "POST /v1/projects/{pid}/labels": ("labels", "LabelRecord")}
 POSITIVE_ANSWERS = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis'
 LONG_PID = ("long.project_id-" * 8)[:128]  # the longest id: job ids hold it in hex
 
@@ -131,7 +135,8 @@ def schema(fuzz_app, seeded: Seed) -> schemathesis.BaseSchema:
         "operations": [
             {"include-name": list(SEMANTIC_422), "checks": {
                 "positive_data_acceptance": {"expected-statuses": [*POSITIVE_ANSWERS, "422"]}}},
-            {"include-name": BATCH, "checks": {"negative_data_rejection": {"enabled": False}}},
+            {"include-name": list(BATCHES),
+             "checks": {"negative_data_rejection": {"enabled": False}}},
         ]})
     return schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app, config=config)
 

@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 
 from taskrank.server.openapi import OPERATIONS, PAGES
-from tests.fuzz.conftest import BATCH, Seed
+from tests.fuzz.conftest import BATCHES, Seed
 
 ROUTES = [pytest.param(method.upper(), path, endpoint, id=f"{method.upper()} {path}")
           for method, path, endpoint, *_ in OPERATIONS + PAGES]
@@ -78,9 +78,13 @@ def steer_body(case, data: st.DataObject, seed: Seed) -> None:
     if not isinstance(body, dict) or (case.meta and case.meta.is_negative_at(
             ParameterLocation.BODY)):
         return
-    for field, choices in (("expert_id", seed.expert_ids), ("label", seed.labels)):
-        if field in body and data.draw(st.booleans(), label=f"seeded {field}"):
-            body[field] = data.draw(st.sampled_from(choices), label=field)
+    targets = [body] + [entry for entry in body.get("labels", [])  # label records too
+                        if isinstance(entry, dict)]
+    for target in targets:
+        for field, choices in (("expert_id", seed.expert_ids), ("label", seed.labels),
+                               ("item_id", seed.ids["iid"])):
+            if field in target and data.draw(st.booleans(), label=f"seeded {field}"):
+                target[field] = data.draw(st.sampled_from(choices), label=field)
 
 
 def modes(operation) -> list[GenerationMode]:
@@ -105,8 +109,8 @@ def test_admin_requests_are_answered_as_documented(schema, seed, fuzz_examples,
     def check(case, data):
         steer_body(case, data, seed)
         response = case.call_and_validate(headers=headers)
-        if f"{method} {path}" == BATCH:
-            check_invalid_items_rejected(schema, case, response)
+        if f"{method} {path}" in BATCHES:
+            check_invalid_entries_rejected(schema, case, response, *BATCHES[f"{method} {path}"])
 
     check()
 
@@ -140,17 +144,17 @@ def test_past_findings_stay_fixed(schema, seed, method, path, parameters, body, 
     assert response.status_code == status, response.text[:300]
 
 
-def check_invalid_items_rejected(schema, case, response) -> None:
-    """A stored batch had the document's shape, and each item the document calls invalid
-    is listed in `rejected` (the valid ones are stored)."""
+def check_invalid_entries_rejected(schema, case, response, name: str, entry: str) -> None:
+    """A stored batch had the document's shape, and each entry (item, label record) the
+    document calls invalid is listed in `rejected` (the valid ones are stored)."""
     if response.status_code >= 300:
         return
     body = case.body
-    assert isinstance(body, dict) and set(body) == {"items"}, body
-    assert isinstance(body["items"], list) and body["items"], body
-    item = Draft202012Validator({"$ref": "#/components/schemas/Item",
-                                 "components": schema.raw_schema["components"]})
-    invalid = {index for index, raw in enumerate(body["items"]) if not item.is_valid(raw)}
+    assert isinstance(body, dict) and set(body) == {name}, body
+    assert isinstance(body[name], list) and body[name], body
+    valid = Draft202012Validator({"$ref": f"#/components/schemas/{entry}",
+                                  "components": schema.raw_schema["components"]})
+    invalid = {index for index, raw in enumerate(body[name]) if not valid.is_valid(raw)}
     rejected = {entry["index"] for entry in response.json()["rejected"]}
     assert invalid <= rejected, (sorted(invalid - rejected), case.as_curl_command())
 
