@@ -54,6 +54,15 @@ def json_object(check_numbers: bool = True) -> dict:
     return body
 
 
+def query_names(allowed: set[str]) -> None:
+    """Refuse a query parameter the route does not take (usually a typo: ``aggregate=true``
+    would otherwise export every label), as unknown body fields are refused."""
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise fail(unknown[0][:100], "unknown query parameter; expected one of "
+                                     f"{sorted(allowed)}")
+
+
 def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:

@@ -428,7 +428,7 @@ def test_long_project_id_tasks_can_be_labeled(client, auth):
 
 @pytest.mark.parametrize(("query", "field"), [
     ("limit=0", "limit"), ("limit=abc", "limit"), ("limit=1001", "limit"),
-    ("skill=a%20b", "skill"),
+    ("skill=a%20b", "skill"), ("colour=red", "colour"),
 ])
 def test_bad_queue_query_is_422(client, auth, query, field):
     """Bad query parameters are 422 problems naming the parameter."""
@@ -438,9 +438,11 @@ def test_bad_queue_query_is_422(client, auth, query, field):
 
 
 def test_bad_export_query_is_422(client, auth):
-    """A non-boolean aggregated or a limit out of range is a 422 naming the parameter."""
+    """A non-boolean aggregated, a limit out of range or a parameter the export does not
+    take (a typo would export every label) is a 422 naming the parameter."""
     make_project(client, auth)
-    for query, field in (("aggregated=maybe", "aggregated"), ("limit=-1", "limit")):
+    for query, field in (("aggregated=maybe", "aggregated"), ("limit=-1", "limit"),
+                         ("aggregate=true", "aggregate")):
         response = client.get(f"/v1/projects/p1/labels?{query}", headers=auth("platform"))
         assert_problem(response, 422, field)
 
