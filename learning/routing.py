@@ -14,16 +14,27 @@ from taskrank.learning.aggregation import clip_accuracy
 
 __all__ = [
     "DEFAULT_GENERAL_LEVEL",
+    "DEFAULT_LABEL_SECONDS",
+    "FLAGGED",
+    "NEEDS_GOLD",
     "PRIOR_STRENGTH",
+    "QUALIFIED",
     "BetaPosterior",
     "accuracy_posterior",
     "best_item",
     "best_other_fit",
     "eligible",
+    "gate",
+    "gold_to_qualify",
     "general_level",
+    "gold_share",
     "hold_back",
     "item_fit",
+    "label_cost",
+    "posterior_sd",
+    "predicted_seconds",
     "value",
+    "worth",
 ]
 
 # The declared level counts as this many labels: a handful of real labels only nudges
@@ -31,6 +42,15 @@ __all__ = [
 PRIOR_STRENGTH = 10.0
 # Prior accuracy on untagged items of an expert who declared no skill at all.
 DEFAULT_GENERAL_LEVEL = 0.8
+# Seconds one label is expected to take before an expert has reported any, and how many
+# labels that guess is worth: the first few reported times move the prediction quickly.
+DEFAULT_LABEL_SECONDS = 120.0
+SECONDS_PRIOR_LABELS = 2.0
+# Posterior width (standard deviation) of an expert's accuracy at which gold and spot
+# checks are served at their full rate; narrower posteriors get proportionally fewer.
+FULL_RATE_SD = 0.1
+# Qualification states of an (expert, skill): see :func:`gate`.
+QUALIFIED, NEEDS_GOLD, FLAGGED = 0, 1, 2
 
 
 class BetaPosterior(NamedTuple):
@@ -206,7 +226,7 @@ def value(
     fit : ndarray of shape (n_items,)
         The expert's fit for each item, in [0, 1].
     cost : float or ndarray broadcastable to (n_items,)
-        The expert's cost (e.g. per hour); must be > 0.
+        The expert's cost of one label of each item (:func:`label_cost`); must be > 0.
     fit_exponent, cost_exponent : float
         ``a`` and ``b``; ``b = 0`` ignores cost.
 
@@ -223,13 +243,21 @@ def value(
     return np.asarray(priority, dtype=float) * fit**fit_exponent / cost**cost_exponent
 
 
+def worth(fit: np.ndarray, cost: np.ndarray, fit_exponent: float = 1.0,
+          cost_exponent: float = 0.0) -> np.ndarray:
+    """Value per unit of priority, ``fit**a / cost**b``: what the hold-back compares
+    between experts (``value = priority * worth``)."""
+    return value(1.0, fit, cost, fit_exponent, cost_exponent)
+
+
 def best_other_fit(fit: np.ndarray, available: np.ndarray, asking: int) -> np.ndarray:
-    """Best fit per item among the *other* experts that could take it.
+    """Best figure per item among the *other* experts that could take it.
 
     Parameters
     ----------
     fit : ndarray of shape (n_experts, n_items)
-        Fit of every expert for every candidate item.
+        A figure of every expert for every candidate item (the hold-back passes
+        :func:`worth`).
     available : ndarray of bool, shape (n_experts, n_items)
         ``True`` where that expert is eligible for the item (see :func:`eligible`).
     asking : int
@@ -238,7 +266,7 @@ def best_other_fit(fit: np.ndarray, available: np.ndarray, asking: int) -> np.nd
     Returns
     -------
     ndarray of shape (n_items,)
-        Best other fit, ``nan`` where no other expert is available.
+        Best other figure, ``nan`` where no other expert is available.
     """
     fit = np.asarray(fit, dtype=float)
     available = np.asarray(available, dtype=bool)
@@ -255,22 +283,24 @@ def best_other_fit(fit: np.ndarray, available: np.ndarray, asking: int) -> np.nd
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def hold_back(asking_fit: np.ndarray, other_fit: np.ndarray, margin: float = 0.1) -> np.ndarray:
-    """Global fit hold-back: keep an item for a clearly better expert.
+def hold_back(asking_worth: np.ndarray, other_worth: np.ndarray,
+              margin: float = 0.1) -> np.ndarray:
+    """Hold-back: keep an item for an expert who is clearly better value for the money.
 
-    Greedy routing gives the asking expert its best item even when another available
-    expert would label it much better; holding such items back trades a little latency
-    for label quality. An item is held back when ``other_fit - asking_fit > margin``;
-    items with no other available expert (``nan``) are never held back.
+    Greedy routing gives the asking expert its best item even when another working expert
+    would label it much better, or as well for much less; holding such items back trades
+    a little latency for label quality per dollar.  An item is held back when
+    ``other_worth > asking_worth * (1 + margin)`` (:func:`worth`: fit^a / cost^b per
+    label); items with no other available expert (``nan``) are never held back.
 
     Parameters
     ----------
-    asking_fit : ndarray of shape (n_items,)
-        Fit of the asking expert.
-    other_fit : ndarray of shape (n_items,)
-        Best fit among other available experts (:func:`best_other_fit`), ``nan`` if none.
+    asking_worth : ndarray of shape (n_items,)
+        Worth of the asking expert for each item.
+    other_worth : ndarray of shape (n_items,)
+        Best worth among other available experts (:func:`best_other_fit`), ``nan`` if none.
     margin : float
-        Fit advantage, >= 0, that justifies waiting for the other expert.
+        Relative advantage, >= 0, that justifies waiting for the other expert.
 
     Returns
     -------
@@ -278,8 +308,117 @@ def hold_back(asking_fit: np.ndarray, other_fit: np.ndarray, margin: float = 0.1
     """
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    gap = np.asarray(other_fit, dtype=float) - np.asarray(asking_fit, dtype=float)
-    return np.nan_to_num(gap, nan=-np.inf) > margin
+    other = np.nan_to_num(np.asarray(other_worth, dtype=float), nan=-np.inf)
+    return other > np.asarray(asking_worth, dtype=float) * (1.0 + margin)
+
+
+def predicted_seconds(seconds_sum: np.ndarray | float, n_labels: np.ndarray | float,
+                      prior_seconds: np.ndarray | float = DEFAULT_LABEL_SECONDS,
+                      strength: float = SECONDS_PRIOR_LABELS) -> np.ndarray:
+    """Expected seconds of an expert's next label, per skill: the mean of the reported
+    times, shrunk towards ``prior_seconds`` as if it had been reported ``strength`` times.
+
+    Parameters
+    ----------
+    seconds_sum, n_labels : array-like, broadcastable
+        Total seconds reported and the number of labels they cover (>= 0).
+    prior_seconds : array-like, broadcastable
+        The guess without reports (e.g. the expert's time over all its skills), > 0.
+    strength : float
+        Pseudo-labels the guess is worth, > 0.
+
+    Returns
+    -------
+    ndarray of the broadcast shape, > 0
+    """
+    total = np.asarray(seconds_sum, dtype=float)
+    n = np.asarray(n_labels, dtype=float)
+    prior = np.asarray(prior_seconds, dtype=float)
+    if np.any(~(total >= 0)) or np.any(~(n >= 0)) or np.any(~(prior > 0)) or not strength > 0:
+        raise ValueError("seconds and counts must be >= 0, prior seconds and strength > 0")
+    return (total + strength * prior) / (n + strength)
+
+
+def label_cost(rate_per_hour: np.ndarray | float, seconds: np.ndarray | float) -> np.ndarray:
+    """US dollars of one label: the hourly rate times the hours it takes."""
+    return np.asarray(rate_per_hour, dtype=float) * np.asarray(seconds, dtype=float) / 3600.0
+
+
+def posterior_sd(posterior: BetaPosterior) -> np.ndarray:
+    """Standard deviation of a Beta posterior (its width)."""
+    total = posterior.alpha + posterior.beta
+    return np.sqrt(posterior.mean * (1.0 - posterior.mean) / (total + 1.0))
+
+
+def gold_share(posterior: BetaPosterior, rate: float) -> np.ndarray:
+    """Share of an expert's tasks spent on checking it (gold items, spot checks), per
+    skill: the full ``rate`` while its accuracy posterior is as wide as a new expert's
+    (standard deviation :data:`FULL_RATE_SD`), then in proportion to its variance, which
+    falls as one over the evidence: new and doubtful experts are checked most, and the
+    checks an expert costs grow only with the log of its labels."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1], got {rate!r}")
+    return rate * np.minimum(1.0, (posterior_sd(posterior) / FULL_RATE_SD) ** 2)
+
+
+def gold_to_qualify(min_gold: int, redundancy: int) -> int:
+    """Gold answers the gate asks of an expert before real items of a skill: ``min_gold``
+    where a label stands alone (redundancy 1); none where every item gets labels from
+    several experts, whose agreement judges each of them (Dawid–Skene) and still flags
+    the poor ones.  On digits at redundancy 3 the gate's gold cost 5 % of the labels,
+    which left items a label short."""
+    return min_gold if redundancy <= 1 else 0
+
+
+# A skill is re-tested on gold up to this many times min_gold while its gold answers stay
+# below min_accuracy, so that a few unlucky answers do not flag a fair expert.
+RETEST_FACTOR = 3
+
+
+def gate(n_gold: np.ndarray, gold_right: np.ndarray, gold_available: np.ndarray,
+         evidence: np.ndarray, accuracy: np.ndarray, min_gold: int,
+         min_accuracy: float) -> np.ndarray:
+    """Qualification of each (expert, skill), before real items of the skill are served.
+
+    - :data:`NEEDS_GOLD` while the project holds gold of the skill the expert has not
+      answered, and the expert answered fewer than ``min_gold`` gold items, or its gold
+      answers so far are right less often than ``min_accuracy`` and it answered fewer
+      than :data:`RETEST_FACTOR` x ``min_gold`` (a sequential test: a spammer keeps
+      answering gold, never real items, until it is flagged);
+    - then :data:`FLAGGED` when, after ``min_gold`` gold answers, they are right less
+      often than ``min_accuracy``, or when the learned accuracy (posterior mean) is below
+      it once there is evidence at all (a gold answer, or ``min_gold`` labels' worth of
+      agreement): a declared level alone never flags;
+    - else :data:`QUALIFIED`.
+
+    Parameters
+    ----------
+    n_gold, gold_right : array-like of int
+        Gold items of the skill the expert answered, and those it got right.
+    gold_available : array-like of int
+        Gold items of the skill in the project.
+    evidence : array-like
+        Labels' worth of evidence in the posterior besides gold (agreement counts).
+    accuracy : array-like
+        Posterior mean accuracy.
+    min_gold : int
+        See :func:`gold_to_qualify`.
+    min_accuracy : float
+
+    Returns
+    -------
+    ndarray of int, the broadcast shape
+    """
+    n_gold, right, available, evidence, accuracy = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float)
+          for a in (n_gold, gold_right, gold_available, evidence, accuracy)))
+    tested = (min_gold >= 1) & (n_gold >= min_gold)  # min_gold 0: gold alone never judges
+    failing = tested & (right < min_accuracy * n_gold)
+    needs = (n_gold < available) & (
+        (n_gold < min_gold) | (failing & (n_gold < RETEST_FACTOR * min_gold)))
+    judged = (n_gold >= 1) | (evidence >= max(min_gold, 1))
+    flagged = ~needs & (failing | (judged & (accuracy < min_accuracy)))
+    return np.where(needs, NEEDS_GOLD, np.where(flagged, FLAGGED, QUALIFIED))
 
 
 def best_item(item_value: np.ndarray, candidates: np.ndarray) -> int:

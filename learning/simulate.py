@@ -32,14 +32,19 @@ from taskrank.learning.disagreement import get_disagreement
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
 from taskrank.learning.routing import (
+    FLAGGED,
+    NEEDS_GOLD,
     PRIOR_STRENGTH,
     accuracy_posterior,
     best_item,
     best_other_fit,
-    eligible,
+    gate,
+    gold_share,
+    gold_to_qualify,
     hold_back,
-    item_fit,
-    value,
+    label_cost,
+    predicted_seconds,
+    worth,
 )
 from taskrank.learning.uncertainty import UNCERTAINTY, get_uncertainty
 
@@ -242,30 +247,39 @@ ROUTING_ARMS = ("taskrank", "random", "oracle")
 
 @dataclass(frozen=True)
 class _World:
-    """One seed's simulated project: items in skill domains, experts, their answers."""
+    """One seed's simulated project: real items and gold items in skill domains, experts,
+    their answers and the time each label takes them."""
 
     n_classes: int
     truth: np.ndarray  # (n_items,) class index
     domain: np.ndarray  # (n_items,) skill tag index
     tag_mask: np.ndarray  # (n_items, n_domains) bool
-    gold: np.ndarray  # (n_items,) bool, answer known to the system
+    gold: np.ndarray  # (n_items,) bool: a gold item (answer known), not a real one
     priority: np.ndarray  # (n_items,) stand-in for the model's priority
+    review_draw: np.ndarray  # (n_items,) uniform draw deciding a spot check
     true_acc: np.ndarray  # (n_experts, n_domains)
     declared: np.ndarray  # (n_experts, n_domains)
     rate: np.ndarray  # (n_experts,) US dollars per hour, as declared to the server
-    seconds: np.ndarray  # (n_experts, n_domains) true seconds one label takes
+    seconds: np.ndarray  # (n_experts, n_domains) mean seconds one label takes
+    label_seconds: np.ndarray  # (n_experts, n_items) seconds each label would take
     answers: np.ndarray  # (n_experts, n_items) what each expert would answer
+
+    @property
+    def real(self) -> np.ndarray:
+        return ~self.gold
 
 
 def _make_world(X, y, pool: int, n_domains: int, n_experts: int, gold, overclaim, seed):
-    """``pool`` items; specialists (one home domain each, accuracy 0.85-0.95, else
-    0.55-0.75) who declare their levels up to noise, except ``overclaim`` of them who
-    claim >= 0.9 everywhere. Rates are $50-250 an hour; a label takes an expert 60-240 s,
-    40 % less in its home domain (drawn from their own stream: the answers do not move)."""
+    """``pool`` real items plus ``gold x pool`` gold items; specialists (one home domain
+    each, accuracy 0.85-0.95, else 0.55-0.75) who declare their levels up to noise, except
+    ``overclaim`` of them who claim >= 0.9 everywhere. Rates are $50-250 an hour; a label
+    takes an expert 60-240 s on average, 40 % less in its home domain, each label varying
+    by a log-normal factor (drawn from their own stream: the answers do not move)."""
     rng = check_random_state(seed)
     _, truth = np.unique(y, return_inverse=True)
-    k, rows = int(truth.max()) + 1, rng.choice(truth.shape[0], pool, replace=False)
-    X, truth, n = X[rows], truth[rows], pool
+    n = min(truth.shape[0], pool + int(round(gold * pool)))
+    k, rows = int(truth.max()) + 1, rng.choice(truth.shape[0], n, replace=False)
+    X, truth = X[rows], truth[rows]
     domain = KMeans(n_domains, n_init=3, random_state=seed).fit_predict(X)
     true_acc = rng.uniform(0.55, 0.75, (n_experts, n_domains))
     home = np.arange(n_experts) % n_domains
@@ -275,99 +289,223 @@ def _make_world(X, y, pool: int, n_domains: int, n_experts: int, gold, overclaim
     declared[liars] = np.maximum(declared[liars], 0.9)
     correct = rng.random_sample((n_experts, n)) < true_acc[:, domain]
     wrong = (truth[None, :] + rng.randint(1, k, (n_experts, n))) % k
-    gold, priority = rng.random_sample(n) < gold, rng.random_sample(n)
+    is_gold, priority = np.arange(n) >= pool, rng.random_sample(n)
     pay = np.random.default_rng([seed, 1])
     seconds = np.repeat(pay.uniform(60.0, 240.0, (n_experts, 1)), n_domains, axis=1)
     seconds[np.arange(n_experts), home] *= 0.6
+    jitter = pay.lognormal(-0.045, 0.3, (n_experts, n))  # mean 1
     return _World(
         n_classes=k, truth=truth, domain=domain, tag_mask=np.eye(n_domains, dtype=bool)[domain],
-        gold=gold, priority=priority, true_acc=true_acc, declared=declared,
-        rate=pay.uniform(50.0, 250.0, n_experts), seconds=seconds,
+        gold=is_gold, priority=priority, review_draw=pay.random(n), true_acc=true_acc,
+        declared=declared, rate=pay.uniform(50.0, 250.0, n_experts), seconds=seconds,
+        label_seconds=seconds[:, domain] * jitter,
         answers=np.where(correct, truth[None, :], wrong),
     )
 
 
-def _pick(arm: str, asking: int, available: np.ndarray, fit: np.ndarray, world, margin):
-    """Item the asking expert gets (-1: none), as ``tasks/next`` would answer."""
+class _Learned:
+    """What the taskrank arm knows of its experts, per (expert, tag), kept as the server
+    keeps it: agreement evidence (soft credit, replaced by Dawid-Skene's at every
+    re-aggregation), gold answers, reported seconds, and the running gold share."""
+
+    def __init__(self, world: _World, strength: float):
+        shape = world.declared.shape
+        self.world, self.strength = world, strength
+        self.agree, self.disagree = np.zeros(shape), np.zeros(shape)
+        self.gold_right, self.gold_seen = np.zeros(shape), np.zeros(shape)
+        self.seconds, self.timed = np.zeros(shape), np.zeros(shape)
+        self.debt = np.zeros(shape[0])
+
+    def posterior(self):
+        return accuracy_posterior(self.world.declared, self.agree + self.gold_right,
+                                  self.disagree + self.gold_seen - self.gold_right,
+                                  self.strength)
+
+    def label_seconds(self) -> np.ndarray:
+        """Predicted seconds per (expert, tag): per skill, shrunk to the expert's mean."""
+        overall = predicted_seconds(self.seconds.sum(axis=1), self.timed.sum(axis=1))
+        return predicted_seconds(self.seconds, self.timed, overall[:, None])
+
+    def record(self, expert: int, item: int) -> None:
+        """A label came back: its time, and against gold whether it was right."""
+        w, tag = self.world, self.world.domain[item]
+        self.seconds[expert, tag] += w.label_seconds[expert, item]
+        self.timed[expert, tag] += 1
+        if w.gold[item]:
+            self.gold_seen[expert, tag] += 1
+            self.gold_right[expert, tag] += w.answers[expert, item] == w.truth[item]
+
+    def credit(self, item: int, labellers: np.ndarray) -> None:
+        """A real item finished with several labels: soft agreement with its vote."""
+        w, tag = self.world, self.world.domain[item]
+        answers = w.answers[labellers, item]
+        posterior = vote_posterior(
+            np.zeros(labellers.size, dtype=np.intp), np.arange(labellers.size), answers,
+            clip_accuracy(self.posterior().mean[labellers, tag]), 1, w.n_classes)[0]
+        credit = agreement_credit(answers, posterior)
+        if credit is not None:
+            self.agree[labellers, tag] += credit
+            self.disagree[labellers, tag] += 1.0 - credit
+
+    def reaggregate(self, given: list[tuple[int, int]]) -> None:
+        """Dawid-Skene per (expert, tag) over the real items with two labels or more; its
+        accuracies, as counts of right and wrong labels, replace the agreement evidence
+        (the prior it starts from holds the declared levels and the gold answers)."""
+        w = self.world
+        pairs = np.array([(i, e) for i, e in given if not w.gold[i]], dtype=np.intp)
+        if pairs.size == 0:
+            return
+        counts = np.bincount(pairs[:, 0], minlength=w.truth.shape[0])
+        pairs = pairs[counts[pairs[:, 0]] >= 2]
+        if np.unique(pairs[:, 1]).size < 2 if pairs.size else True:
+            return
+        items, experts = pairs[:, 0], pairs[:, 1]
+        tags, shape = w.domain[items], w.declared.shape
+        prior = accuracy_posterior(w.declared, self.gold_right,
+                                   self.gold_seen - self.gold_right, self.strength)
+        _, _, accuracy = dawid_skene(items, experts, w.answers[experts, items],
+                                     w.truth.shape[0], shape[0], w.n_classes, item_tag=tags,
+                                     n_tags=shape[1], prior=(prior.alpha, prior.beta))
+        total = np.zeros(shape)
+        np.add.at(total, (experts, tags), 1.0)
+        right = accuracy * (total + prior.alpha + prior.beta) - prior.alpha
+        self.agree, self.disagree = np.clip(right, 0.0, total), np.clip(total - right, 0, total)
+
+
+def _worth(arm: str, world: _World, learned: _Learned | None, routing) -> np.ndarray:
+    """fit^a / cost^b per (expert, tag), on true figures for the oracle."""
+    if arm == "oracle":
+        fit, seconds = world.true_acc, world.seconds
+    else:
+        fit, seconds = learned.posterior().mean, learned.label_seconds()
+    cost = label_cost(world.rate[:, None], seconds)
+    return worth(fit, cost, routing.fit_exponent, routing.cost_exponent)
+
+
+def _pick(arm: str, asking: int, available: np.ndarray, world: _World, tag_worth, routing):
+    """Real item the asking expert gets (-1: none), as ``tasks/next`` would answer."""
     if arm == "random":
         return best_item(world.priority, available[asking])
+    item_worth = tag_worth[:, world.domain]  # (n_experts, n_items)
     candidates = available[asking]
-    if margin is not None:
-        held = hold_back(fit[asking], best_other_fit(fit, available, asking), margin)
+    if routing.holdback_seconds > 0:
+        held = hold_back(item_worth[asking], best_other_fit(item_worth, available, asking),
+                         routing.holdback_margin)
         candidates = candidates & ~held
-    return best_item(value(world.priority, fit[asking], world.rate[asking]), candidates)
+    return best_item(world.priority * item_worth[asking], candidates)
 
 
-def _learn(world, item: int, labellers: np.ndarray, tag_fit, agree, disagree, soft: bool):
-    """On completion, as the server does: each labeller agrees or not with the weighted
-    vote under the current fits (or with the gold answer). ``soft`` credits the vote's
-    probability that the label is right instead of 0/1 agreement with the winner."""
-    answers = world.answers[labellers, item]
-    gold = int(world.truth[item]) if world.gold[item] else None
-    tag = world.domain[item]
-    posterior = vote_posterior(
-        np.zeros(labellers.size, dtype=np.intp), np.arange(labellers.size), answers,
-        clip_accuracy(tag_fit[labellers, tag]), 1, world.n_classes,
-    )[0]
-    credit = agreement_credit(answers, posterior, gold, soft)
-    if credit is None:  # one label only agrees with itself
-        return
-    agree[labellers, tag] += credit
-    disagree[labellers, tag] += 1.0 - credit
+def _gold_instead(asking: int, item: int, seen: np.ndarray, learned: _Learned, states,
+                  qa) -> int:
+    """The gold item served in place of ``item`` (-1: serve the item): while the expert
+    has not qualified on the item's skill, or when its gold share comes due."""
+    w = learned.world
+    tag = w.domain[item]
+    unseen = np.flatnonzero(w.gold & (w.domain == tag) & ~seen[asking])
+    if unseen.size == 0:
+        return -1
+    if states[asking, tag] != NEEDS_GOLD:
+        share = gold_share(learned.posterior(), qa.gold_rate)[asking, tag]
+        learned.debt[asking] += share
+        if learned.debt[asking] < 1.0:
+            return -1
+        learned.debt[asking] -= 1.0
+    return int(unseen[0])
 
 
-def _route(arm, world, n_labels, redundancy, capacity, margin, strength, soft, rng):
-    """Experts ask in random order until ``n_labels`` labels; returns (n_labels, 2) pairs."""
+def _route(arm, world, n_labels, redundancy, capacity, strategy, strength, rng):
+    """Experts ask in random order until ``n_labels`` labels; returns (n_labels, 2) pairs
+    (item, expert) and how many labels were spot checks."""
     n_experts, n_items = world.answers.shape
+    routing, qa = strategy.routing, strategy.qa
     seen = np.zeros((n_experts, n_items), dtype=bool)
-    wanted, done = np.full(n_items, redundancy), np.zeros(n_experts, dtype=int)
-    agree, disagree = np.zeros(world.declared.shape), np.zeros(world.declared.shape)
-    tag_fit = world.true_acc if arm == "oracle" else world.declared
-    fit = item_fit(tag_fit, world.tag_mask)  # (n_experts, n_items)
-    holds_all = np.ones(world.tag_mask.shape[1], dtype=bool)
-    available = np.stack([  # loop over experts; afterwards kept up to date per label
-        eligible(holds_all, world.tag_mask, seen[e], True, 0, capacity) for e in range(n_experts)
-    ])
+    wanted = np.where(world.gold, 0, redundancy)
+    done = np.zeros(n_experts, dtype=int)
+    learned = _Learned(world, strength) if arm == "taskrank" else None
+    gold_available = np.bincount(world.domain[world.gold], minlength=world.declared.shape[1])
     given: list[tuple[int, int]] = []
-    while len(given) < n_labels and available.any():  # loop over task requests
+    reviews = 0
+    available = (wanted > 0)[None, :] & ~seen
+    tag_worth = _worth(arm, world, learned, routing) if arm != "random" else None
+    for _ in range(100 * n_labels):  # loop over task requests
+        if len(given) >= n_labels or not available.any():
+            break
         asking = int(rng.randint(n_experts))
-        item = _pick(arm, asking, available, fit, world, margin)
+        states = None
+        if learned is not None:
+            post = learned.posterior()
+            states = gate(learned.gold_seen, learned.gold_right, gold_available[None, :],
+                          learned.agree + learned.disagree, post.mean,
+                          gold_to_qualify(qa.qualify.min_gold, redundancy),
+                          qa.qualify.min_accuracy)
+            tag_worth = _worth(arm, world, learned, routing)
+            servable = available & (states != FLAGGED)[:, world.domain]
+        else:
+            servable = available
+        item = _pick(arm, asking, servable, world, tag_worth, routing)
         if item < 0:
             continue
-        seen[asking, item], wanted[item], done[asking] = True, wanted[item] - 1, done[asking] + 1
-        available[asking, item] = False
-        available[:, item] &= wanted[item] > 0
-        available[asking] &= done[asking] < capacity
+        gold_item = -1 if learned is None else _gold_instead(asking, item, seen, learned,
+                                                             states, qa)
+        if gold_item >= 0:
+            item = gold_item
+        seen[asking, item], done[asking] = True, done[asking] + 1
         given.append((item, asking))
-        if arm == "taskrank" and wanted[item] == 0:
-            _learn(world, item, np.flatnonzero(seen[:, item]), tag_fit, agree, disagree, soft)
-            tag_fit = accuracy_posterior(world.declared, agree, disagree, strength).mean
-            fit = item_fit(tag_fit, world.tag_mask)
-    return np.array(given, dtype=np.intp).reshape(-1, 2)
+        if learned is not None:
+            learned.record(asking, item)
+        if not world.gold[item]:
+            wanted[item] -= 1
+            labellers = np.flatnonzero(seen[:, item])
+            if wanted[item] == 0 and learned is not None:
+                if labellers.size == 1 and _spot_check(item, asking, learned, qa):
+                    wanted[item], reviews = 1, reviews + 1
+                elif labellers.size >= 2:
+                    learned.credit(item, labellers)
+        available = (wanted > 0)[None, :] & ~seen & (done < capacity)[:, None]
+        if learned is not None and len(given) % strategy.retrain.every_labels == 0:
+            learned.reaggregate(given)
+    return np.array(given, dtype=np.intp).reshape(-1, 2), reviews
 
 
-def _evaluate(arm: str, world, given: np.ndarray, strength: float) -> dict:
-    """Accuracy and number of right aggregated labels on labelled non-gold items, the
-    dollars spent (rate x true seconds of each label) and the share of labels on gold."""
+def _spot_check(item: int, labeller: int, learned: _Learned, qa) -> bool:
+    """Whether an item finished with one label gets a second one: at the review rate
+    while the labeller's posterior on the skill is wide, less as it tightens."""
+    tag = learned.world.domain[item]
+    share = gold_share(learned.posterior(), qa.review_rate)[labeller, tag]
+    return bool(learned.world.review_draw[item] < share)
+
+
+def _evaluate(world, given: np.ndarray, reviews: int, strength: float, oracle: bool) -> dict:
+    """Accuracy and number of right aggregated labels on labelled real items, the dollars
+    spent (rate x true seconds of each label, gold included) and the share of labels
+    spent on gold items and spot checks."""
     items, experts = given[:, 0], given[:, 1]
+    dollars = float(label_cost(world.rate[experts], world.label_seconds[experts, items]).sum())
+    overhead = int(world.gold[items].sum()) + reviews
+    real = ~world.gold[items]
+    items, experts = items[real], experts[real]
     labels, tags = world.answers[experts, items], world.domain[items]
     n_items, k = world.truth.shape[0], world.n_classes
-    if arm == "oracle":
+    if oracle:
         final, _ = weighted_vote(items, experts, labels, world.true_acc, n_items, k, item_tag=tags)
-    else:
-        prior = accuracy_posterior(world.declared, 0.0, 0.0, strength)
-        final, _, _ = dawid_skene(
-            items, experts, labels, n_items, world.declared.shape[0], k, item_tag=tags,
-            n_tags=world.declared.shape[1], prior=(prior.alpha, prior.beta),
-        )
+    else:  # as the server: Dawid-Skene over items with two labels or more, one label kept
+        final = np.full(n_items, -1)
+        final[items] = labels
+        several = np.bincount(items, minlength=n_items)[items] >= 2
+        if np.unique(experts[several]).size >= 2:
+            prior = accuracy_posterior(world.declared, 0.0, 0.0, strength)
+            joint, _, _ = dawid_skene(
+                items[several], experts[several], labels[several], n_items,
+                world.declared.shape[0], k, item_tag=tags[several],
+                n_tags=world.declared.shape[1], prior=(prior.alpha, prior.beta))
+            final[items[several]] = joint[items[several]]
     scored = (final >= 0) & ~world.gold
     hits = final[scored] == world.truth[scored]
-    dollars = float((world.rate[experts] * world.seconds[experts, tags]).sum() / 3600.0)
     return {"accuracy": float(hits.mean()) if hits.size else float("nan"),
             "correct_items": int(hits.sum()), "cost": dollars,
             "correct_per_1000_usd": 1000.0 * int(hits.sum()) / dollars if dollars else 0.0,
-            "overhead_share": float(world.gold[items].mean()) if items.size else 0.0,
-            "labels": int(items.size)}
+            "overhead_share": overhead / given.shape[0] if given.size else 0.0,
+            "labels": int(given.shape[0])}
 
 
 def simulate_routing(
@@ -376,13 +514,12 @@ def simulate_routing(
     n_domains: int = 4,
     n_experts: int = 8,
     n_labels: int = 1000,
-    redundancy: int = 3,
+    redundancy: int = 1,
     arms: Sequence[str] = ROUTING_ARMS,
     seeds: int = 5,
-    gold: float = 0.0,
+    gold: float = 0.05,
     overclaim: float = 0.25,
-    hold_back_margin: float | None = 0.1,
-    agreement: str = "soft",
+    strategy: Strategy | Mapping | None = None,
     capacity: int | None = None,
     pool: int | None = None,
     prior_strength: float = PRIOR_STRENGTH,
@@ -395,14 +532,20 @@ def simulate_routing(
     specialist of one domain and mediocre elsewhere, and answers right with its true
     accuracy for the item's domain (else a uniformly wrong class); ``overclaim`` of them
     declare >= 0.9 everywhere. Experts ask for tasks in random order until ``n_labels``
-    labels are given, ``redundancy`` distinct experts per item. Arms:
+    labels are given, ``redundancy`` distinct experts per item. Each label costs the
+    expert's hourly rate times the seconds it took. Arms:
 
-    - ``"taskrank"``: value routing with hold-back on Beta posteriors that start at the
-      declared levels and learn from agreement with each finished item's weighted vote
-      (and gold answers); final labels by per-(expert, tag) Dawid–Skene.
+    - ``"taskrank"``: the server's rule (``learning.routing``) with the strategy's
+      settings: value = priority x fit^a / cost^b per label, hold-back by value per
+      dollar, the qualification gate, gold items served at a share falling as each
+      posterior tightens, spot checks, and posteriors that start at the declared levels
+      and learn from gold, from agreement as multi-label items finish, and from
+      per-(expert, tag) Dawid–Skene at every retrain's re-aggregation; times predicted
+      from the seconds reported.  Final labels by per-(expert, tag) Dawid–Skene.
     - ``"random"``: the asking expert gets the top-priority item, whoever it is; same
-      final aggregation as ``"taskrank"``.
-    - ``"oracle"``: routing and weighted vote with the true accuracies.
+      final aggregation as ``"taskrank"``; no gold.
+    - ``"oracle"``: the same value rule and hold-back on the true accuracies and times,
+      weighted vote with the true accuracies; it pays nothing to learn them.
 
     All arms of a seed share the world (domains, experts and every potential answer).
 
@@ -417,17 +560,13 @@ def simulate_routing(
         Any of :data:`ROUTING_ARMS`.
     seeds : int
     gold : float
-        Share of items whose answer the system knows (used only for learning skills).
+        Gold items (answers known to the project, served only by the taskrank arm to
+        learn skills) as a share of the real items.
     overclaim : float
         Share of experts who overstate their skills.
-    hold_back_margin : float or None
-        Fit advantage for which an item waits for a better expert; None disables it.
-    agreement : {"soft", "hard"}
-        How a finished item updates its labellers' posteriors: ``"hard"`` counts 0/1
-        agreement with the weighted vote (the server today), ``"soft"`` the vote's
-        probability that each label is right (:func:`~taskrank.learning.aggregation.
-        vote_posterior`), which does not hand every split decision to the expert
-        currently believed best.
+    strategy : Strategy or mapping, optional
+        The project's strategy (``routing``, ``qa``, ``retrain.every_labels``); a
+        partial dict is merged onto the defaults, as the server does.
     capacity : int, optional
         Most labels one expert gives; defaults to twice an even share.
     pool : int, optional
@@ -447,15 +586,17 @@ def simulate_routing(
         with the figures ``accuracy`` (of the aggregated labels on labelled non-gold
         items), ``correct_items`` (those right), ``cost`` (US dollars: each label's rate x
         true seconds), ``correct_per_1000_usd``, ``overhead_share`` (labels spent on gold
-        items) and ``labels``; ``gap_closed`` is (taskrank - random) / (oracle - random)
-        of mean accuracy, or None.
+        items and spot checks) and ``labels``; ``gap_closed`` is, per figure
+        (``accuracy``, ``correct_per_1000_usd``), (taskrank - random) / (oracle - random)
+        of the means, or None.
     """
     config = _routing_config(
         n_domains=n_domains, n_experts=n_experts, n_labels=n_labels, redundancy=redundancy,
-        arms=list(arms), seeds=seeds, gold=gold, overclaim=overclaim,
-        hold_back_margin=hold_back_margin, agreement=agreement, capacity=capacity, pool=pool,
-        n_samples=len(y), prior_strength=prior_strength,
+        arms=list(arms), seeds=seeds, gold=gold, overclaim=overclaim, capacity=capacity,
+        pool=pool, n_samples=len(y), prior_strength=prior_strength,
     )
+    strategy = strategy if isinstance(strategy, Strategy) else Strategy.from_dict(strategy)
+    config["strategy"] = {name: strategy.to_dict()[name] for name in ("routing", "qa")}
     X, y = np.asarray(X, dtype=float), np.asarray(y)
     if X.ndim != 2 or y.shape != X.shape[:1]:
         raise ValueError(
@@ -465,9 +606,10 @@ def simulate_routing(
     for seed in check_random_state(random_state).randint(np.iinfo(np.int32).max, size=seeds):
         world = _make_world(X, y, config["pool"], n_domains, n_experts, gold, overclaim, seed)
         for arm in config["arms"]:  # loop over arms; same request order for each
-            given = _route(arm, world, n_labels, redundancy, config["capacity"], hold_back_margin,
-                           prior_strength, agreement == "soft", check_random_state(seed))
-            for key, number in _evaluate(arm, world, given, prior_strength).items():
+            given, reviews = _route(arm, world, n_labels, redundancy, config["capacity"],
+                                    strategy, prior_strength, check_random_state(seed))
+            figures = _evaluate(world, given, reviews, prior_strength, arm == "oracle")
+            for key, number in figures.items():
                 results[arm][key].append(number)
             if progress is not None:
                 progress(1)
@@ -489,11 +631,6 @@ def _routing_config(**config) -> dict:
     for name in ("gold", "overclaim"):
         if not 0.0 <= config[name] < 1.0:
             raise ValueError(f"{name} must lie in [0, 1), got {config[name]!r}")
-    if config["agreement"] not in ("soft", "hard"):
-        raise ValueError(f"agreement must be 'soft' or 'hard', got {config['agreement']!r}")
-    margin = config["hold_back_margin"]
-    if margin is not None and not margin >= 0:
-        raise ValueError(f"hold_back_margin must be >= 0 or None, got {margin!r}")
     if config["capacity"] is None:
         config["capacity"] = -(-2 * config["n_labels"] // config["n_experts"])
     _check_count("capacity", config["capacity"])
@@ -515,10 +652,17 @@ def arm_summary(result: dict[str, list]) -> dict:
     return summary
 
 
-def gap_closed(arms: dict[str, dict]) -> float | None:
-    """(taskrank - random) / (oracle - random) of mean label accuracy, or None."""
+GAP_FIGURES = ("accuracy", "correct_per_1000_usd")
+
+
+def gap_closed(arms: dict[str, dict]) -> dict[str, float | None] | None:
+    """Per figure of :data:`GAP_FIGURES`, (taskrank - random) / (oracle - random) of the
+    means (None where the oracle does not beat random); None without all three arms."""
     if not set(ROUTING_ARMS) <= set(arms):
         return None
-    mean = {arm: arms[arm]["accuracy"]["mean"] for arm in ROUTING_ARMS}
-    gap = mean["oracle"] - mean["random"]
-    return float((mean["taskrank"] - mean["random"]) / gap) if gap > 0 else None
+    closed = {}
+    for figure in GAP_FIGURES:
+        mean = {arm: arms[arm][figure]["mean"] for arm in ROUTING_ARMS}
+        gap = mean["oracle"] - mean["random"]
+        closed[figure] = float((mean["taskrank"] - mean["random"]) / gap) if gap > 0 else None
+    return closed

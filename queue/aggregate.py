@@ -15,7 +15,14 @@ from taskrank.learning.aggregation import (
 from taskrank.learning.routing import item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import lua
-from taskrank.queue.experts import fit_table, load_expert, record_agreement
+from taskrank.queue.experts import load_expert
+from taskrank.queue.skills import (
+    GENERAL,
+    Profile,
+    load_profiles,
+    record_agreement,
+    replace_agreement,
+)
 
 
 def aggregate_item(r: redis.Redis, project: dict, iid: str) -> tuple[str, float]:
@@ -67,7 +74,8 @@ def vote(r: redis.Redis, project: dict, votes: list[list[str]],
     the winning label, its confidence and the posterior over all labels (k,)."""
     labels = project["labels"]
     experts = sorted({eid for eid, _ in votes})
-    accuracy = np.array([_fit(load_expert(r, eid), tags) for eid in experts])
+    profiles = load_profiles(r, project, [load_expert(r, eid) for eid in experts])
+    accuracy = np.array([_fit(profile, tags) for profile in profiles])
     posterior = vote_posterior(
         np.zeros(len(votes), dtype=int), np.array([experts.index(e) for e, _ in votes]),
         np.array([labels.index(lab) for _, lab in votes]), clip_accuracy(accuracy),
@@ -87,55 +95,90 @@ def _learn_from(r: redis.Redis, project: dict, votes: list[list[str]], tags: lis
                               gold_index)
     if credit is None:
         return
-    record_agreement(r, [(eid, tags, float(c)) for (eid, _), c in zip(votes, credit, strict=True)])
+    record_agreement(r, project["id"], [(eid, tags, float(c))
+                                        for (eid, _), c in zip(votes, credit, strict=True)])
 
 
-def _fit(expert: dict, tags: list[str]) -> float:
+def _fit(profile: Profile, tags: list[str]) -> float:
     """The expert's fit on an item with ``tags`` (learning.routing.item_fit); a tag it no
     longer holds (its skills changed after the claim) counts at its general accuracy."""
-    fits, general = fit_table(expert)
-    tag_accuracy = np.array([fits.get(tag, general) for tag in tags])
+    means = profile.table(profile.posterior.mean)
+    general = means[GENERAL]
+    tag_accuracy = np.array([means.get(tag, general) for tag in tags])
     required = np.ones((1, len(tags)), dtype=bool)
     return float(item_fit(tag_accuracy, required, default=general)[0])
 
 
 def reaggregate_project(r: redis.Redis, project: dict) -> dict:
-    """Dawid–Skene over every finished item with two labels or more: labels and expert
-    accuracies learned together.
+    """Dawid–Skene over every finished item with two labels or more: labels and each
+    expert's accuracy per skill learned together, and those accuracies fed back into the
+    routing posteriors (as the agreement evidence of ``queue/skills.py``).
 
-    Runs before each retrain, so the model trains on the jointly estimated labels. Gold
-    items keep their known answer. An item with one label keeps the vote it got (its
-    expert's answer): one label says nothing about its expert, and in the EM it is decided
-    by class prevalence against accuracies it cannot inform, which, on imbalanced classes,
-    turned every single-label item into the majority class (taskrank demo,
-    breast_cancer: 200 labels of both classes aggregated to one, so no model could train).
-    Returns how many aggregated labels changed.
+    Runs before each retrain, so the model trains on the jointly estimated labels. Each
+    (expert, skill) starts from its declared level and its gold answers. An item with one
+    label keeps the vote it got (its expert's answer): one label says nothing about its
+    expert, and in the EM it is decided by class prevalence against accuracies it cannot
+    inform, which, on imbalanced classes, turned every single-label item into the majority
+    class (taskrank demo, breast_cancer: 200 labels of both classes aggregated to one, so
+    no model could train). Returns how many aggregated labels changed.
     """
     pid, labels = project["id"], project["labels"]
     ids = r.zrange(K.labeled_key(pid), 0, -1)
     pipe = r.pipeline()
     for iid in ids:
         pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
-        pipe.hmget(K.item_key(pid, iid), "al", "g")
+        pipe.hmget(K.item_key(pid, iid), "al", "g", "s")
     replies = pipe.execute()
-    rows = [(iid, replies[2 * i], replies[2 * i + 1]) for i, iid in enumerate(ids)
+    rows = [(iid, replies[2 * i], *replies[2 * i + 1]) for i, iid in enumerate(ids)
             if len(replies[2 * i]) >= 2]
-    ids, rows = [row[0] for row in rows], [part for row in rows for part in row[1:]]
-    triples, experts = [], {}
-    for index in range(len(ids)):
-        for entry in rows[2 * index]:
+    triples, experts, tags = [], {}, {}
+    for index, (_, entries, _, _, item_tags) in enumerate(rows):
+        tag = item_tags.split(",")[0] if item_tags else GENERAL  # its first skill
+        for entry in entries:
             eid, label = entry.split("\t", 1)
-            triples.append((index, experts.setdefault(eid, len(experts)), labels.index(label)))
-    if len({t[1] for t in triples}) < 2:
-        return {"items": len(ids), "changed": 0}
-    items, who, given = (np.array(column) for column in zip(*triples, strict=True))
-    label, confidence, _ = dawid_skene(items, who, given, len(ids), len(experts), len(labels))
+            triples.append((index, experts.setdefault(eid, len(experts)),
+                            tags.setdefault(tag, len(tags)), labels.index(label)))
+    if len(experts) < 2:
+        return {"items": len(rows), "changed": 0}
+    items, who, skill, given = (np.array(column) for column in zip(*triples, strict=True))
+    alpha0, beta0 = _skill_prior(r, project, list(experts), list(tags))
+    label, confidence, accuracy = dawid_skene(
+        items, who, given, len(rows), len(experts), len(labels), item_tag=skill,
+        n_tags=len(tags), prior=(alpha0, beta0))
+    _feed_posteriors(r, pid, list(experts), list(tags), who, skill, accuracy, alpha0, beta0)
     pipe, changed = r.pipeline(), 0
-    for index, iid in enumerate(ids):
-        current, gold = rows[2 * index + 1]
+    for index, (iid, _, current, gold, _) in enumerate(rows):
         new = gold or labels[int(label[index])]
         conf = 1.0 if gold else round(float(confidence[index]), 6)
         changed += new != current
         pipe.hset(K.item_key(pid, iid), mapping={"al": new, "ac": conf})
     pipe.execute()
-    return {"items": len(ids), "changed": changed}
+    return {"items": len(rows), "changed": changed}
+
+
+def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
+                 tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
+    posteriors without their agreement evidence, which the EM re-estimates."""
+    profiles = load_profiles(r, project, [load_expert(r, eid) for eid in experts])
+    alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
+    for row, profile in enumerate(profiles):
+        column = {tag: i for i, tag in enumerate(profile.tags)}
+        post = profile.posterior
+        alpha = post.alpha - profile.agree
+        beta = post.beta - (profile.evidence - profile.agree)
+        for j, tag in enumerate(tags):
+            i = column.get(tag, column[GENERAL])  # a skill no longer declared
+            alpha0[row, j], beta0[row, j] = alpha[i], beta[i]
+    return alpha0, beta0
+
+
+def _feed_posteriors(r, pid, experts, tags, who, skill, accuracy, alpha0, beta0) -> None:
+    """Each (expert, skill)'s Dawid–Skene accuracy, as counts of right and wrong labels,
+    becomes its agreement evidence."""
+    total = np.zeros(accuracy.shape)
+    np.add.at(total, (who, skill), 1.0)
+    right = np.clip(accuracy * (total + alpha0 + beta0) - alpha0, 0.0, total)
+    replace_agreement(r, pid, {(experts[e], tags[t]): (float(right[e, t]),
+                                                        float(total[e, t] - right[e, t]))
+                               for e, t in zip(*np.nonzero(total), strict=True)})

@@ -2,7 +2,7 @@
 
 Every per-process cache is a ``TtlCache``: the web app's (a token's principal, a project, an
 expert; ``server/cache.py``), the best experts per tag that the claim's hold-back reads
-(``queue/experts.py``) and the loaded models (``queue/models.py``).  What a cache costs is
+(``queue/skills.py``) and the loaded models (``queue/models.py``).  What a cache costs is
 staleness: a change made through another process reaches this one within that time.  A change
 made through this process is seen at once: whoever makes it drops the entry (``forget``).
 A value that never changes once made (a stored model version) is kept by its version

@@ -1,17 +1,14 @@
-"""Experts: declared skills, capacity, cost and daily hours; learned accuracy per skill tag."""
+"""Experts: declared skills, capacity, cost and daily hours (learned skill: queue/skills.py)."""
 
 from __future__ import annotations
 
 import json
 import time
 
-import numpy as np
 import redis
 
 from taskrank.learning import routing
-from taskrank.learning.routing import accuracy_posterior
 from taskrank.queue import keys as K
-from taskrank.queue.cache import TtlCache
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import NoSuchExpertError
 from taskrank.queue.validation import (
@@ -51,7 +48,8 @@ def parse_expert(body: object) -> dict:
 
 
 def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
-    """Create or replace an expert's declaration (learned accuracy is kept); True if new."""
+    """Create or replace an expert's declaration (what projects learned is kept); True if
+    new."""
     expert = parse_expert(body)
     now = time.time()
     key = K.expert_key(eid)
@@ -62,30 +60,20 @@ def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
                          # '' for null: a hash holds strings only
                          "max_hours_per_day": expert["max_hours_per_day"] or ""})
     r.sadd(K.experts_key(), eid)
-    best_experts_cache.clear()  # a declaration made through this process is seen at once
     return load_expert(r, eid), created
 
 
 def load_expert(r: redis.Redis, eid: str) -> dict:
-    """The expert with its learned accuracy per tag (Beta posterior over agreements)."""
+    """The expert as declared (what each project learned of it: ``queue/skills.py``)."""
     fields = r.hgetall(K.expert_key(eid))
     if "skills" not in fields:
         raise NoSuchExpertError(f"no expert '{eid}'; declare it with PUT /v1/experts/{eid}")
-    skills = json.loads(fields["skills"])
-    tags = [*skills, GENERAL]
-    levels = np.array([*skills.values(), general_level(skills)])
-    agree = np.array([float(fields.get(f"a:{tag}", 0)) for tag in tags])
-    disagree = np.array([float(fields.get(f"d:{tag}", 0)) for tag in tags])
-    post = accuracy_posterior(levels, agree, disagree)
-    accuracy = {tag: {"mean": round(float(post.mean[i]), 4),
-                      "alpha": round(float(post.alpha[i]), 3),
-                      "beta": round(float(post.beta[i]), 3), "agree": float(agree[i]),
-                      "disagree": float(disagree[i])} for i, tag in enumerate(tags)}
-    return {"id": eid, "skills": skills, "capacity": int(fields["capacity"]),
+    return {"id": eid, "skills": json.loads(fields["skills"]),
+            "capacity": int(fields["capacity"]),
             "cost_per_hour": float(fields["cost_per_hour"]), "active": fields["active"] == "1",
             "max_hours_per_day": float(fields["max_hours_per_day"])
             if fields.get("max_hours_per_day") else None,
-            "accuracy": accuracy, "created_at": rfc3339(fields["created_at"]),
+            "created_at": rfc3339(fields["created_at"]),
             "updated_at": rfc3339(fields["updated_at"])}
 
 
@@ -94,51 +82,8 @@ def general_level(skills: dict[str, float]) -> float:
     return routing.general_level(list(skills.values()))
 
 
-def fit_table(expert: dict) -> tuple[dict[str, float], float]:
-    """{tag: posterior mean accuracy} for the tags the expert holds, and its general fit."""
-    accuracy = expert["accuracy"]
-    return ({tag: accuracy[tag]["mean"] for tag in expert["skills"]},
-            accuracy[GENERAL]["mean"])
-
-
-def record_agreement(r: redis.Redis, outcomes: list[tuple[str, list[str], float]]) -> None:
-    """Update the counts behind the posteriors: (expert, item tags, credit) per label, where
-    credit in [0, 1] is the probability that the label was right (1/0 against gold)."""
-    pipe = r.pipeline()
-    for eid, tags, credit in outcomes:
-        for tag in tags or [GENERAL]:
-            if credit > 0:
-                pipe.hincrbyfloat(K.expert_key(eid), f"a:{tag}", round(credit, 6))
-            if credit < 1:
-                pipe.hincrbyfloat(K.expert_key(eid), f"d:{tag}", round(1.0 - credit, 6))
-    pipe.execute()
-
-
 def open_leases(r: redis.Redis, eid: str, pids: list[str]) -> dict[str, int]:
     pipe = r.pipeline()
     for pid in pids:
         pipe.zcard(K.expert_leases_key(pid, eid))
     return {pid: n for pid, n in zip(pids, pipe.execute(), strict=True) if n}
-
-
-# The hold-back needs a recent view of who is best, not an exact one; it follows the one
-# cache policy (queue/cache.py).
-best_experts_cache = TtlCache()
-
-
-def best_experts_by_tag(r: redis.Redis, top: int = 3) -> dict[str, list[list]]:
-    """{tag: [[expert, fit, capacity], ...]}: the ``top`` active experts per tag by fit
-    (cached: at most ``TASKRANK_CACHE_SECONDS`` old)."""
-    return best_experts_cache.get(top, lambda: _rank_experts(r, top))
-
-
-def _rank_experts(r: redis.Redis, top: int) -> dict[str, list[list]]:
-    ranked: dict[str, list[list]] = {}
-    for eid in r.smembers(K.experts_key()):
-        expert = load_expert(r, eid)
-        if not expert["active"]:
-            continue
-        fits, _ = fit_table(expert)
-        for tag, fit in fits.items():
-            ranked.setdefault(tag, []).append([eid, fit, expert["capacity"]])
-    return {tag: sorted(rows, key=lambda row: -row[1])[:top] for tag, rows in ranked.items()}

@@ -241,3 +241,25 @@ def explore_results_key(pid: str) -> str:
 def pool_map_pending_key(pid: str) -> str:
     """Id of the pool-map job waiting in the queue; later ingests merge into it."""
     return _project(pid) + "pool-map-pending"
+
+
+def expert_skill_prefix(pid: str) -> str:
+    """Prefix of the per-expert hashes of what the project learned (passed to Lua)."""
+    return _project(pid) + "expert-skill:"
+
+
+def expert_skill_key(pid: str, eid: str) -> str:
+    """Hash of what the project learned of one expert, per skill (queue/skills.py)."""
+    return expert_skill_prefix(pid) + eid
+
+
+def gold_key(pid: str, tag: str) -> str:
+    """Sorted set of the gold items requiring ``tag`` ('_general': untagged), under the
+    tag-pool prefix after 'gold:' (a tag holds no ':'); the Lua scripts build it alike."""
+    return pool_tag_key(pid, "gold:" + tag)
+
+
+def working_experts_key(pid: str) -> str:
+    """Sorted set: expert id -> time of its last claim in the project (the hold-back
+    waits only for experts who are working)."""
+    return _project(pid) + "working-experts"

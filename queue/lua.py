@@ -43,17 +43,27 @@ local function enpool(iid, tags, priority)
   for _, tag in ipairs(tags) do redis.call('ZADD', P_TAG .. tag, priority, iid) end
 end
 
+-- Gold items (answer known) live in their own sets, one per skill ('_general' when
+-- untagged), under the tag-pool prefix after 'gold:' (no tag holds a ':').
+local function gold_sets(tags)
+  local sets = {}
+  if #tags == 0 then tags = {'_general'} end
+  for _, tag in ipairs(tags) do sets[#sets + 1] = P_TAG .. 'gold:' .. tag end
+  return sets
+end
+
 -- An item is rankable while fewer than `want` labels are out or in.  The counters hash
 -- keeps the number of items per status ('n:pending'...), moved here on every change.
 -- An item pending before and after stays in its sets at its live score (a re-score may
 -- have moved it past 'pr'); `repool` puts it back at 'pr' (an upsert took it out).
 local function refresh_status(iid, repool)
   local ikey = P_ITEM .. iid
-  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st')
+  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st', 'g')
   local out, done, want = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 1
   local tags, old = split_tags(f[4]), f[6]
   local status = 'pending'
-  if done >= want then status = 'labeled' elseif out + done >= want then status = 'leased' end
+  if f[7] and f[7] ~= '' then status = 'gold'  -- never pooled: CLAIM serves it as a check
+  elseif done >= want then status = 'labeled' elseif out + done >= want then status = 'leased' end
   if status ~= old then
     redis.call('HSET', ikey, 'st', status)
     if old then redis.call('HINCRBY', K_COUNTERS, 'n:' .. old, -1) end
@@ -127,11 +137,15 @@ local created, updated = 0, 0
 for i = 8, #ARGV, width do
   local iid = ARGV[i]
   local ikey = P_ITEM .. iid
-  local old_tags = redis.call('HGET', ikey, 's')
+  local old = redis.call('HMGET', ikey, 's', 'g')
+  local old_tags = old[1]
   if old_tags then
     updated = updated + 1
     -- Tags may change: leave the old tag sets before joining the new ones.
     depool(iid, split_tags(old_tags))
+    if old[2] and old[2] ~= '' then
+      for _, set in ipairs(gold_sets(split_tags(old_tags))) do redis.call('ZREM', set, iid) end
+    end
   else
     created = created + 1
     redis.call('HSET', ikey, 'out', 0, 'done', 0, 'want', want, 'ca', now)
@@ -141,6 +155,9 @@ for i = 8, #ARGV, width do
              'b', ARGV[i+5], 'g', ARGV[i+6], 'pr', ARGV[i+7], 'bd', ARGV[i+8], 'mv', ARGV[i+9],
              'sv', ARGV[i+10], 'cl', ARGV[i+11], 'ua', now)
   for _, tag in ipairs(split_tags(ARGV[i+4])) do redis.call('SADD', KEYS[5], tag) end
+  if ARGV[i+6] ~= '' then
+    for _, set in ipairs(gold_sets(split_tags(ARGV[i+4]))) do redis.call('ZADD', set, 0, iid) end
+  end
   refresh_status(iid, true)
 end
 return {created, updated}
@@ -148,21 +165,33 @@ return {created, updated}
 
 # Lease the best eligible item to one expert.
 # KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
-# re-rank (hash), KEYS[6..] the pool sets to read (untagged + one per tag the expert
-# holds).
+# re-rank (hash), KEYS[6] what the project learned of the expert (keys.expert_skill_key),
+# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8..] the pool sets
+# to read (untagged + one per tag the expert may get).
 # ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
 # items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
-# margin, ARGV[18] JSON {tag: [[expert, fit, capacity], ...]} of the best experts per tag,
+# margin, ARGV[18] JSON {tag: [[expert, worth, capacity], ...]} of the best working
+# experts per tag (worth = fit^a / cost^b per label, learning.routing.worth),
 # ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor,
 # ARGV[22] the expert's cost per hour, ARGV[23] cost exponent, ARGV[24] the project's
-# budget_usd ('': no budget).
-# The rules are learning.routing's (eligible, item_fit, value), held to it by
-# tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
-# Hold-back: a tagged item younger than the hold-back time is skipped when, on each of its
-# tags, an active expert with spare capacity fits better than the asking one by more than
-# the margin, so the top items wait briefly for the expert who would label them best.
+# budget_usd ('': no budget), ARGV[25] JSON {tag: predicted seconds of one label} of the
+# expert (with '_general' for untagged items), ARGV[26] JSON {tag: 1} of the skills on
+# which the expert must answer gold before real items (the qualification gate),
+# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}.
+# The rules are learning.routing's (eligible, item_fit, value, worth, hold_back), held to
+# it by tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
+# Cost: an item costs the hourly rate x the predicted seconds of its slowest skill.
+# Hold-back: a tagged item is skipped when, on each of its tags, an expert who claimed in
+# this project within the hold-back seconds and has spare capacity is better value per
+# dollar (worth) than the asking one by more than the margin (relative), so the work goes
+# to whoever labels it best for the money while they are working.
+# Gold: when the chosen item needs a skill the expert has not yet qualified on, or the
+# expert's gold share of that skill comes due (a running 'gold_debt' in KEYS[6] gains the
+# share at each claim; a gold item is due at 1), a gold item of the skill the expert has
+# not seen is leased instead, whatever its priority (task field 'gold').  The task keeps
+# the spot-check share of the item's skills ('rv') for LABEL.
 # Exploration (once the project has a model): a share / sqrt(max(1, labels / decay)) of
 # claims, spread evenly by a claim counter, leases an eligible item drawn uniformly from
 # the expert's pool sets (a rank drawn from a hash of the counter: O(log n), no scan, and
@@ -174,8 +203,8 @@ return {created, updated}
 # rate ('rate') LABEL charges by.  No lease is granted when the dollars spent, those
 # reserved and this item's predicted cost together pass the budget.
 # Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags,
-# explored (1 or 0)} or {'capacity', open leases} or {'budget', budget, spent, reserved,
-# predicted cost (0 when refused before choosing)} or {'empty'}.
+# explored (1 or 0), gold (1 or 0)} or {'capacity', open leases} or {'budget', budget,
+# spent, reserved, predicted cost (0 when refused before choosing)} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
 local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -187,8 +216,11 @@ local explore_share, explore_decay = tonumber(ARGV[19]), tonumber(ARGV[20])
 local diversity = tonumber(ARGV[21])
 local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
 local budget = tonumber(ARGV[24])
-local K_CLAIMED, FIRST_POOL = KEYS[5], 6
+local seconds_of, gated = cjson.decode(ARGV[25]), cjson.decode(ARGV[26])
+local gold_share, review_share = cjson.decode(ARGV[27]), cjson.decode(ARGV[28])
+local K_CLAIMED, K_SKILL, K_WORKING, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], 8
 sweep(now, tonumber(ARGV[15]))
+redis.call('ZADD', K_WORKING, now, eid)
 local held = redis.call('ZCARD', KEYS[4])
 if held >= capacity then return {'capacity', held} end
 
@@ -219,9 +251,32 @@ local function item_fit(tags)
   return lowest
 end
 
+local function seconds_for(tags)
+  if #tags == 0 then return seconds_of['_general'] end
+  local slowest = 0
+  for _, tag in ipairs(tags) do
+    slowest = math.max(slowest, seconds_of[tag] or seconds_of['_general'])
+  end
+  return slowest
+end
+
+-- US dollars of one label of an item with these tags by this expert
+-- (learning.routing.label_cost over the slowest skill's predicted seconds).
+local function item_cost(tags)
+  return cost_per_hour * seconds_for(tags) / 3600
+end
+local min_cost = math.huge  -- the lowest item_cost of any item
+for _, s in pairs(seconds_of) do min_cost = math.min(min_cost, cost_per_hour * s / 3600) end
+
+-- fit^a / cost^b of one skill (learning.routing.worth).
+local function worth(tag)
+  return fits[tag] ^ fit_exponent / item_cost({tag}) ^ cost_exponent
+end
+
 local function better_expert_waits(tag)
+  local mine = worth(tag)
   for _, other in ipairs(best_by_tag[tag] or {}) do
-    if other[1] ~= eid and other[2] - fits[tag] > hold_margin
+    if other[1] ~= eid and other[2] > mine * (1 + hold_margin)
         and redis.call('ZCARD', P_XLEASE .. other[1]) < other[3] then
       return true
     end
@@ -229,20 +284,13 @@ local function better_expert_waits(tag)
   return false
 end
 
-local function held_back(tags, created)
-  if hold_seconds <= 0 or #tags == 0 or now - created >= hold_seconds then return false end
+local function held_back(tags)
+  if hold_seconds <= 0 or #tags == 0 then return false end
   for _, tag in ipairs(tags) do
     if not better_expert_waits(tag) then return false end
   end
   return true
 end
-
--- What an item costs when this expert labels it.  Today the hourly rate for every item;
--- a cost per label (rate x predicted seconds for the item's skills) belongs here.
-local function item_cost(tags)
-  return cost_per_hour
-end
-local min_cost = cost_per_hour  -- the lowest item_cost of any item
 
 -- value = priority x fit^a / cost^b (learning.routing.value): the one place the claim
 -- prices an item.
@@ -254,7 +302,7 @@ end
 -- expert's best fit and its cost at least the lowest, so once this bound is not above
 -- the best value found, no further candidate of the set can win (ties keep the first, as
 -- the full scan does).
-local max_fit = default_fit
+local max_fit = default_fit or 0
 for _, fit in pairs(fits) do if fit > max_fit then max_fit = fit end end
 local function value_bound(priority)
   if fit_exponent < 0 then return math.huge end
@@ -267,7 +315,7 @@ local function eligible_fit(iid, f)
   local tags = split_tags(f[1])
   local fit = item_fit(tags)
   if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0
-      and not held_back(tags, tonumber(f[2]) or 0) then
+      and not held_back(tags) then
     return fit, tags
   end
   return nil
@@ -361,6 +409,53 @@ for page = 0, (best and 0 or pages) - 1 do
   if best and not penalized then break end
 end
 if not best then return {'empty'} end
+
+-- The first gold item of `tag` this expert has not seen (its answers so far in the skill,
+-- 'gn:<tag>', say where to start reading).
+local function unseen_gold(tag)
+  local set = P_TAG .. 'gold:' .. tag
+  local start = math.max(0, (tonumber(redis.call('HGET', K_SKILL, 'gn:' .. tag)) or 0) - 8)
+  for _, iid in ipairs(redis.call('ZRANGE', set, start, start + 63)) do
+    if redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0 then return iid end
+  end
+  return nil
+end
+
+-- The gold item to lease instead of the chosen one, or nil.
+local function gold_instead(tags)
+  if #tags == 0 then tags = {'_general'} end
+  for _, tag in ipairs(tags) do
+    if gated[tag] then
+      local iid = unseen_gold(tag)
+      if iid then return iid end
+    end
+  end
+  local share, widest = 0, nil
+  for _, tag in ipairs(tags) do
+    if (gold_share[tag] or 0) > share then share, widest = gold_share[tag], tag end
+  end
+  if share <= 0 then return nil end
+  if tonumber(redis.call('HINCRBYFLOAT', K_SKILL, 'gold_debt', share)) < 1 then return nil end
+  local iid = unseen_gold(widest)
+  if iid then redis.call('HINCRBYFLOAT', K_SKILL, 'gold_debt', -1) end
+  return iid
+end
+
+local gold = 0
+if explored == 0 then
+  local gold_item = gold_instead(best_tags)
+  if gold_item then
+    gold, best, best_cluster = 1, gold_item, nil
+    best_tags = split_tags(redis.call('HGET', P_ITEM .. gold_item, 's'))
+    best_fit = item_fit(best_tags) or default_fit or 0
+    best_priority = tonumber(redis.call('HGET', P_ITEM .. gold_item, 'pr')) or 0
+    best_value = item_value(best_priority, best_fit, best_tags)
+  end
+end
+local review = 0
+for _, tag in ipairs(#best_tags > 0 and best_tags or {'_general'}) do
+  review = math.max(review, review_share[tag] or 0)
+end
 -- Whole micro-dollars, so that releasing a reservation takes back exactly what it added.
 local predicted = tonumber(string.format('%.6f', item_cost(best_tags)))
 refusal = over_budget(predicted)
@@ -371,7 +466,8 @@ local expires = now + lease
 local ikey = P_ITEM .. best
 -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
 redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
-           'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted)
+           'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted, 'rv', review)
+if gold == 1 then redis.call('HSET', P_TASK .. tid, 'gold', 1) end
 redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
 if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
 redis.call('ZADD', K_LEASES, expires, tid)
@@ -382,7 +478,7 @@ redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- return
 refresh_status(best)
 return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
         redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ','),
-        explored}
+        explored, gold}
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not
@@ -404,7 +500,14 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
-# (learning.aggregation.ACCURACY_BOUNDS), ARGV[14] the UTC day of now (YYYY-MM-DD).
+# (learning.aggregation.ACCURACY_BOUNDS), ARGV[14] the UTC day of now (YYYY-MM-DD),
+# ARGV[15] the prefix of what a project learned of each expert (keys.expert_skill_prefix).
+# A counted label adds, per skill of the item ('_general' when untagged), to the expert's
+# labels 'n:', seconds 'sec:' and dollars 'usd:' there; on a gold item (a check, never
+# aggregated: body.gold) also to its gold answers 'gn:' and the right ones 'gr:'.
+# Spot check: a label that finishes a non-gold item alone sends the item back to the pool
+# for a second label when a draw from the item id's hash falls below the lease's
+# spot-check share ('rv', set by CLAIM); body.spot_check, item field 'rc'.
 # Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
 # label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
@@ -412,9 +515,36 @@ local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local fingerprint, k = ARGV[9], tonumber(ARGV[11])
 local accuracy_min, accuracy_max = tonumber(ARGV[12]), tonumber(ARGV[13])
 local day = ARGV[14]
+local P_SKILL = ARGV[15]
+
+-- The label in the expert's per-skill record (its skills and dollars as `charge` found
+-- them); on gold, whether it was right.
+local function learn_skill(eid, tags, usd, gold)
+  local skill = P_SKILL .. eid
+  for _, tag in ipairs(tags) do
+    redis.call('HINCRBY', skill, 'n:' .. tag, 1)
+    redis.call('HINCRBYFLOAT', skill, 'sec:' .. tag, seconds)
+    redis.call('HINCRBYFLOAT', skill, 'usd:' .. tag, usd)
+    if gold then
+      redis.call('HINCRBY', skill, 'gn:' .. tag, 1)
+      if label == gold then redis.call('HINCRBY', skill, 'gr:' .. tag, 1) end
+    end
+  end
+end
+
+-- Whether this only label of a finished item gets a second one (see above).
+local function spot_check(tkey, iid)
+  local share = tonumber(redis.call('HGET', tkey, 'rv')) or 0
+  if share <= 0 then return false end
+  local draw = tonumber(string.sub(redis.sha1hex(iid), 1, 8), 16) / 4294967296
+  if draw >= share then return false end
+  redis.call('HSET', P_ITEM .. iid, 'want', 2, 'wt', 2, 'rc', 1)
+  return true
+end
 
 -- Dollars, seconds and one label into the total and the breakdowns by expert, by skill
--- (an item requiring several skills counts under each) and by day; the dollars charged.
+-- (an item requiring several skills counts under each) and by day; the dollars charged
+-- and the item's skills ('_general' when untagged).
 local function charge(tkey, iid, eid)
   local usd = (tonumber(redis.call('HGET', tkey, 'rate')) or 0) * tonumber(seconds) / 3600
   redis.call('HINCRBYFLOAT', K_COUNTERS, 'spent_usd', usd)
@@ -427,7 +557,7 @@ local function charge(tkey, iid, eid)
     redis.call('HINCRBYFLOAT', KEYS[9], 'sec' .. part, seconds)
     redis.call('HINCRBY', KEYS[9], 'n' .. part, 1)
   end
-  return usd
+  return usd, tags
 end
 
 -- The one-coin vote over a single label (learning.aggregation.weighted_vote with one
@@ -471,7 +601,8 @@ if state == 'open' then
              'seconds', seconds, 'counted', 1, 'at', ARGV[5])
   redis.call('HSET', tkey, 'st', 'labeled', 'label', label)
   release_reservation(tkey)
-  body.charged_usd, body.day = charge(tkey, iid, eid), day
+  local usd, tags = charge(tkey, iid, eid)
+  body.charged_usd, body.day = usd, day
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. eid, tid)
   redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
@@ -486,11 +617,18 @@ if state == 'open' then
   if t[7] == '1' and not redis.call('ZSCORE', KEYS[7], iid) then
     redis.call('RPUSH', KEYS[8], iid)
   end
-  body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
-  -- A gold item learns its expert's accuracy from this label: aggregate.py does that.
   local gold = redis.call('HGET', P_ITEM .. iid, 'g')
-  body.aggregated = n_votes == 1 and (gold == false or gold == '')
-                    and vote_alone(iid, tonumber(t[6]), body.item_status)
+  if gold == '' then gold = false end
+  learn_skill(eid, tags, usd, gold)
+  body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
+  if gold then
+    body.gold, body.aggregated = true, true  -- a check: nothing to aggregate
+  else
+    if n_votes == 1 and body.item_status == 'labeled' and spot_check(tkey, iid) then
+      body.spot_check, body.item_status = true, refresh_status(iid)
+    end
+    body.aggregated = n_votes == 1 and vote_alone(iid, tonumber(t[6]), body.item_status)
+  end
   status = 201
 elseif state == 'labeled' then
   body.counted, body.reason = false, 'this task was already labeled (' .. t[5] .. ')'

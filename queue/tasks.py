@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import redis
 
 from taskrank.learning.aggregation import ACCURACY_BOUNDS
+from taskrank.learning.routing import NEEDS_GOLD
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.clock import now as clock_now
@@ -19,13 +20,16 @@ from taskrank.queue.exceptions import (
     LeaseNotOpenError,
     NoSuchTaskError,
 )
-from taskrank.queue.experts import best_experts_by_tag, fit_table
+from taskrank.queue.skills import GENERAL, Profile, best_experts_by_tag, load_profile
 from taskrank.queue.spend import add_expert_seconds, hours_on_day
 from taskrank.queue.validation import fail
 
 IDEMPOTENCY_TTL = 24 * 3600
 SWEEP_LIMIT = 100  # expired leases returned per claim; the periodic sweep does the rest
 CLAIM_PAGES = 8  # pages of `claim_depth` candidates read per pool set before giving up
+GOLD_REASON = ("gold check: an item whose answer the project knows, served in place of the "
+               "chosen one (strategy.qa: before real items of a skill, then at a share that "
+               "falls as the expert's accuracy posterior tightens);")
 EXPLORATION_REASON = ("exploration: drawn uniformly from the eligible pending pool, whatever "
                       "its priority (strategy.explore), so the model's blind spots get labels "
                       "and its accuracy has an unbiased estimate;")
@@ -71,10 +75,11 @@ def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
     refusal = _expert_refusal(r, expert, now)
     if refusal is not None:
         return refusal
-    answer = _run_claim(r, project, expert, depth, now)
+    profile = load_profile(r, project, expert)
+    answer = _run_claim(r, project, profile, depth, now)
     if answer[0] != "ok":
         return _claim_refusal(project, expert, answer)
-    return _task(expert, project["strategy"]["routing"], answer)
+    return _task(profile, project["strategy"]["routing"], answer)
 
 
 def _expert_refusal(r: redis.Redis, expert: dict, now: float) -> NoTask | None:
@@ -113,45 +118,61 @@ def _claim_refusal(project: dict, expert: dict, answer: list) -> NoTask:
                   "skill it lacks, was leased or labeled by it, or waits for a better fit)")
 
 
-def _run_claim(r: redis.Redis, project: dict, expert: dict, depth: int, now: float) -> list:
-    pid, eid = project["id"], expert["id"]
-    fits, general_fit = fit_table(expert)
+def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
+               now: float) -> list:
+    pid, expert = project["id"], profile.expert
+    eid = expert["id"]
+    fits, general_fit = profile.fits()
     strategy = project["strategy"]
     routing = strategy["routing"]
     pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
     budget = project["budget_usd"]
+    gated = profile.state == NEEDS_GOLD
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
-                                       K.claimed_clusters_key(pid), *pools], [
+                                       K.claimed_clusters_key(pid),
+                                       K.expert_skill_key(pid, eid),
+                                       K.working_experts_key(pid), *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
-        CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits), general_fit, SWEEP_LIMIT,
+        CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
+        "" if general_fit is None else general_fit, SWEEP_LIMIT,
         routing["holdback_seconds"], routing["holdback_margin"],
-        json.dumps(best_experts_by_tag(r) if routing["holdback_seconds"] > 0 else {}),
+        json.dumps(best_experts_by_tag(r, project, now)
+                   if routing["holdback_seconds"] > 0 else {}),
         strategy["explore"]["share"], strategy["explore"]["decay_labels"],
         strategy["diversity"]["factor"], expert["cost_per_hour"], routing["cost_exponent"],
-        "" if budget is None else budget])
+        "" if budget is None else budget, json.dumps(profile.table(profile.seconds)),
+        json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
+        json.dumps(profile.table(profile.gold_share)),
+        json.dumps(profile.table(profile.review_share))])
 
 
-def _task(expert: dict, routing: dict, answer: list) -> dict:
+def _task(profile: Profile, routing: dict, answer: list) -> dict:
     """The lease the CLAIM script granted, as the API shows it."""
-    tid, iid, priority, fit, value, payload, expires, tags, explored = answer[1:]
-    reason = _reason(expert, tags.split(",") if tags else [], float(priority), float(fit),
+    tid, iid, priority, fit, value, payload, expires, tags, explored, gold = answer[1:]
+    reason = _reason(profile, tags.split(",") if tags else [], float(priority), float(fit),
                      routing)
     if int(explored):
         reason = EXPLORATION_REASON + reason.partition(";")[2]
+    if int(gold):
+        reason = GOLD_REASON + reason.partition(";")[2]
     return {"id": tid, "item_id": iid, "payload": json.loads(payload) if payload else None,
             "priority": float(priority), "fit": float(fit),
             "value": float(value), "expires_at": rfc3339(expires),
             "exploration": bool(int(explored)), "reason": reason}
 
 
-def _reason(expert: dict, tags: list[str], priority: float, fit: float, routing: dict) -> str:
-    accuracy = expert["accuracy"]
+def _reason(profile: Profile, tags: list[str], priority: float, fit: float,
+            routing: dict) -> str:
+    index = {tag: i for i, tag in enumerate(profile.tags)}
+    post, cost = profile.posterior, profile.cost()
     basis = ", ".join(
-        f"{tag}: Beta({accuracy[tag]['alpha']:g}, {accuracy[tag]['beta']:g}) "
-        f"mean {accuracy[tag]['mean']:.3f}" for tag in (tags or ["_general"]))
+        f"{tag}: Beta({post.alpha[index[tag]]:g}, {post.beta[index[tag]]:g}) mean "
+        f"{post.mean[index[tag]]:.3f}, ${cost[index[tag]]:.2f} a label"
+        for tag in (tags or [GENERAL]) if tag in index)
     return (f"highest value among the eligible top of the queue: priority {priority:.4f} x "
             f"fit {fit:.3f}^{routing['fit_exponent']:g} / cost^{routing['cost_exponent']:g}; "
-            f"fit is the lowest accuracy posterior over the item's skills ({basis})")
+            f"fit is the lowest accuracy posterior over the item's skills, cost the hourly "
+            f"rate x the predicted seconds of its slowest ({basis})")
 
 
 def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds: float,
@@ -171,7 +192,8 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
                                     K.labeled_key(pid), K.explore_labels_key(pid),
                                     K.spend_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
-                   len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now)])
+                   len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now),
+                   K.expert_skill_prefix(pid)])
     answer = json.loads(raw)
     if answer["status"] == 404:
         raise NoSuchTaskError(f"no task '{tid}'")

@@ -6,13 +6,16 @@ file holding arrays ``X`` and ``y``. Prints test accuracy at 50/100/200/300
 labels and the area under the learning curve (AULC) per strategy, mean ± std over seeds;
 optionally writes the JSON result and a PNG of the learning curves.
 
-With ``--experts`` it replays labelling by simulated experts instead and compares label
-accuracy and cost under taskrank's routing, random assignment and an oracle.
+With ``--experts`` it replays labelling by simulated experts instead (a gold bank, spot
+checks, a cost per label) and compares label accuracy, right items per $1,000 and the share
+of labels spent on checks under taskrank's routing, random assignment and an oracle;
+``--strategy-file`` is then the project's strategy (``routing``, ``qa``, ``retrain``).
 
 With ``--http`` both replays run through a running server (``--url``, ``--token``; default
 TASKRANK_URL and TASKRANK_TOKEN, an admin token): the default strategy (or the
-``--strategy-file`` one) against the in-process replay of the same seeds, or the three
-routing arms; see ``scripts/simulate_http.py``. ``--http --cold`` lets the server pick from
+``--strategy-file`` one) against the in-process replay of the same seeds, or, with
+``--experts``, the taskrank arm routed by the server itself (random and oracle stay in
+process); see ``scripts/simulate_http.py``. ``--http --cold`` lets the server pick from
 the first label with the project's defaults, and judges it beside random and margin
 sampling with a plain LogisticRegression; ``--concurrent N`` has N experts label in
 parallel, never waiting for retrains; see ``scripts/simulate_cold.py``.
@@ -95,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(BUILTIN_STRATEGIES),
                         help="comma-separated strategies (default: all six)")
     parser.add_argument("--strategy-file", type=Path,
-                        help="JSON partial strategy, compared as 'candidate'")
+                        help="JSON partial strategy, compared as 'candidate'; with --experts "
+                             "the project's strategy (routing, qa, retrain)")
     parser.add_argument("--seeds", type=_count, default=5)
     parser.add_argument("--initial", type=_count, default=10, help="labels to start from")
     parser.add_argument("--batch", type=_count, default=10, help="labels per round")
@@ -124,10 +128,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     experts = parser.add_argument_group("simulated experts (--experts)")
     experts.add_argument("--experts", action="store_true", help="simulate expert routing")
     experts.add_argument("--n-labels", type=_count, default=1000)
-    experts.add_argument("--redundancy", type=_count, default=3)
+    experts.add_argument("--redundancy", type=_count, default=1,
+                         help="labels wanted per item (default 1)")
     experts.add_argument("--n-experts", type=_count, default=8)
     experts.add_argument("--n-domains", type=_count, default=4)
-    experts.add_argument("--gold", type=_share, default=0.0, help="share of gold items")
+    experts.add_argument("--gold", type=_share, default=0.05,
+                         help="gold bank: gold items (answers known) added to the pool, as a "
+                              "share of it, served only by taskrank's rule (default 0.05)")
     experts.add_argument("--overclaim", type=_share, default=0.25,
                          help="share of experts who overstate their skills")
     return _check_modes(parser.parse_args(argv))
@@ -177,19 +184,26 @@ def read_strategies(args: argparse.Namespace) -> dict:
             f"unknown strategies {unknown}; expected some of {list(BUILTIN_STRATEGIES)}"
         )
     strategies: dict = {name: name for name in names}
-    if args.strategy_file is not None:
-        try:
-            patch = json.loads(args.strategy_file.read_text())
-            strategies["candidate"] = Strategy.from_dict(patch)
-        except OSError as exc:
-            raise Unusable(
-                f"cannot read strategy file {args.strategy_file}: {exc.strerror}"
-            ) from None
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise Unusable(f"bad strategy file {args.strategy_file}: {exc}") from None
+    patch = read_strategy_file(args)
+    if patch is not None:
+        strategies["candidate"] = Strategy.from_dict(patch)
     if not strategies:
         raise Unusable("no strategy to simulate")
     return strategies
+
+
+def read_strategy_file(args: argparse.Namespace) -> dict | None:
+    """The partial strategy of --strategy-file (checked against the defaults), or None."""
+    if args.strategy_file is None:
+        return None
+    try:
+        patch = json.loads(args.strategy_file.read_text())
+        Strategy.from_dict(patch)
+    except OSError as exc:
+        raise Unusable(f"cannot read strategy file {args.strategy_file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise Unusable(f"bad strategy file {args.strategy_file}: {exc}") from None
+    return patch
 
 
 def _mean_std(values) -> str:
@@ -211,18 +225,31 @@ def learning_table(result: dict) -> str:
     return _format([header, *rows])
 
 
+ROUTING_COLUMNS = (  # figure, heading, format of its mean and std
+    ("accuracy", "label accuracy", "{:.3f}"),
+    ("correct_items", "correct items", "{:.1f}"),
+    ("cost", "cost (USD)", "{:.0f}"),
+    ("correct_per_1000_usd", "right items per $1,000", "{:.1f}"),
+    ("overhead_share", "overhead share", "{:.3f}"),
+    ("labels", "labels", "{:.0f}"),
+)
+GAP_NAMES = {"accuracy": "label accuracy", "correct_per_1000_usd": "right items per $1,000"}
+
+
 def routing_table(result: dict) -> str:
-    """Label accuracy, dollars spent and right items per $1,000, per routing arm."""
-    rows = [["arm", "label accuracy", "cost (USD)", "right items per $1,000", "labels"]]
+    """Per routing arm, mean ± std over seeds of each figure; then the share of the
+    random -> oracle gap taskrank closed, per figure."""
+    rows = [["arm", *(heading for _, heading, _ in ROUTING_COLUMNS)]]
     for arm, summary in result["arms"].items():
-        cost, per_usd = summary["cost"], summary.get("correct_per_1000_usd")
-        rows.append([arm, _mean_std(summary["accuracy"]["per_seed"]),
-                     f"{cost['mean']:.0f} ± {cost['std']:.0f}",
-                     "-" if per_usd is None else f"{per_usd['mean']:.1f} ± {per_usd['std']:.1f}",
-                     f"{summary['labels']['mean']:.0f}"])
-    gap = result["gap_closed"]
-    footer = "" if gap is None else f"\ngap closed by taskrank (random -> oracle): {gap:.0%}"
-    return _format(rows) + footer
+        rows.append([arm, *(f"{form.format(summary[key]['mean'])} ± "
+                            f"{form.format(summary[key]['std'])}" if key in summary else "-"
+                            for key, _, form in ROUTING_COLUMNS)])
+    lines = [_format(rows)]
+    for figure, closed in (result["gap_closed"] or {}).items():
+        share = "- (the oracle does not beat random)" if closed is None else f"{closed:.0%}"
+        lines.append(f"gap closed by taskrank (random -> oracle), "
+                     f"{GAP_NAMES.get(figure, figure)}: {share}")
+    return "\n".join(lines)
 
 
 def _format(rows: list[list[str]]) -> str:
@@ -267,13 +294,8 @@ def simulate(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, name: str) 
     if args.http:
         return simulate_over_http(args, X, y, name)
     if args.experts:
-        arms = 3 * args.seeds
-        with tqdm(total=arms, desc="routing", unit="run", disable=None) as bar:
-            result = simulate_routing(
-                X, y, n_domains=args.n_domains, n_experts=args.n_experts,
-                n_labels=args.n_labels, redundancy=args.redundancy, seeds=args.seeds,
-                gold=args.gold, overclaim=args.overclaim, random_state=args.random_state,
-                progress=bar.update)
+        with tqdm(total=3 * args.seeds, desc="routing", unit="run", disable=None) as bar:
+            result = simulate_routing(X, y, **_routing_settings(args), progress=bar.update)
         return {"dataset": name, **result}
     strategies = read_strategies(args)
     with tqdm(total=len(strategies) * args.seeds, desc="simulate", unit="curve",
@@ -284,21 +306,28 @@ def simulate(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, name: str) 
             dataset=name, progress=bar.update)
 
 
+def _routing_settings(args: argparse.Namespace) -> dict:
+    """The keyword arguments of a routing replay, in process or over HTTP."""
+    return {"n_domains": args.n_domains, "n_experts": args.n_experts,
+            "n_labels": args.n_labels, "redundancy": args.redundancy, "seeds": args.seeds,
+            "gold": args.gold, "overclaim": args.overclaim, "random_state": args.random_state,
+            "strategy": read_strategy_file(args)}
+
+
 def simulate_over_http(args: argparse.Namespace, X: np.ndarray, y: np.ndarray,
                        name: str) -> dict:
     """``--http``: the same replay through the server at ``--url``."""
     from taskrank.scripts import simulate_http
 
+    routing = _routing_settings(args) if args.experts else None  # a bad file: before the server
     client = server_client(args)
     with client:
         if args.experts:
-            with tqdm(total=3 * args.seeds, desc="routing (http)", unit="run",
+            # Three arms per seed in process, then the taskrank arm through the server.
+            with tqdm(total=4 * args.seeds, desc="routing (http)", unit="run",
                       disable=None) as bar:
-                return simulate_http.routing(
-                    client, X, y, n_domains=args.n_domains, n_experts=args.n_experts,
-                    n_labels=args.n_labels, redundancy=args.redundancy, seeds=args.seeds,
-                    gold=args.gold, overclaim=args.overclaim, random_state=args.random_state,
-                    dataset=name, wait=args.wait, progress=bar.update)
+                return simulate_http.routing(client, X, y, **routing, dataset=name,
+                                             wait=args.wait, progress=bar.update)
         candidate = read_strategies(args).get("candidate")
         patch = None if candidate is None else json.loads(args.strategy_file.read_text())
         if args.cold:
@@ -349,10 +378,10 @@ def report(result: dict, args: argparse.Namespace) -> str:
 
         return f"{learning_table(result)}\n{difference_lines(result)}"
     if args.experts:
-        parts = [f"through the server ({result['config']['url']}):", routing_table(result)]
-        for name, local in result["in_process"].items():
-            parts += [f"\nin process ({name.replace('_', ' ')}):", routing_table(local)]
-        return "\n".join(parts)
+        return "\n".join([
+            f"taskrank through the server ({result['config']['url']}), random and oracle in "
+            "process:", routing_table(result),
+            "\nall three arms in process (the same worlds):", routing_table(result["in_process"])])
     c = result["comparison"]
     per_seed = ", ".join(f"{d:+.4f}" for d in c["per_seed_difference"])
     verdict = "within" if c["within_budget"] else "OUTSIDE"

@@ -14,15 +14,21 @@ the seed, so the two draw different bootstrap committees; a twin replay in proce
 server's settings must match the server point for point, which tells a server fault from
 committee-seed noise.
 
-Routing (``--experts``): the worlds of ``simulate_routing``, seed for seed.  Items carry one
-flat supplied prediction, their skill-domain tag and the world's priority as ``boost`` (so
-every arm and the in-process replay rank items alike); experts declare their skills, answer
-with their true per-domain accuracy and ask ``tasks/next`` in the replay's seeded random
-order.  Arms: ``taskrank`` (the default routing), ``random`` (``fit_exponent`` 0: the asker
-gets the top eligible item), ``oracle`` (declared skills = true accuracies).  The server
-learns each expert's accuracy per skill from agreement as items finish; accuracy is that of
-its aggregated labels after one final retrain (which re-aggregates every item by
-Dawid-Skene), the only retrain of the run.
+Routing (``--experts``): the worlds of ``simulate_routing``, seed for seed, and the rule the
+server runs.  Per seed, a project at the server's defaults (the requested ``redundancy``, the
+``--strategy-file`` strategy if any); its items are the world's real items and its gold
+bank (``gold``: the answer; the server keeps them out of the pool and serves them itself as
+checks), each with one flat supplied prediction, its skill-domain tag and the world's
+priority as ``boost`` (so the server and the replay rank items alike).  Experts declare
+their skills and ``cost_per_hour`` (the world's rate), ask ``tasks/next`` in the replay's
+seeded random order, answer as the world says and report the label's true seconds in
+``seconds_spent``.  A 204 ``nothing_eligible`` (an item held back for a better expert at
+work) is asked again later; the run ends at ``n_labels`` labels (gold and spot checks
+included) or when every expert is refused for ``IDLE_ROUNDS`` rounds.  The server retrains
+at the strategy's cadence (Dawid-Skene re-aggregation feeds the posteriors), and once more
+at the end; the figures of ``_evaluate`` are then computed from its counted labels and
+aggregated labels.  Only the taskrank arm runs through the server: random and oracle (which
+pays nothing to learn) are the in-process replay's, on the same worlds.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
@@ -41,6 +48,7 @@ from taskrank.client import ApiError, Client, ClientError
 from taskrank.learning.aggregation import ACCURACY_BOUNDS
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker
+from taskrank.learning.routing import label_cost
 from taskrank.learning.simulate import (
     ROUTING_ARMS,
     arm_summary,
@@ -59,6 +67,11 @@ BOOST = 10.0  # lifts the initial items above any cold-start priority (density i
 POLL_SECONDS = 0.05
 INGEST_BATCH = 1000
 EXPORT_PAGE = 10_000
+# A 204 of tasks/next names its reason in this header (server/tasks.py); nothing_eligible
+# may pass (an item waits for a better expert at work), any other refusal does not.
+REASON_HEADER, NOTHING_ELIGIBLE = "Taskrank-Reason", "nothing_eligible"
+IDLE_ROUNDS = 3  # rounds in which every expert still asking was refused end a routing run
+IDLE_WAIT = 0.5  # seconds after such a round: past the server's expert caches (1 s default)
 Progress = Callable[[int], object] | None
 
 
@@ -277,118 +290,177 @@ class _SeedRun:
 # --- routing ------------------------------------------------------------------------------
 def routing(client: Client, X: np.ndarray, y: np.ndarray, n_domains: int, n_experts: int,
             n_labels: int, redundancy: int, seeds: int, gold: float, overclaim: float,
-            random_state: int, dataset: str, wait: float = 120.0,
-            progress: Progress = None) -> dict:
-    """The three routing arms through the server, next to the in-process replay."""
-    shared = dict(n_domains=n_domains, n_experts=n_experts, n_labels=n_labels,
-                  redundancy=redundancy, seeds=seeds, gold=gold, overclaim=overclaim,
-                  random_state=random_state)
-    library = simulate_routing(X, y, **shared)
-    # As the server routes by default: soft agreement credit, no hold-back (holdback_seconds 0).
-    as_served = simulate_routing(X, y, hold_back_margin=None, agreement="soft", **shared)
+            random_state: int, dataset: str, strategy: dict | None = None,
+            wait: float = 120.0, progress: Progress = None) -> dict:
+    """The taskrank arm through the server, random and oracle in process, on the worlds of
+    ``simulate_routing`` seed for seed; all three arms in process beside them."""
+    X, y = np.asarray(X, dtype=float), np.asarray(y)
+    library = simulate_routing(X, y, n_domains=n_domains, n_experts=n_experts,
+                               n_labels=n_labels, redundancy=redundancy, seeds=seeds,
+                               gold=gold, overclaim=overclaim, strategy=strategy,
+                               random_state=random_state, progress=progress)
     config = library["config"]
-    results = {arm: {"accuracy": [], "cost": [], "labels": [], "seconds": []}
-               for arm in ROUTING_ARMS}
+    served, details = defaultdict(list), []
     for index, seed in enumerate(_seed_list(random_state, seeds)):
-        world = make_world(np.asarray(X, dtype=float), np.asarray(y), config["pool"],
-                           n_domains, n_experts, gold, overclaim, seed)
-        for arm in ROUTING_ARMS:  # loop over arms; the same request order for each
-            pid = _new_pid("route", dataset, index, f"-{arm}")
-            outcome = _RoutingRun(client, world, pid, wait).run(
-                arm, redundancy, config["capacity"], n_labels, int(seed))
-            for key, number in outcome.items():
-                results[arm][key].append(number)
-            if progress is not None:
-                progress(1)
-    arms = {arm: arm_summary(r) for arm, r in results.items()}
-    return {"dataset": dataset, "config": {**config, "url": client.url}, "arms": arms,
-            "gap_closed": gap_closed(arms),
-            "in_process": {"library_defaults": _strip(library),
-                           "as_the_server_routes": _strip(as_served)}}
+        world = make_world(X, y, config["pool"], n_domains, n_experts, gold, overclaim, seed)
+        run = _RoutingRun(client, world, _new_pid("route", dataset, index), wait)
+        figures, detail = run.run(redundancy, config["capacity"], n_labels, int(seed), strategy)
+        for key, number in figures.items():
+            served[key].append(number)
+        details.append(detail)
+        if progress is not None:
+            progress(1)
+    arms = {"taskrank": arm_summary(served),
+            **{arm: library["arms"][arm] for arm in ROUTING_ARMS if arm != "taskrank"}}
+    return {"dataset": dataset, "config": {**config, "url": client.url,
+                                           "strategy_sent": strategy},
+            "arms": arms, "gap_closed": gap_closed(arms), "seeds_detail": details,
+            "in_process": {"arms": library["arms"], "gap_closed": library["gap_closed"]}}
 
 
-def _strip(result: dict) -> dict:
-    return {"arms": result["arms"], "gap_closed": result["gap_closed"]}
+def routing_figures(world, labels: np.ndarray, finals: dict[int, int],
+                    redundancy: int) -> dict:
+    """The figures of ``learning.simulate._evaluate`` from what the server holds.
+
+    ``labels`` (n_labels, 3): item, expert and answer of each counted label; ``finals``:
+    the server's aggregated label of each finished item.  Dollars are rate x true seconds
+    of every label; overhead is the labels on gold items plus the labels beyond
+    ``redundancy`` on real ones (spot checks); a real item not finished yet (its spot
+    check still pending) counts with the most frequent of its labels."""
+    labels = np.asarray(labels, dtype=np.intp).reshape(-1, 3)
+    items, experts = labels[:, 0], labels[:, 1]
+    n_items = world.truth.shape[0]
+    dollars = float(label_cost(world.rate[experts], world.label_seconds[experts, items]).sum())
+    real = ~world.gold[items]
+    per_item = np.bincount(items[real], minlength=n_items)
+    overhead = int((~real).sum()) + int(np.maximum(per_item - redundancy, 0).sum())
+    votes = np.zeros((n_items, world.n_classes))
+    np.add.at(votes, (items[real], labels[real, 2]), 1.0)
+    final = np.where(per_item > 0, votes.argmax(axis=1), -1)
+    for item, answer in finals.items():
+        final[item] = answer
+    scored = (final >= 0) & ~world.gold
+    hits = final[scored] == world.truth[scored]
+    right = int(hits.sum())
+    return {"accuracy": float(hits.mean()) if hits.size else float("nan"),
+            "correct_items": right, "cost": dollars,
+            "correct_per_1000_usd": 1000.0 * right / dollars if dollars else 0.0,
+            "overhead_share": overhead / labels.shape[0] if labels.size else 0.0,
+            "labels": int(labels.shape[0])}
 
 
 class _RoutingRun:
-    """One arm of one seed: a project, its experts, the asking loop, the final labels."""
+    """One seed of the taskrank arm: a project at the server's defaults, its experts, the
+    asking loop, the final aggregation."""
 
     def __init__(self, client: Client, world, pid: str, wait: float) -> None:
         self.client, self.world, self.pid, self.wait = client, world, pid, wait
         self.names = [str(c) for c in range(world.n_classes)]
         self.tags = [f"{pid}-d{d}" for d in range(world.true_acc.shape[1])]
         self.eids = [f"{pid}.e{e}" for e in range(world.true_acc.shape[0])]
+        self.refusals: dict[str, int] = defaultdict(int)  # 204s of tasks/next by reason
 
-    def run(self, arm: str, redundancy: int, capacity: int, n_labels: int, seed: int) -> dict:
+    def run(self, redundancy: int, capacity: int, n_labels: int, seed: int,
+            strategy: dict | None) -> tuple[dict, dict]:
+        """(the figures, what the server reported) of this seed."""
         started = time.perf_counter()
-        self._setup(arm, redundancy, n_labels)
+        self._setup(redundancy, strategy)
         given = self._ask(n_labels, capacity, check_random_state(seed))
-        accuracy = self._final_accuracy()
-        for eid in self.eids:  # retired, so they never count as someone's better expert
-            self.client.put(f"/v1/experts/{eid}", {"active": False})
-        cost = float(sum(self._label_dollars(item, e) for item, e in given))
-        return {"accuracy": accuracy, "cost": cost, "labels": len(given),
-                "seconds": time.perf_counter() - started}
+        for e in range(len(self.eids)):  # retired: never someone's better expert again
+            self._declare(e, active=False)
+        finals = self._final_labels()
+        labels = [(int(r["item_id"][1:]), self.eids.index(r["expert_id"]),
+                   self.names.index(r["label"])) for r in _export(self.client, self.pid)]
+        if len(labels) != len(given):
+            raise ClientError(f"{self.pid}: the server counted {len(labels)} labels, "
+                              f"{len(given)} were given")
+        spend = self.client.get(f"/v1/projects/{self.pid}/spend")
+        figures = routing_figures(self.world, np.array(labels), finals, redundancy)
+        items = np.array([item for item, _, _ in labels], dtype=np.intp)
+        return figures, {
+            "project": self.pid, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
+            "gold_labels": int(self.world.gold[items].sum()),
+            "server_spent_usd": spend["spent_usd"], "refusals": dict(self.refusals)}
 
-    def _label_seconds(self, item: int, e: int) -> float:
-        return float(self.world.seconds[e, self.world.domain[item]])
-
-    def _label_dollars(self, item: int, e: int) -> float:
-        return float(self.world.rate[e]) * self._label_seconds(item, e) / 3600.0
-
-    def _setup(self, arm: str, redundancy: int, n_labels: int) -> None:
+    def _declare(self, e: int, active: bool = True) -> None:
+        """The expert's declaration: the world's declared skills, capacity 1, its rate."""
         w = self.world
-        # No retrain before the final one: with flat predictions a retrain cannot reorder
-        # the queue, and one still running could overwrite the final aggregation.
-        strategy = {"retrain": {"every_labels": n_labels + 1}}
-        if arm == "random":
-            strategy["routing"] = {"fit_exponent": 0.0}
+        self.client.put(f"/v1/experts/{self.eids[e]}", {
+            "skills": {tag: float(level) for tag, level in zip(self.tags, w.declared[e],
+                                                                strict=True)},
+            "capacity": 1, "cost_per_hour": float(w.rate[e]), "active": active})
+
+    def _setup(self, redundancy: int, strategy: dict | None) -> None:
+        w = self.world
         self.client.post("/v1/projects", {"id": self.pid, "labels": self.names,
-                                          "redundancy": redundancy, "strategy": strategy})
-        levels = w.true_acc if arm == "oracle" else w.declared
-        for e, eid in enumerate(self.eids):
-            self.client.put(f"/v1/experts/{eid}", {
-                "skills": {tag: float(level) for tag, level in zip(self.tags, levels[e],
-                                                                    strict=True)},
-                "capacity": 1, "cost_per_hour": float(w.rate[e])})
+                                          "redundancy": redundancy,
+                                          **({} if strategy is None else {"strategy": strategy})})
+        for e in range(len(self.eids)):
+            self._declare(e)
         flat = [1.0 / w.n_classes] * w.n_classes  # ranks nothing: the boost orders the queue
+        # Gold items too: the server keeps them out of the pool and serves them as checks.
         _ingest(self.client, self.pid, [
             {"id": f"i{n}", "predictions": {"flat": flat}, "skills": [self.tags[w.domain[n]]],
-             "boost": float(w.priority[n]), **({"gold": self.names[w.truth[n]]}
-                                               if w.gold[n] else {})}
+             "boost": float(w.priority[n]),
+             **({"gold": self.names[w.truth[n]]} if w.gold[n] else {})}
             for n in range(w.truth.shape[0])])
 
+    def _next(self, e: int) -> tuple[dict | None, str]:
+        """The expert's next task, or None and the reason of the server's 204."""
+        answer = self.client.send("POST", f"/v1/projects/{self.pid}/tasks/next",
+                                  {"expert_id": self.eids[e]})
+        if answer.status not in (200, 204):
+            body = answer.body if isinstance(answer.body, dict) else {}
+            raise ApiError(answer.status, str(body.get("title", "")),
+                           str(body.get("detail", answer.body)), answer.body)
+        if answer.status == 204:
+            return None, answer.headers.get(REASON_HEADER.lower(), "")
+        return answer.body["task"], ""
+
     def _ask(self, n_labels: int, capacity: int, rng) -> list[tuple[int, int]]:
-        """Experts ask in random order until ``n_labels`` labels or nobody gets a task."""
-        given, done, refused = [], np.zeros(len(self.eids), dtype=int), set()
-        while len(given) < n_labels and len(refused) < len(self.eids):  # loop over requests
+        """Experts ask in the replay's seeded random order until ``n_labels`` labels (gold
+        and spot checks included), or until every expert still asking was refused
+        (``nothing_eligible``: items wait for a better expert at work) for ``IDLE_ROUNDS``
+        rounds in a row, each followed by ``IDLE_WAIT`` seconds.  An expert leaves at its
+        capacity (inactive, so no item waits for it) or on another refusal."""
+        given, done = [], np.zeros(len(self.eids), dtype=int)
+        asking, refused, idle = set(range(len(self.eids))), set(), 0
+        while len(given) < n_labels and asking:  # loop over requests
             e = int(rng.randint(len(self.eids)))
-            if e in refused:
+            if e not in asking:
                 continue
-            task = None if done[e] >= capacity else self.client.post(
-                f"/v1/projects/{self.pid}/tasks/next", {"expert_id": self.eids[e]})
-            if task is None:  # eligibility only shrinks: this expert is done
+            task, reason = self._next(e)
+            if task is None:
+                self.refusals[reason] += 1
+                if reason != NOTHING_ELIGIBLE:
+                    asking.discard(e)
+                    continue
                 refused.add(e)
+                if refused >= asking:
+                    idle, refused = idle + 1, set()
+                    if idle >= IDLE_ROUNDS:
+                        break
+                    time.sleep(IDLE_WAIT)
                 continue
-            item = int(task["task"]["item_id"][1:])
-            self.client.post(f"/v1/tasks/{task['task']['id']}/label",
-                             {"label": self.names[self.world.answers[e, item]],
-                              "seconds_spent": round(self._label_seconds(item, e), 1)})
+            refused, idle = set(), 0
+            item = int(task["item_id"][1:])
+            self.client.post(f"/v1/tasks/{task['id']}/label", {
+                "label": self.names[self.world.answers[e, item]],
+                "seconds_spent": float(self.world.label_seconds[e, item])})
             given.append((item, e))
             done[e] += 1
+            if done[e] >= capacity:
+                asking.discard(e)
+                self._declare(e, active=False)
         return given
 
-    def _final_accuracy(self) -> float:
-        """Accuracy of the server's aggregated labels on finished non-gold items, after a
+    def _final_labels(self) -> dict[int, int]:
+        """The server's aggregated label of each finished item (class index), after a
         retrain re-aggregated every item (Dawid-Skene over all labels)."""
         job = self.client.post(f"/v1/projects/{self.pid}/retrain")["job_id"]
         status = _wait("the final retrain", self.wait, lambda: {"finished", "failed"} & {
             self.client.get(f"/v1/jobs/{job}")["status"]})
         if "failed" in status:  # its Dawid-Skene step may not have run
             raise ClientError(f"the final retrain of {self.pid} failed: see GET /v1/jobs/{job}")
-        w = self.world
-        hits = [r["label"] == self.names[w.truth[int(r["item_id"][1:])]]
-                for r in _export(self.client, self.pid, aggregated=True)
-                if not w.gold[int(r["item_id"][1:])]]
-        return float(np.mean(hits)) if hits else float("nan")
+        return {int(r["item_id"][1:]): self.names.index(r["label"])
+                for r in _export(self.client, self.pid, aggregated=True)}

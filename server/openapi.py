@@ -75,7 +75,8 @@ TASK_ID = {"type": "string",
 JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
-STATUS = {"type": "string", "enum": ["pending", "leased", "labeled"]}
+# 'gold': an item with a known answer, served only as a check of experts, never pooled
+STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold"]}
 BUDGET = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD}),
              "US dollars the project's labels may cost; no task is served past it (null: "
              "no budget)")
@@ -107,6 +108,9 @@ def strategy(partial: bool) -> dict:
                      "refit_growth": num(0.01, 1000)},
         "explore": {"share": num(0, 1), "decay_labels": integer(1, 1_000_000)},
         "diversity": {"factor": num(0, 1)},
+        "qa": {"gold_rate": num(0, 1), "review_rate": num(0, 1),
+               "qualify": obj(() if partial else ("min_gold", "min_accuracy"), True,
+                              min_gold=integer(0, 1000), min_accuracy=num(0, 1))},
     }
     properties = {}
     for name, section in sections.items():
@@ -133,6 +137,34 @@ def some_weight_positive(partial: bool) -> dict:
     return {"anyOf": choices, "description": "at least one weight is positive" + (
         " once merged onto the defaults " + ", ".join(
             f"{name} {value:g}" for name, value in defaults.items()) if partial else "")}
+
+
+def skill_quality() -> dict:
+    """One (project, skill) of an expert's quality report (``queue/skills.py``)."""
+    share = nullable(num(0, 1))
+    schema = obj(
+        ("labels", "gold_answered", "gold_accuracy", "agreement", "accuracy",
+         "accuracy_interval", "hours", "dollars", "predicted_seconds", "status"),
+        labels=doc(integer(0), "counted labels"),
+        gold_answered=doc(integer(0), "gold items answered (checks, not counted labels)"),
+        gold_accuracy=doc(share, "share of gold items answered right (null: none yet)"),
+        agreement=doc(share, "share of its labels' worth that agreed with the aggregated "
+                             "label (Dawid-Skene over items with several labels; null: "
+                             "none yet)"),
+        accuracy=doc(num(0, 1), "learned accuracy: the Beta posterior's mean, from the "
+                                "declared level, gold answers and agreement"),
+        accuracy_interval=doc(array(num(0, 1), minItems=2, maxItems=2),
+                              "its 90 % credible interval [low, high]"),
+        hours=num(0), dollars=num(0),
+        predicted_seconds=doc(num(0), "predicted seconds of its next label"),
+        status=doc({"type": "string", "enum": ["qualified", "qualifying", "flagged"]},
+                   "the qualification gate (strategy.qa.qualify): qualifying while it "
+                   "answers its first min_gold gold items, flagged below min_accuracy (no "
+                   "real items of the skill)"),
+        reason=doc(TEXT, "why it is not qualified, with the numbers"))
+    # A verdict other than qualified always says why.
+    return {**schema, "if": {"properties": {"status": {"const": "qualified"}}},
+            "else": {"required": ["reason"]}}
 
 
 def schemas(max_items: int) -> dict:
@@ -164,8 +196,6 @@ def schemas(max_items: int) -> dict:
     label_answer = obj(("task_id", "item_id", "expert_id", "label", "counted"),
                        task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT, counted=BOOL,
                        item_status=nullable(STATUS), n_labels=nullable(integer(0)))
-    accuracy = obj(mean=num(0, 1), alpha=num(0), beta=num(0), agree=num(0),
-                   disagree=num(0))
     return {
         "Problem": obj(("type", "title", "status", "detail"),
                        type=TEXT, title=TEXT, status=integer(400, 599), detail=TEXT,
@@ -224,16 +254,26 @@ def schemas(max_items: int) -> dict:
                                  "additionalProperties": num(0, 1)},
                          capacity=integer(1, 10_000), cost_per_hour=num(0.01, 1e6),
                          active=BOOL, max_hours_per_day=MAX_HOURS),
-        "Expert": obj(("id", "skills", "capacity", "cost_per_hour", "active", "accuracy",
-                       "open_leases"),
+        "Expert": obj(("id", "skills", "capacity", "cost_per_hour", "active",
+                       "open_leases", "quality", "flagged"),
                       id=ID, skills={"type": "object", "additionalProperties": num(0, 1)},
                       capacity=integer(1), cost_per_hour=num(0), active=BOOL,
                       max_hours_per_day=MAX_HOURS,
-                      accuracy={"type": "object", "additionalProperties": accuracy},
                       created_at=TIME, updated_at=TIME,
                       open_leases=integer(0),
                       open_leases_by_project={"type": "object",
-                                              "additionalProperties": integer(1)}),
+                                              "additionalProperties": integer(1)},
+                      quality=doc({"type": "object", "additionalProperties": {
+                          "type": "object", "additionalProperties": ref("SkillQuality")}},
+                          "by project id, then skill tag (_general: untagged items): what "
+                          "the project learned of the expert; only projects and skills "
+                          "with a label, a gold answer or agreement evidence"),
+                      flagged=doc(array(ref("FlaggedSkill")),
+                                  "every skill the qualification gate flagged: no real "
+                                  "items of it until its learned accuracy rises")),
+        "SkillQuality": skill_quality(),
+        "FlaggedSkill": obj(("project_id", "skill", "reason"), project_id=ID, skill=TEXT,
+                            reason=TEXT),
         "NextTaskRequest": doc(obj(("expert_id",), True, expert_id=doc(
             ID, "the expert to lease for; an expert token may only name itself")),
             "An expert token may also send no body (or {}): it acts for itself. With a "
@@ -264,8 +304,9 @@ def schemas(max_items: int) -> dict:
                               n_labels=integer(0)), "with aggregated=true")]})),
         "Stats": obj(("project_id", "items", "open_leases", "labels"),
                      project_id=ID, open_leases=integer(0),
-                     items=obj(("total", "pending", "leased", "labeled"), total=integer(0),
-                               pending=integer(0), leased=integer(0), labeled=integer(0)),
+                     items=obj(("total", "pending", "leased", "labeled", "gold"),
+                               total=integer(0), pending=integer(0), leased=integer(0),
+                               labeled=integer(0), gold=integer(0)),
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),
@@ -395,12 +436,15 @@ OPERATIONS = [
      "An item with status, priority, breakdown and labels", None,
      {200: ("the item", "ItemView")}, (404,)),
     ("put", "/v1/experts/{eid}", "experts.put_one_expert",
-     "Declare an expert (skills, capacity, cost, daily hours); learned accuracy is kept",
+     "Declare an expert (skills, capacity, cost, daily hours); what projects learned of "
+     "it is kept",
      "ExpertPut",
      {201: ("created", "Expert"), 200: ("updated", "Expert")}, ()),
     ("get", "/v1/experts/{eid}", "experts.get_one_expert",
-     "An expert with learned accuracy per skill and open leases (an expert token: itself "
-     "only)", None, {200: ("the expert", "Expert")}, (404,)),
+     "An expert with open leases, its quality report per project and skill (gold "
+     "accuracy, agreement, learned accuracy with its interval, labels, hours, dollars, "
+     "gate status) and every flagged skill with the reason (an expert token: itself only)",
+     None, {200: ("the expert", "Expert")}, (404,)),
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
      "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
      {200: ("the lease, with the item's payload and the reason", "Lease"),
@@ -447,8 +491,10 @@ ERRORS = {
 # The operator web page (server/ui.py): HTML for browsers, documented when registered.
 # (method, path, endpoint, summary, {status: media type or None})
 PAGES = [
-    ("get", "/", "ui.index", "Operator page: every project's counts, model and queue top",
-     {200: "text/html"}),
+    ("get", "/", "ui.index", "Operator page: flagged experts with the reason, every "
+     "project's counts, model and queue top", {200: "text/html"}),
+    ("get", "/experts", "ui.experts_page", "Operator page of the experts: flagged skills "
+     "with the reason, each expert's quality per project and skill", {200: "text/html"}),
     ("get", "/projects/{pid}", "ui.project_page", "Operator page of one project",
      {200: "text/html", 404: "text/html", 422: "text/html"}),
     ("get", "/projects/{pid}/learning-curve.png", "ui.learning_curve_png",

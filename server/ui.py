@@ -1,4 +1,5 @@
-"""The operator web page: each project's counts, model quality, queue top and learning curve.
+"""The operator web page: each project's counts, model quality, queue top and learning curve;
+each expert's quality per project and skill, flagged skills with their reason.
 
 Browsers cannot attach a bearer header to a page load, so an operator pastes a platform or
 admin token into ``/login`` once.  The cookie it gets back holds only the token's SHA-256,
@@ -24,6 +25,7 @@ from taskrank.queue.dashboard import learning_curve, project_overview
 from taskrank.queue.exceptions import TaskrankError
 from taskrank.queue.projects import get_project, list_projects
 from taskrank.queue.quality import exploration_curve
+from taskrank.queue.quality_report import experts_quality
 from taskrank.queue.tokens import (
     Principal,
     authenticate,
@@ -104,7 +106,16 @@ def index() -> str:
     r = redis_client()
     overviews = [_with_terms(project_overview(r, project, INDEX_QUEUE))
                  for project in list_projects(r)]
-    return render_template("ui/index.html", overviews=overviews, rendered_at=_now())
+    return render_template("ui/index.html", overviews=overviews,
+                           flagged=_flagged(experts_quality(r)), rendered_at=_now())
+
+
+@bp.get("/experts")
+@operator_page
+def experts_page() -> str:
+    experts = experts_quality(redis_client())
+    return render_template("ui/experts.html", experts=experts, flagged=_flagged(experts),
+                           rendered_at=_now())
 
 
 @bp.get("/projects/<pid>")
@@ -172,6 +183,12 @@ def _with_terms(overview: dict) -> dict:
         for name, term in item["breakdown"].items():
             terms.setdefault(name, term["weight"])
     return {**overview, "terms": list(terms.items())}
+
+
+def _flagged(experts: list[dict]) -> list[dict]:
+    """Every flagged skill of every expert, as rows naming the expert."""
+    return [{"expert_id": entry["expert"]["id"], **flag}
+            for entry in experts for flag in entry["flagged"]]
 
 
 def _now() -> str:

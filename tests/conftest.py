@@ -8,6 +8,7 @@ import redis
 from taskrank.queue.connection import connect, connect_binary
 from taskrank.queue.embedded import EmbeddedRedis, free_port
 from taskrank.queue.settings import Settings
+from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.server import create_app
@@ -32,6 +33,7 @@ def r(settings: Settings) -> redis.Redis:
     """A decoded client on a database flushed before the test."""
     client = connect(settings)
     client.flushdb()
+    best_experts_cache.clear()  # what it holds came from the flushed data
     yield client
     client.close()
 

@@ -11,6 +11,11 @@ from taskrank.queue.projects import create_project, get_project
 
 SKILLS = [[], ["x"], ["y"], ["x", "y"]]
 
+# A project whose labels all go where the test sends them: no spot checks, no gate, no
+# hold-back (tests that count labels or retrains).
+NO_CHECKS = {"qa": {"review_rate": 0.0, "qualify": {"min_accuracy": 0.0}},
+             "routing": {"holdback_seconds": 0.0}}
+
 
 def tagged_project(r, n: int, seed: int, **settings: object) -> dict:
     """Project 'p' (labels a, b; retrains only when asked) with ``n`` items of 2-d features
@@ -44,7 +49,7 @@ def features_project(r, n: int = 300, every: int = 10, min_labels: int = 10,
     features, whose true class is the sign of x0 + x1, and expert 'e' (no skills, capacity
     1000); returns the items and the true class of each."""
     create_project(r, {"id": "p", "labels": ["a", "b"], "strategy": {
-        "retrain": {"every_labels": every, "min_labels": min_labels}}})
+        "retrain": {"every_labels": every, "min_labels": min_labels}, **NO_CHECKS}})
     items, truth = _features_pool(n, seed)
     for start in range(0, n, 1000):
         ingest(r, get_project(r, "p"), items[start:start + 1000])

@@ -1,8 +1,8 @@
 """The claim rule as ``learning.routing`` states it, read off a project's stored pool.
 
 The Lua claim (queue/lua.py) must lease an item this oracle rates best; the oracle only
-gathers arrays from Redis and calls ``eligible``, ``item_fit`` and ``value``, so it holds
-no copy of the rules.
+gathers arrays from Redis and calls ``eligible``, ``item_fit``, ``label_cost`` and
+``value``, so it holds no copy of the rules.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import NamedTuple
 import numpy as np
 import redis
 
-from taskrank.learning.routing import eligible, item_fit, value
+from taskrank.learning.routing import eligible, item_fit, label_cost, value
 from taskrank.queue import keys as K
-from taskrank.queue.experts import fit_table
+from taskrank.queue.skills import GENERAL, load_profile
 
 
 class Rated(NamedTuple):
@@ -41,13 +41,17 @@ def rate_pool(r: redis.Redis, project: dict, expert: dict) -> Rated:
     ids = sorted(r.smembers(K.items_key(pid)))
     rows = [r.hmget(K.item_key(pid, iid), "st", "s") for iid in ids]
     item_tags = [tags.split(",") if tags else [] for _, tags in rows]
-    fits, general = fit_table(expert)
+    profile = load_profile(r, project, expert)
+    fits, general = profile.fits()
+    seconds = profile.table(profile.seconds)
     universe = sorted({tag for tags in item_tags for tag in tags} | set(fits))
     mask = np.array([[tag in tags for tag in universe] for tags in item_tags],
                     dtype=bool).reshape(len(ids), len(universe))
     held = np.array([tag in fits for tag in universe], dtype=bool)
     # A tag the expert lacks makes the item ineligible, so its accuracy never counts.
-    fit = item_fit(np.array([fits.get(tag, 0.0) for tag in universe]), mask, default=general)
+    # Flagged on untagged items (general None): those are not eligible.
+    fit = item_fit(np.array([fits.get(tag, 0.0) for tag in universe]), mask,
+                   default=0.0 if general is None else general)
     seen = np.array([bool(r.sismember(K.item_key(pid, iid) + ":experts", eid)) for iid in ids],
                     dtype=bool)
     pending = np.array([status == "pending" for status, _ in rows], dtype=bool)
@@ -55,6 +59,10 @@ def rate_pool(r: redis.Redis, project: dict, expert: dict) -> Rated:
                    r.zcard(K.expert_leases_key(pid, eid)), expert["capacity"])
     priority = np.array([_live_priority(r, pid, iid, tags) for iid, tags in zip(ids, item_tags,
                                                                                 strict=True)])
-    worth = value(priority, fit, expert["cost_per_hour"], routing["fit_exponent"],
-                  routing["cost_exponent"])
-    return Rated(ids, may & pending, fit, worth)
+    # An item takes the predicted seconds of its slowest skill.
+    slowest = np.array([max((seconds.get(tag, seconds[GENERAL]) for tag in tags),
+                            default=seconds[GENERAL]) for tags in item_tags])
+    worth = value(priority, fit, label_cost(expert["cost_per_hour"], slowest),
+                  routing["fit_exponent"], routing["cost_exponent"])
+    open_to = may & pending & (mask.any(axis=1) | (general is not None))
+    return Rated(ids, open_to, fit, worth)

@@ -191,16 +191,23 @@ def concurrent_loops(target: Target, experts: list[str], seconds: float) -> list
 
 
 def integrity(r: redis.Redis, target: Target, leases: list[tuple[str, str, str]]) -> dict:
-    """Items leased more than once (redundancy 1: any repeat is a double lease), from the
-    task ids the clients got and from the label export."""
+    """Items leased, or labeled, more often than they want labels (redundancy 1, or 2 for
+    an item a spot check sent back: any more is a double lease), from the task ids the
+    clients got and from the label export."""
     by_item = collections.Counter(item for _, item, _ in leases)
     exported = export_labels(target)
     counted = collections.Counter(label["item_id"] for label in exported if label["counted"])
+    repeated = sorted({item for item, n in [*by_item.items(), *counted.items()] if n > 1})
+    pipe = r.pipeline(transaction=False)
+    for item in repeated:
+        pipe.hget(K.item_key(target.pid, item), "want")
+    want = dict(zip(repeated, (int(n or 1) for n in pipe.execute()), strict=True))
     return {"leases_seen": len(leases), "items_leased_twice": sum(
-                1 for n in by_item.values() if n > 1),
+                1 for item, n in by_item.items() if n > want.get(item, 1)),
             "distinct_tasks": len({tid for tid, _, _ in leases}),
             "labels_exported": len(exported), "counted_labels": sum(counted.values()),
-            "items_labeled_twice": sum(1 for n in counted.values() if n > 1)}
+            "items_labeled_twice": sum(1 for item, n in counted.items() if n > want.get(item, 1)),
+            "spot_checked": sum(1 for n in want.values() if n > 1)}
 
 
 def _summed(reports: list[dict]) -> dict:

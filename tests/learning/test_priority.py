@@ -37,10 +37,15 @@ def test_default_strategy_is_the_design_dict():
         "density": 0.0,
     }
     assert DEFAULT_STRATEGY_DICT["routing"] == {
-        "fit_exponent": 1.0,
-        "cost_exponent": 0.0,
-        "holdback_seconds": 0.0,
+        "fit_exponent": 3.0,
+        "cost_exponent": 1.0,
+        "holdback_seconds": 300.0,
         "holdback_margin": 0.1,
+    }
+    assert DEFAULT_STRATEGY_DICT["qa"] == {
+        "gold_rate": 0.05,
+        "review_rate": 0.02,
+        "qualify": {"min_gold": 3, "min_accuracy": 0.5},
     }
     assert DEFAULT_STRATEGY_DICT["redundancy"] == {
         "adaptive": False,

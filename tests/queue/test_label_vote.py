@@ -52,11 +52,22 @@ def test_an_expert_below_chance_is_left_to_python(r, settings):
     assert r.zscore(K.labeled_key("p"), "i0") == 0
 
 
-def test_a_gold_item_still_teaches_its_expert(r, settings):
-    """A gold item's only label goes through aggregate.py, which credits the expert."""
-    answer, _ = _labeled_once(r, settings, ["a", "b"], {}, "a", gold="a")
-    assert answer["aggregated"] is False
-    assert load_expert(r, "e")["accuracy"]["_general"]["agree"] == 1.0
+def test_a_gold_item_is_served_first_and_teaches_its_expert(r, settings):
+    """Before real items of a skill, the qualification gate serves a gold item in place of
+    the chosen one; its label is recorded as a check (right or wrong), not aggregated."""
+    create_project(r, {"id": "p", "labels": ["a", "b"]})
+    project = get_project(r, "p")
+    ingest(r, project, [{"id": "i0", "predictions": {"m": [0.5, 0.5]}, "gold": "a"},
+                        {"id": "i1", "predictions": {"m": [0.5, 0.5]}}])
+    put_expert(r, "e", {"skills": {}})
+    task = tasks.claim(r, project, load_expert(r, "e"), depth=8)
+    assert task["item_id"] == "i0" and task["reason"].startswith("gold check")
+    status, answer = tasks.submit_label(r, project, task["id"], "b", 1.0)
+    assert status == 201 and answer["gold"] is True and answer["aggregated"] is True
+    after_label(r, project, answer, settings)
+    assert r.hmget(K.expert_skill_key("p", "e"), "gn:_general", "gr:_general") == ["1", None]
+    assert r.hget(K.item_key("p", "i0"), "st") == "gold"
+    assert tasks.claim(r, project, load_expert(r, "e"), depth=8)["item_id"] == "i1"
 
 
 def test_a_second_label_is_aggregated_in_python(r, settings):

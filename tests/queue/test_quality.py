@@ -18,12 +18,13 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.quality import CV_BASIS, EXPLORATION_BASIS, exploration_curve
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import model_inputs, stored_item
+from tests.pools import NO_CHECKS
 
 
 def _setup(r, n=200, seed=0):
     """Project 'p' over 2-d items whose true class is the sign of x0 + x1; expert 'e'."""
     create_project(r, {"id": "p", "labels": ["a", "b"], "strategy": {
-        "retrain": {"every_labels": 1000, "min_labels": 10}}})
+        "retrain": {"every_labels": 1000, "min_labels": 10}, **NO_CHECKS}})
     X = np.random.default_rng(seed).normal(size=(n, 2))
     ingest(r, get_project(r, "p"), [{"id": f"i{i}", "features": X[i].round(4).tolist()}
                                     for i in range(n)])
@@ -160,7 +161,7 @@ def test_real_exploration_claims_feed_the_unbiased_estimate(r, settings, run_job
     """With strategy.explore.share 1, every claim after the first model is drawn by CLAIM
     itself (no test marking): its labels reach GET /model's exploration block."""
     truth = _setup(r)
-    update_project(r, "p", {"strategy": {"explore": {"share": 1.0}}})
+    update_project(r, "p", {"strategy": {"explore": {"share": 1.0}, **NO_CHECKS}})
     _train(r, settings, run_jobs, truth)
     explored = []
     for _ in range(12):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import defaultdict
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect
-from taskrank.queue.experts import best_experts_cache, load_expert, put_expert
+from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
+from taskrank.queue.skills import best_experts_cache, load_profile
+from tests.pools import NO_CHECKS
 
 TAGS = ["cardio", "neuro", "onco"]
 
@@ -74,29 +77,36 @@ def test_eligibility_and_capacity_hold_under_16_concurrent_experts(r, settings):
 
 
 def test_learned_skills_route_strong_tag_first(r, settings):
-    """An expert accurate on cardio and poor on neuro learns so from gold items and is then
-    routed cardio items before neuro items."""
-    project = _project(r, routing={"fit_exponent": 0.0})  # phase 1: routing ignores fit
-    truth = {f"i{i}": "yes" if i % 3 else "no" for i in range(200)}
-    items = _items(200, lambda i: [TAGS[i % 2]], lambda i: truth[f"i{i}"])
+    """An expert accurate on cardio and poor on neuro learns so from the gold items it is
+    served, and is then routed cardio items before neuro items."""
+    # phase 1: routing ignores fit and cost (labels of 1 s would make the first skill
+    # labelled look far cheaper than one with no reported times yet)
+    project = _project(r, routing={"fit_exponent": 0.0, "cost_exponent": 0.0},
+                       qa={"gold_rate": 1.0, "qualify": {"min_accuracy": 0.0}})
+    truth = {f"g{i}": "yes" if i % 3 else "no" for i in range(120)}
+    items = _items(200, lambda i: [TAGS[i % 2]])
     for i, item in enumerate(items):  # distinct priorities that interleave the two tags
         item["predictions"]["m"] = [0.5 + i / 1000, 0.5 - i / 1000]
-    ingest(r, project, items)
+    gold = [{"id": gid, "predictions": {"m": [0.5, 0.5]}, "skills": [TAGS[i % 2]],
+             "gold": truth[gid]} for i, gid in enumerate(truth)]
+    ingest(r, project, items + gold)
     put_expert(r, "dr", {"skills": {"cardio": 0.7, "neuro": 0.7}, "capacity": 1})
     rng = random.Random(1)
     accuracy = {"cardio": 0.95, "neuro": 0.35}
     for _ in range(80):
-        expert = load_expert(r, "dr")
-        task = tasks.claim(r, project, expert, depth=32)
-        tag = r.hget(K.item_key("p", task["item_id"]), "s")
+        task = tasks.claim(r, project, load_expert(r, "dr"), depth=32)
+        iid = task["item_id"]
+        tag = r.hget(K.item_key("p", iid), "s")
         right = rng.random() < accuracy[tag]
-        answer = truth[task["item_id"]] if right else ("no" if truth[task["item_id"]] == "yes"
-                                                       else "yes")
+        answer = truth.get(iid, "yes") if right else ("no" if truth.get(iid) == "yes" else "yes")
         status, body = tasks.submit_label(r, project, task["id"], answer, 1.0)
         after_label(r, project, body, settings)
-    learned = load_expert(r, "dr")["accuracy"]
-    assert learned["cardio"]["mean"] > 0.85 and learned["neuro"]["mean"] < 0.55
-    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0}}})
+    profile = load_profile(r, project, load_expert(r, "dr"))
+    learned = profile.table(profile.posterior.mean)
+    assert learned["cardio"] > 0.85 and learned["neuro"] < 0.55
+    project, _ = update_project(r, "p", {"strategy": {"routing": {"fit_exponent": 4.0,
+                                                                  "cost_exponent": 0.0},
+                                                      "qa": {"gold_rate": 0.0}}})
     expert = load_expert(r, "dr")
     next_tags = []
     for _ in range(10):
@@ -141,7 +151,8 @@ def test_redundancy_three_gives_three_distinct_experts(r, settings):
 
 def _adaptive_run(r, settings, stop_confidence, answer):
     project = _project(r, wanted=3, redundancy={"adaptive": True, "max_labels": 4,
-                                                "stop_confidence": stop_confidence})
+                                                "stop_confidence": stop_confidence},
+                       **NO_CHECKS)
     ingest(r, project, _items(20, lambda i: []))
     for j in range(6):
         put_expert(r, f"e{j}", {"skills": {}, "capacity": 1})
@@ -180,9 +191,54 @@ def test_hold_back_keeps_an_item_for_the_better_expert(r, settings):
     ingest(r, project, _items(1, lambda i: ["onco"]))
     put_expert(r, "junior", {"skills": {"onco": 0.6}, "capacity": 2})
     put_expert(r, "senior", {"skills": {"onco": 0.95}, "capacity": 2})
+    r.zadd(K.working_experts_key("p"), {"senior": time.time()})  # the senior is working
     best_experts_cache.clear()
     assert tasks.claim(r, project, load_expert(r, "junior"), depth=8) is None
     assert tasks.claim(r, project, load_expert(r, "senior"), depth=8)["item_id"] == "i0"
     later = tasks.claim(r, get_project(r, "p"), load_expert(r, "junior"), depth=8)
     assert later is None  # the only item is leased now
     best_experts_cache.clear()
+
+
+def test_a_spammer_gets_under_5_percent_of_real_items_after_200_labels(r, settings):
+    """8 experts at project defaults (redundancy 1, gold 5 % of the pool; no hold-back,
+    see below): the spammer
+    declares 0.9, answers at chance (1/k), and is the cheapest and fastest of them, so
+    cost steering favours it.  Once 200 labels are in, it gets under 5 % of the real items
+    the next 400 claims hand out."""
+    labels = ["w", "x", "y", "z"]
+    # No hold-back: what it turns away depends on how fresh its cached view of the best
+    # experts is (wall time), and it is not what keeps a spammer out (the spammer is the
+    # best value per dollar it knows of until the gate flags it).
+    create_project(r, {"id": "p", "labels": labels,
+                       "strategy": {"routing": {"holdback_seconds": 0}}})
+    project = get_project(r, "p")
+    rng = random.Random(7)
+    truth = {f"i{n}": rng.choice(labels) for n in range(800)}
+    truth.update({f"g{n}": rng.choice(labels) for n in range(40)})
+    ingest(r, project, [{"id": iid, "predictions": {"m": [0.25] * 4}, "skills": ["t"],
+                         **({"gold": answer} if iid.startswith("g") else {})}
+                        for iid, answer in truth.items()])
+    experts = {f"e{n}": (0.8 + 0.02 * n, 100.0 + 15 * n, 120.0) for n in range(7)}
+    experts["spam"] = (1 / len(labels), 50.0, 30.0)  # accuracy, $ per hour, seconds
+    for eid, (accuracy, rate, _) in experts.items():
+        put_expert(r, eid, {"skills": {"t": 0.9 if eid == "spam" else accuracy},
+                            "capacity": 1, "cost_per_hour": rate})
+    spam_real, real = 0, 0
+    for n in range(600):
+        eid = rng.choice(sorted(experts))
+        task = tasks.claim(r, project, load_expert(r, eid), depth=32)
+        if task is None:
+            continue
+        iid = task["item_id"]
+        accuracy, _, seconds = experts[eid]
+        right = rng.random() < accuracy
+        answer = truth[iid] if right else rng.choice([c for c in labels if c != truth[iid]])
+        status, body = tasks.submit_label(r, project, task["id"], answer, seconds)
+        assert status == 201
+        after_label(r, project, body, settings)
+        if n >= 200 and iid.startswith("i"):
+            real += 1
+            spam_real += eid == "spam"
+    assert real > 300
+    assert spam_real / real < 0.05, (spam_real, real)

@@ -57,16 +57,43 @@ def test_simulate_reads_npz(tmp_path, capsys):
 
 
 def test_simulate_experts_table_and_json(tmp_path, capsys):
-    """--experts replays simulated experts and reports accuracy and cost per arm."""
+    """--experts replays simulated experts at redundancy 1 with a 5 % gold bank and prints
+    every figure per arm and both gap-closed shares."""
     out = tmp_path / "routing.json"
     code = main(["digits", "--experts", "--seeds", "1", "--n-labels", "150", "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
-    for arm in ("taskrank", "random", "oracle"):
-        assert arm in table
+    header = table.splitlines()[0]
+    for heading in ("label accuracy", "correct items", "cost (USD)", "right items per $1,000",
+                    "overhead share", "labels"):
+        assert heading in header
+    assert [line.split()[0] for line in table.splitlines()[1:4]] == ["taskrank", "random",
+                                                                      "oracle"]
     result = json.loads(out.read_text())
-    assert set(result["arms"]) == {"taskrank", "random", "oracle"}
+    closed = result["gap_closed"]
+    assert f"label accuracy: {closed['accuracy']:.0%}" in table
+    assert f"right items per $1,000: {closed['correct_per_1000_usd']:.0%}" in table
+    assert (result["config"]["redundancy"], result["config"]["gold"]) == (1, 0.05)
     assert result["arms"]["oracle"]["labels"]["mean"] == 150
+    assert result["arms"]["taskrank"]["overhead_share"]["mean"] > 0
+
+
+def test_simulate_experts_strategy_file_is_the_projects_strategy(tmp_path, capsys):
+    """--experts --strategy-file: the partial strategy is merged onto the defaults and
+    routes the replay (a flat value rule with no checks: taskrank picks as random does)."""
+    spec, out = tmp_path / "strategy.json", tmp_path / "routing.json"
+    spec.write_text(json.dumps({"routing": {"fit_exponent": 0, "cost_exponent": 0,
+                                            "holdback_seconds": 0},
+                                "qa": {"gold_rate": 0, "review_rate": 0,
+                                       "qualify": {"min_gold": 0, "min_accuracy": 0}}}))
+    code = main(["digits", "--experts", "--seeds", "1", "--n-labels", "100",
+                 "--strategy-file", str(spec), "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["config"]["strategy"]["routing"]["fit_exponent"] == 0.0
+    assert result["config"]["strategy"]["routing"]["holdback_margin"] == 0.1  # a default
+    assert result["arms"]["taskrank"] == result["arms"]["random"]
+    assert "- (the oracle does not beat random)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -81,6 +108,8 @@ def test_simulate_experts_table_and_json(tmp_path, capsys):
         (["iris", "--test-size", "1.5"], "--test-size"),
         (["iris", "--experts", "--redundancy", "9"], "redundancy (9) exceeds n_experts"),
         (["iris", "--strategy-file", "nowhere.json"], "cannot read strategy file"),
+        (["iris", "--experts", "--strategy-file", "nowhere.json"], "cannot read strategy file"),
+        (["iris", "--experts", "--gold", "1"], "--gold"),
         (["iris", "--json", "no/such/dir/out.json"], "no/such/dir"),
     ],
 )
@@ -95,13 +124,16 @@ def test_simulate_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [("{not json", "bad strategy file"), ('{"weights": {"novelty": 1}}', "weights.novelty")],
+    [("{not json", "bad strategy file"), ('{"weights": {"novelty": 1}}', "weights.novelty"),
+     ('{"routing": {"holdback_margin": 2}}', "routing.holdback_margin"),
+     ("[1]", "strategy must be an object")],
 )
-def test_simulate_bad_strategy_file(tmp_path, capsys, content, needle):
+@pytest.mark.parametrize("experts", [[], ["--experts"]])
+def test_simulate_bad_strategy_file(tmp_path, capsys, content, needle, experts):
     """A strategy file that is not JSON or not a valid partial strategy exits 2."""
     spec = tmp_path / "strategy.json"
     spec.write_text(content)
-    assert main(["iris", "--strategy-file", str(spec)]) == 2
+    assert main(["iris", *experts, "--strategy-file", str(spec)]) == 2
     assert needle in capsys.readouterr().err
 
 

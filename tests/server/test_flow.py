@@ -36,7 +36,8 @@ def test_label_is_counted_and_exported(client, auth):
     item = client.get(f"/v1/projects/p1/items/{task['item_id']}", headers=auth("platform")).json
     assert item["status"] == "labeled" and item["aggregated"]["label"] == "pos"
     stats = client.get("/v1/projects/p1/stats", headers=auth("platform")).json
-    assert stats["items"] == {"total": 3, "pending": 2, "leased": 0, "labeled": 1}
+    assert stats["items"] == {"total": 3, "pending": 2, "leased": 0, "labeled": 1,
+                              "gold": 0}
     assert stats["labels"]["counted"] == 1 and stats["labels"]["last_hour"] == 1
 
 

@@ -16,6 +16,7 @@ from werkzeug.serving import make_server
 from taskrank.queue import keys as K
 from taskrank.server.ui import COOKIE, LOGIN_SECONDS
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
+from tests.server.test_expert_quality import answer_gold_wrong, setup_project
 
 HOSTILE_LABEL = "<b>bold</b>"
 
@@ -157,7 +158,8 @@ def test_user_text_is_escaped(client, tokens, projects):
     assert HOSTILE_LABEL not in html and escape(HOSTILE_LABEL) in html
 
 
-@pytest.mark.parametrize("path", ["/", "/projects/p1", "/projects/p1/learning-curve.png"])
+@pytest.mark.parametrize("path", ["/", "/experts", "/projects/p1",
+                                  "/projects/p1/learning-curve.png"])
 def test_without_login_the_page_redirects_to_the_login_form(client, projects, path):
     """No cookie and no bearer header: a redirect to /login that comes back to the page."""
     response = client.get(path)
@@ -235,7 +237,7 @@ def test_unknown_project_is_a_404_page(client, tokens):
 def test_pages_forbid_scripts_and_framing(client, tokens):
     """Every page carries a CSP without scripts, no framing, and no caching."""
     login(client, tokens["platform"])
-    for path in ("/", "/login"):
+    for path in ("/", "/experts", "/login"):
         headers = client.get(path).headers
         assert "script-src" not in headers["Content-Security-Policy"]
         assert "default-src 'none'" in headers["Content-Security-Policy"]
@@ -321,3 +323,109 @@ def test_page_shows_exploration_accuracy_beside_cv_and_says_which_is_biased(
     response = client.get(f"/projects/{explored}/learning-curve.png")
     assert response.status_code == 200 and response.data.startswith(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "curve.png").write_bytes(response.data)
+
+
+class QualityRows(HTMLParser):
+    """The ``data-field`` cells of each expert's quality rows, and the flagged rows."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.rows: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+        self.flagged: list[dict[str, str]] = []
+        self._expert: str | None = None
+        self._row: tuple[str, str, str] | None = None
+        self._field: str | None = None
+        self._in_flagged = False
+        self._cells: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table" and a.get("data-table") == "quality":
+            self._expert = a["data-expert"]
+        elif a.get("data-table") == "flagged":
+            self._in_flagged = True
+        elif tag == "tr" and self._expert and "data-skill" in a:
+            self._row = (self._expert, a["data-project"], a["data-skill"])
+        elif tag == "tr" and self._in_flagged and "data-skill" in a:
+            self._cells = []
+        elif tag == "td" and self._cells is not None:
+            self._cells.append("")
+        if tag == "td" and self._row and "data-field" in a:
+            self._field = a["data-field"]
+            self.rows[self._row][self._field] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._field = None
+        elif tag == "tr" and self._cells is not None:
+            self.flagged.append(dict(zip(("expert_id", "project_id", "skill", "reason"),
+                                         self._cells, strict=True)))
+            self._cells = None
+        elif tag == "tr":
+            self._row = None
+        elif tag == "table":
+            self._expert = None
+        elif tag == "section":
+            self._in_flagged = False
+
+    def handle_data(self, data: str) -> None:
+        if self._field:
+            self.rows[self._row][self._field] += data.strip()
+        elif self._cells is not None and self._cells:
+            self._cells[-1] += data.strip()
+
+
+def api_quality_rows(client, auth, eid: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """What GET /v1/experts/{eid} reports per project and skill, as the page prints it."""
+    expert = client.get(f"/v1/experts/{eid}", headers=auth("platform")).json
+    rows = {}
+    for pid, skills in expert["quality"].items():
+        for tag, q in skills.items():
+            low, high = q["accuracy_interval"]
+            rows[(eid, pid, tag)] = {
+                "status": q["status"], "gold_answered": str(q["gold_answered"]),
+                **{name: "—" if q[name] is None else str(q[name])
+                   for name in ("gold_accuracy", "agreement")},
+                "accuracy": f"{q['accuracy']} [{low}, {high}]", "labels": str(q["labels"]),
+                "hours": str(q["hours"]), "dollars": f"{q['dollars']:.2f}",
+                **({"reason": q["reason"]} if "reason" in q else {})}
+    return rows
+
+
+@pytest.fixture
+def rated(client, auth) -> dict:
+    """e1 flagged on cardio in p1 (3 wrong gold answers) and qualifying in p2 (1); e2
+    declared, never at work."""
+    setup_project(client, auth, min_accuracy=0.9)
+    answer_gold_wrong(client, auth, 3)
+    setup_project(client, auth, min_accuracy=0.9, pid="p2")
+    answer_gold_wrong(client, auth, 1, pid="p2")
+    make_expert(client, auth, "e2")
+    return client.get("/v1/experts/e1", headers=auth("platform")).json
+
+
+def test_experts_page_shows_each_experts_quality_as_the_api_reports(client, auth, tokens,
+                                                                    rated):
+    """Every (expert, project, skill) row holds the API's numbers, status and reason; an
+    expert with no record says so."""
+    login(client, tokens["platform"])
+    response = client.get("/experts")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    page = QualityRows(html)
+    assert page.rows == {**api_quality_rows(client, auth, "e1"),
+                         **api_quality_rows(client, auth, "e2")}
+    assert {row["status"] for row in page.rows.values()} == {"flagged", "qualifying"}
+    assert 'id="expert-e2"' in html and "No label, gold answer or agreement" in html
+
+
+@pytest.mark.parametrize("path", ["/", "/experts"])
+def test_flagged_skills_and_their_reason_are_shown_first(client, tokens, rated, path):
+    """The project list and the experts page show every flagged skill and its reason
+    before any project or expert."""
+    login(client, tokens["platform"])
+    html = client.get(path).get_data(as_text=True)
+    expected = [{"expert_id": "e1", **flag} for flag in rated["flagged"]]
+    assert len(expected) == 1 and QualityRows(html).flagged == expected
+    assert html.index('data-table="flagged"') < html.index('<section class="card" id=')
