@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app
 
-from taskrank.learning.priority import MAX_WEIGHT
+from taskrank.learning.priority import DEFAULT_STRATEGY_DICT, MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
+from taskrank.queue.labels import (
+    AGGREGATED_CURSOR_FORMAT,
+    LOG_CURSOR,
+    LOG_CURSOR_FORMAT,
+)
 from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
 from taskrank.queue.tasks import NO_TASK_REASONS
 from taskrank.queue.validation import MAX_JOB_ID
@@ -113,10 +118,25 @@ def strategy(partial: bool) -> dict:
             properties[name] = section
         else:
             properties[name] = obj(() if partial else tuple(section), True, **section)
+    properties["weights"] |= some_weight_positive(partial)
     schema = obj(() if partial else tuple(properties), True, **properties)
     schema["description"] = ("A partial strategy merged onto the defaults; an unknown key is "
                              "a 422 naming it." if partial else "The project's full strategy.")
     return schema
+
+
+def some_weight_positive(partial: bool) -> dict:
+    """The rule that not every weight is 0 (the priority would rank nothing).  A partial
+    strategy is merged onto the defaults, so a weight it leaves out keeps its default."""
+    defaults = DEFAULT_STRATEGY_DICT["weights"]
+    choices = [{"required": [name], "properties": {name: {"exclusiveMinimum": 0}}}
+               for name in defaults]
+    if partial:
+        choices += [{"not": {"required": [name]}} for name, value in defaults.items()
+                    if value > 0]
+    return {"anyOf": choices, "description": "at least one weight is positive" + (
+        " once merged onto the defaults " + ", ".join(
+            f"{name} {value:g}" for name, value in defaults.items()) if partial else "")}
 
 
 def skill_quality() -> dict:
@@ -162,9 +182,9 @@ def schemas(max_items: int) -> dict:
                   backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
                                             "change started (GET /v1/jobs/{jid})"))
     probabilities = array(num(0, 1 + SUM_TOLERANCE), minItems=2,
-                          description="one probability per project label, in label order; "
-                                      f"summing to 1 within {SUM_TOLERANCE} (then "
-                                      "renormalised)")
+                          description="one probability per project label (as many as the "
+                                      "project's labels), in label order; summing to 1 "
+                                      f"within {SUM_TOLERANCE} (then renormalised)")
     item_view = obj(("id", "status", "priority", "breakdown"),
                     id=ID, status=STATUS, priority=num(), skills=array(ID),
                     breakdown={"type": "object", "additionalProperties": obj(
@@ -199,16 +219,34 @@ def schemas(max_items: int) -> dict:
         "Project": project,
         "ProjectList": obj(("projects",), projects=array(ref("Project"))),
         "Item": {**obj(("id",), True, id=ID,
-                       predictions={"type": "object", "maxProperties": MAX_MODELS,
-                                    "propertyNames": ID,
-                                    "additionalProperties": probabilities},
-                       features=array(num(-1e12, 1e12), minItems=1, maxItems=4096),
+                       predictions=doc(nullable({
+                           "type": "object", "maxProperties": MAX_MODELS, "propertyNames": ID,
+                           "additionalProperties": probabilities}),
+                           "model name -> probabilities (null or {}: none)"),
+                       features=doc(nullable(array(num(-1e12, 1e12), minItems=1,
+                                                   maxItems=4096)),
+                                    "fixed length per project: the length of its first "
+                                    "item with features (the project's n_features); an "
+                                    "item of another length is rejected (null: none)"),
                        skills=array(ID, maxItems=MAX_SKILLS),
-                       payload=doc(ANY, "opaque JSON returned with the task"),
-                       boost=num(-1e6, 1e6), gold=doc(TEXT, "one of the project's labels")),
-                 "anyOf": [{"required": ["predictions"]}, {"required": ["features"]}]},
-        "ItemBatch": obj(("items",), True,
-                         items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                       payload=doc(ANY, "opaque JSON returned with the task; its numbers "
+                                        "within the float range (magnitude at most "
+                                        "1.7976931348623157e308: 1e400 is rejected)"),
+                       boost=num(-1e6, 1e6),
+                       gold=doc(nullable(TEXT), "one of the project's labels (null: none)")),
+                 "anyOf": [{"required": ["predictions"], "properties": {"predictions": {
+                               "type": "object", "minProperties": 1}}},
+                           {"required": ["features"], "properties": {"features": {
+                               "type": "array"}}}],
+                 "description": "An item needs predictions of at least one model, or "
+                                "features, or both."},
+        "ItemBatch": doc(obj(("items",), True,
+                             items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                         "Each item is checked on its own: an item the project refuses "
+                         "(not an Item, probabilities that do not fit its labels, features "
+                         "of another length, a gold label not among its labels) is listed "
+                         "in `rejected` and the others are stored; when none can be, the "
+                         "answer is a 422 carrying `rejected`."),
         "Rejection": obj(("index", "id", "detail"), index=integer(0), id=nullable(TEXT),
                          detail=TEXT),
         "IngestResult": obj(("created", "updated", "rejected"), created=integer(0),
@@ -240,17 +278,20 @@ def schemas(max_items: int) -> dict:
         "SkillQuality": skill_quality(),
         "FlaggedSkill": obj(("project_id", "skill", "reason"), project_id=ID, skill=TEXT,
                             reason=TEXT),
-        "NextTaskRequest": obj((), True, expert_id=doc(ID, "required with a platform or "
-                                                           "admin token; an expert token "
-                                                           "acts for itself")),
+        "NextTaskRequest": doc(obj(("expert_id",), True, expert_id=doc(
+            ID, "the expert to lease for; an expert token may only name itself")),
+            "An expert token may also send no body (or {}): it acts for itself. With a "
+            "platform or admin token, expert_id is required (422 without it)."),
         "Lease": obj(("task",), task=obj(
             ("id", "item_id", "priority", "fit", "value", "expires_at", "reason"),
             id=TEXT, item_id=ID, payload=ANY, priority=num(), fit=num(0, 1), value=num(),
             expires_at=TIME, reason=TEXT,
             exploration=doc(BOOL, "true when the item was drawn uniformly from the pool "
                                   "(strategy.explore), not picked by its priority"))),
-        "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
-                            seconds_spent=num(0, 604800)),
+        "LabelRequest": obj(("label",), True, label=doc(
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "one of the project's labels (GET /v1/projects/{pid}: labels); another is a 422"),
+            seconds_spent=num(0, 604800)),
         "LabelAnswer": label_answer,
         "TaskView": obj(("task",), task=obj(
             ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
@@ -337,11 +378,27 @@ PARAMETERS = {
 QUERY = {
     "queue": [("limit", integer(1, 1000) | {"default": 20}, "items to return"),
               ("skill", ID, "only items requiring this skill tag")],
-    "labels": [("cursor", TEXT, "next_cursor of the previous page"),
-               ("limit", integer(1, 10_000) | {"default": 100}, "records per page"),
-               ("aggregated", {"type": "string", "enum": ["true", "false", "1", "0"],
-                               "default": "false"},
-                "one record per finished item instead of every label")],
+    "labels": [("limit", integer(1, 10_000) | {"default": 100}, "records per page")],
+}
+# `aggregated` decides what a cursor is, so the two go in one exploded object parameter
+# (`?aggregated=true&cursor=...` on the wire) whose schema states the pairing.
+EXPORT = {
+    "name": "export", "in": "query", "style": "form", "explode": True,
+    "description": "`aggregated` (true: one record per finished item instead of every "
+                   "label) and `cursor` (the next_cursor of the previous page of the same "
+                   "export; none or empty: the first page). A cursor of another form is a "
+                   "400.",
+    "schema": {"oneOf": [
+        obj((), True,
+            aggregated={"type": "string", "pattern": "^([Ff][Aa][Ll][Ss][Ee]|0)$",
+                        "description": "false (the default): every label"},
+            cursor={"type": "string", "pattern": f"^({LOG_CURSOR})?$",
+                    "description": f"labels after this one: {LOG_CURSOR_FORMAT}"}),
+        obj(("aggregated",), True,
+            aggregated={"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|1)$"},
+            cursor={"type": "string", "pattern": f"^({ID['pattern'][1:-1]})?$",
+                    "description": f"items after this one: {AGGREGATED_CURSOR_FORMAT}"}),
+    ]},
 }
 
 # (method, path, endpoint, summary, request schema, {status: (description, schema)},
@@ -382,7 +439,7 @@ OPERATIONS = [
      {200: ("the spend", "Spend")}, (404,)),
     ("get", "/v1/projects/{pid}/labels", "projects.get_labels",
      "Export labels (or aggregated labels), resumable by cursor", None,
-     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (404, 422)),
+     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (400, 404, 422)),
     ("post", "/v1/projects/{pid}/items", "items.post_items",
      "Upsert a batch of items (idempotent by id), scored at once; per-item problems come "
      "back in `rejected` and the rest is stored", "ItemBatch",
@@ -426,7 +483,8 @@ OPERATIONS = [
 ]
 
 ERRORS = {
-    400: "the body is not valid JSON (NaN and Infinity are not JSON), or a header is bad",
+    400: "the body is not valid JSON (NaN and Infinity are not JSON), a header is bad, or "
+         "a cursor is not a next_cursor of the same export (the detail gives its form)",
     401: "no token, a malformed Authorization header or an unknown token",
     403: "the token's role is too low, or an expert token acts for another expert",
     404: "no such project, item, expert, task or job",
@@ -436,7 +494,9 @@ ERRORS = {
          "TASKRANK_MAX_BATCH_ITEMS)",
     415: "the body is not sent as application/json",
     422: "a field is invalid: `errors` names each one (`rejected` lists each item when no "
-         "item of a batch could be stored)",
+         "item of a batch could be stored); also a number beyond the float range (1e400), "
+         "which JSON readers take for Infinity, and a query parameter the route does not "
+         "take",
     503: "Redis is not answering; retry after Retry-After seconds",
 }
 
@@ -526,6 +586,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
               for name, what in PARAMETERS.items() if "{" + name + "}" in path]
     params += [{"name": name, "in": "query", "schema": schema, "description": what}
                for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])]
+    if endpoint == "projects.get_labels":
+        params.append(EXPORT)
     if endpoint == "tasks.post_label":
         params.append({"name": "Idempotency-Key", "in": "header", "description":
                        "replays the first answer for the same key and body; 422 when the "
@@ -534,7 +596,7 @@ def _operation(app: Flask, entry: tuple) -> dict:
     if params:
         operation["parameters"] = params
     if request:
-        operation["requestBody"] = {"required": request != "NextTaskRequest", "content": {
+        operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": ref(request)}}}
     responses = {}
     for status, (description, schema) in successes.items():
