@@ -227,6 +227,13 @@ def claimed_clusters_key(pid: str) -> str:
     return _project(pid) + "claimed-clusters"
 
 
+def followup_key(pid: str) -> str:
+    """Set of item ids whose counted label still waits for its follow-up (aggregation by
+    queue/aggregate.py): written by the LABEL script with the label, removed once done, so
+    a failure after the label was stored is retried by the workers' upkeep."""
+    return _project(pid) + "followup"
+
+
 def explore_labels_key(pid: str) -> str:
     """List of item ids labeled through an exploration lease, not yet evaluated."""
     return _project(pid) + "explore-labels"

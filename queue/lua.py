@@ -496,7 +496,9 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # lease's reservation (CLAIM), as close_lease does for a lease released or expired.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
-# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash.
+# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
+# KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
+# a counted label that does not aggregate here adds its item, in the same write.
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
@@ -628,6 +630,7 @@ if state == 'open' then
       body.spot_check, body.item_status = true, refresh_status(iid)
     end
     body.aggregated = n_votes == 1 and vote_alone(iid, tonumber(t[6]), body.item_status)
+    if not body.aggregated then redis.call('SADD', KEYS[10], iid) end
   end
   status = 201
 elseif state == 'labeled' then

@@ -6,8 +6,10 @@ handlers declared once in ``HOT_ROUTES``, served by a Flask view and by the WSGI
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+import redis
 from flask import Blueprint
 from werkzeug.exceptions import BadRequest
 
@@ -27,6 +29,8 @@ from taskrank.server.context import (
 from taskrank.server.hot import Answer, HotRoute, add_flask_view
 
 bp = Blueprint("tasks", __name__)
+
+log = logging.getLogger(__name__)
 
 
 def next_task(app_state: AppState, principal: Principal, arguments: dict,
@@ -105,8 +109,14 @@ def label_inputs(body: dict, idempotency_key: str | None) -> float:
 
 
 def finish_label(app_state: AppState, project: dict, answer: dict) -> None:
-    """After a counted label: aggregation and the retrain trigger (idempotent)."""
-    after_label(app_state.redis, project, answer, app_state.settings)
+    """After a counted label: aggregation and the retrain trigger (idempotent).  The label
+    is stored, so the answer is a success even when this fails: the workers' upkeep
+    retries it (queue/after_label.py)."""
+    try:
+        after_label(app_state.redis, project, answer, app_state.settings)
+    except redis.RedisError as error:
+        log.warning("label %s stored; its follow-up is left to the upkeep: %s",
+                    answer.get("task_id"), error)
     if not answer.get("aggregated"):  # aggregate.py may have learned experts' accuracy
         app_state.caches.experts.clear()
 
