@@ -165,6 +165,11 @@ def spend_key(pid: str) -> str:
     return _project(pid) + "spend"
 
 
+def claim_idempotency_key(pid: str, eid: str, key: str) -> str:
+    """The stored answer of a ``tasks/next`` sent with an ``Idempotency-Key``."""
+    return _project(pid) + f"idem-next:{eid}:{key}"
+
+
 def label_idempotency_key(pid: str, tid: str, key: str) -> str:
     """The stored answer of a label submitted with an ``Idempotency-Key``."""
     return _project(pid) + f"idem:{tid}:{key}"

@@ -166,8 +166,9 @@ return {created, updated}
 # Lease the best eligible item to one expert.
 # KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
 # re-rank (hash), KEYS[6] what the project learned of the expert (keys.expert_skill_key),
-# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8..] the pool sets
-# to read (untagged + one per tag the expert may get).
+# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8] the request's
+# idempotency key (see below), KEYS[9..] the pool sets to read (untagged + one per tag the
+# expert may get).
 # ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
@@ -179,7 +180,11 @@ return {created, updated}
 # budget_usd ('': no budget), ARGV[25] JSON {tag: predicted seconds of one label} of the
 # expert (with '_general' for untagged items), ARGV[26] JSON {tag: 1} of the skills on
 # which the expert must answer gold before real items (the qualification gate),
-# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}.
+# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}, ARGV[29] seconds
+# to keep the answer under KEYS[8] ('' when the request had no Idempotency-Key).
+# Idempotency: KEYS[8] (keys.claim_idempotency_key, or a dummy key of the project) holds
+# the answer of a lease granted to this request; a retry with the same key gets that
+# answer again, so a lease whose response was lost is not granted twice.
 # The rules are learning.routing's (eligible, item_fit, value, worth, hold_back), held to
 # it by tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
 # Cost: an item costs the hourly rate x the predicted seconds of its slowest skill.
@@ -218,7 +223,12 @@ local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
 local budget = tonumber(ARGV[24])
 local seconds_of, gated = cjson.decode(ARGV[25]), cjson.decode(ARGV[26])
 local gold_share, review_share = cjson.decode(ARGV[27]), cjson.decode(ARGV[28])
-local K_CLAIMED, K_SKILL, K_WORKING, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], 8
+local K_CLAIMED, K_SKILL, K_WORKING, K_IDEM, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
+local keep_seconds = tonumber(ARGV[29])
+if keep_seconds then
+  local stored = redis.call('GET', K_IDEM)
+  if stored then return cjson.decode(stored) end
+end
 sweep(now, tonumber(ARGV[15]))
 redis.call('ZADD', K_WORKING, now, eid)
 local held = redis.call('ZCARD', KEYS[4])
@@ -476,9 +486,11 @@ redis.call('SADD', ikey .. ':experts', eid)
 redis.call('HINCRBY', ikey, 'out', 1)
 redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
 refresh_status(best)
-return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
-        redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ','),
-        explored, gold}
+local answer = {'ok', tid, best, tostring(best_priority), tostring(best_fit),
+                tostring(best_value), redis.call('HGET', ikey, 'pl') or false, tostring(expires),
+                table.concat(best_tags, ','), explored, gold}
+if keep_seconds then redis.call('SET', K_IDEM, cjson.encode(answer), 'EX', keep_seconds) end
+return answer
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not

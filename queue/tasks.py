@@ -69,14 +69,22 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
 
 
 def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
-               now: float | None = None) -> dict | NoTask:
-    """Lease the eligible item of highest value to ``expert``, or say why there is none."""
+               now: float | None = None, idempotency_key: str | None = None) -> dict | NoTask:
+    """Lease the eligible item of highest value to ``expert``, or say why there is none.
+    With ``idempotency_key``, a retry gets the lease the first request was granted (kept
+    :data:`IDEMPOTENCY_TTL`), whatever has changed since."""
     now = clock_now() if now is None else now
-    refusal = _expert_refusal(r, expert, now)
+    idem_key = (K.project_key(project["id"]) if idempotency_key is None  # untouched
+                else K.claim_idempotency_key(project["id"], expert["id"], idempotency_key))
+    if idempotency_key is not None and r.exists(idem_key):
+        refusal = None  # the lease was granted before any refusal now applies
+    else:
+        refusal = _expert_refusal(r, expert, now)
     if refusal is not None:
         return refusal
     profile = load_profile(r, project, expert)
-    answer = _run_claim(r, project, profile, depth, now)
+    answer = _run_claim(r, project, profile, depth, now, idem_key,
+                        "" if idempotency_key is None else IDEMPOTENCY_TTL)
     if answer[0] != "ok":
         return _claim_refusal(project, expert, answer)
     return _task(profile, project["strategy"]["routing"], answer)
@@ -119,7 +127,7 @@ def _claim_refusal(project: dict, expert: dict, answer: list) -> NoTask:
 
 
 def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
-               now: float) -> list:
+               now: float, idem_key: str, keep_seconds: int | str) -> list:
     pid, expert = project["id"], profile.expert
     eid = expert["id"]
     fits, general_fit = profile.fits()
@@ -131,7 +139,7 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid),
                                        K.expert_skill_key(pid, eid),
-                                       K.working_experts_key(pid), *pools], [
+                                       K.working_experts_key(pid), idem_key, *pools], [
         now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
         "" if general_fit is None else general_fit, SWEEP_LIMIT,
@@ -143,7 +151,7 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
         "" if budget is None else budget, json.dumps(profile.table(profile.seconds)),
         json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
         json.dumps(profile.table(profile.gold_share)),
-        json.dumps(profile.table(profile.review_share))])
+        json.dumps(profile.table(profile.review_share)), keep_seconds])
 
 
 def _task(profile: Profile, routing: dict, answer: list) -> dict:

@@ -458,7 +458,10 @@ OPERATIONS = [
      "gate status) and every flagged skill with the reason (an expert token: itself only)",
      None, {200: ("the expert", "Expert")}, (404,)),
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
-     "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
+     "Lease the best task for an expert (an expert token: itself only); a retry with the "
+     "same Idempotency-Key gets the lease the first request was granted. A 503 means no "
+     "lease was recorded, or, when the connection failed mid-way, possibly one: send an "
+     "Idempotency-Key to get it back", "NextTaskRequest",
      {200: ("the lease, with the item's payload and the reason", "Lease"),
       204: ("no task for this expert now; the Taskrank-Reason header says why", None)},
      (404,)),
@@ -593,6 +596,11 @@ def _operation(app: Flask, entry: tuple) -> dict:
                        "replays the first answer for the same key and body; 422 when the "
                        "body differs", "schema": {"type": "string", "minLength": 1,
                                                   "maxLength": 200}})
+    if endpoint == "tasks.post_next_task":
+        params.append({"name": "Idempotency-Key", "in": "header", "description":
+                       "per project and expert: a retry gets the first request's lease "
+                       "(kept 24 h)", "schema": {"type": "string", "minLength": 1,
+                                                 "maxLength": 200}})
     if params:
         operation["parameters"] = params
     if request:

@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 def next_task(app_state: AppState, principal: Principal, arguments: dict,
               body: Callable[[], dict]) -> Answer:
     """Lease the best task for the expert the body names (or the expert token's own); a
-    204 says why there is none in its headers."""
+    204 says why there is none in its headers.  A retry with the first request's
+    Idempotency-Key gets the same lease."""
     project = cached_project(check_id(arguments["pid"], "project id"), app_state)
     expert = next_task_expert(app_state, principal, body())
-    task = tasks.lease_task(app_state.redis, project, expert, app_state.settings.claim_depth)
+    key = check_idempotency_key(arguments[IDEMPOTENCY_KEY])
+    task = tasks.lease_task(app_state.redis, project, expert, app_state.settings.claim_depth,
+                            idempotency_key=key)
     if isinstance(task, tasks.NoTask):
         return Answer(204, headers=((REASON_HEADER, task.reason),
                                     (REASON_DETAIL_HEADER, task.detail)))
@@ -67,7 +70,7 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 REASON_HEADER, REASON_DETAIL_HEADER = "Taskrank-Reason", "Taskrank-Reason-Detail"
 # Served by the Flask views below and, with TASKRANK_FAST_PATH, by server/hot.HotPath.
 NEXT_TASK = HotRoute("/v1/projects/<pid>/tasks/next", "post_next_task", "expert", next_task,
-                     body_optional=True)
+                     body_optional=True, headers=(IDEMPOTENCY_KEY,))
 LABEL = HotRoute("/v1/tasks/<tid>/label", "post_label", "expert", label,
                  headers=(IDEMPOTENCY_KEY,))
 HOT_ROUTES = (NEXT_TASK, LABEL)
@@ -103,9 +106,14 @@ def label_inputs(body: dict, idempotency_key: str | None) -> float:
     """Check a label body and its Idempotency-Key; the seconds spent."""
     check_keys(body, "", {"label", "seconds_spent"}, {"label"})
     seconds = check_number(body.get("seconds_spent", 0), "seconds_spent", 0, 86400 * 7)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise BadRequest("Idempotency-Key must be 1-200 characters")
+    check_idempotency_key(idempotency_key)
     return seconds
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is not None and not 1 <= len(key) <= 200:
+        raise BadRequest("Idempotency-Key must be 1-200 characters")
+    return key
 
 
 def finish_label(app_state: AppState, project: dict, answer: dict) -> None:

@@ -247,3 +247,25 @@ def test_a_label_stored_is_answered_201_when_its_follow_up_fails(client, auth, r
                                json={"label": "pos"})
         assert response.status_code == 201, response.json
     assert r.smembers(K.followup_key("p1")) == {task["item_id"]}
+
+
+def test_next_task_with_an_idempotency_key_gives_the_same_lease_on_retry(client, auth, r):
+    """A tasks/next whose answer was lost is retried with its Idempotency-Key: the same
+    lease comes back and no second one is granted; another key gets another task."""
+    make_project(client, auth)
+    post_items(client, auth, make_items(5))
+    make_expert(client, auth, "e1")
+    ask = {"headers": {**auth("platform"), "Idempotency-Key": "k1"},
+           "json": {"expert_id": "e1"}}
+    first = client.post("/v1/projects/p1/tasks/next", **ask)
+    again = client.post("/v1/projects/p1/tasks/next", **ask)
+    assert first.status_code == again.status_code == 200
+    assert again.json == first.json
+    assert r.zcard(K.expert_leases_key("p1", "e1")) == 1
+    other = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                        headers={**auth("platform"), "Idempotency-Key": "k2"})
+    assert other.json["task"]["id"] != first.json["task"]["id"]
+    assert r.zcard(K.expert_leases_key("p1", "e1")) == 2
+    long_key = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                           headers={**auth("platform"), "Idempotency-Key": "x" * 201})
+    assert long_key.status_code == 400
