@@ -107,7 +107,7 @@ def _answers(settings, r, auth, fast: bool) -> list[tuple]:
     # /healthz, /readyz or an unmatched URL into the shared Redis meanwhile.
     counts = {field.rsplit("\t", 1)[0]: int(count)
               for field, count in r.hgetall(K.metrics_http_key()).items()
-              if field.endswith("\tn") and field.startswith("/v1/")}
+              if field.endswith("\tn") and "\t/v1/" in field}
     return answers, counts
 
 
