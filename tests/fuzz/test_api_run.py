@@ -12,15 +12,14 @@ rules the document states in words (``conftest.follow_stated_rules``).
 from __future__ import annotations
 
 import random
-import threading
 
 import pytest
 import schemathesis
 from schemathesis import engine
 from schemathesis.engine import Status, events
-from werkzeug.serving import make_server
 
 from tests.fuzz.conftest import CONFIG, Seed, follow_stated_rules
+from tests.live import serving
 
 RUN_SEED = 15  # schemathesis' --seed: the same cases on every run
 
@@ -28,13 +27,8 @@ RUN_SEED = 15  # schemathesis' --seed: the same cases on every run
 @pytest.fixture
 def live_url(fuzz_app, seed: Seed):
     """The seeded app on a loopback port (threaded werkzeug server, stopped after)."""
-    server = make_server("127.0.0.1", 0, fuzz_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(fuzz_app) as url:
+        yield url
 
 
 @pytest.fixture
