@@ -17,14 +17,6 @@ def rfc3339(timestamp: float | str | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_rfc3339(value: str) -> float:
-    """Epoch seconds of an RFC 3339 date-time with a time zone (ValueError otherwise)."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError(f"no time zone in {value!r}")
-    return moment.timestamp()
-
-
 def utc_day(timestamp: float) -> str:
     """The UTC calendar day of ``timestamp`` as ``YYYY-MM-DD`` (budgets count by it)."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")

@@ -20,7 +20,7 @@ from taskrank.queue.pool_map_jobs import maybe_map_pool
 from taskrank.queue.projects import set_input_schema
 from taskrank.queue.scoring import ItemInput, score_items, stored_item
 from taskrank.queue.settings import Settings, current
-from taskrank.queue.validation import ID_PATTERN
+from taskrank.queue.validation import ID_PATTERN, check_json_numbers
 
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
 MAX_SKILLS = 32
@@ -79,7 +79,7 @@ def parse_item(raw: object, project: dict, n_features: int | None) -> ItemInput:
     if gold is not None and gold not in project["labels"]:
         raise Rejected(f"gold must be one of the project's labels {project['labels']}"[:300])
     return ItemInput(item_id, predictions, features, _skills(raw.get("skills", [])),
-                     raw.get("payload", {}), float(boost), gold)
+                     _payload(raw.get("payload", {})), float(boost), gold)
 
 
 def _predictions(value: object, k: int) -> dict[str, list[float]]:
@@ -97,8 +97,9 @@ def _predictions(value: object, k: int) -> dict[str, list[float]]:
                            f"(one per project label), got {_describe(row)}")
         if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in row):
             raise Rejected(f"predictions.{name} must hold numbers only")
-        # At most 1 (within the tolerance) each, so their sum cannot overflow to infinity.
-        if not all(math.isfinite(p) and 0 <= p <= 1 + SUM_TOLERANCE for p in row):
+        # At most 1 (within the tolerance) each, so their sum cannot overflow to infinity;
+        # the comparisons also refuse NaN, infinity and integers beyond the float range.
+        if not all(0 <= p <= 1 + SUM_TOLERANCE for p in row):
             raise Rejected(f"predictions.{name} must be finite and non-negative, each at "
                            f"most 1, got {row}"[:300])
         total = math.fsum(row)
@@ -123,6 +124,16 @@ def _features(value: object, n_features: int | None) -> list[float] | None:
     return [float(x) for x in value]
 
 
+def _payload(value: object) -> object:
+    """The opaque payload, refused when it holds a number beyond the float range: stored,
+    it would reach every expert client as Infinity, which is not JSON."""
+    try:
+        check_json_numbers(value, "payload")
+    except InvalidInputError as error:
+        raise Rejected(error.detail) from None
+    return value
+
+
 def _skills(value: object) -> list[str]:
     if not isinstance(value, list) or len(value) > MAX_SKILLS:
         raise Rejected(f"skills must be a list of at most {MAX_SKILLS} tags")
@@ -144,8 +155,10 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
     """
     items, rejected = parse_items(project, raw_items)
     if not items:
+        first = rejected[0]
         raise InvalidInputError(f"none of the {len(raw_items)} items could be stored; "
-                                "see 'rejected' for each reason", rejected=rejected)
+                                f"items[{first['index']}]: {first['detail']} (see 'rejected' "
+                                "for each reason)", rejected=rejected)
     pool_map = current_pool_map(r, project["id"])
     coverage, clusters = cover(items, pool_map)
     priorities, breakdowns = score_items(

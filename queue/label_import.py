@@ -11,8 +11,10 @@ rejected with the reason and never blocks the rest of its batch.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 import redis
@@ -23,7 +25,6 @@ from taskrank.queue import lua
 from taskrank.queue.after_label import maybe_retrain
 from taskrank.queue.aggregate import ANONYMOUS_ACCURACY, aggregate_items
 from taskrank.queue.clock import now as clock_now
-from taskrank.queue.clock import parse_rfc3339
 from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.experts import load_experts
 from taskrank.queue.settings import Settings
@@ -40,6 +41,11 @@ from taskrank.queue.validation import (
 RECORD_FIELDS = {"item_id", "label", "expert_id", "source", "answered_at", "comment",
                  "answer"}
 MAX_SOURCE = 256
+# The platform's id of a label: printable ASCII (space to ~), as ids of other systems are.
+SOURCE_PATTERN = re.compile(rf"[ -~]{{1,{MAX_SOURCE}}}")
+# RFC 3339 date-time (section 5.6) with its time zone; leap seconds are not taken.
+DATE_TIME = re.compile(r"(\d{4})-(0[1-9]|1[0-2])-(\d{2})T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+                       r"(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)", re.ASCII)
 _WIDTH = 8  # ARGV fields per record of IMPORT_LABELS
 REFUSALS = {  # IMPORT_LABELS outcome -> rejection detail ({item}, {expert}, {detail})
     "no_item": "no item '{item}' in this project; ingest it first (POST .../items)",
@@ -60,7 +66,7 @@ class LabelRecord:
     label: str
     expert_id: str
     source: str
-    answered_at: str  # epoch seconds, as text
+    answered_at: str  # RFC 3339, as sent
     comment: str
     answer: str  # compact JSON
 
@@ -102,26 +108,26 @@ def parse_record(index: int, raw: object, labels: list[str]) -> LabelRecord:
                              "a record needs one of them so that a retry is not counted twice")
     answered = raw.get("answered_at")
     return LabelRecord(index, item_id, raw["label"], expert_id, source,
-                       "" if answered is None else repr(_time(answered)),
+                       "" if answered is None else _date_time(answered),
                        check_comment(raw.get("comment")), check_answer(raw.get("answer")))
 
 
 def _source(value: object) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_SOURCE or not (
-            value.isprintable()):
-        raise fail("source", f"must be 1-{MAX_SOURCE} printable characters, got "
-                             f"{value!r}"[:300])
+    if not isinstance(value, str) or not SOURCE_PATTERN.fullmatch(value):
+        raise fail("source", f"must be 1-{MAX_SOURCE} printable ASCII characters (space to "
+                             f"~), got {value!r}"[:300])
     return value
 
 
-def _time(value: object) -> float:
-    if isinstance(value, str):
-        try:
-            return parse_rfc3339(value)
-        except ValueError:
-            pass
+def _date_time(value: object) -> str:
+    """An RFC 3339 date-time with a time zone, kept as sent."""
+    match = DATE_TIME.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        year, month, day = (int(part) for part in match.groups()[:3])
+        if year and 1 <= day <= calendar.monthrange(year, month)[1]:
+            return value
     raise fail("answered_at", "must be an RFC 3339 date-time with a time zone, e.g. "
                               f"2025-01-31T12:00:00Z, got {value!r}"[:300])
 
@@ -165,12 +171,9 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
     for rec in records:
         args += [record_task_id(pid, rec), rec.item_id, rec.expert_id, rec.label, rec.source,
                  rec.answered_at, rec.comment, rec.answer]
-    reply = json.loads(lua.run(r, "import_labels", pid,
-                               [K.labels_stream_key(pid), K.labeled_key(pid)], args))
-    result = _result(records, reply, rejected)
-    if len(result.answer["rejected"]) == len(raw_records):  # the script wrote nothing
-        raise _none_recorded(len(raw_records), result.answer["rejected"])
-    return result
+    reply = json.loads(lua.run(r, "import_labels", pid, [
+        K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid)], args))
+    return _result(records, reply, rejected)
 
 
 def _none_recorded(n: int, rejected: list[dict]) -> InvalidInputError:
@@ -195,8 +198,6 @@ def _result(records: list[LabelRecord], reply: dict, rejected: list[dict]) -> Im
                 to_aggregate.append(rec.item_id)
         elif outcome == "duplicate":
             duplicates += 1
-            if detail != "gold":  # a retry re-runs what may not have run (idempotent)
-                to_aggregate.append(rec.item_id)
         elif outcome == "withdrawn":
             not_counted.append({"index": rec.index, "id": rec.item_id,
                                 "detail": WITHDRAWN.format(item=rec.item_id)})
@@ -212,8 +213,11 @@ def _result(records: list[LabelRecord], reply: dict, rejected: list[dict]) -> Im
 def finish_import(r: redis.Redis, project: dict, result: ImportResult,
                   settings: Settings | None = None) -> None:
     """After a batch: aggregate the items the script did not vote alone, then queue a
-    retrain when it is due (as after a leased label; both idempotent)."""
+    retrain when it is due (as after a leased label; both idempotent).  The script put
+    those items on ``keys.followup_key``, so when this fails the workers' upkeep
+    (``after_label.drain_followups``) does it."""
     if result.to_aggregate:
         aggregate_items(r, project, result.to_aggregate)
+        r.srem(K.followup_key(project["id"]), *result.to_aggregate)
     if result.since_retrain:
         maybe_retrain(r, project, result.since_retrain, settings)

@@ -175,8 +175,9 @@ return {created, updated, withdrawn}
 # diversity, the items already leased to the expert).
 # KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
 # re-rank (hash), KEYS[6] what the project learned of the expert (keys.expert_skill_key),
-# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8..] the pool sets
-# to read (untagged + one per tag the expert may get).
+# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8] the request's
+# idempotency key (see below), KEYS[9..] the pool sets to read (untagged + one per tag the
+# expert may get).
 # ARGV[5] now, ARGV[6] expert id, ARGV[7] new task ids (comma-joined), ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
@@ -188,7 +189,11 @@ return {created, updated, withdrawn}
 # budget_usd ('': no budget), ARGV[25] JSON {tag: predicted seconds of one label} of the
 # expert (with '_general' for untagged items), ARGV[26] JSON {tag: 1} of the skills on
 # which the expert must answer gold before real items (the qualification gate),
-# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}.
+# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}, ARGV[29] seconds
+# to keep the answer under KEYS[8] ('' when the request had no Idempotency-Key).
+# Idempotency: KEYS[8] (keys.claim_idempotency_key, or a dummy key of the project) holds
+# the answers of the leases granted to this request; a retry with the same key gets those
+# answers again, so leases whose response was lost are not granted twice.
 # The rules are learning.routing's (eligible, item_fit, value, worth, hold_back), held to
 # it by tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
 # Cost: an item costs the hourly rate x the predicted seconds of its slowest skill.
@@ -228,7 +233,12 @@ local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
 local budget = tonumber(ARGV[24])
 local seconds_of, gated = cjson.decode(ARGV[25]), cjson.decode(ARGV[26])
 local gold_share, review_share = cjson.decode(ARGV[27]), cjson.decode(ARGV[28])
-local K_CLAIMED, K_SKILL, K_WORKING, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], 8
+local K_CLAIMED, K_SKILL, K_WORKING, K_IDEM, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
+local keep_seconds = tonumber(ARGV[29])
+if keep_seconds then
+  local stored = redis.call('GET', K_IDEM)
+  if stored then return cjson.decode(stored) end
+end
 sweep(now, tonumber(ARGV[15]))
 redis.call('ZADD', K_WORKING, now, eid)
 local held = redis.call('ZCARD', KEYS[4])
@@ -491,9 +501,9 @@ local function claim_one(tid)
   redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
   refresh_status(best)
   held = held + 1
-  return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
-          redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ','),
-          explored, gold}
+  return {'ok', tid, best, tostring(best_priority), tostring(best_fit),
+          tostring(best_value), redis.call('HGET', ikey, 'pl') or false, tostring(expires),
+          table.concat(best_tags, ','), explored, gold}
 end
 
 local answers = {}
@@ -501,6 +511,9 @@ for tid in string.gmatch(ARGV[7], '[^,]+') do
   local answer = claim_one(tid)
   answers[#answers + 1] = answer
   if answer[1] ~= 'ok' then break end
+end
+if keep_seconds and answers[1][1] == 'ok' then
+  redis.call('SET', K_IDEM, cjson.encode(answers), 'EX', keep_seconds)
 end
 return answers
 """
@@ -601,7 +614,9 @@ end
 # lease's reservation (CLAIM), as close_lease does for a lease released or expired.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
-# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash.
+# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
+# KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
+# a counted label that does not aggregate here adds its item, in the same write.
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
@@ -708,6 +723,7 @@ if state == 'open' then
     end
     body.aggregated = n_votes == 1 and vote_alone(iid, label, tonumber(t[6]),
                                                   body.item_status)
+    if not body.aggregated then redis.call('SADD', KEYS[10], iid) end
   end
   status = 201
 elseif state == 'labeled' then
@@ -749,18 +765,19 @@ return answer
 # fall back as its leases close: fit_want); a gold item's label is a gold answer of its
 # expert ('gn:'/'gr:'); another item's only label is voted here at the fit given for it
 # (the expert's learned accuracy on the item's weakest skill, or the fit of a label without
-# an expert), else aggregate.py votes.  Never charged (no lease, no rate), nor counted
-# as the expert's labels 'n:' (its predicted seconds learn from leased labels only).
-# KEYS[4] labels stream, KEYS[5] labeled items (sorted set).
+# an expert), else aggregate.py votes it (the item joins keys.followup_key, as after
+# LABEL, so the workers' upkeep does it when the request's follow-up fails).  Never
+# charged (no lease, no rate), nor counted as the expert's labels 'n:' (its predicted
+# seconds learn from leased labels only).
+# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key.
 # ARGV[5] now, ARGV[6] number of classes k, ARGV[7] and ARGV[8] the accuracy bounds,
 # ARGV[9] keys.expert_skill_prefix, ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
 # ARGV[11] fit of a label without an expert, ARGV[12] fields per record, then per record:
 # task id, item id, expert id ('' none), label, source record id ('' none), answered at
 # (epoch seconds, '' none), comment ('' none), answer (JSON, '' none).
 # Returns a JSON string {"results": [[outcome, detail], ...], "since_retrain": n}, one per
-# record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate' (detail
-# 'gold' on a gold item), 'withdrawn', 'no_item', 'conflict' (detail: the label
-# recorded), 'gold_without_expert'.
+# record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate',
+# 'withdrawn', 'no_item', 'conflict' (detail: the label recorded), 'gold_without_expert'.
 IMPORT_LABELS = _PREAMBLE + COMMON + r"""
 local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[5], ARGV[9]
 local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[6]), tonumber(ARGV[7]),
@@ -803,7 +820,7 @@ end
 -- What stops the record (an outcome), or nil when it may be recorded.
 local function refusal(tkey, iid, eid, label, fingerprint, status, gold)
   if not status then return {'no_item', ''} end
-  local duplicate = {'duplicate', gold and 'gold' or ''}
+  local duplicate = {'duplicate', ''}
   local prior = redis.call('HMGET', tkey, 'label', 'fp')
   if prior[1] then
     if prior[2] == fingerprint then return duplicate end
@@ -836,6 +853,7 @@ local function count(iid, eid, label, gold, tags)
   end
   local status = refresh_status(iid)
   local voted = n_votes == 1 and vote_alone(iid, label, label_fit(eid, tags), status)
+  if not voted then redis.call('SADD', KEYS[6], iid) end
   return {'counted', voted and 1 or 0}
 end
 

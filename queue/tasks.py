@@ -70,24 +70,36 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
 
 
 def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
-               now: float | None = None) -> dict | NoTask:
-    """Lease the eligible item of highest value to ``expert``, or say why there is none."""
-    leased, refusal = lease_tasks(r, project, expert, depth, 1, now)
+               now: float | None = None, idempotency_key: str | None = None) -> dict | NoTask:
+    """Lease the eligible item of highest value to ``expert``, or say why there is none.
+    With ``idempotency_key``, a retry gets the lease the first request was granted (kept
+    :data:`IDEMPOTENCY_TTL`), whatever has changed since."""
+    leased, refusal = lease_tasks(r, project, expert, depth, 1, now, idempotency_key)
     return leased[0] if leased else refusal
 
 
 def lease_tasks(r: redis.Redis, project: dict, expert: dict, depth: int, n: int,
-                now: float | None = None) -> tuple[list[dict], NoTask | None]:
+                now: float | None = None, idempotency_key: str | None = None
+                ) -> tuple[list[dict], NoTask | None]:
     """Lease up to ``n`` eligible items to ``expert`` in one atomic claim, best first, within
-    its capacity and the budget; the tasks, and why no more (None when ``n`` were leased)."""
+    its capacity and the budget; the tasks, and why no more (None when ``n`` were leased).
+    With ``idempotency_key``, a retry gets what the first request was granted."""
     if not 1 <= n <= MAX_TASKS_PER_CLAIM:
         raise ValueError(f"n must be from 1 to {MAX_TASKS_PER_CLAIM}, got {n}")
     now = clock_now() if now is None else now
-    refusal = _expert_refusal(r, expert, now)
+    idem_key = (K.project_key(project["id"]) if idempotency_key is None  # untouched
+                else K.claim_idempotency_key(project["id"], expert["id"], idempotency_key))
+    if idempotency_key is not None and r.exists(idem_key):
+        refusal = None  # the leases were granted before any refusal now applies
+    else:
+        refusal = _expert_refusal(r, expert, now)
     if refusal is not None:
         return [], refusal
     profile = load_profile(r, project, expert)
-    answers = _run_claim(r, project, profile, depth, now, n)
+    answers = _run_claim(r, project, profile, depth, now, n, idem_key,
+                         "" if idempotency_key is None else IDEMPOTENCY_TTL)
+    if answers and isinstance(answers[0], str):  # one answer, as stored before n existed
+        answers = [answers]
     routing = project["strategy"]["routing"]
     leased = [_task(profile, routing, answer) for answer in answers if answer[0] == "ok"]
     last = answers[-1]
@@ -131,7 +143,7 @@ def _claim_refusal(project: dict, expert: dict, answer: list) -> NoTask:
 
 
 def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
-               now: float, n: int) -> list[list]:
+               now: float, n: int, idem_key: str, keep_seconds: int | str) -> list[list]:
     pid, expert = project["id"], profile.expert
     eid = expert["id"]
     fits, general_fit = profile.fits()
@@ -143,7 +155,7 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid),
                                        K.expert_skill_key(pid, eid),
-                                       K.working_experts_key(pid), *pools], [
+                                       K.working_experts_key(pid), idem_key, *pools], [
         now, eid, ",".join(new_task_id(pid) for _ in range(n)), project["lease_seconds"],
         expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
@@ -156,7 +168,7 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
         "" if budget is None else budget, json.dumps(profile.table(profile.seconds)),
         json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
         json.dumps(profile.table(profile.gold_share)),
-        json.dumps(profile.table(profile.review_share))])
+        json.dumps(profile.table(profile.review_share)), keep_seconds])
 
 
 def _task(profile: Profile, routing: dict, answer: list) -> dict:
@@ -209,7 +221,7 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
                                     K.labeled_key(pid), K.explore_labels_key(pid),
-                                    K.spend_key(pid)],
+                                    K.spend_key(pid), K.followup_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
                    len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now),
                    K.expert_skill_prefix(pid), comment, answer])

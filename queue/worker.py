@@ -84,6 +84,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
     """Return expired leases to the pool even when no request touches a project; hand the
     jobs of dead workers to RQ's cleanup."""
+    from taskrank.queue.after_label import drain_followups
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)
@@ -91,8 +92,9 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.sweep_interval):
         try:
             sweep_all_projects(r)
+            drain_followups(r, settings)
         except Exception:  # the loop must survive a Redis restart; the error is logged
-            log.exception("lease sweep failed; retrying in %s s", settings.sweep_interval)
+            log.exception("upkeep failed; retrying in %s s", settings.sweep_interval)
         _reap(queue)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import sys
 import zipfile
@@ -21,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from taskrank.queue.validation import ID_PATTERN
+from taskrank.queue.exceptions import InvalidInputError
+from taskrank.queue.validation import (
+    ID_PATTERN,
+    NotJsonNumberError,
+    check_json_numbers,
+    parse_json,
+)
 
 FORMATS = ("jsonl", "csv", "npz")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npz": "npz"}
@@ -90,10 +95,16 @@ def _jsonl(handle: io.BufferedIOBase) -> Iterator[Record]:
                 raw = raw[3:]
             if not raw:
                 continue
-            try:
-                item = json.loads(raw)
+            try:  # strict, as the API parses it: NaN and Infinity are not JSON
+                item = parse_json(raw)
             except UnicodeDecodeError:
                 yield Record(number, error="the line is not valid UTF-8")
+                continue
+            except NotJsonNumberError as error:
+                yield Record(number, error=f"not valid JSON: {error}")
+                continue
+            except RecursionError:
+                yield Record(number, error="the line nests arrays or objects too deeply")
                 continue
             except ValueError as error:
                 yield Record(number, error=f"not valid JSON: {getattr(error, 'msg', error)} "
@@ -216,10 +227,7 @@ def csv_item(row: list[str], columns: CsvColumns) -> dict:
     if cell.get("gold", "").strip():
         item["gold"] = cell["gold"].strip()
     if cell.get("payload", "").strip():
-        try:
-            item["payload"] = json.loads(cell["payload"])
-        except ValueError as error:
-            raise ValueError(f"payload is not valid JSON: {error}") from None
+        item["payload"] = _payload(cell["payload"])
     features = _vector(row, columns.features, "features (f_ columns)")
     if features is not None:
         item["features"] = features
@@ -233,6 +241,20 @@ def csv_item(row: list[str], columns: CsvColumns) -> dict:
     return item
 
 
+def _payload(text: str) -> object:
+    """A payload cell's JSON, strict and within the float range: such a number would be
+    sent as Infinity, which is not JSON, and the server would refuse the whole batch."""
+    try:
+        payload = parse_json(text)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"payload is not valid JSON: {error}") from None
+    try:
+        check_json_numbers(payload, "payload")
+    except InvalidInputError as error:
+        raise ValueError(error.detail) from None
+    return payload
+
+
 def _vector(row: list[str], indexes: list[int], what: str) -> list[float] | None:
     cells = [row[index].strip() for index in indexes]
     if not any(cells):
@@ -244,9 +266,13 @@ def _vector(row: list[str], indexes: list[int], what: str) -> list[float] | None
 
 def _number(text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{what}: {text.strip()!r} is not a number"[:200]) from None
+    if not math.isfinite(value):  # nan, inf, or beyond the float range (1e400)
+        raise ValueError(f"{what}: {text.strip()!r} is not a finite number within the float "
+                         "range"[:200])
+    return value
 
 
 # --- npz ------------------------------------------------------------------------------------
@@ -339,13 +365,29 @@ def _npz(archive: zipfile.ZipFile, arrays: dict[str, _Array], n: int,
             features = parts["features"].tolist() if "features" in parts else None
             preds = {name[5:]: rows.tolist() for name, rows in parts.items()
                      if name.startswith("pred_")}
+            not_finite = _not_finite(parts)
             for i in range(count):
+                if i in not_finite:
+                    yield Record(start + i, error=f"{not_finite[i]}: the row holds NaN or "
+                                                  "infinity; send finite numbers")
+                    continue
                 item: dict = {"id": ids[i]}
                 if features is not None:
                     item["features"] = features[i]
                 if preds:
                     item["predictions"] = {model: rows[i] for model, rows in preds.items()}
                 yield Record(start + i, item)
+
+
+def _not_finite(parts: dict[str, np.ndarray]) -> dict[int, str]:
+    """Row index -> the first array holding NaN or infinity in that row (a float array's
+    rows would reach the API as NaN or Infinity, which are not JSON)."""
+    found: dict[int, str] = {}
+    for name, rows in parts.items():
+        if name != "ids" and rows.dtype.kind == "f":
+            for index in np.flatnonzero(~np.isfinite(rows).all(axis=1)).tolist():
+                found.setdefault(index, name)
+    return found
 
 
 def _rows(archive: zipfile.ZipFile, array: _Array, slice_rows: int) -> Iterator[np.ndarray]:
@@ -416,7 +458,7 @@ def _priorities(source: Iterator) -> Iterator[tuple[int, str | None, float | str
             continue
         try:
             priority = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
             priority = math.nan
         if isinstance(value, bool) or not math.isfinite(priority):
             yield line, None, f"priority must be a finite number, got {value!r}"[:200]

@@ -5,6 +5,9 @@ The label export (``GET /v1/projects/{pid}/labels``) is a view of ``server/proje
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from flask import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -15,6 +18,7 @@ from taskrank.server.context import cached_project, caches, redis_client, settin
 from taskrank.server.validation import json_object
 
 bp = Blueprint("labels", __name__, url_prefix="/v1/projects/<pid>/labels")
+log = logging.getLogger(__name__)
 
 
 @bp.post("")
@@ -23,7 +27,7 @@ def post_labels(pid: str) -> dict:
     """Record up to ``max_batch_items`` labels; counts, and each record not counted with
     the reason."""
     project = cached_project(check_id(pid, "project id"))
-    body = json_object()
+    body = json_object(check_numbers=False)  # per record: a bad one does not refuse the batch
     check_keys(body, "", {"labels"}, {"labels"})
     records = body["labels"]
     if not isinstance(records, list) or not records:
@@ -33,7 +37,11 @@ def post_labels(pid: str) -> dict:
         raise RequestEntityTooLarge(f"{len(records)} label records in one request; send at "
                                     f"most {limit} per request (TASKRANK_MAX_BATCH_ITEMS)")
     result = import_labels(redis_client(), project, records)
-    finish_import(redis_client(), project, result, settings())
+    try:
+        finish_import(redis_client(), project, result, settings())
+    except redis.RedisError as error:  # recorded: the workers' upkeep does the rest
+        log.warning("labels of project %s recorded; their follow-up is left to the upkeep: "
+                    "%s", pid, error)
     if result.to_aggregate:  # aggregate.py may have learned experts' accuracy
         caches().experts.clear()
     return result.answer

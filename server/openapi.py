@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app
 
-from taskrank.learning.priority import MAX_WEIGHT
+from taskrank.learning.priority import DEFAULT_STRATEGY_DICT, MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
 from taskrank.queue.label_import import MAX_SOURCE
+from taskrank.queue.labels import (
+    AGGREGATED_CURSOR_FORMAT,
+    LOG_CURSOR,
+    LOG_CURSOR_FORMAT,
+)
 from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
 from taskrank.queue.tasks import MAX_TASKS_PER_CLAIM, NO_TASK_REASONS
 from taskrank.queue.validation import MAX_ANSWER_BYTES, MAX_COMMENT_BYTES, MAX_JOB_ID
@@ -74,11 +79,12 @@ TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
 # 'gold': an item with a known answer, served only as a check of experts, never pooled
 # 'withdrawn': taken out for good by DELETE /v1/projects/{pid}/items/{iid}
 STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold", "withdrawn"]}
-COMMENT = doc({"type": "string"}, f"free text, at most {MAX_COMMENT_BYTES} bytes of UTF-8 "
-                                  "(10 KB); stored and exported with the label")
+COMMENT = doc({"type": "string", "maxLength": MAX_COMMENT_BYTES},
+              f"free text, at most {MAX_COMMENT_BYTES} bytes of UTF-8 (10 KB); stored and "
+              "exported with the label")
 ANSWER = doc({}, f"any JSON (a corrected model output, rubric scores, a rationale), at most "
-                 f"{MAX_ANSWER_BYTES} bytes as compact JSON (64 KB); stored and exported "
-                 "with the label")
+                 f"{MAX_ANSWER_BYTES} bytes as compact JSON (64 KB), its numbers within the "
+                 "float range; stored and exported with the label")
 TASK_STATE = {"type": "string", "enum": ["open", "labeled", "released", "expired",
                                          "withdrawn"],
               "description": "withdrawn: the lease ended because its item was withdrawn"}
@@ -123,10 +129,25 @@ def strategy(partial: bool) -> dict:
             properties[name] = section
         else:
             properties[name] = obj(() if partial else tuple(section), True, **section)
+    properties["weights"] |= some_weight_positive(partial)
     schema = obj(() if partial else tuple(properties), True, **properties)
     schema["description"] = ("A partial strategy merged onto the defaults; an unknown key is "
                              "a 422 naming it." if partial else "The project's full strategy.")
     return schema
+
+
+def some_weight_positive(partial: bool) -> dict:
+    """The rule that not every weight is 0 (the priority would rank nothing).  A partial
+    strategy is merged onto the defaults, so a weight it leaves out keeps its default."""
+    defaults = DEFAULT_STRATEGY_DICT["weights"]
+    choices = [{"required": [name], "properties": {name: {"exclusiveMinimum": 0}}}
+               for name in defaults]
+    if partial:
+        choices += [{"not": {"required": [name]}} for name, value in defaults.items()
+                    if value > 0]
+    return {"anyOf": choices, "description": "at least one weight is positive" + (
+        " once merged onto the defaults " + ", ".join(
+            f"{name} {value:g}" for name, value in defaults.items()) if partial else "")}
 
 
 def skill_quality() -> dict:
@@ -172,9 +193,9 @@ def schemas(max_items: int) -> dict:
                   backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
                                             "change started (GET /v1/jobs/{jid})"))
     probabilities = array(num(0, 1 + SUM_TOLERANCE), minItems=2,
-                          description="one probability per project label, in label order; "
-                                      f"summing to 1 within {SUM_TOLERANCE} (then "
-                                      "renormalised)")
+                          description="one probability per project label (as many as the "
+                                      "project's labels), in label order; summing to 1 "
+                                      f"within {SUM_TOLERANCE} (then renormalised)")
     item_view = obj(("id", "status", "priority", "breakdown"),
                     id=ID, status=STATUS, priority=num(), skills=array(ID),
                     breakdown={"type": "object", "additionalProperties": obj(
@@ -212,16 +233,34 @@ def schemas(max_items: int) -> dict:
         "Project": project,
         "ProjectList": obj(("projects",), projects=array(ref("Project"))),
         "Item": {**obj(("id",), True, id=ID,
-                       predictions={"type": "object", "maxProperties": MAX_MODELS,
-                                    "propertyNames": ID,
-                                    "additionalProperties": probabilities},
-                       features=array(num(-1e12, 1e12), minItems=1, maxItems=4096),
+                       predictions=doc(nullable({
+                           "type": "object", "maxProperties": MAX_MODELS, "propertyNames": ID,
+                           "additionalProperties": probabilities}),
+                           "model name -> probabilities (null or {}: none)"),
+                       features=doc(nullable(array(num(-1e12, 1e12), minItems=1,
+                                                   maxItems=4096)),
+                                    "fixed length per project: the length of its first "
+                                    "item with features (the project's n_features); an "
+                                    "item of another length is rejected (null: none)"),
                        skills=array(ID, maxItems=MAX_SKILLS),
-                       payload=doc(ANY, "opaque JSON returned with the task"),
-                       boost=num(-1e6, 1e6), gold=doc(TEXT, "one of the project's labels")),
-                 "anyOf": [{"required": ["predictions"]}, {"required": ["features"]}]},
-        "ItemBatch": obj(("items",), True,
-                         items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                       payload=doc(ANY, "opaque JSON returned with the task; its numbers "
+                                        "within the float range (magnitude at most "
+                                        "1.7976931348623157e308: 1e400 is rejected)"),
+                       boost=num(-1e6, 1e6),
+                       gold=doc(nullable(TEXT), "one of the project's labels (null: none)")),
+                 "anyOf": [{"required": ["predictions"], "properties": {"predictions": {
+                               "type": "object", "minProperties": 1}}},
+                           {"required": ["features"], "properties": {"features": {
+                               "type": "array"}}}],
+                 "description": "An item needs predictions of at least one model, or "
+                                "features, or both."},
+        "ItemBatch": doc(obj(("items",), True,
+                             items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                         "Each item is checked on its own: an item the project refuses "
+                         "(not an Item, probabilities that do not fit its labels, features "
+                         "of another length, a gold label not among its labels) is listed "
+                         "in `rejected` and the others are stored; when none can be, the "
+                         "answer is a 422 carrying `rejected`."),
         "Rejection": obj(("index", "id", "detail"), index=integer(0), id=nullable(TEXT),
                          detail=TEXT),
         "IngestResult": obj(("created", "updated", "rejected"), created=integer(0),
@@ -253,13 +292,15 @@ def schemas(max_items: int) -> dict:
         "SkillQuality": skill_quality(),
         "FlaggedSkill": obj(("project_id", "skill", "reason"), project_id=ID, skill=TEXT,
                             reason=TEXT),
-        "NextTaskRequest": obj((), True, expert_id=doc(ID, "required with a platform or "
-                                                           "admin token; an expert token "
-                                                           "acts for itself"),
-                               n=doc(nullable(integer(1, MAX_TASKS_PER_CLAIM)), (
-                                   "lease up to n tasks in one atomic claim, within the "
-                                   "expert's capacity, and answer {\"tasks\": [...]}; "
-                                   "absent or null: one task, answered {\"task\": {...}}"))),
+        "NextTaskRequest": doc(obj(
+            ("expert_id",), True,
+            expert_id=doc(ID, "the expert to lease for; an expert token may only name itself"),
+            n=doc(nullable(integer(1, MAX_TASKS_PER_CLAIM)), (
+                "lease up to n tasks in one atomic claim, within the expert's capacity, and "
+                "answer {\"tasks\": [...]}; absent or null: one task, answered "
+                "{\"task\": {...}}"))),
+            "An expert token may also send no body (or {}): it acts for itself. With a "
+            "platform or admin token, expert_id is required (422 without it)."),
         "NextTask": {"oneOf": [ref("Lease"), ref("LeaseBatch")]},
         "Lease": obj(("task",), task=ref("LeasedTask")),
         "LeaseBatch": doc(obj(("tasks",), tasks=array(ref("LeasedTask"), minItems=1,
@@ -272,9 +313,10 @@ def schemas(max_items: int) -> dict:
             expires_at=TIME, reason=TEXT,
             exploration=doc(BOOL, "true when the item was drawn uniformly from the pool "
                                   "(strategy.explore), not picked by its priority")),
-        "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
-                            seconds_spent=num(0, 604800), comment=nullable(COMMENT),
-                            answer=ANSWER),
+        "LabelRequest": obj(("label",), True, label=doc(
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "one of the project's labels (GET /v1/projects/{pid}: labels); another is a 422"),
+            seconds_spent=num(0, 604800), comment=nullable(COMMENT), answer=ANSWER),
         "LabelAnswer": label_answer,
         "TaskView": obj(("task",), task=obj(
             ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
@@ -293,7 +335,7 @@ def schemas(max_items: int) -> dict:
                           source=doc(TEXT, "without a lease: the platform's id of the "
                                            "label, when given"),
                           answered_at=doc(TIME, "without a lease: when it was answered, "
-                                                "when given")),
+                                                "as sent")),
                       doc(obj(("item_id", "label", "confidence", "n_labels"), True,
                               item_id=ID, label=TEXT, confidence=num(0, 1),
                               n_labels=integer(0)), "with aggregated=true")]})),
@@ -364,20 +406,26 @@ def schemas(max_items: int) -> dict:
 
 def lifecycle_schemas(max_items: int) -> dict:
     """Labels without a lease, withdrawal and an expert's open tasks."""
-    record = obj(("item_id", "label"), True, item_id=ID,
-                 label=doc(TEXT, "one of the project's labels"),
-                 expert_id=doc(nullable(ID), "a declared expert: the label teaches its "
-                                             "accuracy, and is idempotent by (item, expert)"),
-                 source=doc(nullable({"type": "string", "minLength": 1,
-                                      "maxLength": MAX_SOURCE}),
-                            "the platform's id of this label: without expert_id, the "
-                            "record is idempotent by (item, source)"),
-                 answered_at=doc(nullable(TIME), "when it was answered"),
+    source = {"type": "string", "pattern": f"^[ -~]{{1,{MAX_SOURCE}}}$"}
+    record = obj(("item_id", "label"), True, item_id=doc(ID, "an item of the project (else "
+                                                              "the record is rejected)"),
+                 label=doc({"type": "string", "minLength": 1, "maxLength": 200},
+                           "one of the project's labels (GET /v1/projects/{pid}: labels); "
+                           "another rejects the record"),
+                 expert_id=doc(nullable(ID), "a declared expert (else the record is "
+                                             "rejected): the label teaches its accuracy, and "
+                                             "is idempotent by (item, expert)"),
+                 source=doc(nullable(source), "the platform's id of this label (printable "
+                                              "ASCII): without expert_id, the record is "
+                                              "idempotent by (item, source)"),
+                 answered_at=doc(nullable(TIME), "when it was answered (RFC 3339 with a time "
+                                                 "zone); exported as sent"),
                  comment=nullable(COMMENT), answer=ANSWER)
     not_counted = obj(("index", "id", "detail"), index=integer(0), id=ID, detail=TEXT)
     return {
-        "LabelRecord": {**record, "anyOf": [{"required": ["expert_id"]},
-                                            {"required": ["source"]}]},
+        "LabelRecord": {**record, "anyOf": [
+            {"required": ["expert_id"], "properties": {"expert_id": ID}},
+            {"required": ["source"], "properties": {"source": source}}]},
         "LabelBatch": obj(("labels",), True,
                           labels=array(ref("LabelRecord"), minItems=1, maxItems=max_items)),
         "LabelImport": obj(
@@ -406,11 +454,27 @@ PARAMETERS = {
 QUERY = {
     "queue": [("limit", integer(1, 1000) | {"default": 20}, "items to return"),
               ("skill", ID, "only items requiring this skill tag")],
-    "labels": [("cursor", TEXT, "next_cursor of the previous page"),
-               ("limit", integer(1, 10_000) | {"default": 100}, "records per page"),
-               ("aggregated", {"type": "string", "enum": ["true", "false", "1", "0"],
-                               "default": "false"},
-                "one record per finished item instead of every label")],
+    "labels": [("limit", integer(1, 10_000) | {"default": 100}, "records per page")],
+}
+# `aggregated` decides what a cursor is, so the two go in one exploded object parameter
+# (`?aggregated=true&cursor=...` on the wire) whose schema states the pairing.
+EXPORT = {
+    "name": "export", "in": "query", "style": "form", "explode": True,
+    "description": "`aggregated` (true: one record per finished item instead of every "
+                   "label) and `cursor` (the next_cursor of the previous page of the same "
+                   "export; none or empty: the first page). A cursor of another form is a "
+                   "400.",
+    "schema": {"oneOf": [
+        obj((), True,
+            aggregated={"type": "string", "pattern": "^([Ff][Aa][Ll][Ss][Ee]|0)$",
+                        "description": "false (the default): every label"},
+            cursor={"type": "string", "pattern": f"^({LOG_CURSOR})?$",
+                    "description": f"labels after this one: {LOG_CURSOR_FORMAT}"}),
+        obj(("aggregated",), True,
+            aggregated={"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|1)$"},
+            cursor={"type": "string", "pattern": f"^({ID['pattern'][1:-1]})?$",
+                    "description": f"items after this one: {AGGREGATED_CURSOR_FORMAT}"}),
+    ]},
 }
 
 # (method, path, endpoint, summary, request schema, {status: (description, schema)},
@@ -451,7 +515,7 @@ OPERATIONS = [
      {200: ("the spend", "Spend")}, (404,)),
     ("get", "/v1/projects/{pid}/labels", "projects.get_labels",
      "Export labels (or aggregated labels), resumable by cursor", None,
-     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (404, 422)),
+     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (400, 404, 422)),
     ("post", "/v1/projects/{pid}/items", "items.post_items",
      "Upsert a batch of items (idempotent by id), scored at once; per-item problems come "
      "back in `rejected` and the rest is stored", "ItemBatch",
@@ -470,7 +534,10 @@ OPERATIONS = [
      "gate status) and every flagged skill with the reason (an expert token: itself only)",
      None, {200: ("the expert", "Expert")}, (404,)),
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
-     "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
+     "Lease the best task for an expert (an expert token: itself only); a retry with the "
+     "same Idempotency-Key gets the lease the first request was granted. A 503 means no "
+     "lease was recorded, or, when the connection failed mid-way, possibly one: send an "
+     "Idempotency-Key to get it back", "NextTaskRequest",
      {200: ("the lease, with the item's payload and the reason; with n, the leases",
             "NextTask"),
       204: ("no task for this expert now; the Taskrank-Reason header says why", None)},
@@ -489,7 +556,7 @@ OPERATIONS = [
      "Labels without a lease (a platform's seed, historical or own labels): each record "
      "counts once, idempotent by (item, expert) or (item, source); a record with an expert "
      "teaches its accuracy; per-record problems come back in `rejected` and the rest is "
-     "recorded", "LabelBatch",
+     "recorded; a 422 when no record passes the request's checks", "LabelBatch",
      {200: ("counts and per-record outcomes", "LabelImport")}, (404,)),
     ("delete", "/v1/projects/{pid}/items/{iid}", "items.delete_item",
      "Withdraw an item for good: it leaves the pool and the gold sets, its open leases "
@@ -510,7 +577,8 @@ OPERATIONS = [
 ]
 
 ERRORS = {
-    400: "the body is not valid JSON (NaN and Infinity are not JSON), or a header is bad",
+    400: "the body is not valid JSON (NaN and Infinity are not JSON), a header is bad, or "
+         "a cursor is not a next_cursor of the same export (the detail gives its form)",
     401: "no token, a malformed Authorization header or an unknown token",
     403: "the token's role is too low, or an expert token acts for another expert",
     404: "no such project, item, expert, task or job",
@@ -520,7 +588,9 @@ ERRORS = {
          "TASKRANK_MAX_BATCH_ITEMS)",
     415: "the body is not sent as application/json",
     422: "a field is invalid: `errors` names each one (`rejected` lists each item when no "
-         "item of a batch could be stored)",
+         "item of a batch could be stored); also a number beyond the float range (1e400), "
+         "which JSON readers take for Infinity, and a query parameter the route does not "
+         "take",
     503: "Redis is not answering; retry after Retry-After seconds",
 }
 
@@ -611,15 +681,22 @@ def _operation(app: Flask, entry: tuple) -> dict:
     params += [{"name": name, "in": "query", "schema": schema, "description": what}
                for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])
                if method == "get"]
+    if endpoint == "projects.get_labels":
+        params.append(EXPORT)
     if endpoint == "tasks.post_label":
         params.append({"name": "Idempotency-Key", "in": "header", "description":
                        "replays the first answer for the same key and body; 422 when the "
                        "body differs", "schema": {"type": "string", "minLength": 1,
                                                   "maxLength": 200}})
+    if endpoint == "tasks.post_next_task":
+        params.append({"name": "Idempotency-Key", "in": "header", "description":
+                       "per project and expert: a retry gets the first request's lease "
+                       "(kept 24 h)", "schema": {"type": "string", "minLength": 1,
+                                                 "maxLength": 200}})
     if params:
         operation["parameters"] = params
     if request:
-        operation["requestBody"] = {"required": request != "NextTaskRequest", "content": {
+        operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": ref(request)}}}
     responses = {}
     for status, (description, schema) in successes.items():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import redis
 
 from taskrank.queue import keys
 from taskrank.queue.embedded import EmbeddedRedis
+from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.settings import Settings
-from taskrank.queue.tokens import hash_token
+from taskrank.queue.tokens import create_token, hash_token
 from taskrank.scripts.tokens import main
 
 
@@ -94,3 +100,36 @@ def test_without_redis_url_uses_the_embedded_data_dir(monkeypatch, tmp_path, cap
         client = redis.Redis.from_url(server.url, decode_responses=True)
         assert client.hgetall(keys.token_key(hash_token(token)))["role"] == "platform"
         client.close()
+
+
+@pytest.mark.parametrize("expert_id", ["bad:id/x", "", "..", "e" * 129, "dr lee"])
+def test_an_expert_id_the_api_refuses_is_refused(env, capsys, expert_id):
+    """--expert-id follows the API's id rule: anything else exits 2 with a one-line reason
+    and stores nothing (a token for it could never be used)."""
+    assert main(["create", "--role", "expert", "--expert-id", expert_id]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("taskrank token: --expert-id: must be 1-128 characters")
+    assert captured.err.count("\n") == 1
+    assert list(env.scan_iter()) == []
+
+
+def test_the_store_refuses_such_an_expert_id_too(env):
+    """create_token itself checks the id, for callers other than the command."""
+    with pytest.raises(InvalidInputError, match="expert_id"):
+        create_token(env, "expert", "bad:id/x")
+    assert list(env.scan_iter()) == []
+
+
+def test_the_command_refuses_it_as_a_process(env, settings: Settings):
+    """`taskrank token create --expert-id 'bad:id/x'`, run as a process: exit 2, the
+    reason on stderr, nothing on stdout, nothing stored."""
+    command = [str(Path(sys.executable).with_name("taskrank")), "token", "create", "--role",
+               "expert", "--expert-id", "bad:id/x"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "TASKRANK_REDIS_URL": settings.redis_url})
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "--expert-id: must be 1-128 characters of A-Z a-z 0-9 . _ -, got 'bad:id/x'" in (
+        done.stderr)
+    assert list(env.scan_iter()) == []

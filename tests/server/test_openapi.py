@@ -117,6 +117,77 @@ def test_batch_limit_follows_the_settings(settings, r):
     assert schemas["ItemBatch"]["properties"]["items"]["maxItems"] == 7
 
 
+def schema_of(document: dict, schema: dict) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+def export_parameter(document: dict) -> dict:
+    parameters = document["paths"]["/v1/projects/{pid}/labels"]["get"]["parameters"]
+    return next(p for p in parameters if p["name"] == "export")
+
+
+# (schema, value, valid per the document): each rule the server enforces beyond a field's
+# type, as the document states it; the server agrees (test below).
+STATED = [
+    ("StrategyPatch", {"weights": {"uncertainty": 0}}, False),
+    ("StrategyPatch", {"weights": {"uncertainty": 0, "density": 0.0}}, False),
+    ("StrategyPatch", {"weights": {"uncertainty": 0, "disagreement": 2}}, True),
+    ("StrategyPatch", {"weights": {"density": 0}}, True),  # uncertainty keeps its default 1
+    ("StrategyPatch", {}, True),
+    ("NextTaskRequest", {}, False),
+    ("NextTaskRequest", {"expert_id": "e1"}, True),
+    ("LabelRequest", {"label": ""}, False),
+    ("export", {"cursor": "99999999999999999999-0"}, False),
+    ("export", {"cursor": "abc"}, False),
+    ("export", {"cursor": "9999999999999999999-0"}, True),
+    ("export", {"cursor": ""}, True),
+    ("export", {"aggregated": "false", "cursor": "1-0"}, True),
+    ("export", {"aggregated": "True", "cursor": "abc"}, True),
+    ("export", {"aggregated": "1", "cursor": "a b"}, False),
+    ("export", {"aggregated": "maybe"}, False),
+    ("export", {"aggregate": "true"}, False),
+    ("Item", {"id": "a", "predictions": {}}, False),
+    ("Item", {"id": "a", "predictions": None, "features": [1.0]}, True),
+    ("Item", {"id": "a", "predictions": {"m": [0.5, 0.5]}, "gold": None}, True),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "valid"), STATED,
+                         ids=[f"{name} {json.dumps(value)}" for name, value, _ in STATED])
+def test_the_document_states_the_rules_the_server_enforces(document, name, value, valid):
+    """Strategy weights not all 0, expert_id required (but for an expert token), a label
+    of 1-200 characters, the export's cursor forms and parameters, an item's predictions
+    or features: the document says what the server checks."""
+    schema = (export_parameter(document)["schema"] if name == "export"
+              else {"$ref": f"#/components/schemas/{name}"})
+    assert schema_of(document, schema).is_valid(value) is valid
+
+
+def test_the_server_agrees_with_the_stated_rules(client, auth):
+    """Each example above: the server refuses the invalid ones (400/422) and accepts the
+    valid ones."""
+    make_project(client, auth)
+    assert post_items(client, auth, make_items(2)).status_code == 200
+    make_expert(client, auth)
+    admin = auth("admin")
+    for name, value, valid in STATED:
+        if name == "StrategyPatch":
+            response = client.patch("/v1/projects/p1", json={"strategy": value}, headers=admin)
+        elif name == "NextTaskRequest":
+            response = client.post("/v1/projects/p1/tasks/next", json=value, headers=admin)
+        elif name == "export":
+            response = client.get("/v1/projects/p1/labels", query_string=value, headers=admin)
+        elif name == "Item":
+            response = client.post("/v1/projects/p1/items", json={"items": [value]},
+                                   headers=admin)
+        else:
+            task = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                               headers=admin).json["task"]
+            response = client.post(f"/v1/tasks/{task['id']}/label", json=value, headers=admin)
+        refused = response.status_code in (400, 422)
+        assert refused is not valid, (name, value, response.status_code, response.json)
+
+
 UNKNOWN_FIELD = [
     ("post", "/v1/projects", {"id": "p2", "labels": ["a", "b"], "colour": 1}, "admin"),
     ("patch", "/v1/projects/p1", {"colour": 1}, "admin"),
