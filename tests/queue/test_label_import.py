@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from taskrank.queue import keys as K
+from taskrank.queue.after_label import drain_followups
 from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.experts import put_expert
@@ -54,6 +55,13 @@ def test_a_records_key_fixes_its_task_id():
     ({"item_id": "i0", "label": "pos", "expert_id": "e 1"}, "expert_id"),
     ({"item_id": "i0", "label": "pos", "source": ""}, "source"),
     ({"item_id": "i0", "label": "pos", "source": "a\nb"}, "source"),
+    ({"item_id": "i0", "label": "pos", "source": "café"}, "source"),
+    ({"item_id": "i0", "label": "pos", "source": "s", "answered_at": "2025-02-30T12:00:00Z"},
+     "answered_at"),
+    ({"item_id": "i0", "label": "pos", "source": "s", "answered_at": "0000-01-01T12:00:00Z"},
+     "answered_at"),
+    ({"item_id": "i0", "label": "pos", "source": "s", "answered_at": "2025-01-31t12:00:00z"},
+     "answered_at"),
     ({"item_id": "i0", "label": "pos", "source": "s" * 257}, "source"),
     ({"item_id": "i0", "label": "pos", "source": "s", "answered_at": "2025-01-31T12:00:00"},
      "answered_at"),
@@ -68,19 +76,26 @@ def test_a_bad_record_names_its_field(fields, field):
     assert caught.value.detail.startswith(f"{field}:"), caught.value.detail
 
 
-def test_a_retry_runs_the_follow_up_a_crash_skipped(r, project):
-    """The follow-up (aggregation, the labeled set) missed after the script wrote: the
-    retry's duplicates run it, so the finished item joins the training set."""
+def test_the_upkeep_does_the_follow_up_a_failed_request_skipped(r, project):
+    """The follow-up (aggregation, the labeled set) missed after the script wrote: the item
+    waits in the follow-up set, a retry of the batch counts nothing more, and the workers'
+    upkeep finishes it; a follow-up that ran leaves nothing waiting."""
     records = [{"item_id": "i0", "label": "pos", "expert_id": "e1"},
                {"item_id": "i0", "label": "pos", "expert_id": "e2"}]
     first = import_labels(r, project, records)
     assert first.to_aggregate == ["i0"]  # two votes: aggregate.py decides; here it dies
+    assert r.smembers(K.followup_key("p")) == {"i0"}
     assert r.zscore(K.labeled_key("p"), "i0") is None
     retry = import_labels(r, project, records)
-    assert retry.answer["duplicates"] == 2 and retry.to_aggregate == ["i0"]
-    finish_import(r, project, retry)
+    assert retry.answer["duplicates"] == 2 and retry.to_aggregate == []
+    assert drain_followups(r) == 1
     assert r.zscore(K.labeled_key("p"), "i0") is not None
     assert r.hmget(K.item_key("p", "i0"), "st", "al") == ["labeled", "pos"]
+    assert not r.exists(K.followup_key("p"))
+    done = import_labels(r, project, [{"item_id": "i1", "label": "neg", "source": "a"},
+                                      {"item_id": "i1", "label": "neg", "source": "b"}])
+    finish_import(r, project, done)
+    assert not r.exists(K.followup_key("p")) and r.zscore(K.labeled_key("p"), "i1") == 0
     check_store(r, "p")
 
 

@@ -55,7 +55,7 @@ def test_a_batch_imported_twice_is_counted_once(client, auth, r, pool):
     assert [(x["item_id"], x["expert_id"], x["counted"], x.get("leaseless")) for x in labels] == [
         ("i0", "e1", True, True), ("i1", None, True, True), ("i2", "e2", True, True)]
     assert labels[1]["source"] == "ls-annotation-7" and "answered_at" not in labels[0]
-    assert labels[2]["answered_at"] == "2025-01-31T11:00:00.000Z"
+    assert labels[2]["answered_at"] == "2025-01-31T12:00:00+01:00"  # as sent
     assert not {"i0", "i1", "i2"} & set(pooled(r, "p1"))
     aggregated = {x["item_id"]: x["label"] for x in export(client, auth, "?aggregated=true")[
         "labels"]}
@@ -184,9 +184,9 @@ def test_a_label_without_a_lease_ends_the_experts_own_lease(client, auth, r, poo
                        headers=auth("platform"))
     assert_problem(late, 409, "recorded, not counted")
     assert post_labels(client, auth, [record]).json["duplicates"] == 1
-    other = assert_problem(post_labels(client, auth, [{**record, "label": "neg"}]), 422,
-                           "none of the 1 label records")
-    assert "a recorded label is not changed" in other["rejected"][0]["detail"]
+    other = post_labels(client, auth, [{**record, "label": "neg"}]).json
+    assert other["counted"] == 0 and "a recorded label is not changed" in other["rejected"][0][
+        "detail"]
     # an expert's lease label and then the same label without a lease: a duplicate
     second = next_task(client, auth, eid="e2").json["task"]
     client.post(f"/v1/tasks/{second['id']}/label", json={"label": "neg"},

@@ -170,3 +170,16 @@ def test_open_tasks_auth(client, auth, pool):
         assert client.get("/v1/experts/e2/tasks", headers=auth(role)).json == {"tasks": []}
     assert_problem(client.get("/v1/experts/ghost/tasks", headers=auth("platform")), 404)
     assert_problem(client.get("/v1/experts/e1/tasks"), 401)
+
+
+def test_a_retried_n_claim_gets_the_same_tasks(client, auth, r, pool):
+    """With an Idempotency-Key, a retry of an n-task claim answers the tasks the first
+    one leased and leases nothing more."""
+    headers = {**auth("platform"), "Idempotency-Key": "claim-1"}
+    body = {"expert_id": "e2", "n": 3}
+    first = client.post("/v1/projects/p1/tasks/next", json=body, headers=headers)
+    again = client.post("/v1/projects/p1/tasks/next", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert [t["id"] for t in again.json["tasks"]] == [t["id"] for t in first.json["tasks"]]
+    assert r.zcard(K.expert_leases_key("p1", "e2")) == 3
+    check_store(r, "p1")

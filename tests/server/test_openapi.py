@@ -322,7 +322,8 @@ def test_lifecycle_answers_match_the_response_schemas(client, auth, document, r)
     check("/v1/projects/{pid}/labels", "post", client.post(
         "/v1/projects/p1/labels", json={"labels": records}, headers=platform))
     check("/v1/projects/{pid}/labels", "post", client.post(
-        "/v1/projects/p1/labels", json={"labels": records[2:]}, headers=platform))
+        "/v1/projects/p1/labels", json={"labels": [{"item_id": "i2", "label": "maybe",
+                                                    "source": "s3"}]}, headers=platform))
     tasks = check("/v1/projects/{pid}/tasks/next", "post", client.post(
         "/v1/projects/p1/tasks/next", json={"expert_id": "e1", "n": 3},
         headers=platform))["tasks"]
