@@ -7,6 +7,8 @@ a DUMP of every key, so each operation is fuzzed from the same state.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -156,6 +158,8 @@ def follow_stated_rules(case, seed: Seed, rng: random.Random) -> None:
     if not isinstance(body, dict) or case.meta is None:
         return
     negative = case.meta.generation.mode.is_negative
+    if not negative:
+        follow_idempotency_rule(case)
     if label == BATCH and isinstance(body.get("items"), list):
         if negative:
             invalid = [raw for raw in body["items"] if not item_validator(case).is_valid(raw)]
@@ -193,6 +197,16 @@ def follow_item_rules(raw: object, seed: Seed, rng: random.Random) -> None:
         raw["features"] = (raw["features"] * N_FEATURES)[:N_FEATURES]
     if raw.get("gold") is not None:
         raw["gold"] = rng.choice(seed.labels)
+
+
+def follow_idempotency_rule(case) -> None:
+    """A label's Idempotency-Key is reused only with the same body (another body is a 422,
+    as the document says): the key is made from the task and the body, so a repeated
+    request replays and a new one gets its own key."""
+    headers = case.headers or {}
+    if "Idempotency-Key" in headers and "tid" in (case.path_parameters or {}):
+        request = json.dumps([case.path_parameters["tid"], case.body], sort_keys=True)
+        headers["Idempotency-Key"] = hashlib.sha256(request.encode()).hexdigest()[:40]
 
 
 def follow_record_rules(raw: object, seed: Seed, rng: random.Random) -> None:
