@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from taskrank.server import experts, health, items, models, openapi, projects, tasks, ui
+    from taskrank.server.label_studio import bp as label_studio_bp
 
     for module in (health, projects, items, experts, tasks, models, ui, openapi):
         app.register_blueprint(module.bp)
+    app.register_blueprint(label_studio_bp)
