@@ -131,7 +131,7 @@ def prediction_row(prediction: dict, labels: list[str], where: str) -> list[floa
     if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
         raise NotUsable(f"{where} must have a score from 0 to 1 (the chosen label's "
                         f"probability), got {score!r}"[:200])
-    rest = (1.0 - score) / (len(labels) - 1)
+    rest = round((1.0 - score) / (len(labels) - 1), 12)
     return [float(score) if name == label else rest for name in labels]
 
 
