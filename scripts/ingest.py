@@ -90,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.file != "-" and not os.path.isfile(args.file):
             raise Unusable(f"no file {args.file!r}")
         if args.direct:
-            from taskrank.queue.embedded import redis_url_for
+            from taskrank.queue.running import NoServerError, command_redis
 
-            with redis_url_for(settings) as url:
-                return run(args, fmt, DirectTarget(settings.replace(redis_url=url),
-                                                   args.project))
+            try:
+                with command_redis(settings, say=lambda text: print(
+                        f"taskrank ingest: {text}", file=sys.stderr)) as url:
+                    return run(args, fmt, DirectTarget(settings.replace(redis_url=url),
+                                                       args.project))
+            except NoServerError as error:
+                raise Unusable(str(error)) from None
         with HttpTarget(args.url, args.token, args.project) as target:
             return run(args, fmt, target)
     except (Unusable, FileFormatError) as error:

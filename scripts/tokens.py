@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from taskrank.queue.connection import connect
-from taskrank.queue.embedded import redis_url_for
+from taskrank.queue.running import NoServerError, command_redis
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import ROLES, create_token
 
@@ -27,11 +27,20 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    with redis_url_for(settings) as url:
-        token = create_token(connect(settings.replace(redis_url=url)), args.role, args.expert_id)
+    try:
+        with command_redis(settings, say=_say) as url:
+            token = create_token(connect(settings.replace(redis_url=url)), args.role,
+                                 args.expert_id)
+    except NoServerError as error:
+        print(f"taskrank token: {error}", file=sys.stderr)
+        return 2
     print(f"created a {args.role} token; it is shown only this once:", file=sys.stderr)
     print(token)
     return 0
+
+
+def _say(text: str) -> None:
+    print(f"taskrank token: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -165,3 +165,15 @@ def test_direct_writes_to_redis_without_the_api(capsys, monkeypatch, settings, r
     again = json.loads(capsys.readouterr().out)
     assert (again["created"], again["updated"]) == (0, 2)
     assert ingest.main(["ghost", path, "--direct"]) == 2
+
+
+def test_direct_without_a_running_server_is_refused(capsys, monkeypatch, tmp_path):
+    """--direct in a shell that finds no server's Redis: exit 2 with what to set, and no
+    empty Redis started in ./var."""
+    monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = _write_jsonl(tmp_path / "items.jsonl", [_item(0)])
+    assert ingest.main(["p", path, "--direct"]) == 2
+    err = capsys.readouterr().err
+    assert "no running taskrank found" in err and "TASKRANK_DATA_DIR" in err
+    assert not (tmp_path / "var" / "appendonlydir").exists()
