@@ -197,3 +197,54 @@ def test_webhook_refuses_a_body_that_is_not_an_object(client, ls_project, ls_aut
     """A JSON list is a 422 problem."""
     response = client.post("/ls/ls/webhook", headers=ls_auth, json=[1])
     assert_problem(response, 422, "body")
+
+
+def annotation_event(action: str, annotation_id: int, task_id: int, choice: str,
+                     user: int = 1, **extra: object) -> dict:
+    """An annotation event as Label Studio 1.23 sends it: the annotation, its task nested
+    (the webhook's nested field) and the project."""
+    return {"action": action, "annotation": {
+        "id": annotation_id, "result": [{"value": {"choices": [choice]}, "id": "x1",
+                                         "from_name": "sentiment", "to_name": "text",
+                                         "type": "choices", "origin": "manual"}],
+        "was_cancelled": False, "ground_truth": False,
+        "created_at": "2025-01-31T12:00:00.000000Z",
+        "updated_at": "2025-01-31T12:00:05.000000Z", "lead_time": 5.0, "prediction": {},
+        "result_count": 1, "task": task_id, "completed_by": user, "project": 7, **extra},
+        "task": task(task_id, features=[0.1, 0.2]), "project": {"id": 7,
+                                                                 "label_config": CONFIG}}
+
+
+def test_annotations_become_labels_once(client, auth, ls_project, ls_auth):
+    """ANNOTATION_CREATED of a task taskrank never saw: the task becomes an item and the
+    choice a counted label; the same event again is a duplicate; an update with another
+    choice is refused (labels are append-only); a skipped task gives no label."""
+    def send(body):
+        response = client.post("/ls/ls/webhook", headers=ls_auth, json=body)
+        assert response.status_code == 201, response.json
+        return response.json["result"]
+
+    first = send(annotation_event("ANNOTATION_CREATED", 50, 5, "Negative"))
+    assert (first["counted"], first["rejected"], first["skipped"]) == (1, [], [])
+    assert send(annotation_event("ANNOTATION_CREATED", 50, 5, "Negative"))["duplicates"] == 1
+    changed = send(annotation_event("ANNOTATION_UPDATED", 50, 5, "Positive"))
+    assert changed["counted"] == 0 and "not changed" in changed["rejected"][0]["detail"]
+    skipped = send(annotation_event("ANNOTATION_CREATED", 51, 6, "Positive",
+                                    was_cancelled=True))
+    assert "skipped" in skipped["skipped"][0]["detail"]
+    labels = client.get("/v1/projects/ls/labels", headers=auth("platform")).json["labels"]
+    assert [(row["item_id"], row["label"]) for row in labels] == [("5", "Negative")]
+
+
+def test_an_annotator_declared_as_expert_is_taught(client, auth, ls_project, ls_auth):
+    """Label Studio user 3 labels as expert 'ls-user-3' once that expert is declared;
+    user 4, undeclared, labels without an expert."""
+    client.put("/v1/experts/ls-user-3", json={"skills": {}, "capacity": 5},
+               headers=auth("admin"))
+    for annotation_id, task_id, user in ((60, 7, 3), (61, 8, 4)):
+        body = annotation_event("ANNOTATION_CREATED", annotation_id, task_id, "Neutral",
+                                user=user)
+        assert client.post("/ls/ls/webhook", headers=ls_auth, json=body).status_code == 201
+    labels = client.get("/v1/projects/ls/labels", headers=auth("platform")).json["labels"]
+    assert {row["item_id"]: row["expert_id"] for row in labels} == {"7": "ls-user-3",
+                                                                    "8": None}
