@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if recorder:
         recorder.shutdown()
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("label_studio", "model", "order")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("label_studio", "model", "order", "next_task",
+                                             "order_follows_priority")}, indent=1))
     return 0
 
 
@@ -194,10 +195,15 @@ def session(args: argparse.Namespace, work: Path, processes: list) -> dict:
     ls_url = f"http://127.0.0.1:{ls_port}"
     ls_headers = {"Authorization": f"Token {ls_token}"}
     wait_for(ls_url + "/api/projects", 300, ls_headers)
-    version = subprocess.run([args.ls, "--version"], capture_output=True, text=True).stdout
+    # 'label-studio --version' starts Django and may hang on the network: ask the venv.
+    python = str(Path(args.ls).with_name("python"))
+    version = subprocess.run([python, "-c", "import importlib.metadata as m; "
+                              "print(m.version('label-studio'))"], capture_output=True,
+                             text=True, timeout=60).stdout
 
     status, project = call("POST", ls_url + "/api/projects", {
-        "title": "taskrank session", "label_config": CONFIG}, ls_headers)
+        "title": "taskrank session", "label_config": CONFIG,
+        "sampling": "Uncertainty sampling"}, ls_headers)
     assert status == 201, (status, project)
     lsp = project["id"]
     X, y = load_breast_cancer(return_X_y=True)
@@ -226,8 +232,11 @@ def session(args: argparse.Namespace, work: Path, processes: list) -> dict:
     annotated, after = [], []
     for n in range(args.annotate):
         if n % 10 == 0:
-            retrieve(ls_url, lsp, ls_headers)
-        first = ls_order(ls_url, lsp, view["id"], ls_headers, unlabeled=True)[0]
+            retrieve(ls_url, lsp, ml["id"], ls_headers)
+        # What Label Studio serves an annotator: uncertainty sampling, lowest score first.
+        served = call("GET", f"{ls_url}/api/projects/{lsp}/next", headers=ls_headers)[1]
+        first = next(t for t in ls_order(ls_url, lsp, view["id"], ls_headers, unlabeled=True)
+                     if t["id"] == served["id"])
         status, answer = call("POST", f"{ls_url}/api/tasks/{first['id']}/annotations?project="
                               f"{lsp}", {"result": [{
                                   "from_name": "diagnosis", "to_name": "text",
@@ -239,7 +248,8 @@ def session(args: argparse.Namespace, work: Path, processes: list) -> dict:
                           "label": truth[first["id"]]})
     trained = call("POST", f"{ls_url}/api/ml/{ml['id']}/train", {}, ls_headers)
     model = wait_model(taskrank, tr_headers)
-    retrieve(ls_url, lsp, ls_headers)
+    retrieve(ls_url, lsp, ml["id"], ls_headers)
+    next_task = call("GET", f"{ls_url}/api/projects/{lsp}/next", headers=ls_headers)[1]["id"]
     after = ls_order(ls_url, lsp, view["id"], ls_headers, unlabeled=False)
     queue = call("GET", f"{taskrank}/v1/projects/{PID}/queue?limit=100", headers=tr_headers)[1]
     export = call("GET", f"{ls_url}/api/projects/{lsp}/export?exportType=JSON",
@@ -252,7 +262,7 @@ def session(args: argparse.Namespace, work: Path, processes: list) -> dict:
                       "ls_model_version": unlabeled[0]["model_version"] if unlabeled else None,
                       "start_training": trained[0]},
             "annotated": annotated,
-            "order": [f"{t['id']}:{t['score']}" for t in unlabeled],
+            "order": [f"{t['id']}:{t['score']}" for t in unlabeled], "next_task": next_task,
             "taskrank_queue": [(e["id"], round(e["priority"], 6)) for e in queue["items"]],
             "order_follows_priority": [str(t["id"]) for t in unlabeled] ==
             [e["id"] for e in queue["items"]],
@@ -260,11 +270,15 @@ def session(args: argparse.Namespace, work: Path, processes: list) -> dict:
                                        headers=tr_headers)[1]}
 
 
-def retrieve(ls_url: str, lsp: int, headers: dict) -> None:
+def retrieve(ls_url: str, lsp: int, ml: int, headers: dict) -> None:
+    """Data Manager -> Retrieve predictions, then Settings -> Predictions: use the backend's
+    current model version (Label Studio 1.23 orders by the selected version's scores)."""
     status, answer = call("POST", f"{ls_url}/api/dm/actions?id=retrieve_tasks_predictions"
                           f"&project={lsp}", {"selectedItems": {"all": True, "excluded": []}},
                           headers)
     assert status == 200, (status, answer)
+    version = call("GET", f"{ls_url}/api/ml/{ml}", headers=headers)[1]["model_version"]
+    call("PATCH", f"{ls_url}/api/projects/{lsp}", {"model_version": version}, headers)
 
 
 def ls_order(ls_url: str, lsp: int, view: int, headers: dict, unlabeled: bool) -> list[dict]:
