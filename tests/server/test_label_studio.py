@@ -250,3 +250,40 @@ def test_an_annotator_declared_as_expert_is_taught(client, auth, ls_project, ls_
     labels = client.get("/v1/projects/ls/labels", headers=auth("platform")).json["labels"]
     assert {row["item_id"]: row["expert_id"] for row in labels} == {"7": "ls-user-3",
                                                                     "8": None}
+
+
+@pytest.fixture
+def bc_project(client, auth):
+    assert client.post("/v1/projects", json={"id": "bc", "labels": ["benign", "malignant"]},
+                       headers=auth("admin")).status_code == 201
+
+
+def test_label_studio_1_23_requests_replayed(client, auth, bc_project, ls_auth):
+    """What a real Label Studio 1.23.2 sent (recorded by scripts/label_studio_session.py):
+    setup answers the version, predict ingests its tasks (data.features) and answers one
+    prediction each, START_TRAINING queues a retrain."""
+    setup = client.post("/ls/bc/setup", headers=ls_auth, json=fixture("ls123_setup.json"))
+    assert setup.status_code == 200 and setup.json == {"model_version": "taskrank-v0-s1"}
+    body = fixture("ls123_predict.json")
+    answer = client.post("/ls/bc/predict", headers=ls_auth, json=body)
+    assert answer.status_code == 200
+    assert [r["model_version"] for r in answer.json["results"]] == ["taskrank-v0-s1"] * 3
+    assert all(r["score"] is not None for r in answer.json["results"])
+    for entry in body["tasks"]:
+        item = client.get(f"/v1/projects/bc/items/{entry['id']}", headers=auth("platform"))
+        assert item.json["payload"] == entry["data"]
+    training = client.post("/ls/bc/webhook", headers=ls_auth,
+                           json=fixture("ls123_start_training.json"))
+    assert training.status_code == 201 and training.json["result"]["job_id"]
+
+
+def test_label_studio_1_23_annotation_becomes_a_label(client, auth, bc_project, ls_auth):
+    """A recorded ANNOTATION_CREATED (its task nested) counts one label, once."""
+    pytest.importorskip("taskrank.queue.label_import")  # leaseless labels (branch i16a)
+    event = fixture("ls123_annotation_created.json")
+    for expected in ("counted", "duplicates"):
+        answer = client.post("/ls/bc/webhook", headers=ls_auth, json=event)
+        assert answer.status_code == 201 and answer.json["result"][expected] == 1
+    labels = client.get("/v1/projects/bc/labels", headers=auth("platform")).json["labels"]
+    assert [(row["item_id"], row["label"]) for row in labels] == [
+        (str(event["annotation"]["task"]), "benign")]
