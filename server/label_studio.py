@@ -136,6 +136,8 @@ def post_webhook(pid: str) -> tuple[dict, int]:
     project = _project(pid)
     body = json_object()
     action = body.get("action")
+    if not isinstance(action, str):
+        raise fail("action", "must be the event's name, e.g. ANNOTATION_CREATED")
     r = redis_client()
     if action == "START_TRAINING":
         return {"status": "ok", "result": backend.start_training(r, settings(), project)}, 201

@@ -27,6 +27,8 @@ SEMANTIC_422 = {
     "POST /v1/tasks/{tid}/label": "the label is one of the project's labels",
     "POST /v1/projects/{pid}/tasks/next": "an admin or platform token names the expert",
     "GET /v1/projects/{pid}/labels": "a cursor is the next_cursor of an earlier page",
+    "POST /ls/{pid}/setup": "the labeling config is XML with the project's labels",
+    "POST /ls/{pid}/predict": "the labeling config is XML with the project's labels",
 }
 # It stores a batch's valid items and lists each invalid one in `rejected` (DESIGN §3), so
 # invalid items may get a 200: the fuzz test checks each was rejected instead.
