@@ -49,8 +49,13 @@ class Settings:
     queue_name: str = "taskrank"
     metrics_public: bool = False  # GET /metrics without a token (for an internal scraper)
     log_level: str = "INFO"
-    url: str = "http://127.0.0.1:8000"  # client commands: server to talk to
+    # client commands: server to talk to (None: the one running server noted in run_dir,
+    # else http://127.0.0.1:8000; queue/running.py)
+    url: str | None = None
     token: str | None = None  # client commands: bearer token
+    # where `taskrank serve` notes its URL and Redis for commands in other shells ('':
+    # ~/.taskrank/run)
+    run_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.redis_fsync not in ("always", "everysec"):

@@ -1,9 +1,11 @@
 """Item files for ``taskrank ingest`` and ``taskrank backfill --from``, read as streams.
 
 JSONL (one item object a line), CSV (``id``, ``skills``, ``boost``, ``gold``, ``payload``,
-``f_<n>`` feature and ``p_<model>_<label>`` prediction columns) and ``.npz`` (``ids``,
-``features``, ``pred_<model>``); ``.gz`` JSONL/CSV too.  Nothing is read whole: a
-record at a time (rows of ``.npz`` arrays in slices), so a file of any length fits.
+``f_<n>`` feature and ``p_<model>_<label>`` prediction columns), ``.npz`` (``ids``,
+``features``, ``pred_<model>``) and Label Studio's JSON task export (``.json``: a list of
+tasks, mapped by ``queue/label_studio.py``); ``.gz`` too except for ``.npz``.  Nothing but
+the Label Studio export (one JSON document) is read whole: a record at a time (rows of
+``.npz`` arrays in slices), so a file of any length fits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taskrank.queue import label_studio as ls
 from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.validation import (
     ID_PATTERN,
@@ -28,8 +31,9 @@ from taskrank.queue.validation import (
     parse_json,
 )
 
-FORMATS = ("jsonl", "csv", "npz")
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npz": "npz"}
+FORMATS = ("jsonl", "csv", "npz", "labelstudio")
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npz": "npz",
+             ".json": "labelstudio"}
 _CSV_FIELDS = ("id", "skills", "boost", "gold", "payload")
 
 
@@ -57,8 +61,9 @@ def detect_format(path: str, given: str | None = None) -> str:
         suffixes.pop()
     fmt = _SUFFIXES.get(suffixes[-1] if suffixes else "")
     if fmt is None:
-        raise FileFormatError(f"cannot tell the format of {path!r} from its extension; "
-                              "use .jsonl, .csv or .npz (or --format jsonl|csv|npz)")
+        raise FileFormatError(f"cannot tell the format of {path!r} from its extension; use "
+                              ".jsonl, .csv, .npz or .json (Label Studio's JSON export), or "
+                              "--format jsonl|csv|npz|labelstudio")
     return fmt
 
 
@@ -115,6 +120,33 @@ def _jsonl(handle: io.BufferedIOBase) -> Iterator[Record]:
                                            f"{type(item).__name__}")
                 continue
             yield Record(number, item, raw)
+
+
+# --- Label Studio's JSON export ---------------------------------------------------------------
+def label_studio_records(path: str, labels: list[str]) -> Iterator[Record]:
+    """One record per task of a Label Studio JSON export (``line``: the task's 1-based
+    position in the list); a task that cannot become an item is an error record."""
+    with open_binary(path) as handle:
+        try:
+            tasks = parse_json(handle.read().decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise FileFormatError(f"{path!r} is not a JSON document: {error}"[:300]) from None
+    if not isinstance(tasks, list):
+        raise FileFormatError(f"{path!r} is not a Label Studio JSON export: that is a JSON "
+                              f"list of tasks, this holds a {type(tasks).__name__}")
+    return _label_studio_tasks(tasks, labels)
+
+
+def _label_studio_tasks(tasks: list, labels: list[str]) -> Iterator[Record]:
+    for number, task in enumerate(tasks, start=1):
+        try:
+            yield Record(number, ls.task_item(task, labels))
+        except ls.NotUsable as error:
+            task_id = task.get("id") if isinstance(task, dict) else None
+            who = f"(task id {task_id}) " if task_id is not None else ""
+            hint = (" (export the project as JSON, not JSON-MIN)"
+                    if isinstance(task, dict) and "data" not in task else "")
+            yield Record(number, error=f"{who}{error}{hint}")
 
 
 # --- CSV ------------------------------------------------------------------------------------

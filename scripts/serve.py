@@ -13,9 +13,11 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from taskrank.queue.connection import connect
 from taskrank.queue.durability import check_durability
+from taskrank.queue.running import register, run_dir, unregister
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.tokens import ensure_admin_token
 from taskrank.scripts.stack import Stack
@@ -50,8 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        stack.supervise(stopping)
+        note = note_server(stack.settings)
+        try:
+            stack.supervise(stopping)
+        finally:
+            unregister(note)
         return 0
+
+
+def note_server(settings: Settings) -> Path | None:
+    """Let client commands in other shells find this server and its Redis (queue/running.py)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
+    try:
+        return register(settings, f"http://{host}:{settings.port}")
+    except OSError as error:
+        print(f"taskrank serve: cannot note this server in {run_dir(settings)} ({error}); "
+              "commands in other shells need TASKRANK_DATA_DIR or TASKRANK_REDIS_URL",
+              file=sys.stderr)
+        return None
 
 
 def start(stack: Stack, stopping: list[int]) -> int | None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from taskrank.queue.connection import connect
-from taskrank.queue.embedded import redis_url_for
 from taskrank.queue.exceptions import InvalidInputError
+from taskrank.queue.running import NoServerError, command_redis
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import ROLES, create_token
 from taskrank.queue.validation import check_id
@@ -32,15 +32,23 @@ def main(argv: list[str] | None = None) -> int:
         except InvalidInputError as error:
             return _fail(f"{error.detail}; the API takes no other expert id")
     settings = Settings.from_env()
-    with redis_url_for(settings) as url:
-        token = create_token(connect(settings.replace(redis_url=url)), args.role, args.expert_id)
+    try:
+        with command_redis(settings, say=_say) as url:
+            token = create_token(connect(settings.replace(redis_url=url)), args.role,
+                                 args.expert_id)
+    except NoServerError as error:
+        return _fail(str(error))
     print(f"created a {args.role} token; it is shown only this once:", file=sys.stderr)
     print(token)
     return 0
 
 
+def _say(text: str) -> None:
+    print(f"taskrank token: {text}", file=sys.stderr)
+
+
 def _fail(message: str) -> int:
-    print(f"taskrank token: {message}", file=sys.stderr)
+    _say(message)
     return 2
 
 

@@ -49,6 +49,8 @@ def _register_blueprints(app: Flask) -> None:
         tasks,
         ui,
     )
+    from taskrank.server.label_studio import bp as label_studio_bp
 
     for module in (health, projects, items, labels, experts, tasks, models, ui, openapi):
         app.register_blueprint(module.bp)
+    app.register_blueprint(label_studio_bp)

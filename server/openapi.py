@@ -401,6 +401,7 @@ def schemas(max_items: int) -> dict:
             "how each part is: redis (down: nothing can be served), workers (down: no RQ "
             "worker alive; labels are taken, retrains and re-scores wait)"),
         **lifecycle_schemas(max_items),
+        **label_studio_schemas(),
     }
 
 
@@ -443,6 +444,40 @@ def lifecycle_schemas(max_items: int) -> dict:
             ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
             id=TEXT, project_id=ID, item_id=ID, expert_id=ID, state={"const": "open"},
             expires_at=TIME, created_at=TIME, payload=ANY))),
+    }
+
+
+def label_studio_schemas() -> dict:
+    """Label Studio's ML backend messages (its ``label_studio_ml`` SDK), as taskrank reads
+    and answers them; open objects, since Label Studio sends more than taskrank reads."""
+    task = doc(obj(("data",), id=integer(), data=doc(obj(
+        taskrank_id=doc(ID, "the item id (default: the task id)"),
+        features=doc(array(num()), "the item's features")), "the task's data: the item's "
+        "payload"), predictions=array(obj(model_version=TEXT, score=num(0, 1), result=array(
+            ANY)))), "a Label Studio task; its data.taskrank_id (else its id) is the item id")
+    version = doc(TEXT, "taskrank-v<model version>-s<strategy version>")
+    return {
+        "LsHealth": obj(("status", "model_class"), status=TEXT, model_class=TEXT,
+                        model_version=version),
+        "LsSetup": obj(("project", "schema"), project=doc(TEXT, "'<id>.<created epoch>'"),
+                       schema=doc(TEXT, "the labeling config: a <Choices> tag whose values "
+                                        "are the project's labels"),
+                       hostname=TEXT, access_token=TEXT, extra_params=ANY),
+        "LsSetupAnswer": obj(("model_version",), model_version=version),
+        "LsPredict": obj(("tasks", "label_config"), tasks=array(task), label_config=TEXT,
+                         project=TEXT, model_version=nullable(TEXT), params=ANY),
+        "LsPredictions": obj(("results",), model_version=version, results=array(obj(
+            ("result", "score", "model_version"), model_version=version,
+            result=doc(array(ANY), "the likeliest label as a choices result (empty when "
+                                   "taskrank has no probabilities for the item)"),
+            score=doc(nullable(num()), "1 - priority: Label Studio labels the lowest first "
+                                       "(null: not an item)")))),
+        "LsWebhook": obj(("action",), action=doc(TEXT, "ANNOTATION_CREATED, "
+                         "ANNOTATIONS_CREATED, ANNOTATION_UPDATED (labels without a lease), "
+                         "ANNOTATION(S)_DELETED (acknowledged, labels stay), START_TRAINING "
+                         "(retrain), TASKS_CREATED (items); others are acknowledged"),
+                         annotation=ANY, task=ANY, tasks=ANY, project=ANY),
+        "LsWebhookAnswer": obj(("status",), status=TEXT, result=ANY),
     }
 
 
@@ -574,6 +609,24 @@ OPERATIONS = [
      {202: ("queued; Location names the job", "JobAccepted")}, (404,)),
     ("get", "/v1/jobs/{jid}", "models.get_job", "Status of a background job", None,
      {200: ("the job", "Job")}, (404,)),
+    *[(method, "/ls/{pid}" + path, "label_studio." + endpoint, summary, request, answers,
+       (404,)) for method, path, endpoint, summary, request, answers in (
+        ("get", "/health", "get_health", "Label Studio ML backend: health", None,
+         {200: ("up", "LsHealth")}),
+        ("get", "/", "get_health", "Label Studio ML backend: health (as /health)", None,
+         {200: ("up", "LsHealth")}),
+        ("post", "/setup", "post_setup", "Label Studio ML backend: check the labeling config "
+         "against the project; the model version", "LsSetup",
+         {200: ("the model version", "LsSetupAnswer")}),
+        ("post", "/predict", "post_predict", "Label Studio ML backend: taskrank's prediction "
+         "per task, scored so that Label Studio's prediction-score order is taskrank's "
+         "priority order; tasks taskrank lacks are ingested first", "LsPredict",
+         {200: ("one prediction per task, in order", "LsPredictions")}),
+        ("post", "/webhook", "post_webhook", "Label Studio ML backend: project events "
+         "(annotations become labels without a lease; START_TRAINING retrains)", "LsWebhook",
+         {201: ("applied", "LsWebhookAnswer"), 200: ("acknowledged, nothing to do",
+                                                    "LsWebhookAnswer")}),
+    )],
 ]
 
 ERRORS = {
@@ -722,7 +775,14 @@ def _operation(app: Flask, entry: tuple) -> dict:
                                      " (TASKRANK_METRICS_PUBLIC=1)")
     if request:
         statuses |= {400, 413, 415, 422}
-    if path.startswith("/v1") or path in ("/readyz", "/metrics"):
+    if endpoint.startswith("label_studio."):
+        operation["operationId"] = "ls_" + operation["operationId"] + (
+            "_root" if path.endswith("/") else "")
+        operation["security"].append({"basic": []})
+        operation["description"] += (" Label Studio's Basic Authentication carries the token "
+                                     "as the password; 'Authorization: Token <token>' is "
+                                     "accepted too.")
+    if path.startswith(("/v1", "/ls/")) or path in ("/readyz", "/metrics"):
         statuses.add(503)
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)
@@ -759,6 +819,9 @@ def build_document(app: Flask, max_items: int) -> dict:
         "components": {"schemas": schemas(max_items), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "create with `taskrank token create --role ROLE`"},
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "Label Studio ML backend routes (/ls/) only: any user "
+                                     "name, a taskrank token as the password"},
             "login": {"type": "apiKey", "in": "cookie", "name": "taskrank_login",
                       "description": "the web page's login cookie (POST /login); "
                                      "not accepted by /v1"}}},

@@ -223,3 +223,15 @@ def test_csv_and_npz_cells_outside_the_float_range_reject_their_row(capsys, serv
     assert code == 1 and (summary["created"], summary["rejected"]) == (4, 2), err
     assert "row 2: features: the row holds NaN or infinity" in err and "row 4: features" in err
     assert r.smembers(K.items_key("p")) == {"c1", "c6", "z0", "z1", "z3", "z5"}
+
+
+def test_direct_without_a_running_server_is_refused(capsys, monkeypatch, tmp_path):
+    """--direct in a shell that finds no server's Redis: exit 2 with what to set, and no
+    empty Redis started in ./var."""
+    monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = _write_jsonl(tmp_path / "items.jsonl", [_item(0)])
+    assert ingest.main(["p", path, "--direct"]) == 2
+    err = capsys.readouterr().err
+    assert "no running taskrank found" in err and "TASKRANK_DATA_DIR" in err
+    assert not (tmp_path / "var" / "appendonlydir").exists()

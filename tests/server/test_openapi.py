@@ -85,11 +85,13 @@ def test_json_errors_are_problem_documents(document):
 
 
 def test_request_schemas_are_closed_where_the_server_refuses_unknown_fields(document):
-    """Every JSON request body schema refuses unknown fields (as the server does)."""
+    """Every JSON request body schema refuses unknown fields (as the server does), but
+    Label Studio's (/ls/), which carry more than taskrank reads."""
     schemas = document["components"]["schemas"]
     bodies = [operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-              for item in document["paths"].values() for operation in item.values()
-              if "application/json" in operation.get("requestBody", {}).get("content", {})]
+              for path, item in document["paths"].items() for operation in item.values()
+              if "application/json" in operation.get("requestBody", {}).get("content", {})
+              and not path.startswith("/ls/")]
     assert len(bodies) == 7
     for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch",
                                                              "LabelRecord"]:
