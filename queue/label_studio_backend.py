@@ -52,7 +52,11 @@ def register_tasks(r: redis.Redis, project: dict, tasks: list, settings: Setting
            if not known]
     if not new:
         return {"created": 0, "rejected": rejected}
-    result = ingest(r, project, [item for _, item in new], current_ranker(r, project), settings)
+    try:
+        result = ingest(r, project, [item for _, item in new], current_ranker(r, project),
+                        settings)
+    except InvalidInputError as error:  # none could be stored: each task says why
+        result = {"created": 0, "rejected": error.extra.get("rejected", [])}
     rejected += [{**entry, "index": new[entry["index"]][0]} for entry in result["rejected"]]
     return {"created": result["created"], "rejected": rejected}
 

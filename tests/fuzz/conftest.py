@@ -29,6 +29,9 @@ N_FEATURES = 3  # the seeded projects' feature length, fixed by their first item
 LONG_PID = ("long.project_id-" * 8)[:128]  # the longest id: job ids hold it in hex
 BATCH = "POST /v1/projects/{pid}/items"
 LABEL_BATCH = "POST /v1/projects/{pid}/labels"
+# Label Studio sends its project's labeling config; the document can say only in words that
+# it must hold a <Choices> tag whose values are the taskrank project's labels.
+LS_CONFIG = {"POST /ls/{pid}/setup": "schema", "POST /ls/{pid}/predict": "label_config"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -177,10 +180,19 @@ def follow_stated_rules(case, seed: Seed, rng: random.Random) -> None:
                 follow_record_rules(raw, seed, rng)
     elif negative:
         return
+    elif label in LS_CONFIG:
+        body[LS_CONFIG[label]] = ls_config(seed.labels)
     elif "label" in body:
         body["label"] = rng.choice(seed.labels)
     elif "expert_id" in body and rng.random() < 0.5:
         body["expert_id"] = rng.choice(seed.expert_ids)
+
+
+def ls_config(labels: list[str]) -> str:
+    """A Label Studio labeling config choosing among ``labels``."""
+    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
+    return (f'<View><Text name="text" value="$text"/><Choices name="c" toName="text">'
+            f"{choices}</Choices></View>")
 
 
 def follow_item_rules(raw: object, seed: Seed, rng: random.Random) -> None:
