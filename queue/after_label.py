@@ -1,5 +1,5 @@
-"""What follows a counted label: aggregation (with adaptive redundancy) and the retrain
-trigger.
+"""What follows a counted label: aggregation (with adaptive redundancy), its webhook events
+and the retrain trigger.
 
 Everything here is idempotent, so a client's retry of a label (which replays the stored
 answer) may run it again safely.  A label is acknowledged once the LABEL script stored it,
@@ -15,6 +15,7 @@ import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
+from taskrank.queue.events import label_events
 from taskrank.queue.exceptions import NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_retrain
@@ -25,6 +26,7 @@ def after_label(r: redis.Redis, project: dict, answer: dict,
                 settings: Settings | None = None) -> None:
     if not answer.get("aggregated"):  # the LABEL script aggregates an item's only label
         follow_up(r, project, answer["item_id"])
+    label_events(r, project, answer)  # item.finished, expert.flagged (never raises)
     maybe_retrain(r, project, int(answer.get("since_retrain") or 0), settings)
 
 

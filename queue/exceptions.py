@@ -42,6 +42,11 @@ class NoSuchTaskError(TaskrankError):
     title = "No such task"
 
 
+class NoSuchWebhookError(TaskrankError):
+    status = 404
+    title = "No such webhook"
+
+
 class NoSuchJobError(TaskrankError):
     status = 404
     title = "No such job"

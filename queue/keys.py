@@ -275,3 +275,41 @@ def working_experts_key(pid: str) -> str:
     """Sorted set: expert id -> time of its last claim in the project (the hold-back
     waits only for experts who are working)."""
     return _project(pid) + "working-experts"
+
+
+# --- webhooks (queue/webhooks.py, queue/events.py, queue/delivery.py) -----------------------
+def webhooks_key(pid: str) -> str:
+    """Hash: webhook name -> its subscription as JSON (url, events, secret, times)."""
+    return _project(pid) + "webhooks"
+
+
+def webhook_outbox_key(pid: str) -> str:
+    """Stream of the project's events not yet turned into deliveries (the outbox): fields
+    ``type`` and ``body`` (the JSON every subscriber gets)."""
+    return _project(pid) + "webhook-outbox"
+
+
+def webhook_marks_key(pid: str) -> str:
+    """Hash of the once-markers of project-wide events: ``model.trained`` (last version
+    sent), ``budget.exhausted`` (the budget_usd it was sent for), ``flagged:<eid>:<tag>``."""
+    return _project(pid) + "webhook-marks"
+
+
+def webhook_drain_pending_key(pid: str) -> str:
+    """Id of the outbox drain job waiting in the queue; later events merge into it."""
+    return _project(pid) + "webhook-drain-pending"
+
+
+def webhook_drain_lock_key(pid: str) -> str:
+    """Held while one process turns outbox entries into deliveries."""
+    return _project(pid) + "webhook-drain-lock"
+
+
+def webhook_delivery_key(pid: str, did: str) -> str:
+    """Hash of one delivery: webhook, event, body, status, attempts, last answer, times."""
+    return _project(pid) + "webhook-delivery:" + did
+
+
+def webhook_deliveries_key(pid: str, name: str) -> str:
+    """List of a webhook's recent delivery ids, newest first (the deliveries page)."""
+    return _project(pid) + "webhook-deliveries:" + name

@@ -1014,12 +1014,28 @@ end
 return redis.call('HGET', KEYS[1], '_total')
 """
 
+# Record a webhook event in the project's outbox once (queue/events.py): unless field
+# ARGV[5] of hash KEYS[4] (the event's once-marker) already holds ARGV[6], set it and
+# append the event to the outbox stream KEYS[5] (fields 'type' ARGV[7], 'body' ARGV[8]),
+# in one step, so an event is never marked without being recorded nor recorded twice.
+# Then, unless KEYS[6] names a drain job still waiting, set it to ARGV[9] for ARGV[10]
+# seconds: the caller queues that job.
+# Returns 0 (sent before), 1 (recorded; a drain is waiting) or 2 (recorded; queue ARGV[9]).
+EMIT_EVENT = _PREAMBLE + COMMON + r"""
+if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[6] then return 0 end
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+redis.call('XADD', KEYS[5], '*', 'type', ARGV[7], 'body', ARGV[8])
+if redis.call('SET', KEYS[6], ARGV[9], 'NX', 'EX', ARGV[10]) then return 2 end
+return 1
+"""
+
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "import_labels": IMPORT_LABELS, "withdraw": WITHDRAW,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
            "finish_chunk": FINISH_CHUNK,
-           "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS}
+           "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS,
+           "emit_event": EMIT_EVENT}
 
 
 def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
@@ -1041,5 +1057,9 @@ def _registered(r: redis.Redis, name: str) -> redis.commands.core.Script:
     # Script objects cache the SHA; EVALSHA falls back to EVAL after a Redis restart.
     cache = r.__dict__.setdefault("_taskrank_scripts", {})
     if name not in cache:
-        cache[name] = r.register_script(SCRIPTS[name])
+        script = cache[name] = r.register_script(SCRIPTS[name])
+        # Always called with client=: without its back-reference, a client and its scripts
+        # make no reference cycle, so a client dropped (a job's) closes its socket at once
+        # instead of at a garbage collection (a ResourceWarning when the socket goes first).
+        script.registered_client = None
     return cache[name]

@@ -21,6 +21,7 @@ from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.connection import same_server, send_many
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, job_redis, new_job_id
+from taskrank.queue.events import queue_reranked
 from taskrank.queue.models import LoadedModel, current_ranker
 from taskrank.queue.pool_map import cover, current_pool_map
 from taskrank.queue.projects import get_project
@@ -169,6 +170,8 @@ def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
         keys = snapshot_keys(pid, run, layout)
         if keys:
             r.unlink(*keys)  # freed off Redis's main thread
+    if int(done or 0) >= int(chunks):  # also on a retry: sent once (its marker)
+        queue_reranked(r, pid, run)
 
 
 def snapshot_keys(pid: str, run: str, layout: str) -> list[str]:

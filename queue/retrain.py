@@ -17,6 +17,7 @@ from taskrank.queue import keys as K
 from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import same_server
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
+from taskrank.queue.events import flag_check_all, model_trained
 from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, store_model
 from taskrank.queue.projects import get_project
@@ -42,6 +43,7 @@ def retrain(pid: str) -> dict:
     project = get_project(r, pid)
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
     aggregation = reaggregate_project(r, project)
+    flag_check_all(r, project, f"after re-aggregating {pid}")  # accuracies re-estimated
     items, labels, weights = _training_set(r, project)
     # After the training set is read, so the model in use never trained on what it is
     # scored on (see queue/quality.py).
@@ -61,6 +63,7 @@ def retrain(pid: str) -> dict:
         "strategy_version": project["strategy_version"], "train_seconds": seconds,
         "rescore_job_id": run}, current().model_versions_kept)
     observe_retrain(r, pid, seconds)
+    model_trained(r, pid)
     rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
     if version:
         # Cross-validation fits the ranker once per fold, ~4x the fit: queued after the

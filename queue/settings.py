@@ -49,6 +49,11 @@ class Settings:
     queue_name: str = "taskrank"
     metrics_public: bool = False  # GET /metrics without a token (for an internal scraper)
     log_level: str = "INFO"
+    # webhooks: seconds before each retry of a failed delivery (comma-separated; their
+    # count is the number of retries), the HTTP timeout of one attempt, deliveries listed
+    webhook_retry_intervals: str = "5,300,1800,7200,18000,36000"
+    webhook_timeout: float = 15.0
+    webhook_deliveries_kept: int = 100
     # client commands: server to talk to (None: the one running server noted in run_dir,
     # else http://127.0.0.1:8000; queue/running.py)
     url: str | None = None
@@ -63,13 +68,32 @@ class Settings:
                 f"TASKRANK_REDIS_FSYNC must be 'always' or 'everysec', got {self.redis_fsync!r}"
             )
         for name in ("port", "web_workers", "rq_workers", "max_batch_items", "max_body_bytes",
-                     "claim_depth", "model_versions_kept", "rescore_chunk"):
+                     "claim_depth", "model_versions_kept", "rescore_chunk",
+                     "webhook_deliveries_kept"):
             value = getattr(self, name)
             if value < 1:
                 raise SettingsError(f"TASKRANK_{name.upper()} must be >= 1, got {value}")
         if not 0 <= self.cache_seconds <= 60:
             raise SettingsError(
                 f"TASKRANK_CACHE_SECONDS must be from 0 to 60, got {self.cache_seconds}")
+        if not 0 < self.webhook_timeout <= 300:
+            raise SettingsError(
+                f"TASKRANK_WEBHOOK_TIMEOUT must be > 0 and at most 300, got {self.webhook_timeout}")
+        self.retry_intervals  # noqa: B018 - checks TASKRANK_WEBHOOK_RETRY_INTERVALS
+
+    @property
+    def retry_intervals(self) -> tuple[float, ...]:
+        """Seconds before each retry of a webhook delivery (empty: one attempt only)."""
+        try:
+            intervals = tuple(float(part) for part in self.webhook_retry_intervals.split(",")
+                              if part.strip())
+        except ValueError:
+            intervals = (-1.0,)
+        if any(not 0 <= value <= 7 * 86400 for value in intervals) or len(intervals) > 50:
+            raise SettingsError(
+                "TASKRANK_WEBHOOK_RETRY_INTERVALS must be up to 50 comma-separated seconds "
+                f"from 0 to 604800, got {self.webhook_retry_intervals!r}")
+        return intervals
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

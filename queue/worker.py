@@ -1,5 +1,5 @@
-"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps, jobs
-abandoned by dead workers)."""
+"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps, labels
+whose follow-up failed, webhook outboxes left undrained, jobs abandoned by dead workers)."""
 
 from __future__ import annotations
 
@@ -82,19 +82,24 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
 
 
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
-    """Return expired leases to the pool even when no request touches a project; hand the
-    jobs of dead workers to RQ's cleanup."""
+    """Return expired leases to the pool even when no request touches a project; finish the
+    follow-up of labels whose own failed; deliver webhook events whose drain job was never
+    queued (queue/events.py); hand the jobs of dead workers to RQ's cleanup."""
     from taskrank.queue.after_label import drain_followups
+    from taskrank.queue.delivery import drain_all
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)
     queue = task_queue(settings, connect_binary(settings))
     while not stop.wait(settings.sweep_interval):
-        try:
-            sweep_all_projects(r)
-            drain_followups(r, settings)
-        except Exception:  # the loop must survive a Redis restart; the error is logged
-            log.exception("upkeep failed; retrying in %s s", settings.sweep_interval)
+        upkeep = ((sweep_all_projects, "lease sweep"),
+                  (lambda client: drain_followups(client, settings), "label follow-up"),
+                  (drain_all, "webhook drain"))
+        for task, what in upkeep:
+            try:
+                task(r)
+            except Exception:  # the loop must survive a Redis restart; the error is logged
+                log.exception("%s failed; retrying in %s s", what, settings.sweep_interval)
         _reap(queue)
 
 

@@ -48,9 +48,11 @@ def _register_blueprints(app: Flask) -> None:
         projects,
         tasks,
         ui,
+        webhooks,
     )
     from taskrank.server.label_studio import bp as label_studio_bp
 
-    for module in (health, projects, items, labels, experts, tasks, models, ui, openapi):
+    for module in (health, projects, items, labels, experts, tasks, models, webhooks, ui,
+                   openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(label_studio_bp)

@@ -20,6 +20,7 @@ from taskrank.queue.labels import (
 from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
 from taskrank.queue.tasks import MAX_TASKS_PER_CLAIM, NO_TASK_REASONS
 from taskrank.queue.validation import MAX_ANSWER_BYTES, MAX_COMMENT_BYTES, MAX_JOB_ID
+from taskrank.queue.webhooks import EVENTS, MAX_URL, PLAIN_SECRET
 from taskrank.server.context import settings
 from taskrank.server.tasks import REASON_DETAIL_HEADER, REASON_HEADER
 
@@ -402,6 +403,7 @@ def schemas(max_items: int) -> dict:
             "worker alive; labels are taken, retrains and re-scores wait)"),
         **lifecycle_schemas(max_items),
         **label_studio_schemas(),
+        **webhook_schemas(),
     }
 
 
@@ -481,15 +483,105 @@ def label_studio_schemas() -> dict:
     }
 
 
+EVENT = {"type": "string", "enum": list(EVENTS)}
+STATUS_CODE = integer(100, 599)
+
+
+def webhook_schemas() -> dict:
+    """Subscriptions, deliveries and the payload of each event (``webhooks`` below)."""
+    secret = doc({"type": "string", "minLength": PLAIN_SECRET[0], "maxLength": PLAIN_SECRET[1]},
+                 "never shown again: 'whsec_' + base64 of 24 to 64 random bytes (Standard "
+                 "Webhooks: deliveries are signed with the decoded bytes), or a plain string "
+                 "of 24 to 128 characters (signed with its UTF-8 bytes)")
+    return {
+        "WebhookPut": obj(("url", "events", "secret"), True,
+                          url=doc({"type": "string", "maxLength": MAX_URL,
+                                   "pattern": "^https?://[^/?#\\s]+"},
+                                  "http:// or https:// URL the events are POSTed to"),
+                          events=array(EVENT, minItems=1, uniqueItems=True), secret=secret),
+        "Webhook": obj(("name", "url", "events", "secret_hint", "created_at", "updated_at"),
+                       name=ID, url=TEXT, events=array(EVENT), created_at=TIME,
+                       updated_at=TIME, secret_hint=doc(TEXT, "the secret's last 4 "
+                                                               "characters (and its prefix)")),
+        "WebhookList": obj(("webhooks",), webhooks=array(ref("Webhook"))),
+        "Delivery": obj(
+            ("id", "event", "status", "attempts", "last_status_code", "last_error",
+             "created_at", "last_attempt_at", "next_attempt_at", "delivered_at", "payload"),
+            id=doc(TEXT, "the webhook-id header: the same on every attempt"), event=EVENT,
+            status=doc({"type": "string", "enum": ["pending", "delivered", "failed"]},
+                       "pending: not yet sent, or a retry is scheduled (next_attempt_at)"),
+            attempts=integer(0), last_status_code=nullable(STATUS_CODE),
+            last_error=doc(nullable(TEXT), "the receiver's status and answer, or why no "
+                                           "answer came (refused, timed out)"),
+            created_at=TIME, last_attempt_at=nullable(TIME), next_attempt_at=nullable(TIME),
+            delivered_at=nullable(TIME), payload=ref("WebhookPayload")),
+        "DeliveryPage": obj(("deliveries",), deliveries=array(ref("Delivery"))),
+        "WebhookPayload": obj(("type", "timestamp", "data"), type=EVENT, timestamp=doc(
+            TIME, "when the event happened (webhook-timestamp is the attempt's)"),
+            data=obj(("project_id",), project_id=ID)),
+        "ItemFinished": obj(("project_id", "item_id", "label", "confidence", "n_labels"),
+                            project_id=ID, item_id=ID, label=TEXT, confidence=num(0, 1),
+                            n_labels=integer(0)),
+        "ModelTrained": {"allOf": [ref("ModelInfo"), obj(("project_id",), project_id=ID)]},
+        "QueueReranked": obj(("project_id", "job_id", "reason", "items", "chunks",
+                              "started_at", "finished_at"),
+                             project_id=ID, job_id=JOB_ID, reason=TEXT, items=integer(0),
+                             chunks=integer(0), started_at=TIME, finished_at=TIME),
+        "ExpertFlagged": obj(("project_id", "expert_id", "skill", "reason"), project_id=ID,
+                             expert_id=ID, skill=TEXT, reason=TEXT,
+                             accuracy=num(0, 1), accuracy_interval=array(num(0, 1)),
+                             gold_answered=integer(0), gold_accuracy=nullable(num(0, 1)),
+                             agreement=nullable(num(0, 1)), labels=integer(0)),
+        "BudgetExhausted": obj(("project_id", "budget_usd", "spent_usd", "reserved_usd",
+                                "detail"), project_id=ID, budget_usd=num(0), spent_usd=num(0),
+                               reserved_usd=num(0), detail=TEXT),
+    }
+
+
+# The outbound webhooks (OpenAPI 3.1 ``webhooks``): what a subscribed URL receives.
+EVENT_DOCS = {
+    "item.finished": ("ItemFinished", "An item holds the labels it wants: its aggregated "
+                      "label and confidence. Sent once per item."),
+    "model.trained": ("ModelTrained", "A retrain stored a new model version (as GET /model "
+                      "shows it; cross-validated metrics follow there after the re-score)."),
+    "queue.reranked": ("QueueReranked", "A re-score run finished (after a retrain, a "
+                       "strategy change or a new pool map): the queue is re-ranked."),
+    "expert.flagged": ("ExpertFlagged", "The qualification gate flagged an expert's skill "
+                       "in the project: no real items of it until it rises. Sent once per "
+                       "change to flagged."),
+    "budget.exhausted": ("BudgetExhausted", "tasks/next refused a task for the project's "
+                         "budget_usd. Sent once per budget value reached."),
+}
+SIGNING = ("Signed as Standard Webhooks does: headers webhook-id (the same on every retry: "
+           "drop duplicates by it), webhook-timestamp (unix seconds of the attempt) and "
+           "webhook-signature (v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). "
+           "A 2xx delivers; no answer, 408, 429 or 5xx is retried with backoff; any other "
+           "status fails the delivery at once.")
+
+
+def webhook_events() -> dict:
+    return {event: {"post": {
+        "operationId": "webhook_" + event.replace(".", "_"), "summary": summary,
+        "description": SIGNING, "tags": ["webhooks"],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "allOf": [ref("WebhookPayload"), obj(type={"const": event}, data=ref(schema))]}}}},
+        "responses": {"200": {"description": "any 2xx: delivered"},
+                      "default": {"description": "retried (408, 429, 5xx) or failed"}}}}
+        for event, (schema, summary) in EVENT_DOCS.items()}
+
+
 # --- operations -----------------------------------------------------------------------------
 PARAMETERS = {
     "pid": "project id", "iid": "item id (the platform's)", "eid": "expert id",
-    "tid": "task id, as returned by tasks/next", "jid": "job id",
+    "tid": "task id, as returned by tasks/next", "jid": "job id", "name": "webhook name",
 }
 QUERY = {
     "queue": [("limit", integer(1, 1000) | {"default": 20}, "items to return"),
               ("skill", ID, "only items requiring this skill tag")],
     "labels": [("limit", integer(1, 10_000) | {"default": 100}, "records per page")],
+    "deliveries": [("limit", integer(1, 10_000) | {"default": 50},
+                    "deliveries to return, newest first (at most "
+                    "TASKRANK_WEBHOOK_DELIVERIES_KEPT are kept)")],
 }
 # `aggregated` decides what a cursor is, so the two go in one exploded object parameter
 # (`?aggregated=true&cursor=...` on the wire) whose schema states the pairing.
@@ -627,6 +719,22 @@ OPERATIONS = [
          {201: ("applied", "LsWebhookAnswer"), 200: ("acknowledged, nothing to do",
                                                     "LsWebhookAnswer")}),
     )],
+    ("put", "/v1/projects/{pid}/webhooks/{name}", "webhooks.put_one_webhook",
+     "Subscribe a URL to the project's events (create or replace); deliveries are signed "
+     "with the secret, which is never shown again", "WebhookPut",
+     {201: ("created; Location names it", "Webhook"), 200: ("replaced", "Webhook")},
+     (404,)),
+    ("get", "/v1/projects/{pid}/webhooks", "webhooks.get_webhooks",
+     "The project's webhooks", None, {200: ("every webhook, by name", "WebhookList")},
+     (404, 422)),
+    ("get", "/v1/projects/{pid}/webhooks/{name}", "webhooks.get_one_webhook",
+     "One webhook", None, {200: ("the webhook", "Webhook")}, (404, 422)),
+    ("delete", "/v1/projects/{pid}/webhooks/{name}", "webhooks.delete_one_webhook",
+     "Unsubscribe: its deliveries page goes, its queued deliveries are not sent", None,
+     {204: ("deleted", None)}, (404, 422)),
+    ("get", "/v1/projects/{pid}/webhooks/{name}/deliveries", "webhooks.get_deliveries",
+     "The webhook's recent deliveries with their status, attempts and last answer", None,
+     {200: ("newest first", "DeliveryPage")}, (404, 422)),
 ]
 
 ERRORS = {
@@ -816,6 +924,7 @@ def build_document(app: Flask, max_items: int) -> dict:
                                 "out; every error is an RFC 9457 problem document. "
                                 + ROLES_NOTE},
         "paths": paths,
+        "webhooks": webhook_events(),
         "components": {"schemas": schemas(max_items), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "create with `taskrank token create --role ROLE`"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from taskrank.queue import labels as label_log
+from taskrank.queue.events import flag_check_all
 from taskrank.queue.items import ranked_queue
 from taskrank.queue.projects import (
     create_project,
@@ -55,6 +56,7 @@ def patch_project(pid: str) -> dict:
     if strategy_changed:
         project["backfill_job_id"] = enqueue_rescore(r, pid, reason="strategy change",
                                                      settings=settings())
+        flag_check_all(r, project, f"after a strategy change of {pid}")  # qa may flag
     project["strategy_history"] = strategy_history(r, pid)
     return project
 

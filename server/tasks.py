@@ -15,6 +15,7 @@ from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
+from taskrank.queue.events import budget_exhausted
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.tokens import Principal
 from taskrank.queue.validation import (
@@ -58,6 +59,8 @@ def next_task(app_state: AppState, principal: Principal, arguments: dict,
                                         idempotency_key=key)
     headers = () if refusal is None else ((REASON_HEADER, refusal.reason),
                                           (REASON_DETAIL_HEADER, refusal.detail))
+    if refusal is not None and refusal.reason == "budget_exhausted":
+        budget_exhausted(app_state.redis, project, refusal.detail)  # once; never raises
     if not leased:
         return Answer(204, headers=headers)
     if n is None:

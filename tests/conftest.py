@@ -13,6 +13,7 @@ from taskrank.queue.embedded import EmbeddedRedis, free_port
 from taskrank.queue.settings import Settings
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
+from taskrank.queue.webhooks import subscriptions_cache
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.server import create_app
 
@@ -41,6 +42,7 @@ def r(settings: Settings) -> redis.Redis:
     client = connect(settings)
     client.flushdb()
     best_experts_cache.clear()  # what it holds came from the flushed data
+    subscriptions_cache.clear()
     yield client
     client.close()
 

@@ -31,6 +31,7 @@ BATCH = "POST /v1/projects/{pid}/items"
 LABEL_BATCH = "POST /v1/projects/{pid}/labels"
 # Label Studio sends its project's labeling config; the document can say only in words that
 # it must hold a <Choices> tag whose values are the taskrank project's labels.
+WEBHOOK_PUT = "PUT /v1/projects/{pid}/webhooks/{name}"
 LS_CONFIG = {"POST /ls/{pid}/setup": "schema", "POST /ls/{pid}/predict": "label_config"}
 
 
@@ -99,11 +100,15 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
                               LONG_PID).status_code == 200
     leased.append(helpers.next_task(client, auth, LONG_PID, "e1").json["task"])
     long_job = client.post(f"/v1/projects/{LONG_PID}/retrain", headers=auth()).json["job_id"]
+    # A webhook to a loopback port where nothing listens (no worker runs after this anyway).
+    assert client.put("/v1/projects/p1/webhooks/w1", headers=auth(), json={
+        "url": "http://127.0.0.1:9/hooks", "events": ["item.finished", "budget.exhausted"],
+        "secret": "a fuzz secret of 24 chars"}).status_code == 201
     seed.ids = {"pid": ["p1", LONG_PID],
                 "iid": [leased[0]["item_id"], labeled[0]["item_id"], "i11"],
                 "eid": ["e1", "e2"],
                 "tid": [task["id"] for task in leased] + [labeled[0]["id"], released],
-                "jid": [trained, queued, long_job]}
+                "jid": [trained, queued, long_job], "name": ["w1"]}
     seed.snapshot = {key: (binary.dump(key), binary.pttl(key)) for key in binary.keys("*")}
     return seed
 
@@ -182,6 +187,8 @@ def follow_stated_rules(case, seed: Seed, rng: random.Random) -> None:
         return
     elif label in LS_CONFIG:
         body[LS_CONFIG[label]] = ls_config(seed.labels)
+    elif label == WEBHOOK_PUT:  # the url has a host; a whsec_ secret is valid base64
+        body["url"], body["secret"] = "https://receiver.test/hook", "s" * 24
     elif "label" in body:
         body["label"] = rng.choice(seed.labels)
     elif "expert_id" in body and rng.random() < 0.5:

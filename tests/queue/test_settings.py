@@ -35,3 +35,27 @@ def test_a_process_reads_the_settings_it_installed(monkeypatch):
     assert process.current().rescore_chunk == 77
     installed = Settings(rescore_chunk=5)
     assert process.install(installed) is installed and process.current() is installed
+
+
+def test_webhook_settings_come_from_the_environment():
+    """TASKRANK_WEBHOOK_RETRY_INTERVALS (seconds per retry; empty: no retry), _TIMEOUT and
+    _DELIVERIES_KEPT are read and survive the round trip to a child process."""
+    settings = Settings.from_env({"TASKRANK_WEBHOOK_RETRY_INTERVALS": "0, 1.5,60",
+                                  "TASKRANK_WEBHOOK_TIMEOUT": "2.5",
+                                  "TASKRANK_WEBHOOK_DELIVERIES_KEPT": "7"})
+    assert settings.retry_intervals == (0.0, 1.5, 60.0)
+    assert (settings.webhook_timeout, settings.webhook_deliveries_kept) == (2.5, 7)
+    assert Settings.from_env(settings.as_env()) == settings
+    assert Settings.from_env({"TASKRANK_WEBHOOK_RETRY_INTERVALS": ""}).retry_intervals == ()
+    assert Settings().retry_intervals == (5, 300, 1800, 7200, 18000, 36000)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TASKRANK_WEBHOOK_RETRY_INTERVALS", "5,soon"), ("TASKRANK_WEBHOOK_RETRY_INTERVALS", "-1"),
+    ("TASKRANK_WEBHOOK_RETRY_INTERVALS", "1e9"), ("TASKRANK_WEBHOOK_TIMEOUT", "0"),
+    ("TASKRANK_WEBHOOK_DELIVERIES_KEPT", "0")])
+def test_a_bad_webhook_setting_is_refused(name, value):
+    """A retry interval that is no number, negative or over a week, a timeout of 0 or an
+    empty deliveries page is a SettingsError naming the variable."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

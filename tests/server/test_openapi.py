@@ -92,7 +92,7 @@ def test_request_schemas_are_closed_where_the_server_refuses_unknown_fields(docu
               for path, item in document["paths"].items() for operation in item.values()
               if "application/json" in operation.get("requestBody", {}).get("content", {})
               and not path.startswith("/ls/")]
-    assert len(bodies) == 7
+    assert len(bodies) == 8
     for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch",
                                                              "LabelRecord"]:
         assert schemas[name]["additionalProperties"] is False, name
@@ -198,6 +198,8 @@ UNKNOWN_FIELD = [
     ("post", "/v1/projects/p1/tasks/next", {"expert_id": "e1", "colour": 1}, "platform"),
     ("post", "/v1/projects/p1/labels", {"labels": [], "colour": 1}, "platform"),
     ("post", "/v1/tasks/x.p1/label", {"label": "pos", "colour": 1}, "platform"),
+    ("put", "/v1/projects/p1/webhooks/w", {"url": "https://x/", "events": ["item.finished"],
+                                           "secret": "s" * 24, "colour": 1}, "platform"),
 ]
 
 
