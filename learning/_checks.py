@@ -10,6 +10,7 @@ an error is certain.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Collection
 
 import numpy as np
@@ -195,7 +196,9 @@ def rule_number(low: float = 0.0, high: float = math.inf, *, open_low: bool = Fa
 
     def check(path: str, value: object) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if open_low else value >= low)
+        # Comparisons, not math.isfinite: they also refuse an int beyond the float range.
+        ok = ok and -sys.float_info.max <= value <= sys.float_info.max and (
+            value > low if open_low else value >= low)
         if not ok or value > high:
             bracket = "(" if open_low else "["
             raise ValueError(

@@ -488,12 +488,19 @@ def _evaluate(world, given: np.ndarray, reviews: int, strength: float, oracle: b
     n_items, k = world.truth.shape[0], world.n_classes
     if oracle:
         final, _ = weighted_vote(items, experts, labels, world.true_acc, n_items, k, item_tag=tags)
-    else:  # as the server: Dawid-Skene over items with two labels or more, one label kept
+    else:  # as the server: Dawid-Skene over items with two labels or more, one label kept,
+        # from a prior of the declared levels and the gold answers (queue/aggregate.py)
         final = np.full(n_items, -1)
         final[items] = labels
         several = np.bincount(items, minlength=n_items)[items] >= 2
         if np.unique(experts[several]).size >= 2:
-            prior = accuracy_posterior(world.declared, 0.0, 0.0, strength)
+            on_gold = given[world.gold[given[:, 0]]]
+            seen, right = np.zeros(world.declared.shape), np.zeros(world.declared.shape)
+            where = (on_gold[:, 1], world.domain[on_gold[:, 0]])
+            np.add.at(seen, where, 1.0)
+            np.add.at(right, where, world.answers[on_gold[:, 1], on_gold[:, 0]]
+                      == world.truth[on_gold[:, 0]])
+            prior = accuracy_posterior(world.declared, right, seen - right, strength)
             joint, _, _ = dawid_skene(
                 items[several], experts[several], labels[several], n_items,
                 world.declared.shape[0], k, item_tag=tags[several],

@@ -2,7 +2,11 @@
 and the retrain trigger.
 
 Everything here is idempotent, so a client's retry of a label (which replays the stored
-answer) may run it again safely.
+answer) may run it again safely.  A label is acknowledged once the LABEL script stored it,
+whatever happens next: the script records in the same write the item that still needs
+aggregating (``keys.followup_key``), and the retrain trigger is a counter, so when this
+follow-up fails (Redis gone, a worker killed) the workers' upkeep (``drain_followups``)
+does it later.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import redis
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
 from taskrank.queue.events import label_events
+from taskrank.queue.exceptions import NoSuchProjectError
+from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.settings import Settings, current
 
@@ -19,9 +25,32 @@ from taskrank.queue.settings import Settings, current
 def after_label(r: redis.Redis, project: dict, answer: dict,
                 settings: Settings | None = None) -> None:
     if not answer.get("aggregated"):  # the LABEL script aggregates an item's only label
-        aggregate_item(r, project, answer["item_id"])
+        follow_up(r, project, answer["item_id"])
     label_events(r, project, answer)  # item.finished, expert.flagged (never raises)
     maybe_retrain(r, project, int(answer.get("since_retrain") or 0), settings)
+
+
+def follow_up(r: redis.Redis, project: dict, iid: str) -> None:
+    aggregate_item(r, project, iid)
+    r.srem(K.followup_key(project["id"]), iid)
+
+
+def drain_followups(r: redis.Redis, settings: Settings | None = None,
+                    batch: int = 1000) -> int:
+    """Do the follow-up of labels whose own failed: aggregate up to ``batch`` waiting items
+    per project and fire any retrain that is due.  Returns the items aggregated."""
+    done = 0
+    for pid in sorted(r.smembers(K.projects_key())):
+        try:
+            project = get_project(r, pid)
+        except NoSuchProjectError:  # deleted meanwhile
+            continue
+        for iid in r.srandmember(K.followup_key(pid), batch):
+            follow_up(r, project, iid)
+            done += 1
+        since = int(r.hget(K.counters_key(pid), "since_retrain") or 0)
+        maybe_retrain(r, project, since, settings)
+    return done
 
 
 def maybe_retrain(r: redis.Redis, project: dict, since_retrain: int,

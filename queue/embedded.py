@@ -3,14 +3,26 @@
 Used when ``TASKRANK_REDIS_URL`` is not set: data (append-only file) lives in
 ``TASKRANK_DATA_DIR`` and survives a stop and a start.  The server listens on a unix
 socket in that directory (loopback TCP when the path is too long for a socket).
+
+The data dir and every file in it are private to the user (0700 and 0600): the append-only
+file holds token hashes, the cookie-signing secret and every payload.
+
+One server per data dir.  Its pid file says which process it is, ``redis.owner`` which
+process started it (pid and start time).  The server gets SIGTERM (a clean shutdown) when
+that process exits, however it exits; a server still found running from an owner that has
+exited (it was shutting down, or an older version started it) is stopped before a new one
+starts, once /proc shows it is a redis-server working in this data dir.  A server whose
+owner runs is never touched: the start is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,10 +31,15 @@ from pathlib import Path
 
 import redis
 
+from taskrank.queue.processes import is_alive, lifeline, parent_of, program, started_at, working_dir
 from taskrank.queue.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Unix socket paths are limited to 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 100
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+LEFTOVER_STOP_SECONDS = 10.0  # a leftover server's clean shutdown, before SIGKILL
 
 
 def redis_server_path() -> str:
@@ -58,9 +75,10 @@ class EmbeddedRedis:
         self.url = ""
 
     def start(self, timeout: float = 10.0) -> str:
-        """Start the server (refusing if one already runs on this data dir); return its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._refuse_if_running()
+        """Start the server (refused while another taskrank's server runs on this data dir;
+        one left over from a taskrank that exited is stopped first); return its URL."""
+        self._make_private()
+        self._claim_data_dir()
         args = [redis_server_path(), "--dir", str(self.data_dir), "--appendonly", "yes",
                 "--appendfsync", self.fsync, "--save", "", "--maxmemory-policy", "noeviction",
                 "--pidfile", str(self.data_dir / "redis.pid"),
@@ -69,11 +87,33 @@ class EmbeddedRedis:
                 # default 64 the hash leaves the compact encoding, 1.9 KB/item instead of 0.7.
                 "--hash-max-ziplist-value", "256"]
         args += self._listen_args()
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        me = os.getpid()
+        write_private(self.data_dir / "redis.owner", f"{me} {started_at(me)}")
+        # umask: the append-only file, log and pid file are created 0600.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
+                                        umask=0o077, preexec_fn=lifeline(signal.SIGTERM))
         self._wait_ready(timeout)
         # Lets one-off commands (token create, ingest --direct) find this server.
-        (self.data_dir / "redis.url").write_text(self.url)
+        write_private(self.data_dir / "redis.url", self.url)
         return self.url
+
+    def running(self) -> bool:
+        """The server this object started is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def _make_private(self) -> None:
+        """The data dir 0700 and what the server wrote in it 0600, also when an earlier
+        version created them readable by others."""
+        try:
+            self.data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            os.chmod(self.data_dir, PRIVATE_DIR)
+            for path in self.data_dir.iterdir():
+                if path.name.startswith(("appendonly", "redis.", "dump")) or \
+                        path.suffix in (".aof", ".rdb"):
+                    _make_private(path)
+        except OSError as error:
+            raise RuntimeError(f"cannot make the data dir {self.data_dir} private: {error}") \
+                from None
 
     def _listen_args(self) -> list[str]:
         sock = self.data_dir / "redis.sock"
@@ -100,21 +140,60 @@ class EmbeddedRedis:
         except OSError:
             return []
 
-    def _refuse_if_running(self) -> None:
+    def _claim_data_dir(self) -> None:
+        """Make sure no other server runs on the data dir (see the module)."""
         pidfile = self.data_dir / "redis.pid"
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             return
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            pidfile.unlink(missing_ok=True)
+        here = self._is_server_here(pid)
+        if not is_alive(pid) or here is False:
+            pidfile.unlink(missing_ok=True)  # gone, or the pid now names another process
             return
-        except PermissionError:
-            pass
-        raise RuntimeError(f"a Redis server (pid {pid}) already runs on {self.data_dir}; "
-                           "stop that taskrank first or choose another TASKRANK_DATA_DIR")
+        owner = self._owner_of(pid)
+        if here is None or owner is not None:  # unverifiable, or its taskrank still runs
+            started_by = f" for pid {owner}" if owner else ""
+            raise RuntimeError(f"a Redis server (pid {pid}) already runs on {self.data_dir}"
+                               f"{started_by}; stop that taskrank first or choose another "
+                               "TASKRANK_DATA_DIR")
+        self._stop_leftover(pid)
+        pidfile.unlink(missing_ok=True)
+
+    def _is_server_here(self, pid: int) -> bool | None:
+        """``pid`` is a redis-server working in this data dir; None when /proc cannot say."""
+        name, cwd = program(pid), working_dir(pid)
+        if name is None or cwd is None:
+            return None
+        return name.startswith("redis-server") and cwd.resolve() == self.data_dir
+
+    def _owner_of(self, pid: int) -> int | None:
+        """The live process that started server ``pid``, None when it has exited.
+
+        ``redis.owner`` names it; a data dir from before that file counts the server's parent
+        as its owner unless init adopted it."""
+        try:
+            owner, born = map(int, (self.data_dir / "redis.owner").read_text().split())
+        except (OSError, ValueError):
+            parent = parent_of(pid)
+            return parent if parent not in (None, 0, 1) else None
+        return owner if is_alive(owner, born) else None
+
+    def _stop_leftover(self, pid: int) -> None:
+        """SIGTERM (a clean shutdown, the append-only file synced), SIGKILL if it hangs."""
+        born = started_at(pid)
+        log.warning("stopping Redis pid %d left running on %s by a taskrank that has exited",
+                    pid, self.data_dir)
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if not is_alive(pid, born):
+                return
+            os.kill(pid, signum)
+            deadline = time.monotonic() + LEFTOVER_STOP_SECONDS
+            while is_alive(pid, born) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if is_alive(pid, born):
+            raise RuntimeError(f"the Redis server (pid {pid}) left on {self.data_dir} "
+                               "does not stop")
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -159,6 +238,25 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, PRIVATE_FILE)
+        out.write(text)
+
+
+def _make_private(path: Path) -> None:
+    if path.is_symlink() or path.is_socket():
+        return
+    if path.is_dir():  # Redis 7's appendonlydir
+        os.chmod(path, PRIVATE_DIR)
+        for inner in path.iterdir():
+            _make_private(inner)
+    elif path.is_file():
+        os.chmod(path, PRIVATE_FILE)
 
 
 @contextlib.contextmanager

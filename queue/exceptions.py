@@ -64,6 +64,13 @@ class LeaseNotOpenError(TaskrankError):
     title = "Lease not open"
 
 
+class InvalidCursorError(TaskrankError):
+    """A paging cursor that no page hands out; the detail says what one looks like."""
+
+    status = 400
+    title = "Bad request"
+
+
 class IdempotencyConflictError(TaskrankError):
     status = 422
     title = "Idempotency key reused"

@@ -65,9 +65,24 @@ def put_expert(r: redis.Redis, eid: str, body: object) -> tuple[dict, bool]:
 
 def load_expert(r: redis.Redis, eid: str) -> dict:
     """The expert as declared (what each project learned of it: ``queue/skills.py``)."""
-    fields = r.hgetall(K.expert_key(eid))
-    if "skills" not in fields:
+    expert = _declared(eid, r.hgetall(K.expert_key(eid)))
+    if expert is None:
         raise NoSuchExpertError(f"no expert '{eid}'; declare it with PUT /v1/experts/{eid}")
+    return expert
+
+
+def load_experts(r: redis.Redis, eids: list[str]) -> dict[str, dict | None]:
+    """The experts as declared, in one round trip; None for an id never declared."""
+    pipe = r.pipeline(transaction=False)
+    for eid in eids:
+        pipe.hgetall(K.expert_key(eid))
+    return {eid: _declared(eid, fields) for eid, fields in zip(eids, pipe.execute(),
+                                                                strict=True)}
+
+
+def _declared(eid: str, fields: dict[str, str]) -> dict | None:
+    if "skills" not in fields:
+        return None
     return {"id": eid, "skills": json.loads(fields["skills"]),
             "capacity": int(fields["capacity"]),
             "cost_per_hour": float(fields["cost_per_hour"]), "active": fields["active"] == "1",

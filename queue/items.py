@@ -12,6 +12,7 @@ from taskrank.learning._checks import SUM_TOLERANCE  # one tolerance: ingest and
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue import lua
+from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
 from taskrank.queue.models import current_ranker
 from taskrank.queue.pool_map import cover, current_pool_map
@@ -19,7 +20,7 @@ from taskrank.queue.pool_map_jobs import maybe_map_pool
 from taskrank.queue.projects import set_input_schema
 from taskrank.queue.scoring import ItemInput, score_items, stored_item
 from taskrank.queue.settings import Settings, current
-from taskrank.queue.validation import ID_PATTERN
+from taskrank.queue.validation import ID_PATTERN, check_json_numbers
 
 ITEM_FIELDS = {"id", "predictions", "features", "skills", "payload", "boost", "gold"}
 MAX_SKILLS = 32
@@ -78,7 +79,7 @@ def parse_item(raw: object, project: dict, n_features: int | None) -> ItemInput:
     if gold is not None and gold not in project["labels"]:
         raise Rejected(f"gold must be one of the project's labels {project['labels']}"[:300])
     return ItemInput(item_id, predictions, features, _skills(raw.get("skills", [])),
-                     raw.get("payload", {}), float(boost), gold)
+                     _payload(raw.get("payload", {})), float(boost), gold)
 
 
 def _predictions(value: object, k: int) -> dict[str, list[float]]:
@@ -96,8 +97,9 @@ def _predictions(value: object, k: int) -> dict[str, list[float]]:
                            f"(one per project label), got {_describe(row)}")
         if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in row):
             raise Rejected(f"predictions.{name} must hold numbers only")
-        # At most 1 (within the tolerance) each, so their sum cannot overflow to infinity.
-        if not all(math.isfinite(p) and 0 <= p <= 1 + SUM_TOLERANCE for p in row):
+        # At most 1 (within the tolerance) each, so their sum cannot overflow to infinity;
+        # the comparisons also refuse NaN, infinity and integers beyond the float range.
+        if not all(0 <= p <= 1 + SUM_TOLERANCE for p in row):
             raise Rejected(f"predictions.{name} must be finite and non-negative, each at "
                            f"most 1, got {row}"[:300])
         total = math.fsum(row)
@@ -122,6 +124,16 @@ def _features(value: object, n_features: int | None) -> list[float] | None:
     return [float(x) for x in value]
 
 
+def _payload(value: object) -> object:
+    """The opaque payload, refused when it holds a number beyond the float range: stored,
+    it would reach every expert client as Infinity, which is not JSON."""
+    try:
+        check_json_numbers(value, "payload")
+    except InvalidInputError as error:
+        raise Rejected(error.detail) from None
+    return value
+
+
 def _skills(value: object) -> list[str]:
     if not isinstance(value, list) or len(value) > MAX_SKILLS:
         raise Rejected(f"skills must be a list of at most {MAX_SKILLS} tags")
@@ -143,8 +155,10 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
     """
     items, rejected = parse_items(project, raw_items)
     if not items:
+        first = rejected[0]
         raise InvalidInputError(f"none of the {len(raw_items)} items could be stored; "
-                                "see 'rejected' for each reason", rejected=rejected)
+                                f"items[{first['index']}]: {first['detail']} (see 'rejected' "
+                                "for each reason)", rejected=rejected)
     pool_map = current_pool_map(r, project["id"])
     coverage, clusters = cover(items, pool_map)
     priorities, breakdowns = score_items(
@@ -159,10 +173,23 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
                  _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
                  repr(float(priority)), breakdown, version, project["strategy_version"],
                  cluster]
-    created, updated = lua.run(r, "upsert_items", project["id"],
-                               [K.items_key(project["id"]), K.tags_key(project["id"])], args)
+    created, updated, withdrawn = lua.run(
+        r, "upsert_items", project["id"], [K.items_key(project["id"]), K.tags_key(project["id"])],
+        args)
     maybe_map_pool(r, settings or current(), project)
-    return {"created": created, "updated": updated, "rejected": rejected}
+    return {"created": created, "updated": updated,
+            "rejected": rejected + _withdrawn(raw_items, withdrawn)}
+
+
+def _withdrawn(raw_items: list, ids: list[str]) -> list[dict]:
+    """Rejections of the items an upsert left alone because they were withdrawn."""
+    index = {}
+    for i, raw in enumerate(raw_items):
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            index.setdefault(raw["id"], i)
+    return sorted(({"index": index[iid], "id": iid, "detail": (
+        "this item was withdrawn (DELETE); a withdrawn item stays withdrawn: send it "
+        "under a new id")} for iid in ids), key=lambda row: row["index"])
 
 
 def _remember_schema(r: redis.Redis, project: dict, items: list[ItemInput]) -> None:
@@ -198,10 +225,12 @@ def item_view(project: dict, iid: str, fields: dict, labels: list[str] | None = 
     }
     if fields.get("al"):
         view["aggregated"] = {"label": fields["al"], "confidence": float(fields.get("ac", 0))}
+    if fields.get("wa"):
+        view["withdrawn_at"] = rfc3339(fields["wa"])
     if labels is not None:
         view["predictions"] = json.loads(fields["p"]) if fields.get("p") else {}
-        view["labels"] = [dict(zip(("expert_id", "label"), entry.split("\t", 1), strict=True))
-                          for entry in labels]
+        view["labels"] = [{"expert_id": voter or None, "label": label}  # None: no expert
+                          for voter, label in (entry.split("\t", 1) for entry in labels)]
     return view
 
 

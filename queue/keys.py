@@ -165,6 +165,11 @@ def spend_key(pid: str) -> str:
     return _project(pid) + "spend"
 
 
+def claim_idempotency_key(pid: str, eid: str, key: str) -> str:
+    """The stored answer of a ``tasks/next`` sent with an ``Idempotency-Key``."""
+    return _project(pid) + f"idem-next:{eid}:{key}"
+
+
 def label_idempotency_key(pid: str, tid: str, key: str) -> str:
     """The stored answer of a label submitted with an ``Idempotency-Key``."""
     return _project(pid) + f"idem:{tid}:{key}"
@@ -225,6 +230,13 @@ def pool_map_key(pid: str) -> str:
 def claimed_clusters_key(pid: str) -> str:
     """Hash: cluster id -> leases handed out in that cluster since the last re-rank."""
     return _project(pid) + "claimed-clusters"
+
+
+def followup_key(pid: str) -> str:
+    """Set of item ids whose counted label still waits for its follow-up (aggregation by
+    queue/aggregate.py): written by the LABEL script with the label, removed once done, so
+    a failure after the label was stored is retried by the workers' upkeep."""
+    return _project(pid) + "followup"
 
 
 def explore_labels_key(pid: str) -> str:

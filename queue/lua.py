@@ -52,17 +52,19 @@ local function gold_sets(tags)
   return sets
 end
 
--- An item is rankable while fewer than `want` labels are out or in.  The counters hash
--- keeps the number of items per status ('n:pending'...), moved here on every change.
+-- An item is rankable while fewer than `want` labels are out or in (and it is neither
+-- gold nor withdrawn).  The counters hash keeps the number of items per status
+-- ('n:pending'...), moved here on every change.
 -- An item pending before and after stays in its sets at its live score (a re-score may
 -- have moved it past 'pr'); `repool` puts it back at 'pr' (an upsert took it out).
 local function refresh_status(iid, repool)
   local ikey = P_ITEM .. iid
-  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st', 'g')
+  local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st', 'g', 'wd')
   local out, done, want = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 1
   local tags, old = split_tags(f[4]), f[6]
   local status = 'pending'
-  if f[7] and f[7] ~= '' then status = 'gold'  -- never pooled: CLAIM serves it as a check
+  if f[8] == '1' then status = 'withdrawn'  -- for good (WITHDRAW)
+  elseif f[7] and f[7] ~= '' then status = 'gold'  -- never pooled: CLAIM serves it as a check
   elseif done >= want then status = 'labeled' elseif out + done >= want then status = 'leased' end
   if status ~= old then
     redis.call('HSET', ikey, 'st', status)
@@ -130,20 +132,19 @@ local P_ITEM, P_TASK, P_XLEASE, P_TAG = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 # ARGV[5] now, ARGV[6] labels wanted per new item, ARGV[7] number of fields per item,
 # then per item: id, predictions JSON, features JSON, payload JSON, tags (comma-joined),
 # boost, gold, priority, breakdown JSON, model version and strategy version (of the
-# breakdown), pool-map cluster (-1: none).  Returns {created, updated}.
+# breakdown), pool-map cluster (-1: none).  A withdrawn item is left as it is (WITHDRAW).
+# Returns {created, updated, {ids of the withdrawn items left alone}}.
 UPSERT_ITEMS = _PREAMBLE + COMMON + r"""
 local now, want, width = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local created, updated = 0, 0
-for i = 8, #ARGV, width do
-  local iid = ARGV[i]
+local created, updated, withdrawn = 0, 0, {}
+
+local function upsert(i, iid, old_tags, old_gold)
   local ikey = P_ITEM .. iid
-  local old = redis.call('HMGET', ikey, 's', 'g')
-  local old_tags = old[1]
   if old_tags then
     updated = updated + 1
     -- Tags may change: leave the old tag sets before joining the new ones.
     depool(iid, split_tags(old_tags))
-    if old[2] and old[2] ~= '' then
+    if old_gold and old_gold ~= '' then
       for _, set in ipairs(gold_sets(split_tags(old_tags))) do redis.call('ZREM', set, iid) end
     end
   else
@@ -160,15 +161,24 @@ for i = 8, #ARGV, width do
   end
   refresh_status(iid, true)
 end
-return {created, updated}
+
+for i = 8, #ARGV, width do
+  local iid = ARGV[i]
+  local old = redis.call('HMGET', P_ITEM .. iid, 's', 'g', 'wd')
+  if old[3] == '1' then withdrawn[#withdrawn + 1] = iid else upsert(i, iid, old[1], old[2]) end
+end
+return {created, updated, withdrawn}
 """
 
-# Lease the best eligible item to one expert.
+# Lease the best eligible items to one expert: up to one per task id given, one after the
+# other in the one atomic claim (each sees the leases before it: capacity, budget,
+# diversity, the items already leased to the expert).
 # KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
 # re-rank (hash), KEYS[6] what the project learned of the expert (keys.expert_skill_key),
-# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8..] the pool sets
-# to read (untagged + one per tag the expert may get).
-# ARGV[5] now, ARGV[6] expert id, ARGV[7] new task id, ARGV[8] lease seconds,
+# KEYS[7] the project's experts by their last claim (sorted set), KEYS[8] the request's
+# idempotency key (see below), KEYS[9..] the pool sets to read (untagged + one per tag the
+# expert may get).
+# ARGV[5] now, ARGV[6] expert id, ARGV[7] new task ids (comma-joined), ARGV[8] lease seconds,
 # ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
 # ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
 # items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
@@ -179,7 +189,11 @@ return {created, updated}
 # budget_usd ('': no budget), ARGV[25] JSON {tag: predicted seconds of one label} of the
 # expert (with '_general' for untagged items), ARGV[26] JSON {tag: 1} of the skills on
 # which the expert must answer gold before real items (the qualification gate),
-# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}.
+# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}, ARGV[29] seconds
+# to keep the answer under KEYS[8] ('' when the request had no Idempotency-Key).
+# Idempotency: KEYS[8] (keys.claim_idempotency_key, or a dummy key of the project) holds
+# the answers of the leases granted to this request; a retry with the same key gets those
+# answers again, so leases whose response was lost are not granted twice.
 # The rules are learning.routing's (eligible, item_fit, value, worth, hold_back), held to
 # it by tests/queue/test_lua_rules.py; every number they use arrives through ARGV.
 # Cost: an item costs the hourly rate x the predicted seconds of its slowest skill.
@@ -202,11 +216,12 @@ return {created, updated}
 # counters' 'reserved_usd' until it closes, and the task keeps it ('pc') with the hourly
 # rate ('rate') LABEL charges by.  No lease is granted when the dollars spent, those
 # reserved and this item's predicted cost together pass the budget.
-# Returns {'ok', task id, item id, priority, fit, value, payload, expires_at, tags,
-# explored (1 or 0), gold (1 or 0)} or {'capacity', open leases} or {'budget', budget,
-# spent, reserved, predicted cost (0 when refused before choosing)} or {'empty'}.
+# Returns a list with one answer per lease granted, {'ok', task id, item id, priority, fit,
+# value, payload, expires_at, tags, explored (1 or 0), gold (1 or 0)}, then, when fewer
+# were granted than asked, why not: {'capacity', open leases} or {'budget', budget, spent,
+# reserved, predicted cost (0 when refused before choosing)} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
-local now, eid, tid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local now, eid = tonumber(ARGV[5]), ARGV[6]
 local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
 local depth, pages, fit_exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
@@ -218,11 +233,15 @@ local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
 local budget = tonumber(ARGV[24])
 local seconds_of, gated = cjson.decode(ARGV[25]), cjson.decode(ARGV[26])
 local gold_share, review_share = cjson.decode(ARGV[27]), cjson.decode(ARGV[28])
-local K_CLAIMED, K_SKILL, K_WORKING, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], 8
+local K_CLAIMED, K_SKILL, K_WORKING, K_IDEM, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
+local keep_seconds = tonumber(ARGV[29])
+if keep_seconds then
+  local stored = redis.call('GET', K_IDEM)
+  if stored then return cjson.decode(stored) end
+end
 sweep(now, tonumber(ARGV[15]))
 redis.call('ZADD', K_WORKING, now, eid)
 local held = redis.call('ZCARD', KEYS[4])
-if held >= capacity then return {'capacity', held} end
 
 -- The refusal when the spend so far, the reservations of open leases and `cost` pass the
 -- budget (also when nothing at all is left: then no item need be read), else nil.
@@ -235,9 +254,6 @@ local function over_budget(cost)
   end
   return nil
 end
-local refusal = over_budget(0)
-if refusal then return refusal end
-
 -- The weakest required skill limits the answer: fit is the minimum over the item's tags
 -- (learning.routing.item_fit).
 local function item_fit(tags)
@@ -365,51 +381,6 @@ local function explore_pick(turn)
   return nil
 end
 
-local best, best_value, best_fit, best_priority, best_tags, best_cluster
-local explored = 0
-local turn = explore_turn()
-if turn then
-  best, best_priority, best_fit, best_tags, best_cluster = explore_pick(turn)
-  if best then
-    explored = 1
-    best_value = item_value(best_priority, best_fit, best_tags)
-  end
-end
-local seen = {}
--- A page's best may have been marked down by diversity while a candidate further down is
--- not: then the next page is read too (the value bound still stops each set early).
-local penalized = false
-for page = 0, (best and 0 or pages) - 1 do
-  penalized = false
-  for k = FIRST_POOL, #KEYS do
-    local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
-                            'WITHSCORES')
-    for j = 1, #rows, 2 do
-      local iid, priority = rows[j], tonumber(rows[j + 1])
-      if best_value ~= nil and value_bound(priority) <= best_value then break end
-      if not seen[iid] then
-        seen[iid] = true
-        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
-        local fit, tags = eligible_fit(iid, f)
-        if fit then
-          local value = item_value(priority, fit, tags)
-          if value > 0 then
-            local factor = diversity_factor(f[3])
-            if factor < 1 then penalized = true end
-            value = value * factor
-          end
-          if best_value == nil or value > best_value then
-            best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
-            best_cluster = f[3]
-          end
-        end
-      end
-    end
-  end
-  if best and not penalized then break end
-end
-if not best then return {'empty'} end
-
 -- The first gold item of `tag` this expert has not seen (its answers so far in the skill,
 -- 'gn:<tag>', say where to start reading).
 local function unseen_gold(tag)
@@ -441,52 +412,199 @@ local function gold_instead(tags)
   return iid
 end
 
-local gold = 0
-if explored == 0 then
-  local gold_item = gold_instead(best_tags)
-  if gold_item then
-    gold, best, best_cluster = 1, gold_item, nil
-    best_tags = split_tags(redis.call('HGET', P_ITEM .. gold_item, 's'))
-    best_fit = item_fit(best_tags) or default_fit or 0
-    best_priority = tonumber(redis.call('HGET', P_ITEM .. gold_item, 'pr')) or 0
-    best_value = item_value(best_priority, best_fit, best_tags)
+-- One lease, with task id `tid`: the item of highest value for the expert now (or a
+-- gold item, or an exploration draw), or why there is none.
+local function claim_one(tid)
+  if held >= capacity then return {'capacity', held} end
+  local refusal = over_budget(0)
+  if refusal then return refusal end
+  local best, best_value, best_fit, best_priority, best_tags, best_cluster
+  local explored = 0
+  local turn = explore_turn()
+  if turn then
+    best, best_priority, best_fit, best_tags, best_cluster = explore_pick(turn)
+    if best then
+      explored = 1
+      best_value = item_value(best_priority, best_fit, best_tags)
+    end
+  end
+  local seen = {}
+  -- A page's best may have been marked down by diversity while a candidate further down is
+  -- not: then the next page is read too (the value bound still stops each set early).
+  local penalized = false
+  for page = 0, (best and 0 or pages) - 1 do
+    penalized = false
+    for k = FIRST_POOL, #KEYS do
+      local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
+                              'WITHSCORES')
+      for j = 1, #rows, 2 do
+        local iid, priority = rows[j], tonumber(rows[j + 1])
+        if best_value ~= nil and value_bound(priority) <= best_value then break end
+        if not seen[iid] then
+          seen[iid] = true
+          local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
+          local fit, tags = eligible_fit(iid, f)
+          if fit then
+            local value = item_value(priority, fit, tags)
+            if value > 0 then
+              local factor = diversity_factor(f[3])
+              if factor < 1 then penalized = true end
+              value = value * factor
+            end
+            if best_value == nil or value > best_value then
+              best, best_value, best_fit, best_priority, best_tags = iid, value, fit, priority, tags
+              best_cluster = f[3]
+            end
+          end
+        end
+      end
+    end
+    if best and not penalized then break end
+  end
+  if not best then return {'empty'} end
+
+  local gold = 0
+  if explored == 0 then
+    local gold_item = gold_instead(best_tags)
+    if gold_item then
+      gold, best, best_cluster = 1, gold_item, nil
+      best_tags = split_tags(redis.call('HGET', P_ITEM .. gold_item, 's'))
+      best_fit = item_fit(best_tags) or default_fit or 0
+      best_priority = tonumber(redis.call('HGET', P_ITEM .. gold_item, 'pr')) or 0
+      best_value = item_value(best_priority, best_fit, best_tags)
+    end
+  end
+  local review = 0
+  for _, tag in ipairs(#best_tags > 0 and best_tags or {'_general'}) do
+    review = math.max(review, review_share[tag] or 0)
+  end
+  -- Whole micro-dollars, so that releasing a reservation takes back exactly what it added.
+  local predicted = tonumber(string.format('%.6f', item_cost(best_tags)))
+  refusal = over_budget(predicted)
+  if refusal then return refusal end
+  if best_cluster and best_cluster ~= '-1' then
+    claimed[best_cluster] = redis.call('HINCRBY', K_CLAIMED, best_cluster, 1)
+  end
+
+  local expires = now + lease
+  local ikey = P_ITEM .. best
+  -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
+  redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
+             'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted, 'rv', review)
+  if gold == 1 then redis.call('HSET', P_TASK .. tid, 'gold', 1) end
+  redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
+  if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
+  redis.call('ZADD', K_LEASES, expires, tid)
+  redis.call('ZADD', KEYS[4], expires, tid)
+  redis.call('SADD', ikey .. ':experts', eid)
+  redis.call('HINCRBY', ikey, 'out', 1)
+  redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
+  refresh_status(best)
+  held = held + 1
+  return {'ok', tid, best, tostring(best_priority), tostring(best_fit),
+          tostring(best_value), redis.call('HGET', ikey, 'pl') or false, tostring(expires),
+          table.concat(best_tags, ','), explored, gold}
+end
+
+local answers = {}
+for tid in string.gmatch(ARGV[7], '[^,]+') do
+  local answer = claim_one(tid)
+  answers[#answers + 1] = answer
+  if answer[1] ~= 'ok' then break end
+end
+if keep_seconds and answers[1][1] == 'ok' then
+  redis.call('SET', K_IDEM, cjson.encode(answers), 'EX', keep_seconds)
+end
+return answers
+"""
+
+# What a counted label changes, shared by LABEL (through a lease) and IMPORT_LABELS
+# (without one).  The helpers read these locals, which both scripts declare first:
+#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), P_SKILL (prefix of
+#   what the project learned of each expert, keys.expert_skill_prefix), N_CLASSES and
+#   ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS).
+LABEL_COMMON = r"""
+-- Append a label to the stream; `extra`: optional fields as a flat {name, value, ...} list.
+local function log_label(tid, iid, eid, label, seconds, counted, at, extra)
+  local fields = {'task', tid, 'item', iid, 'expert', eid, 'label', label,
+                  'seconds', seconds, 'counted', counted, 'at', at}
+  for _, value in ipairs(extra) do fields[#fields + 1] = value end
+  redis.call('XADD', K_STREAM, '*', unpack(fields))
+end
+
+-- The optional stream fields of a label: comment 'cm', answer 'an' (JSON) and, without a
+-- lease, 'll' = 1, the source record id 'src' and when it was answered 'aa' (epoch).
+local function label_extras(comment, answer, source, answered)
+  local extra = {}
+  if source then extra = {'ll', 1} end
+  for _, pair in ipairs({{'cm', comment}, {'an', answer}, {'src', source}, {'aa', answered}}) do
+    if pair[2] and pair[2] ~= '' then
+      extra[#extra + 1], extra[#extra + 2] = pair[1], pair[2]
+    end
+  end
+  return extra
+end
+
+-- One more counted label on the item, by `voter` ('' when no expert is known): its count
+-- and its vote.  Returns the item's labels done and its votes.
+local function add_vote(iid, voter, label)
+  local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
+  return done, redis.call('RPUSH', P_ITEM .. iid .. ':labels', voter .. '\t' .. label)
+end
+
+-- `n` more counted labels in the project's counters; the counted labels since the last
+-- retrain.
+local function count_labels(n, now)
+  redis.call('HINCRBY', K_COUNTERS, 'counted', n)
+  -- Per-minute counts for labels per hour; the bucket an hour old is dropped as we go.
+  local minute = math.floor(now / 60)
+  redis.call('HINCRBY', K_COUNTERS, 'm:' .. minute, n)
+  redis.call('HDEL', K_COUNTERS, 'm:' .. (minute - 61))
+  return redis.call('HINCRBY', K_COUNTERS, 'since_retrain', n)
+end
+
+-- A gold answer in the expert's per-skill record: answered 'gn:', right 'gr:'.
+local function learn_gold(eid, tags, label, gold)
+  local skill = P_SKILL .. eid
+  for _, tag in ipairs(tags) do
+    redis.call('HINCRBY', skill, 'gn:' .. tag, 1)
+    if label == gold then redis.call('HINCRBY', skill, 'gr:' .. tag, 1) end
   end
 end
-local review = 0
-for _, tag in ipairs(#best_tags > 0 and best_tags or {'_general'}) do
-  review = math.max(review, review_share[tag] or 0)
-end
--- Whole micro-dollars, so that releasing a reservation takes back exactly what it added.
-local predicted = tonumber(string.format('%.6f', item_cost(best_tags)))
-refusal = over_budget(predicted)
-if refusal then return refusal end
-if best_cluster and best_cluster ~= '-1' then redis.call('HINCRBY', K_CLAIMED, best_cluster, 1) end
 
-local expires = now + lease
-local ikey = P_ITEM .. best
--- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
-redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
-           'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted, 'rv', review)
-if gold == 1 then redis.call('HSET', P_TASK .. tid, 'gold', 1) end
-redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
-if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
-redis.call('ZADD', K_LEASES, expires, tid)
-redis.call('ZADD', KEYS[4], expires, tid)
-redis.call('SADD', ikey .. ':experts', eid)
-redis.call('HINCRBY', ikey, 'out', 1)
-redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
-refresh_status(best)
-return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(best_value),
-        redis.call('HGET', ikey, 'pl'), tostring(expires), table.concat(best_tags, ','),
-        explored, gold}
+-- The item's skills as the per-skill records name them ('_general' when untagged).
+local function skill_tags(iid)
+  local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
+  if #tags == 0 then tags = {'_general'} end  -- experts.GENERAL
+  return tags
+end
+
+-- The one-coin vote over a single label (learning.aggregation.weighted_vote with one
+-- vote, held to it by tests/queue/test_lua_rules.py): the posterior of the given label
+-- is its expert's accuracy a (clipped into the accuracy bounds), each other class gets
+-- (1 - a) / (k - 1).  The label wins when a > 1/k; otherwise (a tie, another class, or
+-- no recorded fit) false: aggregate.py decides.  The confidence is written as Python
+-- writes round(a, 6).
+local function vote_alone(iid, label, fit, status)
+  if fit == nil then return false end
+  local a = math.min(ACCURACY_MAX, math.max(ACCURACY_MIN, fit))
+  if a * N_CLASSES <= 1 then return false end
+  local confidence = (string.format('%.6f', a):gsub('0+$', ''))
+  redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
+  if status == 'labeled' then
+    redis.call('ZADD', K_LABELED, 0, iid)  -- score 0: ordered by id for export cursors
+    redis.call('HSETNX', P_ITEM .. iid, 'learned', 1)
+  end
+  return true
+end
 """
 
 # Record a label for a lease.  Counted when the lease is open; kept for the record (not
-# counted) when it expired or was released.  When it is the item's only label (no gold),
-# its aggregation is done here too (body.aggregated = true), and a finished item joins the
-# labeled set in the same atomic step, so the request needs no further round trip; every
-# other case is aggregated by queue/aggregate.py, which adds the item to the labeled set
-# only after adaptive redundancy has decided it is finished.
+# counted) when it expired, was released or its item withdrawn.  When it is the item's
+# only label (no gold), its aggregation is done here too (body.aggregated = true), and a
+# finished item joins the labeled set in the same atomic step, so the request needs no
+# further round trip; every other case is aggregated by queue/aggregate.py, which adds the
+# item to the labeled set only after adaptive redundancy has decided it is finished.
 # A counted label on an exploration lease (task field 'ex' = '1', set by CLAIM) queues its
 # item for an unbiased accuracy estimate (queue/quality.py), unless the item was already in
 # the labeled set: a model may have trained on it then, so it would not be a fair test.
@@ -496,12 +614,15 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # lease's reservation (CLAIM), as close_lease does for a lease released or expired.
 # KEYS[4] labels stream, KEYS[5] counters hash, KEYS[6] idempotency key (or a dummy key
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
-# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash.
+# exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
+# KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
+# a counted label that does not aggregate here adds its item, in the same write.
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
 # (learning.aggregation.ACCURACY_BOUNDS), ARGV[14] the UTC day of now (YYYY-MM-DD),
-# ARGV[15] the prefix of what a project learned of each expert (keys.expert_skill_prefix).
+# ARGV[15] the prefix of what a project learned of each expert (keys.expert_skill_prefix),
+# ARGV[16] comment ('' none), ARGV[17] answer (JSON, '' none).
 # A counted label adds, per skill of the item ('_general' when untagged), to the expert's
 # labels 'n:', seconds 'sec:' and dollars 'usd:' there; on a gold item (a check, never
 # aggregated: body.gold) also to its gold answers 'gn:' and the right ones 'gr:'.
@@ -511,11 +632,13 @@ return {'ok', tid, best, tostring(best_priority), tostring(best_fit), tostring(b
 # Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
 # label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
+local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[7], ARGV[15]
+local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[11]), tonumber(ARGV[12]),
+                                              tonumber(ARGV[13])
+""" + LABEL_COMMON + r"""
 local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local fingerprint, k = ARGV[9], tonumber(ARGV[11])
-local accuracy_min, accuracy_max = tonumber(ARGV[12]), tonumber(ARGV[13])
-local day = ARGV[14]
-local P_SKILL = ARGV[15]
+local fingerprint, day = ARGV[9], ARGV[14]
+local extra = label_extras(ARGV[16], ARGV[17])
 
 -- The label in the expert's per-skill record (its skills and dollars as `charge` found
 -- them); on gold, whether it was right.
@@ -525,11 +648,8 @@ local function learn_skill(eid, tags, usd, gold)
     redis.call('HINCRBY', skill, 'n:' .. tag, 1)
     redis.call('HINCRBYFLOAT', skill, 'sec:' .. tag, seconds)
     redis.call('HINCRBYFLOAT', skill, 'usd:' .. tag, usd)
-    if gold then
-      redis.call('HINCRBY', skill, 'gn:' .. tag, 1)
-      if label == gold then redis.call('HINCRBY', skill, 'gr:' .. tag, 1) end
-    end
   end
+  if gold then learn_gold(eid, tags, label, gold) end
 end
 
 -- Whether this only label of a finished item gets a second one (see above).
@@ -548,8 +668,7 @@ end
 local function charge(tkey, iid, eid)
   local usd = (tonumber(redis.call('HGET', tkey, 'rate')) or 0) * tonumber(seconds) / 3600
   redis.call('HINCRBYFLOAT', K_COUNTERS, 'spent_usd', usd)
-  local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
-  if #tags == 0 then tags = {'_general'} end  -- experts.GENERAL
+  local tags = skill_tags(iid)
   local parts = {'', ':e:' .. eid, ':d:' .. day}
   for _, tag in ipairs(tags) do parts[#parts + 1] = ':s:' .. tag end
   for _, part in ipairs(parts) do
@@ -560,24 +679,6 @@ local function charge(tkey, iid, eid)
   return usd, tags
 end
 
--- The one-coin vote over a single label (learning.aggregation.weighted_vote with one
--- vote, held to it by tests/queue/test_lua_rules.py): the posterior of the given label
--- is its expert's accuracy a (clipped into the accuracy bounds), each other class gets
--- (1 - a) / (k - 1).  The label wins when a > 1/k; otherwise (a tie, another class, or
--- no recorded fit) false: aggregate.py decides.  The confidence is written as Python
--- writes round(a, 6).
-local function vote_alone(iid, fit, status)
-  if fit == nil then return false end
-  local a = math.min(accuracy_max, math.max(accuracy_min, fit))
-  if a * k <= 1 then return false end
-  local confidence = (string.format('%.6f', a):gsub('0+$', ''))
-  redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
-  if status == 'labeled' then
-    redis.call('ZADD', KEYS[7], 0, iid)  -- score 0: ordered by id for export cursors
-    redis.call('HSETNX', P_ITEM .. iid, 'learned', 1)
-  end
-  return true
-end
 if fingerprint ~= '' then
   local stored = redis.call('GET', KEYS[6])
   if stored then
@@ -597,8 +698,7 @@ local state = redis.call('HGET', tkey, 'st')
 local body = {task_id = tid, item_id = iid, expert_id = eid, label = label}
 local status
 if state == 'open' then
-  redis.call('XADD', KEYS[4], '*', 'task', tid, 'item', iid, 'expert', eid, 'label', label,
-             'seconds', seconds, 'counted', 1, 'at', ARGV[5])
+  log_label(tid, iid, eid, label, seconds, 1, ARGV[5], extra)
   redis.call('HSET', tkey, 'st', 'labeled', 'label', label)
   release_reservation(tkey)
   local usd, tags = charge(tkey, iid, eid)
@@ -606,15 +706,9 @@ if state == 'open' then
   redis.call('ZREM', K_LEASES, tid)
   redis.call('ZREM', P_XLEASE .. eid, tid)
   redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
-  local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
-  local n_votes = redis.call('RPUSH', P_ITEM .. iid .. ':labels', eid .. '\t' .. label)
-  redis.call('HINCRBY', KEYS[5], 'counted', 1)
-  -- Per-minute counts for labels per hour; the bucket an hour old is dropped as we go.
-  local minute = math.floor(now / 60)
-  redis.call('HINCRBY', KEYS[5], 'm:' .. minute, 1)
-  redis.call('HDEL', KEYS[5], 'm:' .. (minute - 61))
-  body.since_retrain = redis.call('HINCRBY', KEYS[5], 'since_retrain', 1)
-  if t[7] == '1' and not redis.call('ZSCORE', KEYS[7], iid) then
+  local done, n_votes = add_vote(iid, eid, label)
+  body.since_retrain = count_labels(1, now)
+  if t[7] == '1' and not redis.call('ZSCORE', K_LABELED, iid) then
     redis.call('RPUSH', KEYS[8], iid)
   end
   local gold = redis.call('HGET', P_ITEM .. iid, 'g')
@@ -627,7 +721,9 @@ if state == 'open' then
     if n_votes == 1 and body.item_status == 'labeled' and spot_check(tkey, iid) then
       body.spot_check, body.item_status = true, refresh_status(iid)
     end
-    body.aggregated = n_votes == 1 and vote_alone(iid, tonumber(t[6]), body.item_status)
+    body.aggregated = n_votes == 1 and vote_alone(iid, label, tonumber(t[6]),
+                                                  body.item_status)
+    if not body.aggregated then redis.call('SADD', KEYS[10], iid) end
   end
   status = 201
 elseif state == 'labeled' then
@@ -638,10 +734,9 @@ else
     body.counted, body.reason = false, 'a late label for this task was already recorded'
     return cjson.encode({status = 409, body = body})
   end
-  redis.call('XADD', KEYS[4], '*', 'task', tid, 'item', iid, 'expert', eid, 'label', label,
-             'seconds', seconds, 'counted', 0, 'at', ARGV[5])
+  log_label(tid, iid, eid, label, seconds, 0, ARGV[5], extra)
   redis.call('HSET', tkey, 'label', label)
-  redis.call('HINCRBY', KEYS[5], 'late', 1)
+  redis.call('HINCRBY', K_COUNTERS, 'late', 1)
   body.charged_usd, body.day = charge(tkey, iid, eid), day
   body.counted = false
   body.reason = 'the lease was ' .. state ..
@@ -652,6 +747,170 @@ end
 local answer = cjson.encode({status = status, body = body, fingerprint = fingerprint})
 if fingerprint ~= '' then redis.call('SET', KEYS[6], answer, 'EX', ARGV[10]) end
 return answer
+"""
+
+# Record labels that came without a lease (POST /v1/projects/{pid}/labels), each as a
+# lease's label is recorded (LABEL_COMMON), under a task id of its own that its record key
+# fixes (queue/label_import.py: (item, expert) or (item, source record)), so a retry finds
+# it and is not counted twice.  Per record, checked before anything is written:
+# - no such item: refused;
+# - that task id recorded already: a duplicate (same label, comment and answer), else
+#   refused as a conflict; likewise when the expert gave the item a label through a lease
+#   (the same label: a duplicate);
+# - a gold item's label without an expert teaches nothing: refused;
+# - a withdrawn item: recorded (stream, 'late' counter), not counted (task state 'recorded').
+# Otherwise it counts: the expert (if any) joins the item's experts (never served it) and
+# an open lease it holds on the item ends ('released'); the item's labels wanted rise to
+# the labels out and in when it got more than it wanted (the target 'wt' stays, so they
+# fall back as its leases close: fit_want); a gold item's label is a gold answer of its
+# expert ('gn:'/'gr:'); another item's only label is voted here at the fit given for it
+# (the expert's learned accuracy on the item's weakest skill, or the fit of a label without
+# an expert), else aggregate.py votes it (the item joins keys.followup_key, as after
+# LABEL, so the workers' upkeep does it when the request's follow-up fails).  Never
+# charged (no lease, no rate), nor counted as the expert's labels 'n:' (its predicted
+# seconds learn from leased labels only).
+# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key.
+# ARGV[5] now, ARGV[6] number of classes k, ARGV[7] and ARGV[8] the accuracy bounds,
+# ARGV[9] keys.expert_skill_prefix, ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
+# ARGV[11] fit of a label without an expert, ARGV[12] fields per record, then per record:
+# task id, item id, expert id ('' none), label, source record id ('' none), answered at
+# (epoch seconds, '' none), comment ('' none), answer (JSON, '' none).
+# Returns a JSON string {"results": [[outcome, detail], ...], "since_retrain": n}, one per
+# record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate',
+# 'withdrawn', 'no_item', 'conflict' (detail: the label recorded), 'gold_without_expert'.
+IMPORT_LABELS = _PREAMBLE + COMMON + r"""
+local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[5], ARGV[9]
+local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[6]), tonumber(ARGV[7]),
+                                              tonumber(ARGV[8])
+""" + LABEL_COMMON + r"""
+local now, fits, anonymous_fit = tonumber(ARGV[5]), cjson.decode(ARGV[10]), tonumber(ARGV[11])
+local width = tonumber(ARGV[12])
+local counted_now = 0
+
+-- The fit a label is voted at: its expert's learned accuracy on the item's weakest skill
+-- (a skill it lacks counts at its '_general'), as aggregate.py's vote takes it.
+local function label_fit(eid, tags)
+  if eid == '' then return anonymous_fit end
+  local of = fits[eid]
+  if #tags == 0 then return of['_general'] end
+  local lowest = math.huge
+  for _, tag in ipairs(tags) do lowest = math.min(lowest, of[tag] or of['_general']) end
+  return lowest
+end
+
+-- The label the expert already gave the item (through a lease), or nil.
+local function given_label(iid, eid)
+  for _, entry in ipairs(redis.call('LRANGE', P_ITEM .. iid .. ':labels', 0, -1)) do
+    local tab = string.find(entry, '\t', 1, true)
+    if string.sub(entry, 1, tab - 1) == eid then return string.sub(entry, tab + 1) end
+  end
+  return nil
+end
+
+-- End the expert's open lease on the item, if it holds one: its label came without it.
+local function end_own_lease(iid, eid)
+  for _, tid in ipairs(redis.call('ZRANGE', P_XLEASE .. eid, 0, -1)) do
+    if redis.call('HGET', P_TASK .. tid, 'item') == iid then
+      close_lease(tid, 'released')
+      return
+    end
+  end
+end
+
+-- What stops the record (an outcome), or nil when it may be recorded.
+local function refusal(tkey, iid, eid, label, fingerprint, status, gold)
+  if not status then return {'no_item', ''} end
+  local duplicate = {'duplicate', ''}
+  local prior = redis.call('HMGET', tkey, 'label', 'fp')
+  if prior[1] then
+    if prior[2] == fingerprint then return duplicate end
+    return {'conflict', prior[1]}
+  end
+  if eid ~= '' and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 1 then
+    local given = given_label(iid, eid)
+    if given == label then return duplicate end
+    if given then return {'conflict', given} end
+  end
+  if gold and eid == '' then return {'gold_without_expert', ''} end
+  return nil
+end
+
+local function count(iid, eid, label, gold, tags)
+  if eid ~= '' then
+    if redis.call('SADD', P_ITEM .. iid .. ':experts', eid) == 0 then end_own_lease(iid, eid) end
+  end
+  local _, n_votes = add_vote(iid, eid, label)
+  counted_now = counted_now + 1
+  if gold then
+    learn_gold(eid, #tags > 0 and tags or {'_general'}, label, gold)
+    refresh_status(iid)
+    return {'counted', 1}  -- a check: nothing to aggregate
+  end
+  local f = redis.call('HMGET', P_ITEM .. iid, 'out', 'done', 'want')
+  if tonumber(f[1]) + tonumber(f[2]) > tonumber(f[3]) then  -- more than it wanted
+    redis.call('HSETNX', P_ITEM .. iid, 'wt', f[3])  -- the target stays
+    fit_want(iid)
+  end
+  local status = refresh_status(iid)
+  local voted = n_votes == 1 and vote_alone(iid, label, label_fit(eid, tags), status)
+  if not voted then redis.call('SADD', KEYS[6], iid) end
+  return {'counted', voted and 1 or 0}
+end
+
+local function import(tid, iid, eid, label, source, answered, comment, answer)
+  local f = redis.call('HMGET', P_ITEM .. iid, 'st', 'g', 's')
+  local gold = f[2] and f[2] ~= '' and f[2] or nil
+  local tkey = P_TASK .. tid
+  local fingerprint = redis.sha1hex(label .. '\n' .. comment .. '\n' .. answer)
+  local refused = refusal(tkey, iid, eid, label, fingerprint, f[1], gold)
+  if refused then return refused end
+  local counted = f[1] ~= 'withdrawn'
+  redis.call('HSET', tkey, 'item', iid, 'expert', eid, 'label', label, 'fp', fingerprint,
+             'ca', now, 'exp', now, 'll', 1, 'st', counted and 'labeled' or 'recorded')
+  log_label(tid, iid, eid, label, 0, counted and 1 or 0, ARGV[5],
+            label_extras(comment, answer, source, answered))
+  if not counted then
+    redis.call('HINCRBY', K_COUNTERS, 'late', 1)
+    return {'withdrawn', ''}
+  end
+  return count(iid, eid, label, gold, split_tags(f[3]))
+end
+
+local results = {}
+for i = 13, #ARGV, width do
+  results[#results + 1] = import(ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4],
+                                 ARGV[i+5], ARGV[i+6], ARGV[i+7])
+end
+local since_retrain = counted_now > 0 and count_labels(counted_now, now) or 0
+return cjson.encode({results = results, since_retrain = since_retrain})
+"""
+
+# Withdraw an item (DELETE /v1/projects/{pid}/items/{iid}): for good, it leaves the pool
+# and the gold sets (status 'withdrawn', which UPSERT_ITEMS and refresh_status keep), and
+# its open leases end (state 'withdrawn': a label on one is recorded, not counted, as on
+# an expired lease).  Its counted labels stay: in the stream, and, for a finished item,
+# in the labeled set (training, aggregated export).  Its open leases are found through
+# the experts who leased it (the item's experts set) and their lease sets.
+# ARGV[5] now, ARGV[6] item id.
+# Returns {'missing'} or {'ok', 1 when withdrawn now (0: already), {task ids ended}}.
+WITHDRAW = _PREAMBLE + COMMON + r"""
+local now, iid = ARGV[5], ARGV[6]
+local ikey = P_ITEM .. iid
+local f = redis.call('HMGET', ikey, 'st', 's', 'wd')
+if not f[1] then return {'missing'} end
+if f[3] == '1' then return {'ok', 0, {}} end
+redis.call('HSET', ikey, 'wd', 1, 'wa', now)
+for _, set in ipairs(gold_sets(split_tags(f[2]))) do redis.call('ZREM', set, iid) end
+local ended = {}
+for _, eid in ipairs(redis.call('SMEMBERS', ikey .. ':experts')) do
+  for _, tid in ipairs(redis.call('ZRANGE', P_XLEASE .. eid, 0, -1)) do
+    if redis.call('HGET', P_TASK .. tid, 'item') == iid and close_lease(tid, 'withdrawn') then
+      ended[#ended + 1] = tid
+    end
+  end
+end
+refresh_status(iid)
+return {'ok', 1, ended}
 """
 
 # Extend an open lease (heartbeat).
@@ -772,6 +1031,7 @@ return 1
 
 
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
+           "import_labels": IMPORT_LABELS, "withdraw": WITHDRAW,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
            "finish_chunk": FINISH_CHUNK,
            "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS,

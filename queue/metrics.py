@@ -102,7 +102,8 @@ def _render_requests(lines: list[str], fields: dict[str, str]) -> None:
 
 # Items by status, kept by the Lua scripts in the counters hash (there is no global pool
 # to count).
-STATUS_COUNTERS = ("n:pending", "n:leased", "n:labeled")
+STATUSES = ("pending", "leased", "labeled", "gold", "withdrawn")
+STATUS_COUNTERS = tuple(f"n:{status}" for status in STATUSES)
 
 _PROJECT_FAMILIES = (
     ("taskrank_queue_pending", "gauge", "Rankable (pending) items in the project's pool."),
@@ -142,12 +143,11 @@ def _render_projects(lines: list[str], r: redis.Redis) -> None:
 def _project_samples(by_status: list[str | None], leases: int, labels: list[str | None],
                      version: str | None) -> dict[str, list]:
     """Family name -> [(labels, value)] of one project."""
-    pending, leased, labeled = (int(count or 0) for count in by_status)
+    counts = {status: int(count or 0) for status, count in zip(STATUSES, by_status,
+                                                               strict=True)}
     return {
-        "taskrank_queue_pending": [({}, pending)],
-        "taskrank_items": [({"status": "pending"}, pending),
-                           ({"status": "leased"}, leased),
-                           ({"status": "labeled"}, labeled)],
+        "taskrank_queue_pending": [({}, counts["pending"])],
+        "taskrank_items": [({"status": status}, count) for status, count in counts.items()],
         "taskrank_leases_open": [({}, leases)],
         "taskrank_labels_total": [({"outcome": outcome}, int(count or 0)) for outcome, count
                                   in zip(("counted", "late", "rejected"), labels, strict=True)],

@@ -54,8 +54,13 @@ class Settings:
     webhook_retry_intervals: str = "5,300,1800,7200,18000,36000"
     webhook_timeout: float = 15.0
     webhook_deliveries_kept: int = 100
-    url: str = "http://127.0.0.1:8000"  # client commands: server to talk to
+    # client commands: server to talk to (None: the one running server noted in run_dir,
+    # else http://127.0.0.1:8000; queue/running.py)
+    url: str | None = None
     token: str | None = None  # client commands: bearer token
+    # where `taskrank serve` notes its URL and Redis for commands in other shells ('':
+    # ~/.taskrank/run)
+    run_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.redis_fsync not in ("always", "everysec"):

@@ -19,7 +19,7 @@ def project_stats(r: redis.Redis, project: dict) -> dict:
     total, open_leases, counters, model = pipe.execute()
     # Kept by the Lua scripts as items change status (there is no global pool to count).
     by_status = {status: int(counters.get(f"n:{status}", 0))
-                 for status in ("pending", "leased", "labeled", "gold")}
+                 for status in ("pending", "leased", "labeled", "gold", "withdrawn")}
     return {
         "project_id": pid,
         "items": {"total": total, **by_status},

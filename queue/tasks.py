@@ -25,6 +25,7 @@ from taskrank.queue.spend import add_expert_seconds, hours_on_day
 from taskrank.queue.validation import fail
 
 IDEMPOTENCY_TTL = 24 * 3600
+MAX_TASKS_PER_CLAIM = 50  # tasks/next "n": leases one atomic claim may hand out
 SWEEP_LIMIT = 100  # expired leases returned per claim; the periodic sweep does the rest
 CLAIM_PAGES = 8  # pages of `claim_depth` candidates read per pool set before giving up
 GOLD_REASON = ("gold check: an item whose answer the project knows, served in place of the "
@@ -69,17 +70,40 @@ def claim(r: redis.Redis, project: dict, expert: dict, depth: int,
 
 
 def lease_task(r: redis.Redis, project: dict, expert: dict, depth: int,
-               now: float | None = None) -> dict | NoTask:
-    """Lease the eligible item of highest value to ``expert``, or say why there is none."""
+               now: float | None = None, idempotency_key: str | None = None) -> dict | NoTask:
+    """Lease the eligible item of highest value to ``expert``, or say why there is none.
+    With ``idempotency_key``, a retry gets the lease the first request was granted (kept
+    :data:`IDEMPOTENCY_TTL`), whatever has changed since."""
+    leased, refusal = lease_tasks(r, project, expert, depth, 1, now, idempotency_key)
+    return leased[0] if leased else refusal
+
+
+def lease_tasks(r: redis.Redis, project: dict, expert: dict, depth: int, n: int,
+                now: float | None = None, idempotency_key: str | None = None
+                ) -> tuple[list[dict], NoTask | None]:
+    """Lease up to ``n`` eligible items to ``expert`` in one atomic claim, best first, within
+    its capacity and the budget; the tasks, and why no more (None when ``n`` were leased).
+    With ``idempotency_key``, a retry gets what the first request was granted."""
+    if not 1 <= n <= MAX_TASKS_PER_CLAIM:
+        raise ValueError(f"n must be from 1 to {MAX_TASKS_PER_CLAIM}, got {n}")
     now = clock_now() if now is None else now
-    refusal = _expert_refusal(r, expert, now)
+    idem_key = (K.project_key(project["id"]) if idempotency_key is None  # untouched
+                else K.claim_idempotency_key(project["id"], expert["id"], idempotency_key))
+    if idempotency_key is not None and r.exists(idem_key):
+        refusal = None  # the leases were granted before any refusal now applies
+    else:
+        refusal = _expert_refusal(r, expert, now)
     if refusal is not None:
-        return refusal
+        return [], refusal
     profile = load_profile(r, project, expert)
-    answer = _run_claim(r, project, profile, depth, now)
-    if answer[0] != "ok":
-        return _claim_refusal(project, expert, answer)
-    return _task(profile, project["strategy"]["routing"], answer)
+    answers = _run_claim(r, project, profile, depth, now, n, idem_key,
+                         "" if idempotency_key is None else IDEMPOTENCY_TTL)
+    if answers and isinstance(answers[0], str):  # one answer, as stored before n existed
+        answers = [answers]
+    routing = project["strategy"]["routing"]
+    leased = [_task(profile, routing, answer) for answer in answers if answer[0] == "ok"]
+    last = answers[-1]
+    return leased, None if last[0] == "ok" else _claim_refusal(project, expert, last)
 
 
 def _expert_refusal(r: redis.Redis, expert: dict, now: float) -> NoTask | None:
@@ -119,7 +143,7 @@ def _claim_refusal(project: dict, expert: dict, answer: list) -> NoTask:
 
 
 def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
-               now: float) -> list:
+               now: float, n: int, idem_key: str, keep_seconds: int | str) -> list[list]:
     pid, expert = project["id"], profile.expert
     eid = expert["id"]
     fits, general_fit = profile.fits()
@@ -131,8 +155,9 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid),
                                        K.expert_skill_key(pid, eid),
-                                       K.working_experts_key(pid), *pools], [
-        now, eid, new_task_id(pid), project["lease_seconds"], expert["capacity"], depth,
+                                       K.working_experts_key(pid), idem_key, *pools], [
+        now, eid, ",".join(new_task_id(pid) for _ in range(n)), project["lease_seconds"],
+        expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
         "" if general_fit is None else general_fit, SWEEP_LIMIT,
         routing["holdback_seconds"], routing["holdback_margin"],
@@ -143,7 +168,7 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
         "" if budget is None else budget, json.dumps(profile.table(profile.seconds)),
         json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
         json.dumps(profile.table(profile.gold_share)),
-        json.dumps(profile.table(profile.review_share))])
+        json.dumps(profile.table(profile.review_share)), keep_seconds])
 
 
 def _task(profile: Profile, routing: dict, answer: list) -> dict:
@@ -176,34 +201,40 @@ def _reason(profile: Profile, tags: list[str], priority: float, fit: float,
 
 
 def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds: float,
-                 idempotency_key: str | None = None, now: float | None = None) -> tuple[int, dict]:
-    """Record a label; (201, body) when counted, (409, body) when kept but not counted.
-    Either way it is charged (rate x seconds) to the project's spend."""
+                 idempotency_key: str | None = None, now: float | None = None,
+                 comment: str = "", answer: str = "") -> tuple[int, dict]:
+    """Record a label, with its ``comment`` and ``answer`` (JSON text; see
+    ``validation.check_comment``/``check_answer``, '' for none); (201, body) when counted,
+    (409, body) when kept but not counted.  Either way it is charged (rate x seconds) to
+    the project's spend."""
     if label not in project["labels"]:
         raise fail("label", f"must be one of the project's labels {project['labels']}"[:300])
     pid = project["id"]
     fingerprint = ""
     idem_key = K.project_key(pid)  # a key of the project's slot; untouched without a key
     if idempotency_key:
-        fingerprint = hashlib.sha256(f"{tid}\n{label}\n{seconds!r}".encode()).hexdigest()
+        request = f"{tid}\n{label}\n{seconds!r}"
+        if comment or answer:  # so keys stored before labels had them replay alike
+            request += f"\n{comment}\n{answer}"
+        fingerprint = hashlib.sha256(request.encode()).hexdigest()
         idem_key = K.label_idempotency_key(pid, tid, idempotency_key)
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
                                     K.labeled_key(pid), K.explore_labels_key(pid),
-                                    K.spend_key(pid)],
+                                    K.spend_key(pid), K.followup_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
                    len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now),
-                   K.expert_skill_prefix(pid)])
-    answer = json.loads(raw)
-    if answer["status"] == 404:
+                   K.expert_skill_prefix(pid), comment, answer])
+    reply = json.loads(raw)
+    if reply["status"] == 404:
         raise NoSuchTaskError(f"no task '{tid}'")
-    if answer.get("conflict"):
+    if reply.get("conflict"):
         raise IdempotencyConflictError(
-            "this Idempotency-Key was used with a different label or seconds_spent; "
-            "use a new key for a new request")
-    if answer["status"] == 201 and answer["body"].get("day"):  # answers stored before
-        add_expert_seconds(r, answer["body"], seconds)  # budgets carry no day
-    return answer["status"], answer["body"]
+            "this Idempotency-Key was used with a different label, seconds_spent, comment "
+            "or answer; use a new key for a new request")
+    if reply["status"] == 201 and reply["body"].get("day"):  # answers stored before
+        add_expert_seconds(r, reply["body"], seconds)  # budgets carry no day
+    return reply["status"], reply["body"]
 
 
 def task_view(r: redis.Redis, pid: str, tid: str) -> dict:

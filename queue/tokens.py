@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from taskrank.queue import keys
+from taskrank.queue.validation import check_id
 
 ROLES = ("expert", "platform", "admin")  # each role may do all that the ones before it may
 
@@ -38,6 +39,8 @@ def create_token(r: redis.Redis, role: str, expert_id: str | None = None) -> str
         raise ValueError(f"unknown role {role!r}; expected one of {list(ROLES)}")
     if (role == "expert") != (expert_id is not None):
         raise ValueError("an expert token needs --expert-id, and only an expert token takes one")
+    if expert_id is not None:
+        check_id(expert_id, "expert_id")  # as the API checks it: no token it cannot accept
     token = "tr_" + secrets.token_urlsafe(32)
     digest = hash_token(token)
     fields = {"role": role, "created_at": f"{time.time():.3f}"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 
 from taskrank.queue.exceptions import InvalidInputError
 
@@ -14,6 +16,14 @@ ID_PATTERN = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")
 # characters, a re-score chunk adds ``-c<n>``), so longer than a platform id.
 MAX_JOB_ID = 512
 JOB_ID_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}")
+# What a label may carry beside the label itself (leased or not).
+MAX_COMMENT_BYTES = 10 * 1024
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+# The largest finite float: JSON readers (Python's, JavaScript's) take a number beyond it
+# for Infinity, which is not JSON, so one stored would break every strict client it reaches.
+MAX_FLOAT = sys.float_info.max
 
 
 def fail(field: str, detail: str) -> InvalidInputError:
@@ -44,9 +54,10 @@ def check_int(value: object, field: str, low: int, high: int) -> int:
 
 
 def _finite_number(value: object) -> bool:
-    """A JSON number (not a boolean) that is finite."""
+    """A JSON number (not a boolean) that is finite, and a float (so not an integer beyond
+    the float range; comparisons also refuse NaN and infinity)."""
     return (not isinstance(value, bool) and isinstance(value, int | float)
-            and math.isfinite(value))
+            and -MAX_FLOAT <= value <= MAX_FLOAT)
 
 
 def check_number(value: object, field: str, low: float = -math.inf,
@@ -83,3 +94,111 @@ def check_keys(body: dict, field: str, allowed: set[str], required: set[str] = f
     missing = sorted(required - set(body))
     if missing:
         raise fail(f"{field}.{missing[0]}" if field else missing[0], "is required")
+
+
+def check_comment(value: object) -> str:
+    """A label's ``comment``: text of at most ``MAX_COMMENT_BYTES`` in UTF-8; '' for none
+    (absent or null)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise fail("comment", f"must be text (a JSON string), got {type(value).__name__}")
+    size = _utf8_size(value, "comment")
+    if size > MAX_COMMENT_BYTES:
+        raise fail("comment", f"must be at most {MAX_COMMENT_BYTES} bytes of UTF-8 text "
+                              f"(10 KB), got {size}")
+    return value
+
+
+def check_answer(value: object) -> str:
+    """A label's ``answer``: any JSON value, at most ``MAX_ANSWER_BYTES`` as compact JSON
+    in UTF-8; returns that JSON text ('' for none: absent or null)."""
+    if value is None:
+        return ""
+    check_json_numbers(value, "answer")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    size = _utf8_size(text, "answer")
+    if size > MAX_ANSWER_BYTES:
+        raise fail("answer", f"must be at most {MAX_ANSWER_BYTES} bytes as compact JSON "
+                             f"(64 KB), got {size}")
+    return text
+
+
+def _utf8_size(text: str, field: str) -> int:
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:  # JSON may carry lone surrogates ("\ud800"), UTF-8 not
+        raise fail(field, "must be valid Unicode text (it holds a lone surrogate "
+                          "escape such as \\ud800)") from None
+
+
+# --- JSON numbers -------------------------------------------------------------------------
+def parse_json(data: bytes | str) -> object:
+    """Strict JSON: raises ValueError (also for NaN and Infinity) or RecursionError.
+
+    Python's parser takes NaN and Infinity, which are not JSON: a NaN probability or
+    payload value would be stored and later sent back as invalid JSON.  A number beyond
+    the float range (``1e400``) parses as infinity; ``check_json_numbers`` finds it, so the
+    caller can name the field.
+    """
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+class NotJsonNumberError(ValueError):
+    """NaN or Infinity in a document: not JSON at all."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise NotJsonNumberError(f"{name} is not a JSON number; send finite numbers only")
+
+
+def check_json_numbers(value: object, field: str = "") -> None:
+    """Refuse a document holding a number outside the float range (or NaN), naming where
+    (``payload.scores[2]``; ``field`` is the document's own path, if any)."""
+    if not holds_bad_number(value):
+        return
+    path, number = _first_bad_number(value, field)
+    raise fail(path or "body", bad_number_detail(number))
+
+
+def bad_number_detail(number: float | int) -> str:
+    """Why ``number`` (NaN, infinite, or an integer beyond the float range) is refused."""
+    if isinstance(number, float) and math.isnan(number):
+        return "must be a finite number, got NaN (not a JSON number)"
+    sign = "-" if number < 0 else ""
+    what = (f"an integer of {len(str(abs(number)))} digits" if isinstance(number, int)
+            else f"{sign}1e400 or the like")
+    return (f"must be a number of magnitude at most {MAX_FLOAT:.17g} (the float range), got "
+            f"{what}, which JSON readers take for {sign}Infinity")
+
+
+def holds_bad_number(value: object) -> bool:
+    """Whether a JSON document holds a number outside the float range (or NaN)."""
+    # A loop, not recursion: a document nested near the parser's depth limit must not
+    # exhaust the stack.  Paths are built only once a bad number is known to be there.
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, int | float) and not -MAX_FLOAT <= node <= MAX_FLOAT:
+            return True  # also NaN, which no comparison holds for
+    return False
+
+
+def _first_bad_number(value: object, field: str) -> tuple[str, float | int]:
+    """The path and value of the first bad number, in document order."""
+    stack = [(value, field)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key))
+                         for key, child in reversed(node.items()))
+        elif isinstance(node, list | tuple):
+            stack.extend((child, f"{path or 'body'}[{index}]")
+                         for index, child in reversed(list(enumerate(node))))
+        elif holds_bad_number(node):
+            return path, node
+    raise ValueError("no bad number in the document")  # unreachable after _has_bad_number

@@ -1,15 +1,19 @@
-"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps, webhook
-outboxes left undrained)."""
+"""The RQ worker process, plus the periodic upkeep every worker does (lease sweeps, labels
+whose follow-up failed, webhook outboxes left undrained, jobs abandoned by dead workers)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
+import redis
 from rq import Queue, SimpleWorker, Worker
 from threadpoolctl import threadpool_limits
 
+from taskrank.queue.abandoned import reap_abandoned, worker_name
 from taskrank.queue.connection import connect, connect_binary
+from taskrank.queue.processes import forks_die_with_this_process
 from taskrank.queue.settings import Settings, install
 
 log = logging.getLogger(__name__)
@@ -59,28 +63,52 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # One BLAS thread per worker: models are small, and idle-spinning BLAS threads of two
     # workers fight over the cores (a retrain on 85 labels: 3-8 s, with this 0.6 s).
     threadpool_limits(1)
+    # The work horse and the scheduler RQ forks die with this process, even by SIGKILL: a
+    # job killed with its worker is abandoned (queue/abandoned.py), never run twice.
+    forks_die_with_this_process(signal.SIGKILL)
     connection = connect_binary(settings)
+    queue = task_queue(settings, connection)
+    _reap(queue)  # the jobs of workers that died before this one started
     stop = threading.Event()
     if not burst:
         upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
         upkeep.start()
     try:
-        worker = TaskWorker([task_queue(settings, connection)], connection=connection)
+        # Named after host, pid and start time: its death can be told from /proc.
+        worker = TaskWorker([queue], name=worker_name(), connection=connection)
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()
 
 
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
-    """Return expired leases to the pool even when no request touches a project, and
-    deliver webhook events whose drain job was never queued (queue/events.py)."""
+    """Return expired leases to the pool even when no request touches a project; finish the
+    follow-up of labels whose own failed; deliver webhook events whose drain job was never
+    queued (queue/events.py); hand the jobs of dead workers to RQ's cleanup."""
+    from taskrank.queue.after_label import drain_followups
     from taskrank.queue.delivery import drain_all
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)
+    queue = task_queue(settings, connect_binary(settings))
     while not stop.wait(settings.sweep_interval):
-        for task, what in ((sweep_all_projects, "lease sweep"), (drain_all, "webhook drain")):
+        upkeep = ((sweep_all_projects, "lease sweep"),
+                  (lambda client: drain_followups(client, settings), "label follow-up"),
+                  (drain_all, "webhook drain"))
+        for task, what in upkeep:
             try:
                 task(r)
             except Exception:  # the loop must survive a Redis restart; the error is logged
                 log.exception("%s failed; retrying in %s s", what, settings.sweep_interval)
+        _reap(queue)
+
+
+def _reap(queue: Queue) -> None:
+    """``reap_abandoned``, logged; Redis unavailable: the next try (or worker) does it."""
+    try:
+        reaped = reap_abandoned(queue)
+    except redis.RedisError as error:
+        log.warning("could not look for abandoned jobs: %s", error)
+        return
+    if reaped:
+        log.warning("jobs abandoned by a dead worker, retried or failed: %s", reaped)

@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from taskrank.queue.backfill import rescore_chunks, resume_rescore, set_priorities
 from taskrank.queue.connection import connect, connect_binary, same_server
-from taskrank.queue.embedded import redis_url_for
 from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
+from taskrank.queue.running import NoServerError, command_redis
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.scripts.cli import positive_int
@@ -78,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.source and args.resume:
             raise Unusable("--from sets priorities itself; it cannot --resume a re-score run")
-        with redis_url_for(settings) as url:
+        with command_redis(settings, say=lambda text: print(f"taskrank backfill: {text}",
+                                                             file=sys.stderr)) as url:
             settings = settings.replace(redis_url=url)
             r = connect(settings, socket_timeout=120.0)
             project = _project(r, args.project)
             summary = (apply_file(r, project["id"], args) if args.source
                        else backfill(r, settings, project["id"], args))
-    except (Unusable, SettingsError, FileFormatError) as error:
+    except (Unusable, SettingsError, FileFormatError, NoServerError) as error:
         print(f"taskrank backfill: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary) if args.json else _describe(summary), flush=True)

@@ -36,8 +36,11 @@ def positive_int(text: str) -> int:
 
 def add_server_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """The ``--url`` and ``--token`` options every command that goes over HTTP takes."""
-    parser.add_argument("--url", default=settings.url,
-                        help=f"taskrank server (default TASKRANK_URL, now {settings.url})")
+    from taskrank.queue.running import server_url
+
+    url = server_url(settings)
+    parser.add_argument("--url", default=url, help=f"taskrank server (default TASKRANK_URL, "
+                                                   f"else the running server; now {url})")
     parser.add_argument("--token", default=settings.token,
                         help="bearer token (default TASKRANK_TOKEN)")
 

@@ -1,9 +1,13 @@
-"""``taskrank ingest PROJECT FILE``: stream items from JSONL, CSV or .npz into a project.
+"""``taskrank ingest PROJECT FILE``: stream items from JSONL, CSV, .npz or a Label Studio
+JSON export into a project.
 
 Items go in batches through the HTTP API (``--url``, ``--token``) or straight to Redis
 (``--direct``), a few batches in flight at once.  Ingest upserts by item id, so running
 the same file again creates nothing new.  A bad line is reported with its line number
-(``.npz``: row index) and reason; the good ones still go in.
+(``.npz``: row index; Label Studio export: task position) and reason; the good ones still
+go in.  A Label Studio task becomes the item ``data.taskrank_id`` (else its task id), with
+``data`` as payload, ``data.features`` as features, each prediction (a chosen label and its
+score) as a probability row, and a ground-truth annotation as the gold answer.
 
 Exit status: 0 every item went in, 1 some were rejected (or the run stopped midway),
 2 unusable input (missing file, unknown format, unknown project, bad CSV header).
@@ -37,10 +41,12 @@ from taskrank.scripts.item_files import (
     csv_records,
     detect_format,
     jsonl_records,
+    label_studio_records,
     npz_records,
 )
 
 SHOWN_REJECTIONS = 20
+UNITS = {"npz": "row", "labelstudio": "task"}  # what a record's number counts
 _FIRST_AT = re.compile(r"first at index (\d+)")
 
 
@@ -56,7 +62,8 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser = argparse.ArgumentParser(prog="taskrank ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", help="project id (it must exist)")
-    parser.add_argument("file", help="items: .jsonl, .csv, .npz (.jsonl.gz, .csv.gz; - stdin)")
+    parser.add_argument("file", help="items: .jsonl, .csv, .npz, .json (Label Studio's JSON "
+                                     "export) (.gz too but .npz; - stdin)")
     parser.add_argument("--batch", type=positive_int, default=1000,
                         help="items per request (default 1000, the server's usual limit)")
     parser.add_argument("--jobs", type=positive_int, default=2,
@@ -83,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.file != "-" and not os.path.isfile(args.file):
             raise Unusable(f"no file {args.file!r}")
         if args.direct:
-            from taskrank.queue.embedded import redis_url_for
+            from taskrank.queue.running import NoServerError, command_redis
 
-            with redis_url_for(settings) as url:
-                return run(args, fmt, DirectTarget(settings.replace(redis_url=url),
-                                                   args.project))
+            try:
+                with command_redis(settings, say=lambda text: print(
+                        f"taskrank ingest: {text}", file=sys.stderr)) as url:
+                    return run(args, fmt, DirectTarget(settings.replace(redis_url=url),
+                                                       args.project))
+            except NoServerError as error:
+                raise Unusable(str(error)) from None
         with HttpTarget(args.url, args.token, args.project) as target:
             return run(args, fmt, target)
     except (Unusable, FileFormatError) as error:
@@ -98,7 +109,7 @@ def run(args: argparse.Namespace, fmt: str, target: HttpTarget | DirectTarget) -
     """Stream the file into ``target``; print the summary; the exit status."""
     project = target.project()
     total, records = open_records(args.file, fmt, project["labels"], args.batch)
-    report = Report(args.rejects, "row" if fmt == "npz" else "line", total)
+    report = Report(args.rejects, UNITS.get(fmt, "line"), total)
     started = time.perf_counter()
     stopped = None
     try:
@@ -127,6 +138,8 @@ def open_records(path: str, fmt: str, labels: list[str],
         return npz_records(path, labels, slice_rows)
     if fmt == "csv":
         return None, csv_records(path, labels)
+    if fmt == "labelstudio":
+        return None, label_studio_records(path, labels)
     return None, jsonl_records(path)
 
 
@@ -255,7 +268,7 @@ class Report:
     """Counts, the progress bar and the list of rejected lines."""
 
     rejects_path: str | None
-    unit: str  # "line" or "row"
+    unit: str  # "line", "row" or "task"
     total: int | None
     created: int = 0
     updated: int = 0

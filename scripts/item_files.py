@@ -1,9 +1,11 @@
 """Item files for ``taskrank ingest`` and ``taskrank backfill --from``, read as streams.
 
 JSONL (one item object a line), CSV (``id``, ``skills``, ``boost``, ``gold``, ``payload``,
-``f_<n>`` feature and ``p_<model>_<label>`` prediction columns) and ``.npz`` (``ids``,
-``features``, ``pred_<model>``); ``.gz`` JSONL/CSV too.  Nothing is read whole: a
-record at a time (rows of ``.npz`` arrays in slices), so a file of any length fits.
+``f_<n>`` feature and ``p_<model>_<label>`` prediction columns), ``.npz`` (``ids``,
+``features``, ``pred_<model>``) and Label Studio's JSON task export (``.json``: a list of
+tasks, mapped by ``queue/label_studio.py``); ``.gz`` too except for ``.npz``.  Nothing but
+the Label Studio export (one JSON document) is read whole: a record at a time (rows of
+``.npz`` arrays in slices), so a file of any length fits.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import sys
 import zipfile
@@ -21,10 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from taskrank.queue.validation import ID_PATTERN
+from taskrank.queue import label_studio as ls
+from taskrank.queue.exceptions import InvalidInputError
+from taskrank.queue.validation import (
+    ID_PATTERN,
+    NotJsonNumberError,
+    check_json_numbers,
+    parse_json,
+)
 
-FORMATS = ("jsonl", "csv", "npz")
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npz": "npz"}
+FORMATS = ("jsonl", "csv", "npz", "labelstudio")
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".npz": "npz",
+             ".json": "labelstudio"}
 _CSV_FIELDS = ("id", "skills", "boost", "gold", "payload")
 
 
@@ -52,8 +61,9 @@ def detect_format(path: str, given: str | None = None) -> str:
         suffixes.pop()
     fmt = _SUFFIXES.get(suffixes[-1] if suffixes else "")
     if fmt is None:
-        raise FileFormatError(f"cannot tell the format of {path!r} from its extension; "
-                              "use .jsonl, .csv or .npz (or --format jsonl|csv|npz)")
+        raise FileFormatError(f"cannot tell the format of {path!r} from its extension; use "
+                              ".jsonl, .csv, .npz or .json (Label Studio's JSON export), or "
+                              "--format jsonl|csv|npz|labelstudio")
     return fmt
 
 
@@ -90,10 +100,16 @@ def _jsonl(handle: io.BufferedIOBase) -> Iterator[Record]:
                 raw = raw[3:]
             if not raw:
                 continue
-            try:
-                item = json.loads(raw)
+            try:  # strict, as the API parses it: NaN and Infinity are not JSON
+                item = parse_json(raw)
             except UnicodeDecodeError:
                 yield Record(number, error="the line is not valid UTF-8")
+                continue
+            except NotJsonNumberError as error:
+                yield Record(number, error=f"not valid JSON: {error}")
+                continue
+            except RecursionError:
+                yield Record(number, error="the line nests arrays or objects too deeply")
                 continue
             except ValueError as error:
                 yield Record(number, error=f"not valid JSON: {getattr(error, 'msg', error)} "
@@ -104,6 +120,33 @@ def _jsonl(handle: io.BufferedIOBase) -> Iterator[Record]:
                                            f"{type(item).__name__}")
                 continue
             yield Record(number, item, raw)
+
+
+# --- Label Studio's JSON export ---------------------------------------------------------------
+def label_studio_records(path: str, labels: list[str]) -> Iterator[Record]:
+    """One record per task of a Label Studio JSON export (``line``: the task's 1-based
+    position in the list); a task that cannot become an item is an error record."""
+    with open_binary(path) as handle:
+        try:
+            tasks = parse_json(handle.read().decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise FileFormatError(f"{path!r} is not a JSON document: {error}"[:300]) from None
+    if not isinstance(tasks, list):
+        raise FileFormatError(f"{path!r} is not a Label Studio JSON export: that is a JSON "
+                              f"list of tasks, this holds a {type(tasks).__name__}")
+    return _label_studio_tasks(tasks, labels)
+
+
+def _label_studio_tasks(tasks: list, labels: list[str]) -> Iterator[Record]:
+    for number, task in enumerate(tasks, start=1):
+        try:
+            yield Record(number, ls.task_item(task, labels))
+        except ls.NotUsable as error:
+            task_id = task.get("id") if isinstance(task, dict) else None
+            who = f"(task id {task_id}) " if task_id is not None else ""
+            hint = (" (export the project as JSON, not JSON-MIN)"
+                    if isinstance(task, dict) and "data" not in task else "")
+            yield Record(number, error=f"{who}{error}{hint}")
 
 
 # --- CSV ------------------------------------------------------------------------------------
@@ -216,10 +259,7 @@ def csv_item(row: list[str], columns: CsvColumns) -> dict:
     if cell.get("gold", "").strip():
         item["gold"] = cell["gold"].strip()
     if cell.get("payload", "").strip():
-        try:
-            item["payload"] = json.loads(cell["payload"])
-        except ValueError as error:
-            raise ValueError(f"payload is not valid JSON: {error}") from None
+        item["payload"] = _payload(cell["payload"])
     features = _vector(row, columns.features, "features (f_ columns)")
     if features is not None:
         item["features"] = features
@@ -233,6 +273,20 @@ def csv_item(row: list[str], columns: CsvColumns) -> dict:
     return item
 
 
+def _payload(text: str) -> object:
+    """A payload cell's JSON, strict and within the float range: such a number would be
+    sent as Infinity, which is not JSON, and the server would refuse the whole batch."""
+    try:
+        payload = parse_json(text)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"payload is not valid JSON: {error}") from None
+    try:
+        check_json_numbers(payload, "payload")
+    except InvalidInputError as error:
+        raise ValueError(error.detail) from None
+    return payload
+
+
 def _vector(row: list[str], indexes: list[int], what: str) -> list[float] | None:
     cells = [row[index].strip() for index in indexes]
     if not any(cells):
@@ -244,9 +298,13 @@ def _vector(row: list[str], indexes: list[int], what: str) -> list[float] | None
 
 def _number(text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{what}: {text.strip()!r} is not a number"[:200]) from None
+    if not math.isfinite(value):  # nan, inf, or beyond the float range (1e400)
+        raise ValueError(f"{what}: {text.strip()!r} is not a finite number within the float "
+                         "range"[:200])
+    return value
 
 
 # --- npz ------------------------------------------------------------------------------------
@@ -339,13 +397,29 @@ def _npz(archive: zipfile.ZipFile, arrays: dict[str, _Array], n: int,
             features = parts["features"].tolist() if "features" in parts else None
             preds = {name[5:]: rows.tolist() for name, rows in parts.items()
                      if name.startswith("pred_")}
+            not_finite = _not_finite(parts)
             for i in range(count):
+                if i in not_finite:
+                    yield Record(start + i, error=f"{not_finite[i]}: the row holds NaN or "
+                                                  "infinity; send finite numbers")
+                    continue
                 item: dict = {"id": ids[i]}
                 if features is not None:
                     item["features"] = features[i]
                 if preds:
                     item["predictions"] = {model: rows[i] for model, rows in preds.items()}
                 yield Record(start + i, item)
+
+
+def _not_finite(parts: dict[str, np.ndarray]) -> dict[int, str]:
+    """Row index -> the first array holding NaN or infinity in that row (a float array's
+    rows would reach the API as NaN or Infinity, which are not JSON)."""
+    found: dict[int, str] = {}
+    for name, rows in parts.items():
+        if name != "ids" and rows.dtype.kind == "f":
+            for index in np.flatnonzero(~np.isfinite(rows).all(axis=1)).tolist():
+                found.setdefault(index, name)
+    return found
 
 
 def _rows(archive: zipfile.ZipFile, array: _Array, slice_rows: int) -> Iterator[np.ndarray]:
@@ -416,7 +490,7 @@ def _priorities(source: Iterator) -> Iterator[tuple[int, str | None, float | str
             continue
         try:
             priority = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
             priority = math.nan
         if isinstance(value, bool) or not math.isfinite(priority):
             yield line, None, f"priority must be a finite number, got {value!r}"[:200]

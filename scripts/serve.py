@@ -1,19 +1,23 @@
 """``taskrank serve``: the whole server on one machine.
 
 Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``); Ctrl-C,
-SIGTERM or SIGHUP stops every child process gracefully (requests in flight are answered,
-a running job finishes).
+the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``), then
+supervises them: one that exits is restarted with backoff while the others keep serving.
+Ctrl-C, SIGTERM or SIGHUP stops every child process gracefully (requests in flight are
+answered, a running job finishes); if serve itself is killed, its children die with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
+from pathlib import Path
 
 from taskrank.queue.connection import connect
 from taskrank.queue.durability import check_durability
+from taskrank.queue.running import register, run_dir, unregister
 from taskrank.queue.settings import Settings, SettingsError
 from taskrank.queue.tokens import ensure_admin_token
 from taskrank.scripts.stack import Stack
@@ -41,27 +45,54 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 2
+    # The supervisor's notes (a child exited, restarted) go to stderr.
+    logging.basicConfig(level=settings.log_level, format="taskrank serve: %(message)s")
     with Stack(settings) as stack:
-        if not settings.redis_url:
-            try:
-                embedded = stack.start_redis()
-            except (RuntimeError, FileNotFoundError) as error:
-                print(f"taskrank serve: {error}", file=sys.stderr)
-                return 1
-            print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
-        if stopping:
-            return 0
-        if not prepare_redis(stack.settings):
-            return 1
-        stack.start_workers()
-        stack.start_web()
+        code = start(stack, stopping)
+        if code is not None:
+            return code
         print(f"taskrank serving on http://{settings.host}:{settings.port}", flush=True)
-        dead = stack.supervise(stopping)
-        if dead is not None:
-            print(f"taskrank serve: {dead.name} exited with {dead.returncode}; stopping",
-                  file=sys.stderr)
-            return 1
+        note = note_server(stack.settings)
+        try:
+            stack.supervise(stopping)
+        finally:
+            unregister(note)
         return 0
+
+
+def note_server(settings: Settings) -> Path | None:
+    """Let client commands in other shells find this server and its Redis (queue/running.py)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
+    try:
+        return register(settings, f"http://{host}:{settings.port}")
+    except OSError as error:
+        print(f"taskrank serve: cannot note this server in {run_dir(settings)} ({error}); "
+              "commands in other shells need TASKRANK_DATA_DIR or TASKRANK_REDIS_URL",
+              file=sys.stderr)
+        return None
+
+
+def start(stack: Stack, stopping: list[int]) -> int | None:
+    """Start Redis (the embedded one unless configured), the RQ workers and gunicorn; the
+    exit code when serve must end instead of serving (an error, or a stop signal)."""
+    if not stack.settings.redis_url:
+        try:
+            embedded = stack.start_redis()
+        except (RuntimeError, FileNotFoundError) as error:
+            print(f"taskrank serve: {error}", file=sys.stderr)
+            return 1
+        print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
+    if stopping:
+        return 0
+    if not prepare_redis(stack.settings):
+        return 1
+    stack.start_workers()
+    try:
+        stack.start_web().wait_ready(stopping=stopping)
+    except RuntimeError as error:
+        print(f"taskrank serve: {error}", file=sys.stderr)
+        return 1
+    return 0 if stopping else None
 
 
 def catch_stop_signals() -> list[int]:

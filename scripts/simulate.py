@@ -45,6 +45,7 @@ from taskrank.learning.simulate import (
     run_simulation,
     simulate_routing,
 )
+from taskrank.queue.running import server_url
 from taskrank.queue.settings import Settings, SettingsError
 
 CHECKPOINTS = (50, 100, 200, 300)
@@ -361,7 +362,7 @@ def server_client(args: argparse.Namespace) -> Client:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise Unusable(str(exc)) from None
-    client = Client(args.url or settings.url, args.token or settings.token)
+    client = Client(args.url or server_url(settings), args.token or settings.token)
     try:
         client.get("/v1/projects")
     except ClientError as exc:

@@ -17,10 +17,14 @@ process group also keeps the terminal's Ctrl-C away from the children: ``serve``
 them in order with one SIGTERM each (gunicorn treats SIGINT as a quick stop that drops
 requests).
 
-Two places are meant for what supervision will add (issue 15): ``Child.start`` is the
-only place a child process is created (making it die with its parent belongs there), and
-``Stack.supervise`` is where a child that exited on its own is noticed (restarting a
-dead worker with backoff belongs there).
+Every child has a lifeline (``taskrank.queue.processes``): when the stack's process dies,
+even by ``kill -9``, the kernel sends gunicorn SIGTERM (a graceful stop; its workers get
+SIGTERM if gunicorn itself dies), the embedded Redis SIGTERM (a clean shutdown) and RQ
+workers SIGKILL (their running job is abandoned, then retried or failed: see
+``taskrank.queue.abandoned``; their work horse dies with them).
+
+``Stack.supervise`` restarts a child, or the embedded Redis, that exited on its own, with
+backoff, while the others keep running (``taskrank.scripts.supervisor``).
 """
 
 from __future__ import annotations
@@ -37,13 +41,17 @@ from typing import TypeVar
 
 from taskrank.client import Client, ClientError
 from taskrank.queue.embedded import EmbeddedRedis, free_port
+from taskrank.queue.processes import lifeline, started_at
 from taskrank.queue.settings import Settings
+from taskrank.scripts.supervisor import WORKER_MODULE, Supervisor
+
+__all__ = ["Child", "Stack", "Web", "child_pids", "clean_environ", "cpu_seconds", "started_at"]
 
 READY_TIMEOUT = 30.0  # seconds a started child has to answer
 STOP_TIMEOUT = 15.0  # seconds a child has to stop gracefully before its group is killed
-POLL_SECONDS = 0.2  # how often supervise looks at the children
 WEB_APP = "taskrank.server.wsgi:app"
-WORKER_MODULE = "taskrank.scripts.worker"
+# gunicorn's server hooks: its workers get SIGTERM when gunicorn dies.
+WEB_CONFIG = "python:taskrank.scripts.gunicorn_hooks"
 
 # gunicorn's default sync worker: one request per process at a time, the connection closed
 # after each answer.  On merged main it met every serving budget in 4 of 4 benchmark runs,
@@ -62,12 +70,16 @@ def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class Child:
-    """One child process of a stack: how to start it, its pid, how to stop it."""
+    """One child process of a stack: how to start it, its pid, how to stop it.
+
+    ``lifeline`` is the signal it gets when the stack's process dies (module docstring)."""
 
     def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str],
-                 stdout: Output = None, stderr: Output = None) -> None:
+                 stdout: Output = None, stderr: Output = None,
+                 lifeline: int = signal.SIGKILL) -> None:
         self.name, self.command, self.env = name, list(command), dict(env)
         self.stdout, self.stderr = stdout, stderr
+        self.lifeline = lifeline
         self.process: subprocess.Popen | None = None
 
     @property
@@ -75,13 +87,14 @@ class Child:
         return self.process.pid
 
     def start(self) -> Child:
-        """Start the process in a process group of its own (see the module)."""
+        """Start the process in a process group of its own, on its lifeline (the module)."""
         with contextlib.ExitStack() as files:
             stdout, stderr = (
                 files.enter_context(out.open("ab")) if isinstance(out, Path) else out
                 for out in (self.stdout, self.stderr))
             self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
-                                            stdout=stdout, stderr=stderr, process_group=0)
+                                            stdout=stdout, stderr=stderr, process_group=0,
+                                            preexec_fn=lifeline(self.lifeline))
         return self
 
     def running(self) -> bool:
@@ -140,19 +153,21 @@ class Web(Child):
     """gunicorn serving the app (or another WSGI app) on ``url``."""
 
     def __init__(self, url: str, **child: object) -> None:
-        super().__init__("gunicorn", **child)
+        super().__init__("gunicorn", lifeline=signal.SIGTERM, **child)  # a graceful stop
         self.url = url
 
     def cpu_seconds(self, reaped: bool = False) -> float:
         """CPU seconds of the master and of its live worker processes."""
         return super().cpu_seconds(reaped) + sum(cpu_seconds(pid) for pid in self.workers())
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT, workers: int = 0) -> Web:
-        """Until /healthz answers 200 and at least ``workers`` worker processes run."""
+    def wait_ready(self, timeout: float = READY_TIMEOUT, workers: int = 0,
+                   stopping: Sequence[int] = ()) -> Web:
+        """Until /healthz answers 200 and at least ``workers`` worker processes run (or
+        ``stopping`` holds a signal)."""
         probe = Client(self.url, None, timeout=2, retries=0, retries_503=0)
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stopping:
                 if not self.running():
                     raise RuntimeError(f"gunicorn exited with {self.returncode} before it "
                                        f"answered\n{self.output()}")
@@ -163,6 +178,8 @@ class Web(Child):
                 time.sleep(0.05)
         finally:
             probe.close()
+        if stopping:
+            return self
         raise RuntimeError(f"gunicorn did not answer {self.url}/healthz within {timeout} s\n"
                            f"{self.output()}")
 
@@ -184,7 +201,9 @@ class Stack:
         self.stdout, self.stderr = stdout, stderr
         self.redis: EmbeddedRedis | None = None
         self.redis_stop_timeout = redis_stop_timeout
+        self.redis_start_timeout = 30.0
         self.children: list[Child] = []
+        self.supervisor = Supervisor(self)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a child: the stack's, the settings, then ``extra``."""
@@ -197,6 +216,7 @@ class Stack:
         self.redis = EmbeddedRedis(data_dir or self.settings.data_dir,
                                    self.settings.redis_fsync, port)
         self.settings = self.settings.replace(redis_url=self.redis.start(timeout))
+        self.redis_start_timeout = max(self.redis_start_timeout, timeout)
         return self.redis
 
     def start_workers(self, count: int | None = None, **env: str) -> list[Child]:
@@ -214,7 +234,7 @@ class Stack:
         one); ``preload`` forks workers from a loaded app (a killed one is back in ms)."""
         host = self.settings.host
         port = self.settings.port if port is None else port or free_port()
-        command = [sys.executable, "-m", "gunicorn",
+        command = [sys.executable, "-m", "gunicorn", "--config", WEB_CONFIG,
                    "--workers", str(workers or self.settings.web_workers), *args,
                    *(["--preload"] if preload else []), "--bind", f"{host}:{port}",
                    "--log-level", "warning", "--graceful-timeout", str(graceful_timeout), app]
@@ -244,14 +264,13 @@ class Stack:
                 raise RuntimeError(f"{count} RQ workers did not register within {timeout} s")
             time.sleep(0.05)
 
-    def supervise(self, stopping: Sequence[int]) -> Child | None:
-        """Wait until ``stopping`` holds a signal (None) or a child exits on its own (it)."""
-        while not stopping:
-            for child in self.children:
-                if child.returncode is not None:
-                    return child
-            time.sleep(POLL_SECONDS)
-        return None
+    def supervise(self, stopping: Sequence[int]) -> None:
+        """Until ``stopping`` holds a signal, restart what exits on its own (the module)."""
+        self.supervisor.run(stopping)
+
+    def heal(self) -> None:
+        """One look of the supervisor: note what exited, restart what is due."""
+        self.supervisor.heal()
 
     def stop_children(self, children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM each of ``children`` at once; past ``timeout`` kill the groups left."""
@@ -290,14 +309,6 @@ def child_pids(pid: int) -> list[int]:
         return [int(child) for task in tasks
                 for child in (task / "children").read_text().split()]
     return []
-
-
-def started_at(pid: int) -> int:
-    """A process's start time in clock ticks (field 22 of /proc/PID/stat); 0 when gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except OSError:
-        return 0
 
 
 def cpu_seconds(pid: int, reaped: bool = False) -> float:

@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from taskrank.queue.connection import connect
-from taskrank.queue.embedded import redis_url_for
+from taskrank.queue.exceptions import InvalidInputError
+from taskrank.queue.running import NoServerError, command_redis
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import ROLES, create_token
+from taskrank.queue.validation import check_id
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -23,15 +25,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if (args.role == "expert") != (args.expert_id is not None):
-        print("taskrank token: --expert-id is required with --role expert and only with it",
-              file=sys.stderr)
-        return 2
+        return _fail("--expert-id is required with --role expert and only with it")
+    if args.expert_id is not None:
+        try:  # the API's rule: a token for any other id could never be used
+            check_id(args.expert_id, "--expert-id")
+        except InvalidInputError as error:
+            return _fail(f"{error.detail}; the API takes no other expert id")
     settings = Settings.from_env()
-    with redis_url_for(settings) as url:
-        token = create_token(connect(settings.replace(redis_url=url)), args.role, args.expert_id)
+    try:
+        with command_redis(settings, say=_say) as url:
+            token = create_token(connect(settings.replace(redis_url=url)), args.role,
+                                 args.expert_id)
+    except NoServerError as error:
+        return _fail(str(error))
     print(f"created a {args.role} token; it is shown only this once:", file=sys.stderr)
     print(token)
     return 0
+
+
+def _say(text: str) -> None:
+    print(f"taskrank token: {text}", file=sys.stderr)
+
+
+def _fail(message: str) -> int:
+    _say(message)
+    return 2
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from taskrank.queue.embedded import redis_url_for
+from taskrank.queue.running import NoServerError, command_redis
 from taskrank.queue.settings import Settings
 from taskrank.queue.worker import run_worker
 
@@ -16,8 +16,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="quit once the queue is empty instead of waiting for jobs")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    with redis_url_for(settings) as url:
-        run_worker(settings.replace(redis_url=url), burst=args.burst)
+    try:
+        with command_redis(settings, say=lambda text: print(f"taskrank worker: {text}",
+                                                             file=sys.stderr)) as url:
+            run_worker(settings.replace(redis_url=url), burst=args.burst)
+    except NoServerError as error:
+        print(f"taskrank worker: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

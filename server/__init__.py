@@ -42,6 +42,7 @@ def _register_blueprints(app: Flask) -> None:
         experts,
         health,
         items,
+        labels,
         models,
         openapi,
         projects,
@@ -49,6 +50,9 @@ def _register_blueprints(app: Flask) -> None:
         ui,
         webhooks,
     )
+    from taskrank.server.label_studio import bp as label_studio_bp
 
-    for module in (health, projects, items, experts, tasks, models, webhooks, ui, openapi):
+    for module in (health, projects, items, labels, experts, tasks, models, webhooks, ui,
+                   openapi):
         app.register_blueprint(module.bp)
+    app.register_blueprint(label_studio_bp)

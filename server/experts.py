@@ -7,6 +7,7 @@ from flask import Blueprint
 
 from taskrank.queue import keys as K
 from taskrank.queue.experts import load_expert, open_leases, put_expert
+from taskrank.queue.lifecycle import expert_open_tasks
 from taskrank.queue.quality_report import expert_quality
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.validation import check_id
@@ -31,6 +32,15 @@ def put_one_expert(eid: str) -> tuple[dict, int]:
 def get_one_expert(eid: str) -> dict:
     eid = acting_expert(check_id(eid, "expert id"))
     return _view(load_expert(redis_client(), eid))
+
+
+@bp.get("/<eid>/tasks")
+@require("expert")
+def get_expert_tasks(eid: str) -> dict:
+    """The expert's open leases in every project (an expert token: its own only)."""
+    eid = acting_expert(check_id(eid, "expert id"))
+    load_expert(redis_client(), eid)  # 404 for an expert never declared
+    return {"tasks": expert_open_tasks(redis_client(), eid)}
 
 
 def _view(expert: dict) -> dict:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
-from taskrank.server.context import redis_client
+from taskrank.queue.readiness import OK, readiness
+from taskrank.server.context import redis_client, settings
+from taskrank.server.errors import problem
 
 bp = Blueprint("health", __name__)
 
@@ -16,7 +18,14 @@ def get_healthz() -> tuple[dict, int]:
 
 
 @bp.get("/readyz")
-def get_readyz() -> tuple[dict, int]:
-    """Redis answers; a Redis error becomes a 503 problem via server/errors.py."""
-    redis_client().ping()
-    return {"status": "ready"}, 200
+def get_readyz() -> tuple[dict, int] | Response:
+    """200 ``ready`` or ``degraded`` (a part other than Redis is down) while Redis answers,
+    else a 503 problem; ``parts`` says how each part is (queue/readiness.py)."""
+    parts = readiness(redis_client(), settings().queue_name)
+    if parts["redis"]["status"] != OK:
+        return problem(503, "Service unavailable",
+                       f"the data store (Redis) is not answering ({parts['redis']['detail']}); "
+                       "retry in a moment", "redis-unavailable", headers={"Retry-After": "1"},
+                       parts=parts)
+    ready = all(part["status"] == OK for part in parts.values())
+    return {"status": "ready" if ready else "degraded", "parts": parts}, 200

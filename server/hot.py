@@ -35,10 +35,11 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from taskrank.queue.tokens import Principal
+from taskrank.queue.validation import holds_bad_number, parse_json
 from taskrank.server.auth import bearer_token, current_principal, known_principal, require
 from taskrank.server.context import AppState, state
 from taskrank.server.metrics import template
-from taskrank.server.validation import json_object, parse_json
+from taskrank.server.validation import json_object
 
 MAX_BODY = 4096  # the hot bodies are tens of bytes; anything bigger takes the full path
 EMPTY_TYPE = "text/html; charset=utf-8"  # what Flask sends on a body-less answer (204)
@@ -193,7 +194,8 @@ def _body(environ: dict) -> dict | None:
         body = parse_json(raw)
     except (ValueError, RecursionError):  # NaN/Infinity, nesting too deep: the app says why
         return None
-    return body if isinstance(body, dict) else None
+    # A number beyond the float range (1e400): the app names its field.
+    return body if isinstance(body, dict) and not holds_bad_number(body) else None
 
 
 def _environ_key(header: str) -> str:

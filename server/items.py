@@ -1,4 +1,4 @@
-"""Items: batch upsert (scored at once) and read one with its explanation."""
+"""Items: batch upsert (scored at once), read one with its explanation, withdraw one."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from taskrank.queue.items import get_item, ingest
+from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import get_project
 from taskrank.queue.validation import check_id, check_keys, fail
@@ -21,7 +22,7 @@ bp = Blueprint("items", __name__, url_prefix="/v1/projects/<pid>/items")
 def post_items(pid: str) -> dict | Response:
     r = redis_client()
     project = get_project(r, check_id(pid, "project id"))
-    body = json_object()
+    body = json_object(check_numbers=False)  # per item: one bad item does not refuse the batch
     check_keys(body, "", {"items"}, {"items"})
     items = body["items"]
     if not isinstance(items, list) or not items:
@@ -40,3 +41,14 @@ def get_one_item(pid: str, iid: str) -> dict:
     r = redis_client()
     project = get_project(r, check_id(pid, "project id"))
     return get_item(r, project, check_id(iid, "item id"))
+
+
+@bp.delete("/<iid>")
+@require("platform")
+def delete_item(pid: str, iid: str) -> dict:
+    """Withdraw the item for good (again: the same item, nothing ended); the item as it is
+    now, with the leases its withdrawal ended."""
+    r = redis_client()
+    project = get_project(r, check_id(pid, "project id"))
+    outcome = withdraw_item(r, project, check_id(iid, "item id"))
+    return {**get_item(r, project, iid), **outcome}

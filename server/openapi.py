@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app
 
-from taskrank.learning.priority import MAX_WEIGHT
+from taskrank.learning.priority import DEFAULT_STRATEGY_DICT, MAX_WEIGHT
 from taskrank.queue.items import MAX_MODELS, MAX_SKILLS, SUM_TOLERANCE
+from taskrank.queue.label_import import MAX_SOURCE
+from taskrank.queue.labels import (
+    AGGREGATED_CURSOR_FORMAT,
+    LOG_CURSOR,
+    LOG_CURSOR_FORMAT,
+)
 from taskrank.queue.projects import MAX_BUDGET_USD, MAX_LABELS
-from taskrank.queue.tasks import NO_TASK_REASONS
-from taskrank.queue.validation import MAX_JOB_ID
+from taskrank.queue.tasks import MAX_TASKS_PER_CLAIM, NO_TASK_REASONS
+from taskrank.queue.validation import MAX_ANSWER_BYTES, MAX_COMMENT_BYTES, MAX_JOB_ID
 from taskrank.queue.webhooks import EVENTS, MAX_URL, PLAIN_SECRET
 from taskrank.server.context import settings
 from taskrank.server.tasks import REASON_DETAIL_HEADER, REASON_HEADER
@@ -72,7 +78,17 @@ JOB_ID = {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_JOB_ID}}}$"}
 TIME = {"type": "string", "format": "date-time"}
 TEXT, BOOL, ANY = {"type": "string"}, {"type": "boolean"}, {}
 # 'gold': an item with a known answer, served only as a check of experts, never pooled
-STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold"]}
+# 'withdrawn': taken out for good by DELETE /v1/projects/{pid}/items/{iid}
+STATUS = {"type": "string", "enum": ["pending", "leased", "labeled", "gold", "withdrawn"]}
+COMMENT = doc({"type": "string", "maxLength": MAX_COMMENT_BYTES},
+              f"free text, at most {MAX_COMMENT_BYTES} bytes of UTF-8 (10 KB); stored and "
+              "exported with the label")
+ANSWER = doc({}, f"any JSON (a corrected model output, rubric scores, a rationale), at most "
+                 f"{MAX_ANSWER_BYTES} bytes as compact JSON (64 KB), its numbers within the "
+                 "float range; stored and exported with the label")
+TASK_STATE = {"type": "string", "enum": ["open", "labeled", "released", "expired",
+                                         "withdrawn"],
+              "description": "withdrawn: the lease ended because its item was withdrawn"}
 BUDGET = doc(nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD}),
              "US dollars the project's labels may cost; no task is served past it (null: "
              "no budget)")
@@ -114,10 +130,25 @@ def strategy(partial: bool) -> dict:
             properties[name] = section
         else:
             properties[name] = obj(() if partial else tuple(section), True, **section)
+    properties["weights"] |= some_weight_positive(partial)
     schema = obj(() if partial else tuple(properties), True, **properties)
     schema["description"] = ("A partial strategy merged onto the defaults; an unknown key is "
                              "a 422 naming it." if partial else "The project's full strategy.")
     return schema
+
+
+def some_weight_positive(partial: bool) -> dict:
+    """The rule that not every weight is 0 (the priority would rank nothing).  A partial
+    strategy is merged onto the defaults, so a weight it leaves out keeps its default."""
+    defaults = DEFAULT_STRATEGY_DICT["weights"]
+    choices = [{"required": [name], "properties": {name: {"exclusiveMinimum": 0}}}
+               for name in defaults]
+    if partial:
+        choices += [{"not": {"required": [name]}} for name, value in defaults.items()
+                    if value > 0]
+    return {"anyOf": choices, "description": "at least one weight is positive" + (
+        " once merged onto the defaults " + ", ".join(
+            f"{name} {value:g}" for name, value in defaults.items()) if partial else "")}
 
 
 def skill_quality() -> dict:
@@ -140,8 +171,10 @@ def skill_quality() -> dict:
         predicted_seconds=doc(num(0), "predicted seconds of its next label"),
         status=doc({"type": "string", "enum": ["qualified", "qualifying", "flagged"]},
                    "the qualification gate (strategy.qa.qualify): qualifying while it "
-                   "answers its first min_gold gold items, flagged below min_accuracy (no "
-                   "real items of the skill)"),
+                   "answers gold items before real ones (its first min_gold, more while "
+                   "they fail min_accuracy; at redundancy 1 only), flagged when its gold "
+                   "answers or learned accuracy fall below min_accuracy (no real items of "
+                   "the skill)"),
         reason=doc(TEXT, "why it is not qualified, with the numbers"))
     # A verdict other than qualified always says why.
     return {**schema, "if": {"properties": {"status": {"const": "qualified"}}},
@@ -161,9 +194,9 @@ def schemas(max_items: int) -> dict:
                   backfill_job_id=doc(TEXT, "PATCH only: the re-score run a strategy "
                                             "change started (GET /v1/jobs/{jid})"))
     probabilities = array(num(0, 1 + SUM_TOLERANCE), minItems=2,
-                          description="one probability per project label, in label order; "
-                                      f"summing to 1 within {SUM_TOLERANCE} (then "
-                                      "renormalised)")
+                          description="one probability per project label (as many as the "
+                                      "project's labels), in label order; summing to 1 "
+                                      f"within {SUM_TOLERANCE} (then renormalised)")
     item_view = obj(("id", "status", "priority", "breakdown"),
                     id=ID, status=STATUS, priority=num(), skills=array(ID),
                     breakdown={"type": "object", "additionalProperties": obj(
@@ -173,10 +206,15 @@ def schemas(max_items: int) -> dict:
                     model_version=integer(0), payload=ANY,
                     aggregated=obj(label=TEXT, confidence=num(0, 1)),
                     predictions={"type": "object", "additionalProperties": array(num(0))},
-                    labels=array(obj(expert_id=ID, label=TEXT)))
+                    labels=array(obj(expert_id=doc(nullable(ID), "null: a label without a "
+                                                                 "lease that named no expert"),
+                                     label=TEXT)),
+                    withdrawn_at=doc(TIME, "when the item was withdrawn"))
     label_answer = obj(("task_id", "item_id", "expert_id", "label", "counted"),
                        task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT, counted=BOOL,
                        item_status=nullable(STATUS), n_labels=nullable(integer(0)))
+    part = obj(("status",), status={"type": "string", "enum": ["ok", "down", "unknown"]},
+               detail=TEXT)
     return {
         "Problem": obj(("type", "title", "status", "detail"),
                        type=TEXT, title=TEXT, status=integer(400, 599), detail=TEXT,
@@ -196,16 +234,34 @@ def schemas(max_items: int) -> dict:
         "Project": project,
         "ProjectList": obj(("projects",), projects=array(ref("Project"))),
         "Item": {**obj(("id",), True, id=ID,
-                       predictions={"type": "object", "maxProperties": MAX_MODELS,
-                                    "propertyNames": ID,
-                                    "additionalProperties": probabilities},
-                       features=array(num(-1e12, 1e12), minItems=1, maxItems=4096),
+                       predictions=doc(nullable({
+                           "type": "object", "maxProperties": MAX_MODELS, "propertyNames": ID,
+                           "additionalProperties": probabilities}),
+                           "model name -> probabilities (null or {}: none)"),
+                       features=doc(nullable(array(num(-1e12, 1e12), minItems=1,
+                                                   maxItems=4096)),
+                                    "fixed length per project: the length of its first "
+                                    "item with features (the project's n_features); an "
+                                    "item of another length is rejected (null: none)"),
                        skills=array(ID, maxItems=MAX_SKILLS),
-                       payload=doc(ANY, "opaque JSON returned with the task"),
-                       boost=num(-1e6, 1e6), gold=doc(TEXT, "one of the project's labels")),
-                 "anyOf": [{"required": ["predictions"]}, {"required": ["features"]}]},
-        "ItemBatch": obj(("items",), True,
-                         items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                       payload=doc(ANY, "opaque JSON returned with the task; its numbers "
+                                        "within the float range (magnitude at most "
+                                        "1.7976931348623157e308: 1e400 is rejected)"),
+                       boost=num(-1e6, 1e6),
+                       gold=doc(nullable(TEXT), "one of the project's labels (null: none)")),
+                 "anyOf": [{"required": ["predictions"], "properties": {"predictions": {
+                               "type": "object", "minProperties": 1}}},
+                           {"required": ["features"], "properties": {"features": {
+                               "type": "array"}}}],
+                 "description": "An item needs predictions of at least one model, or "
+                                "features, or both."},
+        "ItemBatch": doc(obj(("items",), True,
+                             items=array(ref("Item"), minItems=1, maxItems=max_items)),
+                         "Each item is checked on its own: an item the project refuses "
+                         "(not an Item, probabilities that do not fit its labels, features "
+                         "of another length, a gold label not among its labels) is listed "
+                         "in `rejected` and the others are stored; when none can be, the "
+                         "answer is a 422 carrying `rejected`."),
         "Rejection": obj(("index", "id", "detail"), index=integer(0), id=nullable(TEXT),
                          detail=TEXT),
         "IngestResult": obj(("created", "updated", "rejected"), created=integer(0),
@@ -233,32 +289,54 @@ def schemas(max_items: int) -> dict:
                           "with a label, a gold answer or agreement evidence"),
                       flagged=doc(array(ref("FlaggedSkill")),
                                   "every skill the qualification gate flagged: no real "
-                                  "items of it until its learned accuracy rises")),
+                                  "items of it")),
         "SkillQuality": skill_quality(),
         "FlaggedSkill": obj(("project_id", "skill", "reason"), project_id=ID, skill=TEXT,
                             reason=TEXT),
-        "NextTaskRequest": obj((), True, expert_id=doc(ID, "required with a platform or "
-                                                           "admin token; an expert token "
-                                                           "acts for itself")),
-        "Lease": obj(("task",), task=obj(
+        "NextTaskRequest": doc(obj(
+            ("expert_id",), True,
+            expert_id=doc(ID, "the expert to lease for; an expert token may only name itself"),
+            n=doc(nullable(integer(1, MAX_TASKS_PER_CLAIM)), (
+                "lease up to n tasks in one atomic claim, within the expert's capacity, and "
+                "answer {\"tasks\": [...]}; absent or null: one task, answered "
+                "{\"task\": {...}}"))),
+            "An expert token may also send no body (or {}): it acts for itself. With a "
+            "platform or admin token, expert_id is required (422 without it)."),
+        "NextTask": {"oneOf": [ref("Lease"), ref("LeaseBatch")]},
+        "Lease": obj(("task",), task=ref("LeasedTask")),
+        "LeaseBatch": doc(obj(("tasks",), tasks=array(ref("LeasedTask"), minItems=1,
+                                                      maxItems=MAX_TASKS_PER_CLAIM)),
+                          "with n: the tasks leased, best first (fewer than n when the "
+                          "headers Taskrank-Reason and Taskrank-Reason-Detail say why)"),
+        "LeasedTask": obj(
             ("id", "item_id", "priority", "fit", "value", "expires_at", "reason"),
             id=TEXT, item_id=ID, payload=ANY, priority=num(), fit=num(0, 1), value=num(),
             expires_at=TIME, reason=TEXT,
             exploration=doc(BOOL, "true when the item was drawn uniformly from the pool "
-                                  "(strategy.explore), not picked by its priority"))),
-        "LabelRequest": obj(("label",), True, label=doc(TEXT, "one of the project's labels"),
-                            seconds_spent=num(0, 604800)),
+                                  "(strategy.explore), not picked by its priority")),
+        "LabelRequest": obj(("label",), True, label=doc(
+            {"type": "string", "minLength": 1, "maxLength": 200},
+            "one of the project's labels (GET /v1/projects/{pid}: labels); another is a 422"),
+            seconds_spent=num(0, 604800), comment=nullable(COMMENT), answer=ANSWER),
         "LabelAnswer": label_answer,
         "TaskView": obj(("task",), task=obj(
             ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
-            id=TEXT, project_id=ID, item_id=ID, expert_id=ID,
-            state={"type": "string", "enum": ["open", "labeled", "released", "expired"]},
+            id=TEXT, project_id=ID, item_id=ID, expert_id=ID, state=TASK_STATE,
             expires_at=TIME, created_at=TIME)),
         "LabelPage": obj(("labels", "next_cursor"), next_cursor=nullable(TEXT), labels=array({
             "oneOf": [obj(("task_id", "item_id", "expert_id", "label", "seconds_spent",
                            "counted", "created_at"),
-                          task_id=TEXT, item_id=ID, expert_id=ID, label=TEXT,
-                          seconds_spent=num(0), counted=BOOL, created_at=TIME, cursor=TEXT),
+                          task_id=TEXT, item_id=ID, label=TEXT,
+                          expert_id=doc(nullable(ID), "null: a label without a lease that "
+                                                      "named no expert"),
+                          seconds_spent=num(0), counted=BOOL, created_at=TIME, cursor=TEXT,
+                          comment=COMMENT, answer=ANSWER,
+                          leaseless=doc({"const": True}, "present on a label posted "
+                                                         "without a lease"),
+                          source=doc(TEXT, "without a lease: the platform's id of the "
+                                           "label, when given"),
+                          answered_at=doc(TIME, "without a lease: when it was answered, "
+                                                "as sent")),
                       doc(obj(("item_id", "label", "confidence", "n_labels"), True,
                               item_id=ID, label=TEXT, confidence=num(0, 1),
                               n_labels=integer(0)), "with aggregated=true")]})),
@@ -266,7 +344,7 @@ def schemas(max_items: int) -> dict:
                      project_id=ID, open_leases=integer(0),
                      items=obj(("total", "pending", "leased", "labeled", "gold"),
                                total=integer(0), pending=integer(0), leased=integer(0),
-                               labeled=integer(0), gold=integer(0)),
+                               labeled=integer(0), gold=integer(0), withdrawn=integer(0)),
                      labels=obj(("counted", "late", "last_hour"), counted=integer(0),
                                 late=integer(0), last_hour=integer(0)),
                      model_version=nullable(integer(1)), strategy_version=integer(1)),
@@ -316,7 +394,92 @@ def schemas(max_items: int) -> dict:
                    status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
                    error=nullable(TEXT), retries_left=nullable(integer(0))),
         "Health": obj(("status",), status=TEXT),
+        "Readiness": obj(("status", "parts"), status={"type": "string", "enum": [
+            "ready", "degraded"]}, parts=ref("ReadinessParts")),
+        "ReadinessParts": doc(obj(
+            ("redis", "workers"), redis=part, workers=part | {"properties": {
+                **part["properties"], "running": doc(integer(0), "RQ workers alive")}}),
+            "how each part is: redis (down: nothing can be served), workers (down: no RQ "
+            "worker alive; labels are taken, retrains and re-scores wait)"),
+        **lifecycle_schemas(max_items),
+        **label_studio_schemas(),
         **webhook_schemas(),
+    }
+
+
+def lifecycle_schemas(max_items: int) -> dict:
+    """Labels without a lease, withdrawal and an expert's open tasks."""
+    source = {"type": "string", "pattern": f"^[ -~]{{1,{MAX_SOURCE}}}$"}
+    record = obj(("item_id", "label"), True, item_id=doc(ID, "an item of the project (else "
+                                                              "the record is rejected)"),
+                 label=doc({"type": "string", "minLength": 1, "maxLength": 200},
+                           "one of the project's labels (GET /v1/projects/{pid}: labels); "
+                           "another rejects the record"),
+                 expert_id=doc(nullable(ID), "a declared expert (else the record is "
+                                             "rejected): the label teaches its accuracy, and "
+                                             "is idempotent by (item, expert)"),
+                 source=doc(nullable(source), "the platform's id of this label (printable "
+                                              "ASCII): without expert_id, the record is "
+                                              "idempotent by (item, source)"),
+                 answered_at=doc(nullable(TIME), "when it was answered (RFC 3339 with a time "
+                                                 "zone); exported as sent"),
+                 comment=nullable(COMMENT), answer=ANSWER)
+    not_counted = obj(("index", "id", "detail"), index=integer(0), id=ID, detail=TEXT)
+    return {
+        "LabelRecord": {**record, "anyOf": [
+            {"required": ["expert_id"], "properties": {"expert_id": ID}},
+            {"required": ["source"], "properties": {"source": source}}]},
+        "LabelBatch": obj(("labels",), True,
+                          labels=array(ref("LabelRecord"), minItems=1, maxItems=max_items)),
+        "LabelImport": obj(
+            ("counted", "duplicates", "not_counted", "rejected"),
+            counted=doc(integer(0), "records counted now"),
+            duplicates=doc(integer(0), "records recorded before (a retry): not counted "
+                                       "again"),
+            not_counted=doc(array(not_counted), "recorded, not counted (a withdrawn item)"),
+            rejected=doc(array(ref("Rejection")), "not recorded, with the reason")),
+        "ItemWithdrawal": {"allOf": [ref("ItemView"), obj(
+            ("withdrawn", "ended_tasks"),
+            withdrawn=doc(BOOL, "false when it was withdrawn before"),
+            ended_tasks=doc(array(TEXT), "the open leases this withdrawal ended"))]},
+        "ExpertTasks": obj(("tasks",), tasks=array(obj(
+            ("id", "project_id", "item_id", "expert_id", "state", "expires_at"),
+            id=TEXT, project_id=ID, item_id=ID, expert_id=ID, state={"const": "open"},
+            expires_at=TIME, created_at=TIME, payload=ANY))),
+    }
+
+
+def label_studio_schemas() -> dict:
+    """Label Studio's ML backend messages (its ``label_studio_ml`` SDK), as taskrank reads
+    and answers them; open objects, since Label Studio sends more than taskrank reads."""
+    task = doc(obj(("data",), id=integer(), data=doc(obj(
+        taskrank_id=doc(ID, "the item id (default: the task id)"),
+        features=doc(array(num()), "the item's features")), "the task's data: the item's "
+        "payload"), predictions=array(obj(model_version=TEXT, score=num(0, 1), result=array(
+            ANY)))), "a Label Studio task; its data.taskrank_id (else its id) is the item id")
+    version = doc(TEXT, "taskrank-v<model version>-s<strategy version>")
+    return {
+        "LsHealth": obj(("status", "model_class"), status=TEXT, model_class=TEXT,
+                        model_version=version),
+        "LsSetup": obj(("project", "schema"), project=doc(TEXT, "'<id>.<created epoch>'"),
+                       schema=doc(TEXT, "the labeling config: a <Choices> tag whose values "
+                                        "are the project's labels"),
+                       hostname=TEXT, access_token=TEXT, extra_params=ANY),
+        "LsSetupAnswer": obj(("model_version",), model_version=version),
+        "LsPredict": obj(("tasks", "label_config"), tasks=array(task), label_config=TEXT,
+                         project=TEXT, model_version=nullable(TEXT), params=ANY),
+        "LsPredictions": obj(("results",), model_version=version, results=array(obj(
+            ("result", "score", "model_version"), model_version=version,
+            result=doc(array(ANY), "the likeliest label as a choices result (empty when "
+                                   "taskrank has no probabilities for the item)"),
+            score=doc(nullable(num()), "1 - priority: Label Studio labels the lowest first "
+                                       "(null: not an item)")))),
+        "LsWebhook": obj(("action",), action=doc(TEXT, "ANNOTATION_CREATED, "
+                         "ANNOTATIONS_CREATED, ANNOTATION_UPDATED (labels without a lease), "
+                         "ANNOTATION(S)_DELETED (acknowledged, labels stay), START_TRAINING "
+                         "(retrain), TASKS_CREATED (items); others are acknowledged"),
+                         annotation=ANY, task=ANY, tasks=ANY, project=ANY),
+        "LsWebhookAnswer": obj(("status",), status=TEXT, result=ANY),
     }
 
 
@@ -415,14 +578,30 @@ PARAMETERS = {
 QUERY = {
     "queue": [("limit", integer(1, 1000) | {"default": 20}, "items to return"),
               ("skill", ID, "only items requiring this skill tag")],
-    "labels": [("cursor", TEXT, "next_cursor of the previous page"),
-               ("limit", integer(1, 10_000) | {"default": 100}, "records per page"),
-               ("aggregated", {"type": "string", "enum": ["true", "false", "1", "0"],
-                               "default": "false"},
-                "one record per finished item instead of every label")],
+    "labels": [("limit", integer(1, 10_000) | {"default": 100}, "records per page")],
     "deliveries": [("limit", integer(1, 10_000) | {"default": 50},
                     "deliveries to return, newest first (at most "
                     "TASKRANK_WEBHOOK_DELIVERIES_KEPT are kept)")],
+}
+# `aggregated` decides what a cursor is, so the two go in one exploded object parameter
+# (`?aggregated=true&cursor=...` on the wire) whose schema states the pairing.
+EXPORT = {
+    "name": "export", "in": "query", "style": "form", "explode": True,
+    "description": "`aggregated` (true: one record per finished item instead of every "
+                   "label) and `cursor` (the next_cursor of the previous page of the same "
+                   "export; none or empty: the first page). A cursor of another form is a "
+                   "400.",
+    "schema": {"oneOf": [
+        obj((), True,
+            aggregated={"type": "string", "pattern": "^([Ff][Aa][Ll][Ss][Ee]|0)$",
+                        "description": "false (the default): every label"},
+            cursor={"type": "string", "pattern": f"^({LOG_CURSOR})?$",
+                    "description": f"labels after this one: {LOG_CURSOR_FORMAT}"}),
+        obj(("aggregated",), True,
+            aggregated={"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|1)$"},
+            cursor={"type": "string", "pattern": f"^({ID['pattern'][1:-1]})?$",
+                    "description": f"items after this one: {AGGREGATED_CURSOR_FORMAT}"}),
+    ]},
 }
 
 # (method, path, endpoint, summary, request schema, {status: (description, schema)},
@@ -430,8 +609,9 @@ QUERY = {
 OPERATIONS = [
     ("get", "/healthz", "health.get_healthz", "Liveness (does not touch Redis)", None,
      {200: ("alive", "Health")}, ()),
-    ("get", "/readyz", "health.get_readyz", "Readiness: Redis answers", None,
-     {200: ("ready", "Health")}, ()),
+    ("get", "/readyz", "health.get_readyz",
+     "Readiness: Redis answers (else 503); `degraded` when no RQ worker is alive", None,
+     {200: ("ready or degraded, with how each part is", "Readiness")}, ()),
     ("get", "/openapi.json", "openapi.get_openapi", "This document", None,
      {200: ("the OpenAPI 3.1 document", None)}, ()),
     ("get", "/metrics", "metrics.get_metrics",
@@ -462,7 +642,7 @@ OPERATIONS = [
      {200: ("the spend", "Spend")}, (404,)),
     ("get", "/v1/projects/{pid}/labels", "projects.get_labels",
      "Export labels (or aggregated labels), resumable by cursor", None,
-     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (404, 422)),
+     {200: ("one page; next_cursor is null at the end", "LabelPage")}, (400, 404, 422)),
     ("post", "/v1/projects/{pid}/items", "items.post_items",
      "Upsert a batch of items (idempotent by id), scored at once; per-item problems come "
      "back in `rejected` and the rest is stored", "ItemBatch",
@@ -481,8 +661,12 @@ OPERATIONS = [
      "gate status) and every flagged skill with the reason (an expert token: itself only)",
      None, {200: ("the expert", "Expert")}, (404,)),
     ("post", "/v1/projects/{pid}/tasks/next", "tasks.post_next_task",
-     "Lease the best task for an expert (an expert token: itself only)", "NextTaskRequest",
-     {200: ("the lease, with the item's payload and the reason", "Lease"),
+     "Lease the best task for an expert (an expert token: itself only); a retry with the "
+     "same Idempotency-Key gets the lease the first request was granted. A 503 means no "
+     "lease was recorded, or, when the connection failed mid-way, possibly one: send an "
+     "Idempotency-Key to get it back", "NextTaskRequest",
+     {200: ("the lease, with the item's payload and the reason; with n, the leases",
+            "NextTask"),
       204: ("no task for this expert now; the Taskrank-Reason header says why", None)},
      (404,)),
     ("post", "/v1/tasks/{tid}/label", "tasks.post_label",
@@ -495,6 +679,20 @@ OPERATIONS = [
     ("post", "/v1/tasks/{tid}/release", "tasks.post_release",
      "Give the item back; releasing again answers the same", None,
      {200: ("the released task", "TaskView")}, (404, 409)),
+    ("post", "/v1/projects/{pid}/labels", "labels.post_labels",
+     "Labels without a lease (a platform's seed, historical or own labels): each record "
+     "counts once, idempotent by (item, expert) or (item, source); a record with an expert "
+     "teaches its accuracy; per-record problems come back in `rejected` and the rest is "
+     "recorded; a 422 when no record passes the request's checks", "LabelBatch",
+     {200: ("counts and per-record outcomes", "LabelImport")}, (404,)),
+    ("delete", "/v1/projects/{pid}/items/{iid}", "items.delete_item",
+     "Withdraw an item for good: it leaves the pool and the gold sets, its open leases "
+     "end (a label on one is recorded, not counted: 409); again answers the same", None,
+     {200: ("the withdrawn item", "ItemWithdrawal")}, (404,)),
+    ("get", "/v1/experts/{eid}/tasks", "experts.get_expert_tasks",
+     "The expert's open leases in every project, soonest to expire first, with their "
+     "payloads (an expert token: itself only)", None,
+     {200: ("the open leases", "ExpertTasks")}, (404,)),
     ("get", "/v1/projects/{pid}/model", "models.get_model",
      "Current model version and metrics (version null before any training)", None,
      {200: ("the model", "ModelInfo")}, (404,)),
@@ -503,6 +701,24 @@ OPERATIONS = [
      {202: ("queued; Location names the job", "JobAccepted")}, (404,)),
     ("get", "/v1/jobs/{jid}", "models.get_job", "Status of a background job", None,
      {200: ("the job", "Job")}, (404,)),
+    *[(method, "/ls/{pid}" + path, "label_studio." + endpoint, summary, request, answers,
+       (404,)) for method, path, endpoint, summary, request, answers in (
+        ("get", "/health", "get_health", "Label Studio ML backend: health", None,
+         {200: ("up", "LsHealth")}),
+        ("get", "/", "get_health", "Label Studio ML backend: health (as /health)", None,
+         {200: ("up", "LsHealth")}),
+        ("post", "/setup", "post_setup", "Label Studio ML backend: check the labeling config "
+         "against the project; the model version", "LsSetup",
+         {200: ("the model version", "LsSetupAnswer")}),
+        ("post", "/predict", "post_predict", "Label Studio ML backend: taskrank's prediction "
+         "per task, scored so that Label Studio's prediction-score order is taskrank's "
+         "priority order; tasks taskrank lacks are ingested first", "LsPredict",
+         {200: ("one prediction per task, in order", "LsPredictions")}),
+        ("post", "/webhook", "post_webhook", "Label Studio ML backend: project events "
+         "(annotations become labels without a lease; START_TRAINING retrains)", "LsWebhook",
+         {201: ("applied", "LsWebhookAnswer"), 200: ("acknowledged, nothing to do",
+                                                    "LsWebhookAnswer")}),
+    )],
     ("put", "/v1/projects/{pid}/webhooks/{name}", "webhooks.put_one_webhook",
      "Subscribe a URL to the project's events (create or replace); deliveries are signed "
      "with the secret, which is never shown again", "WebhookPut",
@@ -522,7 +738,8 @@ OPERATIONS = [
 ]
 
 ERRORS = {
-    400: "the body is not valid JSON (NaN and Infinity are not JSON), or a header is bad",
+    400: "the body is not valid JSON (NaN and Infinity are not JSON), a header is bad, or "
+         "a cursor is not a next_cursor of the same export (the detail gives its form)",
     401: "no token, a malformed Authorization header or an unknown token",
     403: "the token's role is too low, or an expert token acts for another expert",
     404: "no such project, item, expert, task or job",
@@ -532,7 +749,9 @@ ERRORS = {
          "TASKRANK_MAX_BATCH_ITEMS)",
     415: "the body is not sent as application/json",
     422: "a field is invalid: `errors` names each one (`rejected` lists each item when no "
-         "item of a batch could be stored)",
+         "item of a batch could be stored); also a number beyond the float range (1e400), "
+         "which JSON readers take for Infinity, and a query parameter the route does not "
+         "take",
     503: "Redis is not answering; retry after Retry-After seconds",
 }
 
@@ -621,16 +840,24 @@ def _operation(app: Flask, entry: tuple) -> dict:
                "schema": {"tid": TASK_ID, "jid": JOB_ID}.get(name, ID)}
               for name, what in PARAMETERS.items() if "{" + name + "}" in path]
     params += [{"name": name, "in": "query", "schema": schema, "description": what}
-               for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])]
+               for name, schema, what in QUERY.get(path.rsplit("/", 1)[-1], [])
+               if method == "get"]
+    if endpoint == "projects.get_labels":
+        params.append(EXPORT)
     if endpoint == "tasks.post_label":
         params.append({"name": "Idempotency-Key", "in": "header", "description":
                        "replays the first answer for the same key and body; 422 when the "
                        "body differs", "schema": {"type": "string", "minLength": 1,
                                                   "maxLength": 200}})
+    if endpoint == "tasks.post_next_task":
+        params.append({"name": "Idempotency-Key", "in": "header", "description":
+                       "per project and expert: a retry gets the first request's lease "
+                       "(kept 24 h)", "schema": {"type": "string", "minLength": 1,
+                                                 "maxLength": 200}})
     if params:
         operation["parameters"] = params
     if request:
-        operation["requestBody"] = {"required": request != "NextTaskRequest", "content": {
+        operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": ref(request)}}}
     responses = {}
     for status, (description, schema) in successes.items():
@@ -656,15 +883,27 @@ def _operation(app: Flask, entry: tuple) -> dict:
                                      " (TASKRANK_METRICS_PUBLIC=1)")
     if request:
         statuses |= {400, 413, 415, 422}
-    if path.startswith("/v1") or path in ("/readyz", "/metrics"):
+    if endpoint.startswith("label_studio."):
+        operation["operationId"] = "ls_" + operation["operationId"] + (
+            "_root" if path.endswith("/") else "")
+        operation["security"].append({"basic": []})
+        operation["description"] += (" Label Studio's Basic Authentication carries the token "
+                                     "as the password; 'Authorization: Token <token>' is "
+                                     "accepted too.")
+    if path.startswith(("/v1", "/ls/")) or path in ("/readyz", "/metrics"):
         statuses.add(503)
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)
     if endpoint == "tasks.post_next_task":
         responses["204"]["headers"] = NO_TASK_HEADERS
+        responses["200"]["headers"] = {name: {**header, "required": False} for name, header
+                                       in NO_TASK_HEADERS.items()}  # with n: why fewer
     if endpoint == "tasks.post_label":
         responses["409"]["content"]["application/problem+json"]["schema"] = {
             "allOf": [ref("Problem"), ref("LabelAnswer")]}
+    if endpoint == "health.get_readyz":
+        responses["503"]["content"]["application/problem+json"]["schema"] = {
+            "allOf": [ref("Problem"), obj(("parts",), parts=ref("ReadinessParts"))]}
     responses["default"] = _problem(500)
     operation["responses"] = responses
     return operation
@@ -689,6 +928,9 @@ def build_document(app: Flask, max_items: int) -> dict:
         "components": {"schemas": schemas(max_items), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "create with `taskrank token create --role ROLE`"},
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "Label Studio ML backend routes (/ls/) only: any user "
+                                     "name, a taskrank token as the password"},
             "login": {"type": "apiKey", "in": "cookie", "name": "taskrank_login",
                       "description": "the web page's login cookie (POST /login); "
                                      "not accepted by /v1"}}},

@@ -21,7 +21,7 @@ from taskrank.queue.stats import project_stats
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import caches, redis_client, settings
-from taskrank.server.validation import json_body, query_bool, query_int
+from taskrank.server.validation import json_body, query_bool, query_int, query_names
 
 bp = Blueprint("projects", __name__, url_prefix="/v1/projects")
 
@@ -65,6 +65,7 @@ def patch_project(pid: str) -> dict:
 @require("platform")
 def get_queue(pid: str) -> dict:
     project = get_project(redis_client(), check_id(pid, "project id"))
+    query_names({"limit", "skill"})
     limit = query_int("limit", 20, 1, 1000)
     skill = request.args.get("skill")
     if skill is not None:
@@ -88,6 +89,7 @@ def get_spend(pid: str) -> dict:
 @require("platform")
 def get_labels(pid: str) -> dict:
     get_project(redis_client(), check_id(pid, "project id"))
+    query_names({"limit", "cursor", "aggregated"})
     limit = query_int("limit", 100, 1, 10_000)
     cursor = request.args.get("cursor") or None
     export = label_log.export_aggregated if query_bool("aggregated") else label_log.export_labels

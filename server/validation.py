@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-from taskrank.queue.validation import fail
+from taskrank.queue.validation import NotJsonNumberError, check_json_numbers, fail, parse_json
 from taskrank.server.context import settings
 
 
-def json_body() -> object:
+def json_body(check_numbers: bool = True) -> object:
     """The request's JSON document (400 when it does not parse, 415 when it is not JSON,
-    413 when it is larger than ``max_body_bytes``)."""
+    413 when it is larger than ``max_body_bytes``, 422 naming the field of a number beyond
+    the float range unless ``check_numbers`` is False: the caller checks them itself)."""
     if not request.is_json:
         raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
     limit = settings().max_body_bytes
@@ -23,41 +22,45 @@ def json_body() -> object:
         raise RequestEntityTooLarge(too_large)
     try:
         data = request.get_data(cache=True)
+        if request.content_length is None and len(data) >= limit and _more_sent():
+            raise RequestEntityTooLarge(too_large)
     except RequestEntityTooLarge:  # a streamed body without Content-Length
         raise RequestEntityTooLarge(too_large) from None
     try:
-        return parse_json(data)
-    except _NotJsonNumber as error:
+        body = parse_json(data)
+    except NotJsonNumberError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
     except RecursionError:  # Python's parser gives up on very deep nesting
         raise BadRequest("the body nests arrays or objects too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"the body is not valid JSON ({str(error)[:200]}); check quotes, "
                          "commas and brackets") from None
+    if check_numbers:
+        check_json_numbers(body)
+    return body
 
 
-def parse_json(data: bytes | str) -> object:
-    """Strict JSON: raises ValueError (also for NaN and Infinity) or RecursionError.
-
-    Python's parser takes NaN and Infinity, which are not JSON: a NaN probability or
-    payload value would be stored and later sent back as invalid JSON.
-    """
-    return json.loads(data, parse_constant=_refuse_constant)
+def _more_sent() -> bool:
+    """Whether a streamed (chunked) body goes on past what was read: werkzeug stops reading
+    it at the limit without saying so, which would parse a truncated document."""
+    return bool(request.environ["wsgi.input"].read(1))
 
 
-class _NotJsonNumber(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> object:
-    raise _NotJsonNumber(f"{name} is not a JSON number; send finite numbers only")
-
-
-def json_object() -> dict:
-    body = json_body()
+def json_object(check_numbers: bool = True) -> dict:
+    """The request's JSON object (see ``json_body``)."""
+    body = json_body(check_numbers)
     if not isinstance(body, dict):
         raise fail("body", f"must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def query_names(allowed: set[str]) -> None:
+    """Refuse a query parameter the route does not take (usually a typo: ``aggregate=true``
+    would otherwise export every label), as unknown body fields are refused."""
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise fail(unknown[0][:100], "unknown query parameter; expected one of "
+                                     f"{sorted(allowed)}")
 
 
 def query_int(name: str, default: int, low: int, high: int) -> int:

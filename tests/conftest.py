@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import redis
 
@@ -13,6 +16,10 @@ from taskrank.queue.tokens import create_token
 from taskrank.queue.webhooks import subscriptions_cache
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.server import create_app
+
+# Commands under test must neither find nor note a developer's running taskrank
+# (queue/running.py); subprocesses inherit this.
+os.environ["TASKRANK_RUN_DIR"] = tempfile.mkdtemp(prefix="taskrank-run-")
 
 
 @pytest.fixture(scope="session")

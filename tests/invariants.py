@@ -64,6 +64,8 @@ def check_store(r: redis.Redis, pid: str, scores_are_pr: bool = False) -> dict:
 
 
 def _check_item(iid: str, item: dict, tasks: list[tuple[str, dict]]) -> list[str]:
+    """Counts, status and experts of one item against its tasks: its leases and the labels
+    it got without a lease (task field 'll'; expert '' when none was named)."""
     fields, errors = item["fields"], []
     if not fields.get("st"):
         return [f"item {iid} is in the items set but has no hash/status"]
@@ -75,19 +77,25 @@ def _check_item(iid: str, item: dict, tasks: list[tuple[str, dict]]) -> list[str
     if int(fields.get("done", 0)) != done or len(item["labels"]) != done:
         errors.append(f"item {iid}: done={fields.get('done')}, {len(item['labels'])} labels "
                       f"listed, {done} labeled tasks")
-    if done > want:
+    gold, withdrawn = bool(fields.get("g")), fields.get("wd") == "1"
+    if done > want and not gold:  # gold items are served to every expert as checks
         errors.append(f"item {iid}: {done} counted labels but only {want} wanted")
     status = "labeled" if done >= want else "leased" if out + done >= want else "pending"
+    status = "withdrawn" if withdrawn else "gold" if gold else status
     if fields["st"] != status:
         errors.append(f"item {iid}: status {fields['st']} but out={out} done={done} "
-                      f"want={want} make it {status}")
-    experts = [task["expert"] for _, task in tasks]
-    if len(experts) != len(set(experts)):
-        errors.append(f"item {iid}: one expert holds several tasks {sorted(experts)}")
-    if not set(experts) <= item["experts"]:
+                      f"want={want} gold={gold} withdrawn={withdrawn} make it {status}")
+    if withdrawn and out:
+        errors.append(f"item {iid} is withdrawn but {out} leases on it are open")
+    leased_by = [task["expert"] for _, task in tasks if not task.get("ll")]
+    if len(leased_by) != len(set(leased_by)):
+        errors.append(f"item {iid}: one expert holds several leases {sorted(leased_by)}")
+    experts = {task["expert"] for _, task in tasks if task["st"] != "recorded"} - {""}
+    if not experts <= item["experts"]:
         errors.append(f"item {iid}: task experts {sorted(experts)} not all in its experts set")
     labelers = [entry.split("\t", 1)[0] for entry in item["labels"]]
-    if len(labelers) != len(set(labelers)):
+    named = [eid for eid in labelers if eid]
+    if len(named) != len(set(named)):
         errors.append(f"item {iid}: labeled twice by one expert {labelers}")
     return errors
 
@@ -95,7 +103,8 @@ def _check_item(iid: str, item: dict, tasks: list[tuple[str, dict]]) -> list[str
 def _check_pools(r: redis.Redis, pid: str, items: dict[str, dict],
                  scores_are_pr: bool) -> list[str]:
     """Each tag set holds exactly the pending items with that tag, the untagged set the
-    pending items without tags; an item has one score in all its sets (re-scores write
+    pending items without tags, each gold set the gold items (not withdrawn) of its tag;
+    an item has one score in all its sets (re-scores write
     every set it is in), equal to its stored 'pr' when ``scores_are_pr`` (no re-score
     with a new model happened).  Every tag in use is in the project's tag set, and the
     per-status counters agree with the item hashes."""
@@ -104,6 +113,10 @@ def _check_pools(r: redis.Redis, pid: str, items: dict[str, dict],
     for iid in pending:
         for key in K.pool_keys(pid, _tags(items[iid])):
             wanted[key].add(iid)
+    for iid, item in items.items():
+        if item["fields"].get("st") == "gold":
+            for tag in _tags(item) or ["_general"]:
+                wanted[K.gold_key(pid, tag)].add(iid)
     found = {key: dict(r.zrange(key, 0, -1, withscores=True))
              for key in r.scan_iter(match=K.pool_tag_key(pid, "") + "*", count=1000)}
     found[K.pool_untagged_key(pid)] = dict(r.zrange(K.pool_untagged_key(pid), 0, -1,
@@ -178,9 +191,11 @@ def _check_labels(r: redis.Redis, pid: str, tasks: dict[str, dict], errors: list
     labeled = {tid for tid, task in tasks.items() if task.get("st") == "labeled"}
     if {fields["task"] for fields in counted} != labeled:
         errors.append("counted labels in the export differ from the labeled tasks")
-    for fields in late:
-        if tasks.get(fields["task"], {}).get("st") not in ("expired", "released"):
-            errors.append(f"late label for task {fields['task']} that is not expired/released")
+    for fields in late:  # 'recorded': a label without a lease on a withdrawn item
+        if tasks.get(fields["task"], {}).get("st") not in ("expired", "released", "withdrawn",
+                                                           "recorded"):
+            errors.append(f"late label for task {fields['task']} that is not expired, "
+                          "released, withdrawn or recorded")
     counters = r.hgetall(K.counters_key(pid))
     if int(counters.get("counted", 0)) != len(counted):
         errors.append(f"counter counted={counters.get('counted')} but {len(counted)} counted "
@@ -192,8 +207,10 @@ def _check_labels(r: redis.Redis, pid: str, tasks: dict[str, dict], errors: list
 
 def _check_spend(r: redis.Redis, pid: str, tasks: dict[str, dict]) -> list[str]:
     """The dollars reserved are the predicted costs of the open leases; those spent, and
-    the spend hash's totals, are rate x seconds of every label in the stream."""
-    entries = [fields for _, fields in r.xrange(K.labels_stream_key(pid))]
+    the spend hash's totals, are rate x seconds of every label in the stream that came
+    through a lease (a label without one is never charged)."""
+    entries = [fields for _, fields in r.xrange(K.labels_stream_key(pid))
+               if not fields.get("ll")]
     spent = sum(float(tasks[fields["task"]].get("rate", 0)) * float(fields["seconds"]) / 3600
                 for fields in entries)
     reserved = sum(float(task.get("pc", 0)) for task in tasks.values()

@@ -11,6 +11,7 @@ import pytest
 from taskrank.queue.embedded import free_port
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import Stack, clean_environ
+from tests.faults.serve import ServeProcess
 from tests.faults.stack import ADMIN_TOKEN, START_TIMEOUT, RedisProcess, WebServer
 
 
@@ -56,3 +57,18 @@ def stack(tmp_path: Path):
         yield processes
     finally:
         processes.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path):
+    """serve(name, port, **env) -> a ``taskrank serve`` started now on ``tmp_path/data``;
+    it and every process it had are killed (by pid) after the test."""
+    started: list[ServeProcess] = []
+
+    def start(name: str = "serve", port: int | None = None, **env: str) -> ServeProcess:
+        started.append(ServeProcess(tmp_path / "data", name, port, **env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill_leftovers()

@@ -4,6 +4,7 @@ may SIGKILL, SIGSTOP and restart on the same data dir and port, gunicorn with a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
@@ -106,6 +107,19 @@ def export_labels(api: Client, pid: str = "p") -> list[dict]:
         if cursor is None:
             return records
     raise AssertionError("the export did not end")
+
+
+def check_acknowledged_kept(api: Client, acked: set[str], acked_before: set[str] = frozenset(),
+                            pid: str = "p") -> None:
+    """The export holds every label a client saw acknowledged (those before the fault
+    among them) exactly once as counted, and no other counted label."""
+    records = export_labels(api, pid)
+    twice = [tid for tid, n in collections.Counter(r["task_id"] for r in records).items()
+             if n > 1]
+    assert not twice, f"labels exported twice: {twice}"
+    counted = {r["task_id"] for r in records if r["counted"]}
+    assert acked_before <= counted, f"acknowledged labels lost: {acked_before - counted}"
+    assert counted == acked, "every label a client saw acknowledged is counted, and no other"
 
 
 def is_problem_503(status: int, headers: dict, body: object) -> bool:

@@ -1,4 +1,5 @@
-"""Fixtures of the API fuzz tests: the --fuzz-examples option, seeded data, the loaded schema.
+"""Fixtures of the API fuzz tests: the --fuzz-examples option, seeded data, the loaded
+schema with its configuration, and the rules the document states in words.
 
 The data is seeded once per module (it trains a model) and restored before each test from
 a DUMP of every key, so each operation is fuzzed from the same state.
@@ -6,10 +7,15 @@ a DUMP of every key, so each operation is fuzzed from the same state.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import random
 from dataclasses import dataclass, field
 
 import pytest
 import schemathesis
+from jsonschema import Draft202012Validator
 
 from taskrank.queue.connection import connect, connect_binary
 from taskrank.queue.settings import Settings
@@ -19,22 +25,14 @@ from taskrank.server import create_app
 from tests.server import helpers
 
 DEFAULT_EXAMPLES = 12  # per operation and generation mode: the module stays well under 60 s
-
-# Operations that may refuse (422) a request the document calls valid, for what a schema
-# cannot say; a 422 on valid data anywhere else fails the fuzz.
-SEMANTIC_422 = {
-    "POST /v1/projects/{pid}/items": "a probability vector has one entry per project label",
-    "POST /v1/tasks/{tid}/label": "the label is one of the project's labels",
-    "POST /v1/projects/{pid}/tasks/next": "an admin or platform token names the expert",
-    "GET /v1/projects/{pid}/labels": "a cursor is the next_cursor of an earlier page",
-    "PUT /v1/projects/{pid}/webhooks/{name}": "the url has a host; a whsec_ secret is the "
-                                              "base64 of 24 to 64 bytes",
-}
-# It stores a batch's valid items and lists each invalid one in `rejected` (DESIGN §3), so
-# invalid items may get a 200: the fuzz test checks each was rejected instead.
-BATCH = "POST /v1/projects/{pid}/items"
-POSITIVE_ANSWERS = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis'
+N_FEATURES = 3  # the seeded projects' feature length, fixed by their first items
 LONG_PID = ("long.project_id-" * 8)[:128]  # the longest id: job ids hold it in hex
+BATCH = "POST /v1/projects/{pid}/items"
+LABEL_BATCH = "POST /v1/projects/{pid}/labels"
+# Label Studio sends its project's labeling config; the document can say only in words that
+# it must hold a <Choices> tag whose values are the taskrank project's labels.
+WEBHOOK_PUT = "PUT /v1/projects/{pid}/webhooks/{name}"
+LS_CONFIG = {"POST /ls/{pid}/setup": "schema", "POST /ls/{pid}/predict": "label_config"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,7 +77,7 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
     seed = Seed(ids={}, expert_ids=["e1", "e2"], labels=helpers.LABELS, tokens=tokens)
     client, auth = fuzz_app.test_client(), seed.auth
     helpers.make_project(client, auth, strategy={"retrain": {"min_labels": 4}})
-    items = helpers.make_items(12, skills=lambda i: ["cardio"] * (i % 3 == 0))
+    items = with_features(helpers.make_items(12, skills=lambda i: ["cardio"] * (i % 3 == 0)))
     assert helpers.post_items(client, auth, items).status_code == 200
     helpers.make_expert(client, auth, "e1", skills={"cardio": 0.8})
     helpers.make_expert(client, auth, "e2")
@@ -98,7 +96,8 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
     leased = [helpers.next_task(client, auth, eid="e1").json["task"] for _ in range(2)]
     queued = client.post("/v1/projects/p1/retrain", headers=auth()).json["job_id"]
     helpers.make_project(client, auth, LONG_PID)
-    assert helpers.post_items(client, auth, helpers.make_items(3), LONG_PID).status_code == 200
+    assert helpers.post_items(client, auth, with_features(helpers.make_items(3)),
+                              LONG_PID).status_code == 200
     leased.append(helpers.next_task(client, auth, LONG_PID, "e1").json["task"])
     long_job = client.post(f"/v1/projects/{LONG_PID}/retrain", headers=auth()).json["job_id"]
     # A webhook to a loopback port where nothing listens (no worker runs after this anyway).
@@ -112,6 +111,11 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
                 "jid": [trained, queued, long_job], "name": ["w1"]}
     seed.snapshot = {key: (binary.dump(key), binary.pttl(key)) for key in binary.keys("*")}
     return seed
+
+
+def with_features(items: list[dict]) -> list[dict]:
+    """The items with features of N_FEATURES values (which fixes the project's length)."""
+    return [{**item, "features": [float(index), 1.0, -0.5]} for index, item in enumerate(items)]
 
 
 @pytest.fixture
@@ -128,18 +132,124 @@ def seed(seeded: Seed, fuzz_settings: Settings) -> Seed:
     return seeded
 
 
+# Every check at schemathesis' defaults but one addition: 413 is how the API refuses a batch
+# over its item limit or a body over its byte limit (DESIGN §3), so it counts as refusing a
+# request the document calls invalid (maxItems).
+REFUSALS = schemathesis.Config.from_dict({}).projects.default.checks.negative_data_rejection
+CONFIG = {
+    "generation": {"with-security-parameters": False},
+    "checks": {"negative_data_rejection": {"expected-statuses": [
+        *REFUSALS.expected_statuses, "413"]}},
+}
+
+
 @pytest.fixture(scope="module")
 def schema(fuzz_app, seeded: Seed) -> schemathesis.BaseSchema:
-    """The app's own /openapi.json, with an explicit configuration (no schemathesis.toml is
-    read): no generated credentials, since each test sends the token it means."""
-    config = schemathesis.Config.from_dict({
-        "generation": {"with-security-parameters": False},
-        "operations": [
-            {"include-name": list(SEMANTIC_422), "checks": {
-                "positive_data_acceptance": {"expected-statuses": [*POSITIVE_ANSWERS, "422"]}}},
-            {"include-name": BATCH, "checks": {"negative_data_rejection": {"enabled": False}}},
-        ]})
+    """The app's own /openapi.json, with every check at schemathesis' defaults (no
+    schemathesis.toml is read) and no generated credentials: each test sends the token it
+    means."""
+    config = schemathesis.Config.from_dict(CONFIG)
     return schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app, config=config)
+
+
+# --- the rules the document states in words ---------------------------------------------------
+# A static document cannot list a project's labels or the feature length its first item
+# fixed, nor say that probabilities sum to 1; it states them in descriptions.  Like the
+# realistic values schemathesis asks for in its configuration, valid (positive) requests
+# follow those rules here too, drawn from the seeded projects: without this, almost every
+# generated label and probability row would be refused, and rightly.
+def follow_stated_rules(case, seed: Seed, rng: random.Random) -> None:
+    """Make a generated request follow the rules its document states in words (positive
+    requests); a negative batch keeps only its items that break the Item schema, so the
+    request tests that those are refused (the others would be stored)."""
+    body, label = case.body, f"{case.method.upper()} {case.operation.path}"
+    if not isinstance(body, dict) or case.meta is None:
+        return
+    negative = case.meta.generation.mode.is_negative
+    if not negative:
+        follow_idempotency_rule(case)
+    if label == BATCH and isinstance(body.get("items"), list):
+        if negative:
+            invalid = [raw for raw in body["items"] if not item_validator(case).is_valid(raw)]
+            body["items"] = invalid or body["items"]
+        else:
+            for raw in body["items"]:
+                follow_item_rules(raw, seed, rng)
+    elif label == LABEL_BATCH and isinstance(body.get("labels"), list):
+        if negative:  # likewise for label records
+            invalid = [raw for raw in body["labels"]
+                       if not record_validator(case).is_valid(raw)]
+            body["labels"] = invalid or body["labels"]
+        else:
+            for raw in body["labels"]:
+                follow_record_rules(raw, seed, rng)
+    elif negative:
+        return
+    elif label in LS_CONFIG:
+        body[LS_CONFIG[label]] = ls_config(seed.labels)
+    elif label == WEBHOOK_PUT:  # the url has a host; a whsec_ secret is valid base64
+        body["url"], body["secret"] = "https://receiver.test/hook", "s" * 24
+    elif "label" in body:
+        body["label"] = rng.choice(seed.labels)
+    elif "expert_id" in body and rng.random() < 0.5:
+        body["expert_id"] = rng.choice(seed.expert_ids)
+
+
+def ls_config(labels: list[str]) -> str:
+    """A Label Studio labeling config choosing among ``labels``."""
+    choices = "".join(f'<Choice value="{label}"/>' for label in labels)
+    return (f'<View><Text name="text" value="$text"/><Choices name="c" toName="text">'
+            f"{choices}</Choices></View>")
+
+
+def follow_item_rules(raw: object, seed: Seed, rng: random.Random) -> None:
+    """One probability per project label, summing to 1; the project's feature length; a
+    gold label among the project's labels."""
+    if not isinstance(raw, dict):
+        return
+    k = len(seed.labels)
+    for name, row in (raw.get("predictions") or {}).items():
+        row = (row + [0.0] * k)[:k]
+        total = math.fsum(row)
+        raw["predictions"][name] = [p / total for p in row] if total > 0 else [1 / k] * k
+    if isinstance(raw.get("features"), list):
+        raw["features"] = (raw["features"] * N_FEATURES)[:N_FEATURES]
+    if raw.get("gold") is not None:
+        raw["gold"] = rng.choice(seed.labels)
+
+
+def follow_idempotency_rule(case) -> None:
+    """A label's Idempotency-Key is reused only with the same body (another body is a 422,
+    as the document says): the key is made from the task and the body, so a repeated
+    request replays and a new one gets its own key."""
+    headers = case.headers or {}
+    if "Idempotency-Key" in headers and "tid" in (case.path_parameters or {}):
+        request = json.dumps([case.path_parameters["tid"], case.body], sort_keys=True)
+        headers["Idempotency-Key"] = hashlib.sha256(request.encode()).hexdigest()[:40]
+
+
+def follow_record_rules(raw: object, seed: Seed, rng: random.Random) -> None:
+    """A label among the project's, a declared expert; an existing item half the time (a
+    record of another item is rejected, the batch still answered 200)."""
+    if not isinstance(raw, dict):
+        return
+    raw["label"] = rng.choice(seed.labels)
+    if raw.get("expert_id") is not None:
+        raw["expert_id"] = rng.choice(seed.expert_ids)
+    if rng.random() < 0.5:
+        raw["item_id"] = rng.choice(seed.ids["iid"])
+
+
+def record_validator(case) -> Draft202012Validator:
+    components = case.operation.schema.raw_schema["components"]
+    return Draft202012Validator({"$ref": "#/components/schemas/LabelRecord",
+                                 "components": components},
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def item_validator(case) -> Draft202012Validator:
+    components = case.operation.schema.raw_schema["components"]
+    return Draft202012Validator({"$ref": "#/components/schemas/Item", "components": components})
 
 
 @pytest.fixture

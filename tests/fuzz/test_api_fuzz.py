@@ -1,8 +1,11 @@
 """Schemathesis fuzzes every documented operation against the app on a real Redis.
 
-With an admin token: no 5xx, every answer matches the document (status, media type, body
-schema), and no request the document calls invalid is accepted.  With no token, a bad
-token or a role below the operation's required role: the route refuses (401/403).
+With an admin token, every check schemathesis has (no exemption): no 5xx, every answer
+matches the document (status, media type, body schema, headers), every request the
+document calls valid is accepted and every one it calls invalid is refused.  Valid
+requests follow the rules the document states in words (conftest.follow_stated_rules).
+With no token, a bad token or a role below the operation's required role: the route
+refuses (401/403).  test_api_run runs schemathesis' whole engine (`st run`) as well.
 
 One pytest test per operation runs Hypothesis over schemathesis' strategies (its pytest
 loader for fixture-built schemas does not run on pytest 9.2); `--fuzz-examples N` sets the
@@ -18,12 +21,17 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
-from schemathesis.core.parameters import ParameterLocation
 
 from taskrank.server.openapi import OPERATIONS, PAGES
-from tests.fuzz.conftest import BATCH, Seed
+from tests.fuzz.conftest import (
+    BATCH,
+    LABEL_BATCH,
+    Seed,
+    follow_stated_rules,
+    item_validator,
+    record_validator,
+)
 
 ROUTES = [pytest.param(method.upper(), path, endpoint, id=f"{method.upper()} {path}")
           for method, path, endpoint, *_ in OPERATIONS + PAGES]
@@ -71,18 +79,6 @@ def cases(operation, mode: GenerationMode, seed: Seed) -> st.SearchStrategy:
     return st.one_of(generated, seeded)
 
 
-def steer_body(case, data: st.DataObject, seed: Seed) -> None:
-    """Sometimes use a seeded expert id or label in a valid body, to get past the 404/422
-    a random one meets (a negative body stays as generated)."""
-    body = case.body
-    if not isinstance(body, dict) or (case.meta and case.meta.is_negative_at(
-            ParameterLocation.BODY)):
-        return
-    for field, choices in (("expert_id", seed.expert_ids), ("label", seed.labels)):
-        if field in body and data.draw(st.booleans(), label=f"seeded {field}"):
-            body[field] = data.draw(st.sampled_from(choices), label=field)
-
-
 def modes(operation) -> list[GenerationMode]:
     """Negative mode where the operation takes some input that can be invalid."""
     raw = operation.definition.raw
@@ -103,10 +99,12 @@ def test_admin_requests_are_answered_as_documented(schema, seed, fuzz_examples,
     @given(case=st.one_of([cases(operation, mode, seed) for mode in generation]),
            data=st.data())
     def check(case, data):
-        steer_body(case, data, seed)
+        follow_stated_rules(case, seed, data.draw(st.randoms(use_true_random=False)))
         response = case.call_and_validate(headers=headers)
         if f"{method} {path}" == BATCH:
-            check_invalid_items_rejected(schema, case, response)
+            check_each_item_judged(case, response)
+        if f"{method} {path}" == LABEL_BATCH:
+            check_each_record_judged(case, response)
 
     check()
 
@@ -140,19 +138,42 @@ def test_past_findings_stay_fixed(schema, seed, method, path, parameters, body, 
     assert response.status_code == status, response.text[:300]
 
 
-def check_invalid_items_rejected(schema, case, response) -> None:
-    """A stored batch had the document's shape, and each item the document calls invalid
-    is listed in `rejected` (the valid ones are stored)."""
+def check_each_item_judged(case, response) -> None:
+    """A stored batch had the document's shape; each item the document calls invalid is
+    listed in `rejected`, and each valid one is stored (but a repeated id: the first wins)."""
     if response.status_code >= 300:
         return
     body = case.body
     assert isinstance(body, dict) and set(body) == {"items"}, body
     assert isinstance(body["items"], list) and body["items"], body
-    item = Draft202012Validator({"$ref": "#/components/schemas/Item",
-                                 "components": schema.raw_schema["components"]})
-    invalid = {index for index, raw in enumerate(body["items"]) if not item.is_valid(raw)}
+    item = item_validator(case)
+    invalid, repeated, ids = set(), set(), set()
+    for index, raw in enumerate(body["items"]):
+        if not item.is_valid(raw):
+            invalid.add(index)
+        elif raw["id"] in ids:
+            repeated.add(index)
+        if index not in invalid:
+            ids.add(raw["id"])
     rejected = {entry["index"] for entry in response.json()["rejected"]}
     assert invalid <= rejected, (sorted(invalid - rejected), case.as_curl_command())
+    assert rejected <= invalid | repeated, (response.json()["rejected"], case.as_curl_command())
+
+
+def check_each_record_judged(case, response) -> None:
+    """A recorded batch of labels had the document's shape; each record the document
+    calls invalid is listed in `rejected`, and every record has one outcome."""
+    if response.status_code >= 300:
+        return
+    body, answer = case.body, response.json()
+    assert isinstance(body, dict) and set(body) == {"labels"}, body
+    record = record_validator(case)
+    invalid = {index for index, raw in enumerate(body["labels"]) if not record.is_valid(raw)}
+    rejected = {entry["index"] for entry in answer["rejected"]}
+    assert invalid <= rejected, (sorted(invalid - rejected), case.as_curl_command())
+    outcomes = (answer["counted"] + answer["duplicates"] + len(answer["not_counted"])
+                + len(answer["rejected"]))
+    assert outcomes == len(body["labels"]), (answer, case.as_curl_command())
 
 
 def refusals(role: str, ui: bool, tokens: dict[str, str]) -> list[tuple[str, dict, int]]:
@@ -174,7 +195,7 @@ def test_protected_routes_refuse_missing_bad_and_low_tokens(schema, seed, fuzz_e
     below the one it needs) as a problem document, whatever else the request holds."""
     operation = operation_of(schema, method, path)
     assert operation.definition.raw["x-required-role"] == role
-    ui = not path.startswith("/v1")
+    ui = not path.startswith(("/v1", "/ls/"))  # /ls/: Label Studio, a JSON API too
 
     @run_examples(max(3, fuzz_examples // 4))
     @given(case=cases(operation, GenerationMode.POSITIVE, seed))

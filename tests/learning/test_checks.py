@@ -126,6 +126,8 @@ def test_rules_coerce_and_reject():
     for rule, value in [
         (rule_number(), True),
         (rule_number(), float("nan")),
+        (rule_number(), float("inf")),
+        (rule_number(), 10**400),  # beyond the float range: no OverflowError
         (rule_number(), -1),
         (rule_number(0.0, 1.0, open_low=True), 0.0),
         (rule_integer(1), 2.5),

@@ -37,7 +37,7 @@ def test_default_strategy_is_the_design_dict():
         "density": 0.0,
     }
     assert DEFAULT_STRATEGY_DICT["routing"] == {
-        "fit_exponent": 3.0,
+        "fit_exponent": 4.0,
         "cost_exponent": 1.0,
         "holdback_seconds": 300.0,
         "holdback_margin": 0.1,

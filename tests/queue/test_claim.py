@@ -29,9 +29,9 @@ def test_claim_takes_the_item_a_full_scan_would(r, seed):
     """Random priorities (some negative), tags and skill levels: each claim in turn leases
     the best eligible item by value, though the script stops reading early."""
     rng = random.Random(seed)
+    # No hold-back: the scan is under test, and what the hold-back turns away depends on
+    # how fresh its cached view of the working experts is (wall time).
     create_project(r, {"id": "p", "labels": ["x", "y"], "redundancy": 2,
-                       # No hold-back: the full scan knows nothing of it, and its cached
-                       # view of who works went stale or not with the test's wall time.
                        "strategy": {"routing": {"fit_exponent": rng.choice([0.0, 1.0, 3.0]),
                                                 "holdback_seconds": 0}}})
     project = get_project(r, "p")

@@ -18,8 +18,10 @@ from taskrank.learning.aggregation import clip_accuracy, vote_posterior
 from taskrank.learning.routing import NEEDS_GOLD, item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
+from taskrank.queue.aggregate import vote
 from taskrank.queue.experts import GENERAL, load_expert, put_expert
 from taskrank.queue.items import ingest
+from taskrank.queue.label_import import import_labels
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.skills import load_profile, record_agreement
 from tests.routing_oracle import rate_pool
@@ -138,6 +140,39 @@ def test_label_script_votes_a_single_label_as_learning_does(r, n_classes, skills
         assert label == labels[given_class]
         # Lua writes %.6f, Python rounds half to even: the last digit may differ by one
         assert float(confidence) == _approx(round(float(posterior[given_class]), 6), 2e-6)
+
+
+@hypothesis_settings(PROPERTY, max_examples=100)
+@given(n_classes=st.integers(2, 5), skills=levels, record=track_record, tags=item_tags,
+       anonymous=st.booleans(), data=st.data())
+def test_import_script_votes_a_single_label_as_aggregate_does(r, n_classes, skills, record,
+                                                               tags, anonymous, data):
+    """An item's only label, posted without a lease: the import script stores the label
+    and confidence aggregate.vote gives it (the expert's fit on the item's weakest skill, a
+    skill it lacks at its general accuracy; ANONYMOUS_ACCURACY without an expert), or
+    leaves the item to aggregate.py when the label does not win."""
+    given_class = data.draw(st.integers(0, n_classes - 1))
+    r.flushdb()
+    labels = [f"c{n}" for n in range(n_classes)]
+    create_project(r, {"id": PID, "labels": labels})
+    project = get_project(r, PID)
+    ingest(r, project, [{"id": "i0", "predictions": {"m": [1 / n_classes] * n_classes},
+                         "skills": tags}])
+    _expert(r, {"skills": skills}, record)
+    voter = "" if anonymous else EID
+    winner, confidence, posterior = vote(r, project, [[voter, labels[given_class]]], tags)
+    others = np.delete(posterior, given_class)
+    assume(abs(posterior[given_class] - others.max()) > 1e-9)  # an exact tie is Python's
+    record_ = {"item_id": "i0", "label": labels[given_class]}
+    record_.update({"source": "s"} if anonymous else {"expert_id": EID})
+    result = import_labels(r, project, [record_])
+    assert result.answer["counted"] == 1
+    wins = posterior[given_class] > others.max()
+    assert result.to_aggregate == ([] if wins else ["i0"])
+    if wins:
+        label, stored = r.hmget(K.item_key(PID, "i0"), "al", "ac")
+        assert label == winner == labels[given_class]
+        assert float(stored) == _approx(confidence, 2e-6)
 
 
 def _approx(expected: float, tolerance: float = 1e-9):

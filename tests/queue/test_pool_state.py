@@ -1,6 +1,7 @@
 """A stateful property test of the pool against real Redis: random sequences of ingest,
-next task (several experts), label (with replays), extend, release, time passing (expiry
-and sweep), stale re-scores and retrains keep the store consistent after every step."""
+next task (several experts, one or several tasks a claim), label (with replays), labels
+without a lease (with retries), withdrawal, extend, release, time passing (expiry and
+sweep), stale re-scores and retrains keep the store consistent after every step."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from hypothesis.stateful import (
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.exceptions import LeaseNotOpenError
+from taskrank.queue.exceptions import InvalidInputError, LeaseNotOpenError
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
+from taskrank.queue.label_import import finish_import, import_labels
+from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.rescore import rescore_items
 from taskrank.queue.settings import Settings
@@ -59,6 +62,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.handed_out: list[str] = []  # task ids, in order
         self.answers: dict[tuple[str, str], tuple[int, dict]] = {}  # (task, key) -> answer
         self.snapshot: list[str] = []
+        self.withdrawn: set[str] = set()
         self.ingest(ITEM_IDS, data)
 
     @property
@@ -73,16 +77,55 @@ class PoolMachine(RuleBasedStateMachine):
                   "skills": data.draw(st.sampled_from(SKILLS)),
                   "boost": data.draw(st.sampled_from([0, 0, 0.5]))} for iid in ids]
         result = ingest(self.r, self.project, items)
-        assert result["created"] + result["updated"] == len(ids) and not result["rejected"]
+        assert result["created"] + result["updated"] + len(result["rejected"]) == len(ids)
+        assert {row["id"] for row in result["rejected"]} <= self.withdrawn
 
-    @rule(eids=st.lists(st.sampled_from(sorted(EXPERTS)), min_size=1, max_size=3))
-    def next_task(self, eids: list[str]) -> None:
-        """Several experts ask for their next task, one after the other."""
+    @rule(eids=st.lists(st.sampled_from(sorted(EXPERTS)), min_size=1, max_size=3),
+          n=st.sampled_from([1, 1, 2, 3]))
+    def next_task(self, eids: list[str], n: int) -> None:
+        """Several experts ask for their next tasks (n in one claim), one after the other."""
         for eid in eids:
-            task = tasks.claim(self.r, self.project, load_expert(self.r, eid), depth=2,
-                               now=self.now)
-            if task is not None:
-                self.handed_out.append(task["id"])
+            expert = load_expert(self.r, eid)
+            held = self.r.zcard(K.expert_leases_key(PID, eid))
+            leased, refusal = tasks.lease_tasks(self.r, self.project, expert, 2, n,
+                                                now=self.now)
+            assert len(leased) <= n and (refusal is None) == (len(leased) == n)
+            assert len({task["item_id"] for task in leased}) == len(leased)
+            assert self.r.zcard(K.expert_leases_key(PID, eid)) <= max(held, expert["capacity"])
+            self.handed_out += [task["id"] for task in leased]
+
+    @rule(records=st.lists(st.tuples(st.sampled_from(ITEM_IDS + ["nope"]),
+                                     st.sampled_from(["a", "b"]),
+                                     st.sampled_from([None, *EXPERTS, "ghost"]),
+                                     st.sampled_from([None, "s1", "s2"])),
+                           min_size=1, max_size=4),
+          retry=st.booleans())
+    def import_labels(self, records: list[tuple], retry: bool) -> None:
+        """Labels without a lease, good and bad, by an expert or from a source; a retry of
+        the batch counts nothing more."""
+        batch = [{"item_id": iid, "label": label, "expert_id": eid, "source": source}
+                 for iid, label, eid, source in records]
+        try:
+            first = import_labels(self.r, self.project, batch, now=self.now)
+        except InvalidInputError:
+            return  # no record could be recorded
+        finish_import(self.r, self.project, first)
+        answer = first.answer
+        assert (answer["counted"] + answer["duplicates"] + len(answer["not_counted"])
+                + len(answer["rejected"])) == len(batch)
+        if retry:
+            again = import_labels(self.r, self.project, batch, now=self.now)
+            finish_import(self.r, self.project, again)
+            assert again.answer["counted"] == 0 and not again.answer["not_counted"]
+            assert again.answer["rejected"] == answer["rejected"]
+
+    @rule(iid=st.sampled_from(ITEM_IDS))
+    def withdraw(self, iid: str) -> None:
+        """Withdraw an item: it never comes back, its open leases end."""
+        outcome = withdraw_item(self.r, self.project, iid, now=self.now)
+        assert outcome["withdrawn"] == (iid not in self.withdrawn)
+        self.withdrawn.add(iid)
+        assert self.r.hget(K.item_key(PID, iid), "st") == "withdrawn"
 
     @precondition(lambda self: self.handed_out)
     @rule(data=st.data(), label=st.sampled_from(["a", "a", "b"]),
@@ -137,7 +180,8 @@ class PoolMachine(RuleBasedStateMachine):
         try:
             tasks.release(self.r, self.project, tid, now=self.now)
         except LeaseNotOpenError:
-            assert self.r.hget(K.task_key(PID, tid), "st") in ("labeled", "expired")
+            assert self.r.hget(K.task_key(PID, tid), "st") in ("labeled", "expired",
+                                                               "withdrawn")
 
     @rule(seconds=st.sampled_from([1.0, 20.0, LEASE_SECONDS - 1.0, LEASE_SECONDS + 1.0]))
     def advance_time(self, seconds: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from taskrank.learning.priority import Strategy
 from taskrank.learning.routing import DEFAULT_LABEL_SECONDS, FLAGGED, NEEDS_GOLD, QUALIFIED
 from taskrank.queue import keys as K
 from taskrank.queue.experts import put_expert
@@ -26,8 +27,9 @@ def project(r):
 
 
 def _worth(level: float, rate: float) -> float:
-    """fit^3 / cost^1 per label with the default exponents and no reported time."""
-    return level**3 / (rate * DEFAULT_LABEL_SECONDS / 3600)
+    """fit^a / cost^b per label with the default exponents and no reported time."""
+    rule = Strategy().routing
+    return level**rule.fit_exponent / (rate * DEFAULT_LABEL_SECONDS / 3600)**rule.cost_exponent
 
 
 def test_best_experts_rank_working_experts_by_value_per_dollar(r, project, monkeypatch):

@@ -141,3 +141,23 @@ def test_from_file_sets_priorities_of_pending_items_only(env, settings, r, tmp_p
     assert float(r.hget(K.item_key("p", "i0"), "pr")) == 7.5
     assert json.loads(r.hget(K.item_key("p", "i3"), "bd")) == {"external": -2}
     assert pooled(r, "p")["i0"] == 7.5 and leased not in pooled(r, "p")
+
+
+def test_from_file_rejects_priorities_outside_the_float_range_line_by_line(env, settings, r,
+                                                                           tmp_path, capsys):
+    """--from: 1e400, a 400-digit integer (once an uncaught OverflowError) and a NaN
+    literal each reject their line; the other lines are applied."""
+    _project(r, "p", settings)
+    path = tmp_path / "priorities.jsonl"
+    path.write_text('{"id": "i0", "priority": 1e400}\n'
+                    '{"id": "i2", "priority": 1' + "0" * 400 + "}\n"
+                    '{"id": "i4", "priority": NaN}\n'
+                    '{"id": "i6", "priority": 3.5}\n')
+    assert backfill.main(["p", "--from", str(path), "--json"]) == 1
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    assert (summary["updated"], summary["rejected"]) == (1, 3), out.err
+    assert "line 1: priority must be a finite number" in out.err
+    assert "line 2: priority must be a finite number" in out.err
+    assert "line 3: not valid JSON: NaN is not a JSON number" in out.err
+    assert float(r.hget(K.item_key("p", "i6"), "pr")) == 3.5

@@ -165,3 +165,73 @@ def test_direct_writes_to_redis_without_the_api(capsys, monkeypatch, settings, r
     again = json.loads(capsys.readouterr().out)
     assert (again["created"], again["updated"]) == (0, 2)
     assert ingest.main(["ghost", path, "--direct"]) == 2
+
+
+JSONL_OUT_OF_RANGE = [
+    _item(0),
+    '{"id": "n1", "predictions": {"mA": [NaN, 0.5]}}',
+    '{"id": "n2", "predictions": {"mA": [0.5, 0.5]}, "payload": {"x": [1, 1e400]}}',
+    '{"id": "n3", "predictions": {"mA": [0.5, 0.5]}, "boost": 1' + "0" * 400 + "}",
+    _item(4),
+]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["http", "direct"])
+def test_numbers_outside_the_float_range_reject_their_line_only(capsys, monkeypatch, settings,
+                                                                r, tokens, tmp_path, direct):
+    """NaN, 1e400 and a 400-digit integer in a JSONL line reject that line, named by line
+    and field; the batch around it goes in (over HTTP and straight to Redis)."""
+    create_project(r, {"id": "p", "labels": LABELS})
+    path = _write_jsonl(tmp_path / "items.jsonl", JSONL_OUT_OF_RANGE)
+    if direct:
+        monkeypatch.setenv("TASKRANK_REDIS_URL", settings.redis_url)
+        code = ingest.main(["p", path, "--direct", "--json"])
+    else:
+        with http_server(settings) as url:
+            code = ingest.main(["p", path, "--url", url, "--token", tokens["platform"],
+                                "--json"])
+    out = capsys.readouterr()
+    assert code == 1 and json.loads(out.out)["created"] == 2, out.err
+    assert "line 2: not valid JSON: NaN is not a JSON number" in out.err
+    assert "line 3 (id 'n2'): payload.x[1]: must be a number of magnitude at most" in out.err
+    assert "line 4 (id 'n3'): boost must be a number" in out.err
+    assert r.smembers(K.items_key("p")) == {"i0", "i4"}
+
+
+def test_csv_and_npz_cells_outside_the_float_range_reject_their_row(capsys, server, tmp_path,
+                                                                    r):
+    """A CSV cell of 1e400, nan or inf (or a payload holding 1e400) and an .npz row holding
+    NaN or inf reject that row alone, named; the others go in."""
+    path = tmp_path / "items.csv"
+    path.write_text("id,p_mA_benign,p_mA_malignant,payload\n"
+                    "c1,0.5,0.5,\n"
+                    "c2,1e400,0.5,\n"
+                    "c3,nan,0.5,\n"
+                    'c4,0.5,0.5,"{""x"": 1e400}"\n'
+                    "c5,0.5,-inf,\n"
+                    "c6,0.5,0.5,\n")
+    code, summary, err = _run(capsys, server, "p", str(path))
+    assert code == 1 and (summary["created"], summary["rejected"]) == (2, 4), err
+    for line, cell in ((3, "'1e400'"), (4, "'nan'"), (6, "'-inf'")):
+        assert f"line {line}: predictions of mA (p_mA_ columns): {cell} is not a finite" in err
+    assert "line 5: payload.x: must be a number of magnitude at most" in err
+    features = np.ones((6, 2))
+    features[2, 1], features[4, 0] = np.inf, np.nan
+    np.savez(tmp_path / "items.npz", ids=np.array([f"z{n}" for n in range(6)]),
+             features=features)
+    code, summary, err = _run(capsys, server, "p", str(tmp_path / "items.npz"))
+    assert code == 1 and (summary["created"], summary["rejected"]) == (4, 2), err
+    assert "row 2: features: the row holds NaN or infinity" in err and "row 4: features" in err
+    assert r.smembers(K.items_key("p")) == {"c1", "c6", "z0", "z1", "z3", "z5"}
+
+
+def test_direct_without_a_running_server_is_refused(capsys, monkeypatch, tmp_path):
+    """--direct in a shell that finds no server's Redis: exit 2 with what to set, and no
+    empty Redis started in ./var."""
+    monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = _write_jsonl(tmp_path / "items.jsonl", [_item(0)])
+    assert ingest.main(["p", path, "--direct"]) == 2
+    err = capsys.readouterr().err
+    assert "no running taskrank found" in err and "TASKRANK_DATA_DIR" in err
+    assert not (tmp_path / "var" / "appendonlydir").exists()

@@ -99,20 +99,20 @@ class Serve:
         return f"stdout:\n{self.stdout}\nstderr:\n{self.err.read_text()[-3000:]}"
 
     def wait_healthy(self) -> None:
-        """Poll /healthz until 200; record the process tree then."""
+        """Poll /healthz until 200 and serve has said it serves; record the process tree."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"serve exited with {self.process.returncode}\n{self.output()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and "taskrank serving on" in self.stdout:
                         self.tree = _descendants(self.process.pid)
                         return
             except OSError:
                 pass
             time.sleep(0.1)
-        pytest.fail(f"/healthz did not answer 200 within {START_TIMEOUT} s\n{self.output()}")
+        pytest.fail(f"serve did not answer /healthz within {START_TIMEOUT} s\n{self.output()}")
 
     @property
     def url(self) -> str:

@@ -1,9 +1,10 @@
-"""The process stack: it stops what it started (and only that), notices a child that died,
-and hands its children the settings without the caller's TASKRANK_* variables."""
+"""The process stack: it stops what it started (and only that), its children die with it,
+and it hands its children the settings without the caller's TASKRANK_* variables."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,15 +63,53 @@ def test_stop_terms_then_kills_the_group_of_a_stubborn_child():
         bystander.wait()
 
 
-def test_supervise_answers_the_child_that_exited_or_none_on_a_signal():
-    """supervise returns the child that exited on its own, or None once asked to stop."""
-    with Stack(Settings(), clean_environ()) as stack:
-        _python(stack, "import time; time.sleep(60)", "sleeper")
-        quitter = _python(stack, "raise SystemExit(3)", "quitter")
-        assert stack.supervise([]) is quitter and quitter.returncode == 3
-    with Stack(Settings(), clean_environ()) as stack:
-        _python(stack, "import time; time.sleep(60)", "sleeper")
-        assert stack.supervise([15]) is None
+def test_a_child_dies_with_the_process_that_started_it(tmp_path):
+    """SIGKILL of a process running a stack: the kernel ends its children too (lifeline)."""
+    script = ("import subprocess, sys, time\n"
+              "from taskrank.queue.settings import Settings\n"
+              "from taskrank.scripts.stack import Child, Stack, clean_environ\n"
+              "stack = Stack(Settings(), clean_environ())\n"
+              "child = stack.start_child(Child('sleeper', [sys.executable, '-c', "
+              "'import time; time.sleep(60)'], stack.env()))\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        born = started_at(child)
+        assert not _gone(child, born)
+        parent.kill()
+        parent.wait(10)
+        wait_for(lambda: _gone(child, born), 10, "the child to die with its parent")
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+
+
+def test_gunicorn_workers_die_with_a_sigkilled_master(tmp_path):
+    """gunicorn's workers get SIGTERM from the kernel when their master is SIGKILLed (the
+    server hooks' lifeline), instead of serving on until their wait times out."""
+    app = tmp_path / "hello_app.py"
+    app.write_text("def app(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [b'ok']\n")
+    stack = Stack(Settings(), {**clean_environ(), "PYTHONPATH": str(tmp_path)},
+                  stdout=tmp_path / "web.log", stderr=subprocess.STDOUT)
+    workers: dict[int, int] = {}
+    try:
+        web = stack.start_web(app="hello_app:app", workers=2, port=0)
+        wait_for(lambda: len(web.workers()) == 2, 30, f"two workers\n{web.output()}")
+        workers = {pid: started_at(pid) for pid in web.workers()}
+        os.kill(web.pid, signal.SIGKILL)
+        web.process.wait(10)
+        wait_for(lambda: all(_gone(pid, born) for pid, born in workers.items()), 10,
+                 "gunicorn's workers to die with their master")
+    finally:
+        stack.kill()
+        for pid, born in workers.items():  # orphans are no longer in the master's group
+            if not _gone(pid, born):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_children_get_the_settings_not_the_callers_taskrank_variables(monkeypatch):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import redis
 
 from taskrank.queue import keys
 from taskrank.queue.embedded import EmbeddedRedis
+from taskrank.queue.exceptions import InvalidInputError
+from taskrank.queue.running import register, unregister
 from taskrank.queue.settings import Settings
-from taskrank.queue.tokens import hash_token
+from taskrank.queue.tokens import create_token, hash_token
 from taskrank.scripts.tokens import main
 
 
@@ -85,12 +92,78 @@ def test_unknown_role_is_exit_2(env, capsys):
 
 
 def test_without_redis_url_uses_the_embedded_data_dir(monkeypatch, tmp_path, capsys):
-    """With no TASKRANK_REDIS_URL the token lands in the embedded Redis of TASKRANK_DATA_DIR."""
+    """With no TASKRANK_REDIS_URL the token lands in the embedded Redis of TASKRANK_DATA_DIR
+    (here a stopped server's data)."""
     monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
     monkeypatch.setenv("TASKRANK_DATA_DIR", str(tmp_path))
+    with EmbeddedRedis(tmp_path):
+        pass
     assert main(["create", "--role", "platform"]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     with EmbeddedRedis(tmp_path) as server:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         assert client.hgetall(keys.token_key(hash_token(token)))["role"] == "platform"
         client.close()
+
+
+@pytest.mark.parametrize("expert_id", ["bad:id/x", "", "..", "e" * 129, "dr lee"])
+def test_an_expert_id_the_api_refuses_is_refused(env, capsys, expert_id):
+    """--expert-id follows the API's id rule: anything else exits 2 with a one-line reason
+    and stores nothing (a token for it could never be used)."""
+    assert main(["create", "--role", "expert", "--expert-id", expert_id]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("taskrank token: --expert-id: must be 1-128 characters")
+    assert captured.err.count("\n") == 1
+    assert list(env.scan_iter()) == []
+
+
+def test_the_store_refuses_such_an_expert_id_too(env):
+    """create_token itself checks the id, for callers other than the command."""
+    with pytest.raises(InvalidInputError, match="expert_id"):
+        create_token(env, "expert", "bad:id/x")
+    assert list(env.scan_iter()) == []
+
+
+def test_the_command_refuses_it_as_a_process(env, settings: Settings):
+    """`taskrank token create --expert-id 'bad:id/x'`, run as a process: exit 2, the
+    reason on stderr, nothing on stdout, nothing stored."""
+    command = [str(Path(sys.executable).with_name("taskrank")), "token", "create", "--role",
+               "expert", "--expert-id", "bad:id/x"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "TASKRANK_REDIS_URL": settings.redis_url})
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "--expert-id: must be 1-128 characters of A-Z a-z 0-9 . _ -, got 'bad:id/x'" in (
+        done.stderr)
+    assert list(env.scan_iter()) == []
+def test_a_shell_without_the_servers_data_dir_finds_the_running_server(
+        monkeypatch, tmp_path, capsys, settings, r):
+    """The first hour: the server runs with another TASKRANK_DATA_DIR; token create finds it
+    through the note 'taskrank serve' left, says so, and the token works on that server."""
+    served = settings.replace(data_dir=str(tmp_path / "server-var"),
+                              run_dir=os.environ["TASKRANK_RUN_DIR"])
+    note = register(served, "http://127.0.0.1:8200")
+    try:
+        monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+        monkeypatch.chdir(tmp_path)
+        assert main(["create", "--role", "platform"]) == 0
+    finally:
+        unregister(note)
+    captured = capsys.readouterr()
+    token = captured.out.strip().splitlines()[-1]
+    assert r.hgetall(keys.token_key(hash_token(token)))["role"] == "platform"
+    assert "taskrank server at http://127.0.0.1:8200" in captured.err
+    assert not (tmp_path / "var").exists()
+
+
+def test_no_running_server_is_refused_with_what_to_set(monkeypatch, tmp_path, capsys):
+    """No server and an empty data dir: exit 2, a message naming the settings; no token
+    printed and no new Redis started."""
+    monkeypatch.delenv("TASKRANK_REDIS_URL", raising=False)
+    monkeypatch.setenv("TASKRANK_DATA_DIR", str(tmp_path / "var"))
+    assert main(["create", "--role", "platform"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "TASKRANK_DATA_DIR" in captured.err and "TASKRANK_REDIS_URL" in captured.err
+    assert not (tmp_path / "var" / "appendonlydir").exists()

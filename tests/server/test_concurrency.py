@@ -1,5 +1,6 @@
-"""Many experts leasing and labeling one project at once: no item is held beyond its
-redundancy, none is lost, and every counted label is exported exactly once.
+"""Many experts leasing and labeling one project at once (one task or several a claim): no
+item is held beyond its redundancy, none is lost, and every counted label is exported
+exactly once.
 
 The two large runs (16 threads x 200 cycles, and redundancy 2) call the queue functions
 directly, one Redis client per thread: through Flask's test client the same 3,200 cycles
@@ -22,7 +23,7 @@ from taskrank.queue.connection import connect
 from taskrank.queue.experts import load_expert
 from taskrank.queue.labels import export_labels
 from taskrank.queue.projects import get_project
-from tests.invariants import pooled
+from tests.invariants import check_store, pooled
 from tests.server.helpers import make_expert, make_items, make_project, post_items
 
 THREADS = 16
@@ -256,5 +257,89 @@ def test_concurrent_experts_over_http(app, client, auth, r):
     assert statuses["spot_checked"] < 0.05 * len(labeled_items(acknowledged))
     stats = client.get("/v1/projects/p1/stats", headers=headers).json
     assert stats["items"] == {"total": 800, "pending": statuses["pending"], "leased": 0,
-                              "labeled": statuses["labeled"], "gold": 0}
+                              "labeled": statuses["labeled"], "gold": 0,
+                              "withdrawn": 0}
     assert stats["labels"]["counted"] == len(acknowledged)
+
+
+def test_eight_experts_claiming_several_tasks_at_once(client, auth, settings, r):
+    """8 experts (capacity 5, redundancy 2) each ask for 1-8 tasks per claim, 40 rounds,
+    labeling or releasing some and keeping others: a claim never passes the expert's
+    capacity, leases only distinct items, and no item is held by more than 2 experts or
+    twice by one; the store stays consistent."""
+    n_experts, capacity = 8, 5
+    make_project(client, auth, redundancy=2, strategy={"retrain": {"every_labels": 10**6}})
+    assert post_items(client, auth, make_items(1000)).json["created"] == 1000
+    for i in range(n_experts):
+        make_expert(client, auth, f"x{i}", capacity=capacity)
+    project = get_project(r, "p1")
+    holders, shortfalls = Holders(2), Counter()
+
+    def expert_loop(index: int) -> int:
+        rng, held, leased_total = random.Random(index), [], 0
+        own = connect(settings)
+        expert = load_expert(own, f"x{index}")
+        try:
+            for _ in range(40):
+                n = rng.randint(1, 8)
+                leased, refusal = tasks.lease_tasks(own, project, expert,
+                                                    settings.claim_depth, n)
+                assert len(leased) == min(n, capacity - len(held)), (n, len(held))
+                assert (refusal is None) == (len(leased) == n)
+                if refusal is not None:
+                    assert refusal.reason == "at_capacity", refusal
+                    shortfalls[refusal.reason] += 1
+                assert len({task["item_id"] for task in leased}) == len(leased)
+                for task in leased:
+                    holders.took(task["item_id"], expert["id"])
+                held += leased
+                leased_total += len(leased)
+                assert own.zcard(K.expert_leases_key("p1", expert["id"])) <= capacity
+                time.sleep(rng.random() * 0.0005)  # others racing
+                rng.shuffle(held)
+                for task in held[:rng.randint(0, len(held))]:
+                    holders.gives_back(task["item_id"], expert["id"])
+                    if rng.random() < 0.2:
+                        tasks.release(own, project, task["id"])
+                    else:
+                        status, body = tasks.submit_label(own, project, task["id"], "pos", 1.0)
+                        assert status == 201, body
+                    held.remove(task)
+        finally:
+            own.close()
+        return leased_total
+
+    leased_total = sum(run_threads(expert_loop, n_experts))
+    assert holders.violations == []
+    assert shortfalls["at_capacity"] > 0 and leased_total > n_experts * 40
+    counts = check_store(r, "p1")
+    assert counts["tasks"]["open"] == r.zcard(K.leases_key("p1"))
+
+
+def test_eight_experts_claiming_several_tasks_over_http(app, client, auth, r):
+    """The same through the whole stack: 8 test clients ask for n (1-4) tasks a claim and
+    label them all; no item is leased twice, every label counts once."""
+    setup_pool(client, auth, 400, redundancy=1)
+    holders, acknowledged, lock = Holders(1), [], threading.Lock()
+    headers = auth("platform")
+
+    def expert_loop(index: int) -> None:
+        own, rng, eid = app.test_client(), random.Random(index), f"x{index}"
+        for _ in range(10):
+            response = own.post("/v1/projects/p1/tasks/next", headers=headers,
+                                json={"expert_id": eid, "n": rng.randint(1, 4)})
+            assert response.status_code == 200, response.get_data(as_text=True)
+            for task in response.json["tasks"]:
+                holders.took(task["item_id"], eid)
+            for task in response.json["tasks"]:
+                holders.gives_back(task["item_id"], eid)
+                answer = own.post(f"/v1/tasks/{task['id']}/label", json={"label": "neg"},
+                                  headers=headers)
+                assert answer.status_code == 201, answer.get_data(as_text=True)
+                with lock:
+                    acknowledged.append((task["id"], task["item_id"], eid))
+
+    run_threads(expert_loop, 8)
+    check_pool(r, holders, acknowledged)
+    assert len(acknowledged) > 8 * 10
+    check_store(r, "p1")

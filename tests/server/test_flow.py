@@ -37,7 +37,7 @@ def test_label_is_counted_and_exported(client, auth):
     assert item["status"] == "labeled" and item["aggregated"]["label"] == "pos"
     stats = client.get("/v1/projects/p1/stats", headers=auth("platform")).json
     assert stats["items"] == {"total": 3, "pending": 2, "leased": 0, "labeled": 1,
-                              "gold": 0}
+                              "gold": 0, "withdrawn": 0}
     assert stats["labels"]["counted"] == 1 and stats["labels"]["last_hour"] == 1
 
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
@@ -15,6 +16,8 @@ from taskrank.queue.exceptions import IdempotencyConflictError
 from taskrank.queue.experts import load_expert
 from taskrank.queue.labels import export_labels
 from taskrank.queue.projects import get_project
+from taskrank.server import tasks as task_views
+from tests.pools import NO_CHECKS
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
 
 
@@ -222,3 +225,47 @@ def test_random_retry_schedules_never_double_count(client, auth, r):
     # The mix is real: many counted and late labels, replays and conflicting reuses.
     assert len(counted_tasks) > 500 and len(model.late_recorded) > 50
     assert mix["replay"] > 500 and mix["conflict"] > 20
+
+
+def test_a_label_stored_is_answered_201_when_its_follow_up_fails(client, auth, r,
+                                                                  monkeypatch):
+    """The label is written; the aggregation after it fails (Redis gone at that moment,
+    injected here): the answer is still 201 (a 503 would say "not applied"), and the item
+    waits in the follow-up set for the workers' upkeep."""
+    make_project(client, auth, redundancy=2, strategy=NO_CHECKS)
+    post_items(client, auth, make_items(1))
+    make_expert(client, auth, "e1")
+    make_expert(client, auth, "e2")
+
+    def redis_gone(*args, **kwargs):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(task_views, "after_label", redis_gone)
+    for eid in ("e1", "e2"):
+        task = next_task(client, auth, eid=eid).json["task"]
+        response = client.post(f"/v1/tasks/{task['id']}/label", headers=auth("platform"),
+                               json={"label": "pos"})
+        assert response.status_code == 201, response.json
+    assert r.smembers(K.followup_key("p1")) == {task["item_id"]}
+
+
+def test_next_task_with_an_idempotency_key_gives_the_same_lease_on_retry(client, auth, r):
+    """A tasks/next whose answer was lost is retried with its Idempotency-Key: the same
+    lease comes back and no second one is granted; another key gets another task."""
+    make_project(client, auth)
+    post_items(client, auth, make_items(5))
+    make_expert(client, auth, "e1")
+    ask = {"headers": {**auth("platform"), "Idempotency-Key": "k1"},
+           "json": {"expert_id": "e1"}}
+    first = client.post("/v1/projects/p1/tasks/next", **ask)
+    again = client.post("/v1/projects/p1/tasks/next", **ask)
+    assert first.status_code == again.status_code == 200
+    assert again.json == first.json
+    assert r.zcard(K.expert_leases_key("p1", "e1")) == 1
+    other = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                        headers={**auth("platform"), "Idempotency-Key": "k2"})
+    assert other.json["task"]["id"] != first.json["task"]["id"]
+    assert r.zcard(K.expert_leases_key("p1", "e1")) == 2
+    long_key = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                           headers={**auth("platform"), "Idempotency-Key": "x" * 201})
+    assert long_key.status_code == 400

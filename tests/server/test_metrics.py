@@ -145,7 +145,7 @@ def test_project_values_match_stats(client, auth):
     stats = client.get("/v1/projects/p1/stats", headers=auth("platform")).json
     families = scrape(client, auth)
     assert value(families, "taskrank_queue_pending", project="p1") == stats["items"]["pending"]
-    for status in ("pending", "leased", "labeled"):
+    for status in ("pending", "leased", "labeled", "gold", "withdrawn"):
         assert value(families, "taskrank_items", project="p1", status=status) == \
             stats["items"][status]
     assert value(families, "taskrank_leases_open", project="p1") == stats["open_leases"] == 1

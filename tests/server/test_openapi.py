@@ -85,13 +85,16 @@ def test_json_errors_are_problem_documents(document):
 
 
 def test_request_schemas_are_closed_where_the_server_refuses_unknown_fields(document):
-    """Every JSON request body schema refuses unknown fields (as the server does)."""
+    """Every JSON request body schema refuses unknown fields (as the server does), but
+    Label Studio's (/ls/), which carry more than taskrank reads."""
     schemas = document["components"]["schemas"]
     bodies = [operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-              for item in document["paths"].values() for operation in item.values()
-              if "application/json" in operation.get("requestBody", {}).get("content", {})]
-    assert len(bodies) == 7
-    for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch"]:
+              for path, item in document["paths"].items() for operation in item.values()
+              if "application/json" in operation.get("requestBody", {}).get("content", {})
+              and not path.startswith("/ls/")]
+    assert len(bodies) == 8
+    for name in [ref.rsplit("/", 1)[1] for ref in bodies] + ["Item", "StrategyPatch",
+                                                             "LabelRecord"]:
         assert schemas[name]["additionalProperties"] is False, name
 
 
@@ -116,12 +119,85 @@ def test_batch_limit_follows_the_settings(settings, r):
     assert schemas["ItemBatch"]["properties"]["items"]["maxItems"] == 7
 
 
+def schema_of(document: dict, schema: dict) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+def export_parameter(document: dict) -> dict:
+    parameters = document["paths"]["/v1/projects/{pid}/labels"]["get"]["parameters"]
+    return next(p for p in parameters if p["name"] == "export")
+
+
+# (schema, value, valid per the document): each rule the server enforces beyond a field's
+# type, as the document states it; the server agrees (test below).
+STATED = [
+    ("StrategyPatch", {"weights": {"uncertainty": 0}}, False),
+    ("StrategyPatch", {"weights": {"uncertainty": 0, "density": 0.0}}, False),
+    ("StrategyPatch", {"weights": {"uncertainty": 0, "disagreement": 2}}, True),
+    ("StrategyPatch", {"weights": {"density": 0}}, True),  # uncertainty keeps its default 1
+    ("StrategyPatch", {}, True),
+    ("NextTaskRequest", {}, False),
+    ("NextTaskRequest", {"expert_id": "e1"}, True),
+    ("LabelRequest", {"label": ""}, False),
+    ("export", {"cursor": "99999999999999999999-0"}, False),
+    ("export", {"cursor": "abc"}, False),
+    ("export", {"cursor": "9999999999999999999-0"}, True),
+    ("export", {"cursor": ""}, True),
+    ("export", {"aggregated": "false", "cursor": "1-0"}, True),
+    ("export", {"aggregated": "True", "cursor": "abc"}, True),
+    ("export", {"aggregated": "1", "cursor": "a b"}, False),
+    ("export", {"aggregated": "maybe"}, False),
+    ("export", {"aggregate": "true"}, False),
+    ("Item", {"id": "a", "predictions": {}}, False),
+    ("Item", {"id": "a", "predictions": None, "features": [1.0]}, True),
+    ("Item", {"id": "a", "predictions": {"m": [0.5, 0.5]}, "gold": None}, True),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "valid"), STATED,
+                         ids=[f"{name} {json.dumps(value)}" for name, value, _ in STATED])
+def test_the_document_states_the_rules_the_server_enforces(document, name, value, valid):
+    """Strategy weights not all 0, expert_id required (but for an expert token), a label
+    of 1-200 characters, the export's cursor forms and parameters, an item's predictions
+    or features: the document says what the server checks."""
+    schema = (export_parameter(document)["schema"] if name == "export"
+              else {"$ref": f"#/components/schemas/{name}"})
+    assert schema_of(document, schema).is_valid(value) is valid
+
+
+def test_the_server_agrees_with_the_stated_rules(client, auth):
+    """Each example above: the server refuses the invalid ones (400/422) and accepts the
+    valid ones."""
+    make_project(client, auth)
+    assert post_items(client, auth, make_items(2)).status_code == 200
+    make_expert(client, auth)
+    admin = auth("admin")
+    for name, value, valid in STATED:
+        if name == "StrategyPatch":
+            response = client.patch("/v1/projects/p1", json={"strategy": value}, headers=admin)
+        elif name == "NextTaskRequest":
+            response = client.post("/v1/projects/p1/tasks/next", json=value, headers=admin)
+        elif name == "export":
+            response = client.get("/v1/projects/p1/labels", query_string=value, headers=admin)
+        elif name == "Item":
+            response = client.post("/v1/projects/p1/items", json={"items": [value]},
+                                   headers=admin)
+        else:
+            task = client.post("/v1/projects/p1/tasks/next", json={"expert_id": "e1"},
+                               headers=admin).json["task"]
+            response = client.post(f"/v1/tasks/{task['id']}/label", json=value, headers=admin)
+        refused = response.status_code in (400, 422)
+        assert refused is not valid, (name, value, response.status_code, response.json)
+
+
 UNKNOWN_FIELD = [
     ("post", "/v1/projects", {"id": "p2", "labels": ["a", "b"], "colour": 1}, "admin"),
     ("patch", "/v1/projects/p1", {"colour": 1}, "admin"),
     ("post", "/v1/projects/p1/items", {"items": [], "colour": 1}, "platform"),
     ("put", "/v1/experts/e1", {"colour": 1}, "admin"),
     ("post", "/v1/projects/p1/tasks/next", {"expert_id": "e1", "colour": 1}, "platform"),
+    ("post", "/v1/projects/p1/labels", {"labels": [], "colour": 1}, "platform"),
+    ("post", "/v1/tasks/x.p1/label", {"label": "pos", "colour": 1}, "platform"),
     ("put", "/v1/projects/p1/webhooks/w", {"url": "https://x/", "events": ["item.finished"],
                                            "secret": "s" * 24, "colour": 1}, "platform"),
 ]
@@ -233,3 +309,52 @@ def test_real_answers_match_the_response_schemas(client, auth, document, r):
     check("/v1/jobs/{jid}", "get", client.get("/v1/jobs/nope", headers=platform))
     statuses = {status for _, _, status in check.seen}
     assert {"200", "201", "202", "401", "404", "409", "422"} <= statuses
+
+
+def test_lifecycle_answers_match_the_response_schemas(client, auth, document, r):
+    """Labels without a lease, withdrawal, several tasks a claim, open tasks and labels
+    with a comment and an answer answer as documented (successes and errors)."""
+    check = Checker(document)
+    platform = auth("platform")
+    make_project(client, auth)
+    post_items(client, auth, make_items(8))
+    make_expert(client, auth, "e1")
+    records = [{"item_id": "i0", "label": "pos", "expert_id": "e1", "comment": "c",
+                "answer": {"x": [1]}, "answered_at": "2025-01-31T12:00:00Z"},
+               {"item_id": "i1", "label": "neg", "source": "s1"},
+               {"item_id": "nope", "label": "neg", "source": "s2"}]
+    check("/v1/projects/{pid}/labels", "post", client.post(
+        "/v1/projects/p1/labels", json={"labels": records}, headers=platform))
+    check("/v1/projects/{pid}/labels", "post", client.post(
+        "/v1/projects/p1/labels", json={"labels": [{"item_id": "i2", "label": "maybe",
+                                                    "source": "s3"}]}, headers=platform))
+    tasks = check("/v1/projects/{pid}/tasks/next", "post", client.post(
+        "/v1/projects/p1/tasks/next", json={"expert_id": "e1", "n": 3},
+        headers=platform))["tasks"]
+    check("/v1/projects/{pid}/tasks/next", "post", client.post(
+        "/v1/projects/p1/tasks/next", json={"expert_id": "e1", "n": 0}, headers=platform))
+    check("/v1/experts/{eid}/tasks", "get", client.get("/v1/experts/e1/tasks",
+                                                       headers=auth("expert")))
+    check("/v1/experts/{eid}/tasks", "get", client.get("/v1/experts/e2/tasks",
+                                                       headers=auth("expert")))
+    check("/v1/tasks/{tid}/label", "post", client.post(
+        f"/v1/tasks/{tasks[0]['id']}/label", headers=platform,
+        json={"label": "pos", "comment": "looks fine", "answer": [1, "two", None]}))
+    check("/v1/projects/{pid}/items/{iid}", "delete", client.delete(
+        f"/v1/projects/p1/items/{tasks[1]['item_id']}", headers=platform))
+    check("/v1/projects/{pid}/items/{iid}", "delete", client.delete(
+        "/v1/projects/p1/items/nope", headers=platform))
+    check("/v1/tasks/{tid}/label", "post", client.post(
+        f"/v1/tasks/{tasks[1]['id']}/label", json={"label": "pos"}, headers=platform))
+    check("/v1/tasks/{tid}/release", "post", client.post(
+        f"/v1/tasks/{tasks[1]['id']}/release", headers=platform))
+    check("/v1/projects/{pid}/items/{iid}", "get", client.get(
+        "/v1/projects/p1/items/i1", headers=platform))
+    check("/v1/projects/{pid}/labels", "get", client.get("/v1/projects/p1/labels",
+                                                         headers=platform))
+    check("/v1/projects/{pid}/stats", "get", client.get("/v1/projects/p1/stats",
+                                                         headers=platform))
+    assert {(path, status) for path, _, status in check.seen} >= {
+        ("/v1/projects/{pid}/labels", "200"), ("/v1/projects/{pid}/labels", "422"),
+        ("/v1/projects/{pid}/tasks/next", "422"), ("/v1/experts/{eid}/tasks", "403"),
+        ("/v1/projects/{pid}/items/{iid}", "404"), ("/v1/tasks/{tid}/label", "409")}

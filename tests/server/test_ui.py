@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections import defaultdict
 from html import escape
 from html.parser import HTMLParser
 from urllib.parse import quote
 
 import pytest
-from werkzeug.serving import make_server
 
 from taskrank.queue import keys as K
 from taskrank.server.ui import COOKIE, LOGIN_SECONDS
+from tests.live import serving
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
 from tests.server.test_expert_quality import answer_gold_wrong, setup_project
 
@@ -262,13 +261,8 @@ def live_url(app, tokens):
             return [form]
         return app(environ, start_response)
 
-    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(wsgi) as url:
+        yield url
 
 
 @pytest.fixture

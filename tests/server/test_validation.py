@@ -3,9 +3,11 @@ batch with bad items stores its good items and nothing of the bad ones."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 from taskrank.queue import keys as K
 from taskrank.server import create_app
@@ -95,6 +97,37 @@ def test_oversize_body_is_413(settings, r, auth):
     response = client.post("/v1/projects/p1/items", json=body, headers=auth("platform"))
     assert_problem(response, 413, "2000 bytes", "TASKRANK_MAX_BODY_BYTES")
     assert stored_ids(r) == set()
+
+
+def test_oversize_chunked_body_is_413(settings, r, auth):
+    """A chunked body (no Content-Length) over max_body_bytes is a 413 too, not a 400
+    about the truncated JSON; one at the limit is read whole."""
+    app = create_app(settings.replace(max_body_bytes=2000))
+    client = app.test_client()
+    make_project(client, auth)
+    filler = 2000 - len(json.dumps({"items": [item("a", payload={"text": ""})]}))
+    for size, status in ((filler + 1, 413), (filler, 200)):
+        body = json.dumps({"items": [item("a", payload={"text": "x" * size})]}).encode()
+        response = post_chunked(app, body, auth)
+        if status == 413:
+            assert_problem(response, 413, "2000 bytes", "TASKRANK_MAX_BODY_BYTES")
+            assert stored_ids(r) == set()
+        else:
+            assert len(body) == 2000 and response.status_code == 200, response.json
+    assert stored_ids(r) == {"a"}
+
+
+def post_chunked(app, data: bytes, auth) -> TestResponse:
+    """POST ``data`` as a chunked body (no Content-Length) as gunicorn passes one on: the
+    server has dechunked the stream and ends it (``wsgi.input_terminated``)."""
+    environ = EnvironBuilder(path="/v1/projects/p1/items", method="POST",
+                             input_stream=io.BytesIO(data), content_type="application/json",
+                             headers={**auth("platform"), "Transfer-Encoding": "chunked"}
+                             ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    body, status, headers = run_wsgi_app(app, environ, buffered=True)
+    return TestResponse(body, status, headers, request=None)
 
 
 def test_oversize_batch_is_413(settings, r, auth):
@@ -395,7 +428,7 @@ def test_long_project_id_tasks_can_be_labeled(client, auth):
 
 @pytest.mark.parametrize(("query", "field"), [
     ("limit=0", "limit"), ("limit=abc", "limit"), ("limit=1001", "limit"),
-    ("skill=a%20b", "skill"),
+    ("skill=a%20b", "skill"), ("colour=red", "colour"),
 ])
 def test_bad_queue_query_is_422(client, auth, query, field):
     """Bad query parameters are 422 problems naming the parameter."""
@@ -405,9 +438,36 @@ def test_bad_queue_query_is_422(client, auth, query, field):
 
 
 def test_bad_export_query_is_422(client, auth):
-    """A cursor that was not a next_cursor, or a non-boolean aggregated, is a 422."""
+    """A non-boolean aggregated, a limit out of range or a parameter the export does not
+    take (a typo would export every label) is a 422 naming the parameter."""
     make_project(client, auth)
-    for query, field in (("cursor=abc", "cursor"), ("aggregated=maybe", "aggregated"),
-                         ("limit=-1", "limit")):
+    for query, field in (("aggregated=maybe", "aggregated"), ("limit=-1", "limit"),
+                         ("aggregate=true", "aggregate")):
         response = client.get(f"/v1/projects/p1/labels?{query}", headers=auth("platform"))
         assert_problem(response, 422, field)
+
+
+@pytest.mark.parametrize(("query", "form"), [
+    ("cursor=99999999999999999999-0", "<milliseconds>-<sequence>"),  # beyond 64 bits: was a 500
+    ("cursor=1-99999999999999999999", "two integers of 1 to 19 digits"),
+    ("cursor=abc", "<milliseconds>-<sequence>"),
+    ("cursor=1-2-3", "<milliseconds>-<sequence>"),
+    ("aggregated=true&cursor=a%20b", "an item id"),
+])
+def test_a_cursor_of_another_form_is_400_naming_the_form(client, auth, query, form):
+    """A cursor that no page handed out is a 400 problem that says what a cursor looks
+    like (a label-log cursor beyond 64 bits used to reach Redis and answer 500)."""
+    make_project(client, auth)
+    response = client.get(f"/v1/projects/p1/labels?{query}", headers=auth("platform"))
+    problem = assert_problem(response, 400, "cursor", form)
+    assert problem["errors"][0]["field"] == "cursor"
+
+
+def test_the_largest_cursors_of_the_stated_form_are_answered(client, auth):
+    """The longest cursors of the documented form page on (to an empty page), no 500."""
+    make_project(client, auth)
+    for query in ("cursor=9999999999999999999-9999999999999999999", "cursor=0-0",
+                  "aggregated=true&cursor=" + "z" * 128):
+        response = client.get(f"/v1/projects/p1/labels?{query}", headers=auth("platform"))
+        assert response.status_code == 200, response.json
+        assert response.json == {"labels": [], "next_cursor": None}

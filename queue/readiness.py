@@ -1,0 +1,46 @@
+"""What ``GET /readyz`` reports: whether each part of taskrank works.
+
+- ``redis``: the data store answers (``down`` while it is unreachable or still loading its
+  append-only file: nothing can be served then).
+- ``workers``: RQ workers alive on the taskrank queue (``down`` with none: labels are still
+  taken and tasks served, but retrains and re-scores wait).  A worker counts once it has
+  registered, and stops counting once it is known dead (``taskrank.queue.abandoned``) or its
+  registration expires.
+"""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue
+
+from taskrank.queue.abandoned import live_workers
+from taskrank.queue.connection import same_server
+
+OK, DOWN, UNKNOWN = "ok", "down", "unknown"
+
+
+def readiness(r: redis.Redis, queue_name: str) -> dict[str, dict]:
+    """``{"redis": {"status", "detail"?}, "workers": {"status", "running"?, "detail"?}}``."""
+    try:
+        r.ping()
+    except redis.BusyLoadingError:
+        return _redis_down("loading its append-only file")
+    except redis.RedisError as error:
+        return _redis_down(f"unreachable: {error}")
+    connection = same_server(r, decode_responses=False)
+    try:
+        running = len(live_workers(Queue(queue_name, connection=connection)))
+    except redis.RedisError as error:
+        return _redis_down(f"unreachable: {error}")
+    finally:
+        connection.close()
+    workers: dict = {"status": OK if running else DOWN, "running": running}
+    if not running:
+        workers["detail"] = ("no RQ worker is running: labels are taken, but retrains and "
+                             "re-scores wait for one")
+    return {"redis": {"status": OK}, "workers": workers}
+
+
+def _redis_down(detail: str) -> dict[str, dict]:
+    return {"redis": {"status": DOWN, "detail": detail},
+            "workers": {"status": UNKNOWN, "detail": "unknown while Redis is down"}}

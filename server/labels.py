@@ -1,0 +1,47 @@
+"""Labels without a lease: a platform posts labels it already has (``queue/label_import.py``).
+
+The label export (``GET /v1/projects/{pid}/labels``) is a view of ``server/projects.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from taskrank.queue.label_import import finish_import, import_labels
+from taskrank.queue.validation import check_id, check_keys, fail
+from taskrank.server.auth import require
+from taskrank.server.context import cached_project, caches, redis_client, settings
+from taskrank.server.validation import json_object
+
+bp = Blueprint("labels", __name__, url_prefix="/v1/projects/<pid>/labels")
+log = logging.getLogger(__name__)
+
+
+@bp.post("")
+@require("platform")
+def post_labels(pid: str) -> dict:
+    """Record up to ``max_batch_items`` labels; counts, and each record not counted with
+    the reason."""
+    project = cached_project(check_id(pid, "project id"))
+    body = json_object(check_numbers=False)  # per record: a bad one does not refuse the batch
+    check_keys(body, "", {"labels"}, {"labels"})
+    records = body["labels"]
+    if not isinstance(records, list) or not records:
+        raise fail("labels", "must be a non-empty list of label records")
+    limit = settings().max_batch_items
+    if len(records) > limit:
+        raise RequestEntityTooLarge(f"{len(records)} label records in one request; send at "
+                                    f"most {limit} per request (TASKRANK_MAX_BATCH_ITEMS)")
+    result = import_labels(redis_client(), project, records)
+    try:
+        finish_import(redis_client(), project, result, settings())
+    except redis.RedisError as error:  # recorded: the workers' upkeep does the rest
+        log.warning("labels of project %s recorded; their follow-up is left to the upkeep: "
+                    "%s", pid, error)
+    if result.to_aggregate:  # aggregate.py may have learned experts' accuracy
+        caches().experts.clear()
+    return result.answer
