@@ -15,7 +15,7 @@ import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.events import label_events
+from taskrank.queue.events import items_finished, label_events
 from taskrank.queue.exceptions import NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_retrain
@@ -45,9 +45,11 @@ def drain_followups(r: redis.Redis, settings: Settings | None = None,
             project = get_project(r, pid)
         except NoSuchProjectError:  # deleted meanwhile
             continue
-        for iid in r.srandmember(K.followup_key(pid), batch):
+        waiting = r.srandmember(K.followup_key(pid), batch)
+        for iid in waiting:
             follow_up(r, project, iid)
             done += 1
+        items_finished(r, project, waiting)  # their labels' own follow-up never sent it
         since = int(r.hget(K.counters_key(pid), "since_retrain") or 0)
         maybe_retrain(r, project, since, settings)
     return done

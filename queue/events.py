@@ -3,6 +3,9 @@
 Who records what, always after the write that made it happen (never inside that write's Lua
 script, never before it):
 - ``item.finished`` and ``expert.flagged``: after a counted label (``after_label.py``);
+  ``item.finished`` also after a batch of labels without a lease (``label_import.py``,
+  Label Studio's annotations too) and after the upkeep's follow-up of labels whose own
+  follow-up failed;
 - ``model.trained``, and ``expert.flagged`` once Dawid–Skene re-estimated accuracies: the
   retrain job; ``queue.reranked``: the re-score chunk that finishes a run;
 - ``budget.exhausted``: tasks/next, when it refuses for the budget; ``expert.flagged``: a
@@ -19,8 +22,9 @@ delivery job per subscribed webhook).  What that guarantees:
   process last read the subscriptions (at most ``TASKRANK_CACHE_SECONDS`` ago), so a
   project without webhooks pays nothing;
 - recording never fails the request or job that caused it: a failure (Redis gone right after
-  the write) is logged, and that event is lost, except ``item.finished``, which the client's
-  retry of the label (same ``Idempotency-Key``) records then.
+  the write) is logged, and that event is lost, except ``item.finished`` when the label's
+  whole follow-up failed: the upkeep redoes it and sends the event (so does the client's
+  retry of the label with its ``Idempotency-Key``).
 """
 
 from __future__ import annotations
@@ -56,20 +60,28 @@ def emit(r: redis.Redis, pid: str, event: str, data: dict,
          marker: tuple[str, str, str]) -> bool:
     """Record ``event`` unless its ``marker`` (hash key, field, value) shows it was; queue
     the drain.  The body is the Standard Webhooks payload every subscriber gets."""
-    key, field, value = marker
-    body = json.dumps({"type": event, "timestamp": rfc3339(clock_now()),
-                       "data": {"project_id": pid, **data}}, separators=(",", ":"))
-    job_id = new_job_id("webhooks", pid)
-    recorded = lua.run(r, "emit_event", pid,
-                       [key, K.webhook_outbox_key(pid), K.webhook_drain_pending_key(pid)],
-                       [field, value, event, body, job_id, DRAIN_MARK_SECONDS])
-    if recorded == 2:
+    return emit_many(r, pid, event, [(data, marker)]) > 0
+
+
+def emit_many(r: redis.Redis, pid: str, event: str,
+              events: list[tuple[dict, tuple[str, str, str]]]) -> int:
+    """``emit`` for each (data, marker), in one round trip; how many were recorded."""
+    job_id, at = new_job_id("webhooks", pid), rfc3339(clock_now())
+    keys = [K.webhook_outbox_key(pid), K.webhook_drain_pending_key(pid)]
+    pipe = r.pipeline(transaction=False)
+    for data, (key, field, value) in events:
+        body = json.dumps({"type": event, "timestamp": at, "data": {"project_id": pid, **data}},
+                          separators=(",", ":"))
+        lua.run(pipe, "emit_event", pid, [key, *keys],
+                [field, value, event, body, job_id, DRAIN_MARK_SECONDS])
+    recorded = pipe.execute() if events else []
+    if 2 in recorded:  # this call named the drain job
         try:
             enqueue_drain(r, pid, job_id)
         except redis.RedisError as error:  # recorded all the same: the upkeep drains it
             log.warning("webhook drain of project %s not queued (%s); the workers' upkeep "
                         "will drain its outbox", pid, error)
-    return recorded > 0
+    return sum(1 for outcome in recorded if outcome)
 
 
 @contextlib.contextmanager
@@ -97,17 +109,31 @@ def label_events(r: redis.Redis, project: dict, answer: dict) -> None:
 def item_finished(r: redis.Redis, project: dict, iid: str) -> bool:
     """``item.finished`` once, when the item holds its wanted labels and their vote; True
     when the item is finished (whether sent now or before)."""
+    return bool(_finished(r, project, [iid]))
+
+
+def items_finished(r: redis.Redis, project: dict, iids: list[str]) -> None:
+    """``item.finished`` for each of ``iids`` that is finished (a batch of imported labels,
+    the upkeep's follow-ups), in two round trips; never raises."""
+    with never_failing(f"after labels of {len(iids)} items of {project['id']}"):
+        _finished(r, project, iids)
+
+
+def _finished(r: redis.Redis, project: dict, iids: list[str]) -> list[str]:
+    """Send item.finished for the finished ones of ``iids`` not sent yet; the finished."""
     pid = project["id"]
-    if not subscribed(r, pid, "item.finished"):
-        return False
-    status, label, confidence, done = r.hmget(K.item_key(pid, iid), "st", "al", "ac", "done")
-    if status != "labeled" or not label:
-        return False
-    emit(r, pid, "item.finished", {"item_id": iid, "label": label,
-                                   "confidence": float(confidence or 1.0),
-                                   "n_labels": int(done or 0)},
-         (K.item_key(pid, iid), "ev", "1"))
-    return True
+    if not iids or not subscribed(r, pid, "item.finished"):
+        return []
+    pipe = r.pipeline(transaction=False)
+    for iid in iids:
+        pipe.hmget(K.item_key(pid, iid), "st", "al", "ac", "done", "ev")
+    finished = [(iid, row) for iid, row in zip(iids, pipe.execute(), strict=True)
+                if row[0] == "labeled" and row[1]]
+    emit_many(r, pid, "item.finished", [
+        ({"item_id": iid, "label": label, "confidence": float(confidence or 1.0),
+          "n_labels": int(done or 0)}, (K.item_key(pid, iid), "ev", "1"))
+        for iid, (_, label, confidence, done, sent) in finished if not sent])
+    return [iid for iid, _ in finished]
 
 
 def model_trained(r: redis.Redis, pid: str) -> bool:

@@ -25,6 +25,7 @@ from taskrank.queue import lua
 from taskrank.queue.after_label import maybe_retrain
 from taskrank.queue.aggregate import ANONYMOUS_ACCURACY, aggregate_items
 from taskrank.queue.clock import now as clock_now
+from taskrank.queue.events import items_finished
 from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.experts import load_experts
 from taskrank.queue.settings import Settings
@@ -84,6 +85,7 @@ class ImportResult:
     answer: dict
     to_aggregate: list[str] = field(default_factory=list)
     since_retrain: int = 0
+    counted_items: list[str] = field(default_factory=list)  # for item.finished
 
 
 def record_task_id(pid: str, record: LabelRecord) -> str:
@@ -190,10 +192,11 @@ def _fits(r: redis.Redis, project: dict, experts: dict[str, dict]) -> dict[str, 
 
 
 def _result(records: list[LabelRecord], reply: dict, rejected: list[dict]) -> ImportResult:
-    counted, duplicates, not_counted, to_aggregate = 0, 0, [], []
+    counted, duplicates, not_counted, to_aggregate, items = 0, 0, [], [], []
     for rec, (outcome, detail) in zip(records, reply["results"], strict=True):
         if outcome == "counted":
             counted += 1
+            items.append(rec.item_id)
             if not detail:  # not voted inside the script
                 to_aggregate.append(rec.item_id)
         elif outcome == "duplicate":
@@ -207,7 +210,7 @@ def _result(records: list[LabelRecord], reply: dict, rejected: list[dict]) -> Im
     answer = {"counted": counted, "duplicates": duplicates, "not_counted": not_counted,
               "rejected": sorted(rejected, key=lambda row: row["index"])}
     return ImportResult(answer, list(dict.fromkeys(to_aggregate)),
-                        int(reply["since_retrain"]))
+                        int(reply["since_retrain"]), list(dict.fromkeys(items)))
 
 
 def finish_import(r: redis.Redis, project: dict, result: ImportResult,
@@ -219,5 +222,6 @@ def finish_import(r: redis.Redis, project: dict, result: ImportResult,
     if result.to_aggregate:
         aggregate_items(r, project, result.to_aggregate)
         r.srem(K.followup_key(project["id"]), *result.to_aggregate)
+    items_finished(r, project, result.counted_items)  # never raises
     if result.since_retrain:
         maybe_retrain(r, project, result.since_retrain, settings)

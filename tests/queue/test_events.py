@@ -122,7 +122,7 @@ def test_label_is_counted_when_recording_fails(client, auth, r, monkeypatch, cap
     def broken(*args: object) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(events, "emit", broken)
+    monkeypatch.setattr(events, "emit_many", broken)
     make_project(client, auth)
     assert post_items(client, auth, make_items(2)).status_code == 200
     client.put("/v1/experts/e1", json={"capacity": 2}, headers=auth("admin"))
@@ -133,3 +133,26 @@ def test_label_is_counted_when_recording_fails(client, auth, r, monkeypatch, cap
                                headers=auth("platform"))
     assert response.status_code == 201 and response.json["counted"] is True
     assert "Redis went away" in caplog.text
+
+
+def test_upkeep_follow_up_sends_item_finished(r, project, settings):
+    """Two labels finish an item whose follow-up (aggregation and events) never ran: the
+    upkeep's drain_followups aggregates it and records item.finished."""
+    from taskrank.queue.after_label import drain_followups
+    from taskrank.queue.experts import load_expert, put_expert
+    from taskrank.queue.items import ingest
+    from taskrank.queue.projects import get_project
+    from taskrank.queue.tasks import claim, submit_label
+
+    create_project(r, {"id": "p2", "labels": ["a", "b"], "redundancy": 2})
+    project2 = get_project(r, "p2")
+    subscribe(r, pid="p2")
+    ingest(r, project2, [{"id": "i", "predictions": {"m": [0.5, 0.5]}}])
+    for eid in ("e1", "e2"):
+        put_expert(r, eid, {"capacity": 1})
+        task = claim(r, project2, load_expert(r, eid), depth=8)
+        assert submit_label(r, project2, task["id"], "a", 10)[0] == 201
+    assert not r.exists(K.webhook_outbox_key("p2"))  # nothing ran after the labels
+    assert drain_followups(r, settings) == 1
+    [(_, fields)] = r.xrange(K.webhook_outbox_key("p2"))
+    assert fields["type"] == "item.finished" and '"n_labels":2' in fields["body"]

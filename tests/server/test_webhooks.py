@@ -279,3 +279,22 @@ def test_deliveries_page_matches_the_document(client, auth, run_jobs):
     check(base + "/{name}", "delete", client.delete("/v1/projects/p1/webhooks/platform",
                                                     headers=auth("platform")))
     assert {"200", "201", "404", "422"} <= {status for *_, status in check.seen}
+
+
+def test_labels_without_a_lease_send_item_finished_once(client, auth, receiver, run_jobs):
+    """Labels imported without a lease finish items: item.finished for each, once, though
+    the batch is imported twice."""
+    make_project(client, auth)
+    subscribe(client, auth, receiver.url, ["item.finished"])
+    assert post_items(client, auth, make_items(3)).status_code == 200
+    expert(client, auth, "e1")
+    records = [{"item_id": "i0", "label": "pos", "expert_id": "e1"},
+               {"item_id": "i1", "label": "neg", "source": "row-1"}]
+    for _ in range(2):
+        response = client.post("/v1/projects/p1/labels", json={"labels": records},
+                               headers=auth("platform"))
+        assert response.status_code == 200, response.json
+    run_jobs()
+    sent = sorted(data_of(receiver, "item.finished"), key=lambda data: data["item_id"])
+    assert [(data["item_id"], data["label"]) for data in sent] == [("i0", "pos"),
+                                                                   ("i1", "neg")]
