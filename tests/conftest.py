@@ -49,11 +49,7 @@ def r(settings: Settings) -> redis.Redis:
 
 @pytest.fixture
 def app(settings: Settings, r: redis.Redis):
-    app = create_app(settings)
-    yield app
-    # Closed now: a redis-py client left to the garbage collector may have its socket
-    # finalized first, a ResourceWarning (an error here) in whatever test runs then.
-    app.extensions["taskrank"].redis.close()
+    return create_app(settings)
 
 
 @pytest.fixture

@@ -54,7 +54,6 @@ def client(settings, r):
     previous = current()
     app = create_app(settings)
     yield app.test_client()
-    app.extensions["taskrank"].redis.close()
     install(previous)
 
 

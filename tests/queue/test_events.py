@@ -86,7 +86,6 @@ def client(settings, r, auth):
     previous = current()
     app = create_app(settings.replace(webhook_retry_intervals=""))
     yield app.test_client()
-    app.extensions["taskrank"].redis.close()
     install(previous)
 
 

@@ -26,7 +26,6 @@ def app(settings, r):
     previous = current()
     app = create_app(settings.replace(webhook_retry_intervals="0,0"))
     yield app
-    app.extensions["taskrank"].redis.close()
     install(previous)
 
 
