@@ -17,7 +17,6 @@ owner runs is never touched: the start is refused.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -26,13 +25,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
 from taskrank.queue.processes import is_alive, lifeline, parent_of, program, started_at, working_dir
-from taskrank.queue.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -257,19 +254,3 @@ def _make_private(path: Path) -> None:
             _make_private(inner)
     elif path.is_file():
         os.chmod(path, PRIVATE_FILE)
-
-
-@contextlib.contextmanager
-def redis_url_for(settings: Settings) -> Iterator[str]:
-    """The Redis to use: the configured URL, the embedded one already running on the data
-    dir, or (for one-off commands) an embedded one started now and stopped afterwards."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    server = EmbeddedRedis(settings.data_dir, settings.redis_fsync)
-    running = server.running_url()
-    if running:
-        yield running
-        return
-    with server:
-        yield server.url

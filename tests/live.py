@@ -11,9 +11,10 @@ from werkzeug.serving import make_server
 
 
 @contextlib.contextmanager
-def serving(wsgi_app) -> Iterator[str]:
-    """The app's base URL while the block runs; the server is stopped after."""
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+def serving(wsgi_app, **options) -> Iterator[str]:
+    """The app's base URL while the block runs; the server is stopped after.  ``options``
+    go to werkzeug's ``make_server`` (e.g. ``request_handler``)."""
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

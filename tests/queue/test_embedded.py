@@ -11,7 +11,8 @@ from pathlib import Path
 
 import redis
 
-from taskrank.queue.embedded import EmbeddedRedis, redis_url_for
+from taskrank.queue.embedded import EmbeddedRedis
+from taskrank.queue.running import command_redis
 from taskrank.queue.settings import Settings
 
 
@@ -37,18 +38,10 @@ def test_second_server_on_same_data_dir_is_refused(tmp_path):
 
 
 def test_one_off_commands_reuse_a_running_server(tmp_path):
-    """redis_url_for finds the embedded server another process started."""
-    with EmbeddedRedis(tmp_path) as server, redis_url_for(
+    """command_redis finds the embedded server another process started on the data dir."""
+    with EmbeddedRedis(tmp_path) as server, command_redis(
             Settings(data_dir=str(tmp_path))) as url:
         assert url == server.url
-
-
-def test_one_off_commands_start_and_stop_a_server(tmp_path):
-    """With nothing running, redis_url_for starts a server for the command and stops it."""
-    with redis_url_for(Settings(data_dir=str(tmp_path))) as url:
-        redis.Redis.from_url(url).set("k", "v")
-    with EmbeddedRedis(tmp_path) as server:
-        assert redis.Redis.from_url(server.url).get("k") == b"v"
 
 
 def _mode(path: Path) -> int:

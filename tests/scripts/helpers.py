@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import threading
 from collections.abc import Iterator
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import Child, Stack, clean_environ
 from taskrank.server import create_app
+from tests.live import serving
 
 WORKER_START_TIMEOUT = 30.0
 
@@ -26,16 +26,8 @@ class QuietHandler(WSGIRequestHandler):
 @contextlib.contextmanager
 def http_server(settings: Settings) -> Iterator[str]:
     """``create_app(settings)`` served by werkzeug on a free loopback port; yields its URL."""
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True,
-                         request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(create_app(settings), request_handler=QuietHandler) as url:
+        yield url
 
 
 @contextlib.contextmanager
