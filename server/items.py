@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from taskrank.queue.items import get_item, ingest
 from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import get_project
-from taskrank.queue.validation import check_id, check_keys, fail
+from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import redis_client, settings
-from taskrank.server.validation import json_object
+from taskrank.server.validation import batch_list
 
 bp = Blueprint("items", __name__, url_prefix="/v1/projects/<pid>/items")
 
@@ -22,15 +21,7 @@ bp = Blueprint("items", __name__, url_prefix="/v1/projects/<pid>/items")
 def post_items(pid: str) -> dict | Response:
     r = redis_client()
     project = get_project(r, check_id(pid, "project id"))
-    body = json_object(check_numbers=False)  # per item: one bad item does not refuse the batch
-    check_keys(body, "", {"items"}, {"items"})
-    items = body["items"]
-    if not isinstance(items, list) or not items:
-        raise fail("items", "must be a non-empty list of item objects")
-    limit = settings().max_batch_items
-    if len(items) > limit:
-        raise RequestEntityTooLarge(f"{len(items)} items in one request; send at most {limit} "
-                                    "per request (TASKRANK_MAX_BATCH_ITEMS)")
+    items = batch_list("items", "item")
     result = ingest(r, project, items, current_ranker(r, project), settings())
     return result
 

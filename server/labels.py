@@ -9,13 +9,12 @@ import logging
 
 import redis
 from flask import Blueprint
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from taskrank.queue.label_import import finish_import, import_labels
-from taskrank.queue.validation import check_id, check_keys, fail
+from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import cached_project, caches, redis_client, settings
-from taskrank.server.validation import json_object
+from taskrank.server.validation import batch_list
 
 bp = Blueprint("labels", __name__, url_prefix="/v1/projects/<pid>/labels")
 log = logging.getLogger(__name__)
@@ -27,15 +26,7 @@ def post_labels(pid: str) -> dict:
     """Record up to ``max_batch_items`` labels; counts, and each record not counted with
     the reason."""
     project = cached_project(check_id(pid, "project id"))
-    body = json_object(check_numbers=False)  # per record: a bad one does not refuse the batch
-    check_keys(body, "", {"labels"}, {"labels"})
-    records = body["labels"]
-    if not isinstance(records, list) or not records:
-        raise fail("labels", "must be a non-empty list of label records")
-    limit = settings().max_batch_items
-    if len(records) > limit:
-        raise RequestEntityTooLarge(f"{len(records)} label records in one request; send at "
-                                    f"most {limit} per request (TASKRANK_MAX_BATCH_ITEMS)")
+    records = batch_list("labels", "label record")
     result = import_labels(redis_client(), project, records)
     try:
         finish_import(redis_client(), project, result, settings())

@@ -5,7 +5,13 @@ from __future__ import annotations
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-from taskrank.queue.validation import NotJsonNumberError, check_json_numbers, fail, parse_json
+from taskrank.queue.validation import (
+    NotJsonNumberError,
+    check_json_numbers,
+    check_keys,
+    fail,
+    parse_json,
+)
 from taskrank.server.context import settings
 
 
@@ -52,6 +58,22 @@ def json_object(check_numbers: bool = True) -> dict:
     if not isinstance(body, dict):
         raise fail("body", f"must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def batch_list(key: str, what: str) -> list:
+    """The non-empty list under ``key`` of a batch body ``{key: [...]}`` of at most
+    ``TASKRANK_MAX_BATCH_ITEMS`` ``what`` (else 422 / 413).  Numbers are not checked here:
+    each entry is, so one bad entry does not refuse the batch."""
+    body = json_object(check_numbers=False)
+    check_keys(body, "", {key}, {key})
+    entries = body[key]
+    if not isinstance(entries, list) or not entries:
+        raise fail(key, f"must be a non-empty list of {what} objects")
+    limit = settings().max_batch_items
+    if len(entries) > limit:
+        raise RequestEntityTooLarge(f"{len(entries)} {what}s in one request; send at most "
+                                    f"{limit} per request (TASKRANK_MAX_BATCH_ITEMS)")
+    return entries
 
 
 def query_names(allowed: set[str]) -> None:
