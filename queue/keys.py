@@ -1,9 +1,10 @@
 """Every Redis key taskrank uses, built here and nowhere else.
 
 Keys of one project carry the hash tag ``{pid}`` so a project lives in one Redis Cluster
-slot and its Lua scripts may touch all of its keys atomically.  Experts and tokens are
-global.  Item, task and expert ids match ``[A-Za-z0-9._-]{1,128}``, so they cannot contain
-the ``:`` separator.
+slot and its Lua scripts may touch all of its keys atomically.  Experts, tokens and the
+other global keys each hash to a slot of their own: no command or script spans two.  Item,
+task and expert ids match ``[A-Za-z0-9._-]{1,128}``, so they cannot contain the ``:``
+separator.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ PREFIX = "taskrank:"
 
 def _project(pid: str) -> str:
     return f"{PREFIX}{{{pid}}}:"
+
+
+def project_prefix(pid: str) -> str:
+    """What every key of project ``pid`` starts with: its hash tag ``{pid}`` decides the
+    Redis Cluster slot of them all (``lua.run`` checks a script's keys against it)."""
+    return _project(pid)
 
 
 # --- global -------------------------------------------------------------------------------

@@ -168,14 +168,26 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
         raise _none_recorded(len(raw_records), rejected)
     pid = project["id"]
     args = [clock_now() if now is None else now, len(project["labels"]), *ACCURACY_BOUNDS,
-            K.expert_skill_prefix(pid), json.dumps(_fits(r, project, experts)),
-            ANONYMOUS_ACCURACY, _WIDTH]
+            json.dumps(_fits(r, project, experts)), ANONYMOUS_ACCURACY, _WIDTH]
     for rec in records:
         args += [record_task_id(pid, rec), rec.item_id, rec.expert_id, rec.label, rec.source,
                  rec.answered_at, rec.comment, rec.answer]
     reply = json.loads(lua.run(r, "import_labels", pid, [
-        K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid)], args))
+        K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid),
+        *_touched_keys(pid, records)], args))
     return _result(records, reply, rejected)
+
+
+def _touched_keys(pid: str, records: list[LabelRecord]) -> list[str]:
+    """The keys the records name, declared to the script: each record's task, its item's
+    hash, experts and labels; each expert's leases and per-skill record."""
+    keys = [key for rec in records for key in (
+        K.task_key(pid, record_task_id(pid, rec)), K.item_key(pid, rec.item_id),
+        K.item_experts_key(pid, rec.item_id), K.item_labels_key(pid, rec.item_id))]
+    experts = sorted({rec.expert_id for rec in records if rec.expert_id})
+    keys += [K.expert_leases_key(pid, eid) for eid in experts]
+    keys += [K.expert_skill_key(pid, eid) for eid in experts]
+    return list(dict.fromkeys(keys))
 
 
 def _none_recorded(n: int, rejected: list[dict]) -> InvalidInputError:

@@ -18,7 +18,8 @@ def withdraw_item(r: redis.Redis, project: dict, iid: str, now: float | None = N
     """Withdraw an item for good (the WITHDRAW script): ``withdrawn`` (false when it was
     already) and ``ended_tasks``, the ids of the open leases it ended."""
     pid = project["id"]
-    reply = lua.run(r, "withdraw", pid, [], [clock_now() if now is None else now, iid])
+    reply = lua.run(r, "withdraw", pid, [K.item_key(pid, iid), K.item_experts_key(pid, iid)],
+                    [clock_now() if now is None else now, iid])
     if reply[0] == "missing":
         raise NoSuchItemError(f"no item '{iid}' in project '{pid}'")
     return {"withdrawn": bool(reply[1]), "ended_tasks": list(reply[2])}

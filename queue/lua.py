@@ -1,8 +1,15 @@
 """Every Lua script taskrank runs in Redis.
 
-All keys of a project share the hash tag ``{pid}``.  Item, task and per-expert keys are
-built inside the scripts from prefixes passed in ARGV (their ids are only known there);
-they carry the same hash tag, so a script still touches a single Cluster slot.
+Every script of a project touches only that project's keys, which share the hash tag
+``{pid}``: one Redis Cluster slot, so EVALSHA goes to the one master that holds them all.
+Every key the caller can name before the script runs is declared in KEYS: the project's
+own keys, the pool sets it reads, the task of a task id it gives, the items of item ids it
+gives, the keys of an expert it knows.  The keys a script only finds out as it runs (an
+item picked from a pool, a lease the sweep finds expired) are built inside it from the
+project's prefixes passed in ARGV, by one helper (``built_key`` in ``COMMON``).  ``run``
+refuses a declared key or a prefix outside the project's slot.  No script reads a global
+key: what a claim needs of the expert across projects (declared skills, daily hours) is
+read before it and passed in ARGV.
 
 Each script checks everything it needs before it writes anything: Redis has no rollback.
 Every project script starts with the preamble (keys and prefixes as locals) and ``COMMON``:
@@ -22,11 +29,26 @@ from __future__ import annotations
 import redis
 
 from taskrank.queue import keys as K
+from taskrank.queue.connection import DataClient
 
-# Shared helpers. They read these locals, which every script declares first:
+# Shared helpers. They read these locals, which every script declares first (_PREAMBLE):
 #   P_ITEM (item hash prefix), P_TASK (task hash prefix), P_XLEASE (per-expert lease set
-#   prefix), P_TAG (per-tag pool prefix), K_COUNTERS, K_UNTAGGED, K_LEASES.
+#   prefix), P_TAG (per-tag pool prefix), P_SKILL (per-expert skill record prefix),
+#   K_COUNTERS, K_UNTAGGED, K_LEASES.
 COMMON = r"""
+-- The name of a key under one of the project's prefixes (P_ITEM, P_TASK, P_XLEASE, P_TAG,
+-- P_SKILL): `prefix .. id .. suffix`.  The scripts build every key of an item, a task or an
+-- expert with it, because many of them are found out only as the script runs (an item read
+-- from a pool set, a lease the sweep finds expired, the expert a lease names, the tags
+-- stored on an item): the caller cannot name those before the script runs, so they cannot
+-- be among KEYS.  The prefixes carry the project's hash tag (lua.run checks), so a built
+-- key is in the slot of the declared keys.  The keys the caller can name (the items of a
+-- batch, a task id it gives, the asking expert's keys) it declares in KEYS as well, under
+-- the same names, and the helpers below build them alike.
+local function built_key(prefix, id, suffix)
+  return prefix .. id .. (suffix or '')
+end
+
 local function split_tags(s)
   local tags = {}
   if s then for tag in string.gmatch(s, '[^,]+') do tags[#tags + 1] = tag end end
@@ -35,12 +57,12 @@ end
 
 local function depool(iid, tags)
   if #tags == 0 then redis.call('ZREM', K_UNTAGGED, iid) end
-  for _, tag in ipairs(tags) do redis.call('ZREM', P_TAG .. tag, iid) end
+  for _, tag in ipairs(tags) do redis.call('ZREM', built_key(P_TAG, tag), iid) end
 end
 
 local function enpool(iid, tags, priority)
   if #tags == 0 then redis.call('ZADD', K_UNTAGGED, priority, iid) end
-  for _, tag in ipairs(tags) do redis.call('ZADD', P_TAG .. tag, priority, iid) end
+  for _, tag in ipairs(tags) do redis.call('ZADD', built_key(P_TAG, tag), priority, iid) end
 end
 
 -- Gold items (answer known) live in their own sets, one per skill ('_general' when
@@ -48,7 +70,7 @@ end
 local function gold_sets(tags)
   local sets = {}
   if #tags == 0 then tags = {'_general'} end
-  for _, tag in ipairs(tags) do sets[#sets + 1] = P_TAG .. 'gold:' .. tag end
+  for _, tag in ipairs(tags) do sets[#sets + 1] = built_key(P_TAG, 'gold:' .. tag) end
   return sets
 end
 
@@ -58,7 +80,7 @@ end
 -- An item pending before and after stays in its sets at its live score (a re-score may
 -- have moved it past 'pr'); `repool` puts it back at 'pr' (an upsert took it out).
 local function refresh_status(iid, repool)
-  local ikey = P_ITEM .. iid
+  local ikey = built_key(P_ITEM, iid)
   local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 's', 'pr', 'st', 'g', 'wd')
   local out, done, want = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 1
   local tags, old = split_tags(f[4]), f[6]
@@ -79,7 +101,7 @@ end
 -- Labels wanted: never fewer than are out or in, so every label handed out still counts;
 -- 'wt' is the target an early stop asked for (SET_WANT), reached as leases close.
 local function fit_want(iid, target)
-  local ikey = P_ITEM .. iid
+  local ikey = built_key(P_ITEM, iid)
   local f = redis.call('HMGET', ikey, 'out', 'done', 'want', 'wt')
   target = target or tonumber(f[4])
   if target == nil then return end
@@ -101,14 +123,14 @@ end
 
 -- Close an open lease (expired or released): the item gets its slot back.
 local function close_lease(tid, state)
-  local tkey = P_TASK .. tid
+  local tkey = built_key(P_TASK, tid)
   local t = redis.call('HMGET', tkey, 'item', 'expert', 'st')
   if t[3] ~= 'open' then return false end
   redis.call('HSET', tkey, 'st', state)
   release_reservation(tkey)
   redis.call('ZREM', K_LEASES, tid)
-  redis.call('ZREM', P_XLEASE .. t[2], tid)
-  redis.call('HINCRBY', P_ITEM .. t[1], 'out', -1)
+  redis.call('ZREM', built_key(P_XLEASE, t[2]), tid)
+  redis.call('HINCRBY', built_key(P_ITEM, t[1]), 'out', -1)
   fit_want(t[1])
   refresh_status(t[1])
   return true
@@ -121,25 +143,27 @@ local function sweep(now, limit)
 end
 """
 
-# The prefix/key globals every script receives first: KEYS[1..3] and ARGV[1..4].
+# The prefix/key globals every script receives first: KEYS[1..3] and ARGV[1..5].
 _PREAMBLE = r"""
 local K_COUNTERS, K_UNTAGGED, K_LEASES = KEYS[1], KEYS[2], KEYS[3]
-local P_ITEM, P_TASK, P_XLEASE, P_TAG = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local P_ITEM, P_TASK, P_XLEASE, P_TAG, P_SKILL = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 """
 
 # Upsert a batch of scored items (ingest).
-# KEYS[4] set of all item ids, KEYS[5] set of the project's skill tags.
-# ARGV[5] now, ARGV[6] labels wanted per new item, ARGV[7] number of fields per item,
+# KEYS[4] set of all item ids, KEYS[5] set of the project's skill tags, KEYS[6..] declared
+# only (built alike): the items' hashes, the pool sets of their tags and the gold sets of the
+# gold items (the sets an updated item leaves are found on it).
+# ARGV[6] now, ARGV[7] labels wanted per new item, ARGV[8] number of fields per item,
 # then per item: id, predictions JSON, features JSON, payload JSON, tags (comma-joined),
 # boost, gold, priority, breakdown JSON, model version and strategy version (of the
 # breakdown), pool-map cluster (-1: none).  A withdrawn item is left as it is (WITHDRAW).
 # Returns {created, updated, {ids of the withdrawn items left alone}}.
 UPSERT_ITEMS = _PREAMBLE + COMMON + r"""
-local now, want, width = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local now, want, width = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local created, updated, withdrawn = 0, 0, {}
 
 local function upsert(i, iid, old_tags, old_gold)
-  local ikey = P_ITEM .. iid
+  local ikey = built_key(P_ITEM, iid)
   if old_tags then
     updated = updated + 1
     -- Tags may change: leave the old tag sets before joining the new ones.
@@ -162,9 +186,9 @@ local function upsert(i, iid, old_tags, old_gold)
   refresh_status(iid, true)
 end
 
-for i = 8, #ARGV, width do
+for i = 9, #ARGV, width do
   local iid = ARGV[i]
-  local old = redis.call('HMGET', P_ITEM .. iid, 's', 'g', 'wd')
+  local old = redis.call('HMGET', built_key(P_ITEM, iid), 's', 'g', 'wd')
   if old[3] == '1' then withdrawn[#withdrawn + 1] = iid else upsert(i, iid, old[1], old[2]) end
 end
 return {created, updated, withdrawn}
@@ -176,21 +200,24 @@ return {created, updated, withdrawn}
 # KEYS[4] the expert's lease set, KEYS[5] leases per pool-map cluster since the last
 # re-rank (hash), KEYS[6] what the project learned of the expert (keys.expert_skill_key),
 # KEYS[7] the project's experts by their last claim (sorted set), KEYS[8] the request's
-# idempotency key (see below), KEYS[9..] the pool sets to read (untagged + one per tag the
-# expert may get).
-# ARGV[5] now, ARGV[6] expert id, ARGV[7] new task ids (comma-joined), ARGV[8] lease seconds,
-# ARGV[9] capacity, ARGV[10] depth (candidates per page), ARGV[11] pages at most,
-# ARGV[12] fit exponent, ARGV[13] JSON {tag: fit} of the expert, ARGV[14] fit of untagged
-# items, ARGV[15] sweep limit, ARGV[16] hold-back seconds (0: off), ARGV[17] hold-back
-# margin, ARGV[18] JSON {tag: [[expert, worth, capacity], ...]} of the best working
+# idempotency key (see below), KEYS[9..8+ARGV[31]] the pool sets to read (untagged + one
+# per tag the expert may get), then, declared only (built alike): the new tasks' hashes,
+# the lease sets of the experts the hold-back compares with (ARGV[19]) and the gold sets
+# of the expert's skills.
+# ARGV[6] now, ARGV[7] expert id, ARGV[8] new task ids (comma-joined), ARGV[9] lease seconds,
+# ARGV[10] capacity, ARGV[11] depth (candidates per page), ARGV[12] pages at most,
+# ARGV[13] fit exponent, ARGV[14] JSON {tag: fit} of the expert, ARGV[15] fit of untagged
+# items, ARGV[16] sweep limit, ARGV[17] hold-back seconds (0: off), ARGV[18] hold-back
+# margin, ARGV[19] JSON {tag: [[expert, worth, capacity], ...]} of the best working
 # experts per tag (worth = fit^a / cost^b per label, learning.routing.worth),
-# ARGV[19] exploration share, ARGV[20] its decay (labels), ARGV[21] diversity factor,
-# ARGV[22] the expert's cost per hour, ARGV[23] cost exponent, ARGV[24] the project's
-# budget_usd ('': no budget), ARGV[25] JSON {tag: predicted seconds of one label} of the
-# expert (with '_general' for untagged items), ARGV[26] JSON {tag: 1} of the skills on
+# ARGV[20] exploration share, ARGV[21] its decay (labels), ARGV[22] diversity factor,
+# ARGV[23] the expert's cost per hour, ARGV[24] cost exponent, ARGV[25] the project's
+# budget_usd ('': no budget), ARGV[26] JSON {tag: predicted seconds of one label} of the
+# expert (with '_general' for untagged items), ARGV[27] JSON {tag: 1} of the skills on
 # which the expert must answer gold before real items (the qualification gate),
-# ARGV[27] JSON {tag: gold share}, ARGV[28] JSON {tag: spot-check share}, ARGV[29] seconds
-# to keep the answer under KEYS[8] ('' when the request had no Idempotency-Key).
+# ARGV[28] JSON {tag: gold share}, ARGV[29] JSON {tag: spot-check share}, ARGV[30] seconds
+# to keep the answer under KEYS[8] ('' when the request had no Idempotency-Key), ARGV[31]
+# the number of pool sets in KEYS.
 # Idempotency: KEYS[8] (keys.claim_idempotency_key, or a dummy key of the project) holds
 # the answers of the leases granted to this request; a retry with the same key gets those
 # answers again, so leases whose response was lost are not granted twice.
@@ -221,25 +248,26 @@ return {created, updated, withdrawn}
 # were granted than asked, why not: {'capacity', open leases} or {'budget', budget, spent,
 # reserved, predicted cost (0 when refused before choosing)} or {'empty'}.
 CLAIM = _PREAMBLE + COMMON + r"""
-local now, eid = tonumber(ARGV[5]), ARGV[6]
-local lease, capacity = tonumber(ARGV[8]), tonumber(ARGV[9])
-local depth, pages, fit_exponent = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local fits, default_fit = cjson.decode(ARGV[13]), tonumber(ARGV[14])
-local hold_seconds, hold_margin = tonumber(ARGV[16]), tonumber(ARGV[17])
-local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[18]) or {}
-local explore_share, explore_decay = tonumber(ARGV[19]), tonumber(ARGV[20])
-local diversity = tonumber(ARGV[21])
-local cost_per_hour, cost_exponent = tonumber(ARGV[22]), tonumber(ARGV[23])
-local budget = tonumber(ARGV[24])
-local seconds_of, gated = cjson.decode(ARGV[25]), cjson.decode(ARGV[26])
-local gold_share, review_share = cjson.decode(ARGV[27]), cjson.decode(ARGV[28])
+local now, eid = tonumber(ARGV[6]), ARGV[7]
+local lease, capacity = tonumber(ARGV[9]), tonumber(ARGV[10])
+local depth, pages, fit_exponent = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local fits, default_fit = cjson.decode(ARGV[14]), tonumber(ARGV[15])
+local hold_seconds, hold_margin = tonumber(ARGV[17]), tonumber(ARGV[18])
+local best_by_tag = hold_seconds > 0 and cjson.decode(ARGV[19]) or {}
+local explore_share, explore_decay = tonumber(ARGV[20]), tonumber(ARGV[21])
+local diversity = tonumber(ARGV[22])
+local cost_per_hour, cost_exponent = tonumber(ARGV[23]), tonumber(ARGV[24])
+local budget = tonumber(ARGV[25])
+local seconds_of, gated = cjson.decode(ARGV[26]), cjson.decode(ARGV[27])
+local gold_share, review_share = cjson.decode(ARGV[28]), cjson.decode(ARGV[29])
 local K_CLAIMED, K_SKILL, K_WORKING, K_IDEM, FIRST_POOL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
-local keep_seconds = tonumber(ARGV[29])
+local LAST_POOL = FIRST_POOL + tonumber(ARGV[31]) - 1
+local keep_seconds = tonumber(ARGV[30])
 if keep_seconds then
   local stored = redis.call('GET', K_IDEM)
   if stored then return cjson.decode(stored) end
 end
-sweep(now, tonumber(ARGV[15]))
+sweep(now, tonumber(ARGV[16]))
 redis.call('ZADD', K_WORKING, now, eid)
 local held = redis.call('ZCARD', KEYS[4])
 
@@ -293,7 +321,7 @@ local function better_expert_waits(tag)
   local mine = worth(tag)
   for _, other in ipairs(best_by_tag[tag] or {}) do
     if other[1] ~= eid and other[2] > mine * (1 + hold_margin)
-        and redis.call('ZCARD', P_XLEASE .. other[1]) < other[3] then
+        and redis.call('ZCARD', built_key(P_XLEASE, other[1])) < other[3] then
       return true
     end
   end
@@ -330,7 +358,7 @@ end
 local function eligible_fit(iid, f)
   local tags = split_tags(f[1])
   local fit = item_fit(tags)
-  if fit and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0
+  if fit and redis.call('SISMEMBER', built_key(P_ITEM, iid, ':experts'), eid) == 0
       and not held_back(tags) then
     return fit, tags
   end
@@ -359,18 +387,18 @@ end
 -- An eligible item drawn uniformly from the expert's pool sets (a few draws at most).
 local function explore_pick(turn)
   local sizes, total = {}, 0
-  for k = FIRST_POOL, #KEYS do
+  for k = FIRST_POOL, LAST_POOL do
     sizes[k] = redis.call('ZCARD', KEYS[k])
     total = total + sizes[k]
   end
   for draw = 1, (total > 0 and 4 or 0) do
     local hash = redis.sha1hex(P_ITEM .. turn .. ':' .. draw)
     local at = math.floor(tonumber(string.sub(hash, 1, 8), 16) / 4294967296 * total)
-    for k = FIRST_POOL, #KEYS do
+    for k = FIRST_POOL, LAST_POOL do
       if at < sizes[k] then
         local rows = redis.call('ZRANGE', KEYS[k], at, at, 'WITHSCORES')
         local iid = rows[1]
-        local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
+        local f = redis.call('HMGET', built_key(P_ITEM, iid), 's', 'ca', 'cl')
         local fit, tags = eligible_fit(iid, f)
         if fit then return iid, tonumber(rows[2]), fit, tags, f[3] end
         break
@@ -384,10 +412,10 @@ end
 -- The first gold item of `tag` this expert has not seen (its answers so far in the skill,
 -- 'gn:<tag>', say where to start reading).
 local function unseen_gold(tag)
-  local set = P_TAG .. 'gold:' .. tag
+  local set = built_key(P_TAG, 'gold:' .. tag)
   local start = math.max(0, (tonumber(redis.call('HGET', K_SKILL, 'gn:' .. tag)) or 0) - 8)
   for _, iid in ipairs(redis.call('ZRANGE', set, start, start + 63)) do
-    if redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 0 then return iid end
+    if redis.call('SISMEMBER', built_key(P_ITEM, iid, ':experts'), eid) == 0 then return iid end
   end
   return nil
 end
@@ -434,7 +462,7 @@ local function claim_one(tid)
   local penalized = false
   for page = 0, (best and 0 or pages) - 1 do
     penalized = false
-    for k = FIRST_POOL, #KEYS do
+    for k = FIRST_POOL, LAST_POOL do
       local rows = redis.call('ZREVRANGE', KEYS[k], page * depth, (page + 1) * depth - 1,
                               'WITHSCORES')
       for j = 1, #rows, 2 do
@@ -442,7 +470,7 @@ local function claim_one(tid)
         if best_value ~= nil and value_bound(priority) <= best_value then break end
         if not seen[iid] then
           seen[iid] = true
-          local f = redis.call('HMGET', P_ITEM .. iid, 's', 'ca', 'cl')
+          local f = redis.call('HMGET', built_key(P_ITEM, iid), 's', 'ca', 'cl')
           local fit, tags = eligible_fit(iid, f)
           if fit then
             local value = item_value(priority, fit, tags)
@@ -468,9 +496,9 @@ local function claim_one(tid)
     local gold_item = gold_instead(best_tags)
     if gold_item then
       gold, best, best_cluster = 1, gold_item, nil
-      best_tags = split_tags(redis.call('HGET', P_ITEM .. gold_item, 's'))
+      best_tags = split_tags(redis.call('HGET', built_key(P_ITEM, gold_item), 's'))
       best_fit = item_fit(best_tags) or default_fit or 0
-      best_priority = tonumber(redis.call('HGET', P_ITEM .. gold_item, 'pr')) or 0
+      best_priority = tonumber(redis.call('HGET', built_key(P_ITEM, gold_item), 'pr')) or 0
       best_value = item_value(best_priority, best_fit, best_tags)
     end
   end
@@ -487,16 +515,16 @@ local function claim_one(tid)
   end
 
   local expires = now + lease
-  local ikey = P_ITEM .. best
+  local ikey = built_key(P_ITEM, best)
   -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
-  redis.call('HSET', P_TASK .. tid, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
+  redis.call('HSET', built_key(P_TASK, tid), 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
              'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted, 'rv', review)
-  if gold == 1 then redis.call('HSET', P_TASK .. tid, 'gold', 1) end
+  if gold == 1 then redis.call('HSET', built_key(P_TASK, tid), 'gold', 1) end
   redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
-  if explored == 1 then redis.call('HSET', P_TASK .. tid, 'ex', 1) end
+  if explored == 1 then redis.call('HSET', built_key(P_TASK, tid), 'ex', 1) end
   redis.call('ZADD', K_LEASES, expires, tid)
   redis.call('ZADD', KEYS[4], expires, tid)
-  redis.call('SADD', ikey .. ':experts', eid)
+  redis.call('SADD', built_key(P_ITEM, best, ':experts'), eid)
   redis.call('HINCRBY', ikey, 'out', 1)
   redis.call('HSET', ikey, 'pr', string.format('%.17g', best_priority))  -- returns at this score
   refresh_status(best)
@@ -507,7 +535,7 @@ local function claim_one(tid)
 end
 
 local answers = {}
-for tid in string.gmatch(ARGV[7], '[^,]+') do
+for tid in string.gmatch(ARGV[8], '[^,]+') do
   local answer = claim_one(tid)
   answers[#answers + 1] = answer
   if answer[1] ~= 'ok' then break end
@@ -520,9 +548,9 @@ return answers
 
 # What a counted label changes, shared by LABEL (through a lease) and IMPORT_LABELS
 # (without one).  The helpers read these locals, which both scripts declare first:
-#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), P_SKILL (prefix of
-#   what the project learned of each expert, keys.expert_skill_prefix), N_CLASSES and
-#   ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS).
+#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), N_CLASSES and
+#   ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS); and P_SKILL (prefix
+#   of what the project learned of each expert, keys.expert_skill_prefix) of the preamble.
 LABEL_COMMON = r"""
 -- Append a label to the stream; `extra`: optional fields as a flat {name, value, ...} list.
 local function log_label(tid, iid, eid, label, seconds, counted, at, extra)
@@ -548,8 +576,8 @@ end
 -- One more counted label on the item, by `voter` ('' when no expert is known): its count
 -- and its vote.  Returns the item's labels done and its votes.
 local function add_vote(iid, voter, label)
-  local done = redis.call('HINCRBY', P_ITEM .. iid, 'done', 1)
-  return done, redis.call('RPUSH', P_ITEM .. iid .. ':labels', voter .. '\t' .. label)
+  local done = redis.call('HINCRBY', built_key(P_ITEM, iid), 'done', 1)
+  return done, redis.call('RPUSH', built_key(P_ITEM, iid, ':labels'), voter .. '\t' .. label)
 end
 
 -- `n` more counted labels in the project's counters; the counted labels since the last
@@ -565,7 +593,7 @@ end
 
 -- A gold answer in the expert's per-skill record: answered 'gn:', right 'gr:'.
 local function learn_gold(eid, tags, label, gold)
-  local skill = P_SKILL .. eid
+  local skill = built_key(P_SKILL, eid)
   for _, tag in ipairs(tags) do
     redis.call('HINCRBY', skill, 'gn:' .. tag, 1)
     if label == gold then redis.call('HINCRBY', skill, 'gr:' .. tag, 1) end
@@ -574,7 +602,7 @@ end
 
 -- The item's skills as the per-skill records name them ('_general' when untagged).
 local function skill_tags(iid)
-  local tags = split_tags(redis.call('HGET', P_ITEM .. iid, 's'))
+  local tags = split_tags(redis.call('HGET', built_key(P_ITEM, iid), 's'))
   if #tags == 0 then tags = {'_general'} end  -- experts.GENERAL
   return tags
 end
@@ -590,10 +618,10 @@ local function vote_alone(iid, label, fit, status)
   local a = math.min(ACCURACY_MAX, math.max(ACCURACY_MIN, fit))
   if a * N_CLASSES <= 1 then return false end
   local confidence = (string.format('%.6f', a):gsub('0+$', ''))
-  redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
+  redis.call('HSET', built_key(P_ITEM, iid), 'al', label, 'ac', confidence)
   if status == 'labeled' then
     redis.call('ZADD', K_LABELED, 0, iid)  -- score 0: ordered by id for export cursors
-    redis.call('HSETNX', P_ITEM .. iid, 'learned', 1)
+    redis.call('HSETNX', built_key(P_ITEM, iid), 'learned', 1)
   end
   return true
 end
@@ -616,12 +644,12 @@ end
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
 # exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
 # KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
-# a counted label that does not aggregate here adds its item, in the same write.
-# ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
-# fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
-# ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
-# (learning.aggregation.ACCURACY_BOUNDS), ARGV[14] the UTC day of now (YYYY-MM-DD),
-# ARGV[15] the prefix of what a project learned of each expert (keys.expert_skill_prefix),
+# a counted label that does not aggregate here adds its item, in the same write; KEYS[11]
+# the task's hash (its item and expert are found on it).
+# ARGV[6] now, ARGV[7] task id, ARGV[8] label, ARGV[9] seconds spent, ARGV[10] request
+# fingerprint ('' when no Idempotency-Key), ARGV[11] idempotency TTL seconds,
+# ARGV[12] number of classes k, ARGV[13] and ARGV[14] the accuracy bounds
+# (learning.aggregation.ACCURACY_BOUNDS), ARGV[15] the UTC day of now (YYYY-MM-DD),
 # ARGV[16] comment ('' none), ARGV[17] answer (JSON, '' none).
 # A counted label adds, per skill of the item ('_general' when untagged), to the expert's
 # labels 'n:', seconds 'sec:' and dollars 'usd:' there; on a gold item (a check, never
@@ -632,18 +660,18 @@ end
 # Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
 # label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[7], ARGV[15]
-local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[11]), tonumber(ARGV[12]),
-                                              tonumber(ARGV[13])
+local K_STREAM, K_LABELED = KEYS[4], KEYS[7]
+local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[12]), tonumber(ARGV[13]),
+                                              tonumber(ARGV[14])
 """ + LABEL_COMMON + r"""
-local now, tid, label, seconds = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local fingerprint, day = ARGV[9], ARGV[14]
+local now, tid, label, seconds = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local fingerprint, day = ARGV[10], ARGV[15]
 local extra = label_extras(ARGV[16], ARGV[17])
 
 -- The label in the expert's per-skill record (its skills and dollars as `charge` found
 -- them); on gold, whether it was right.
 local function learn_skill(eid, tags, usd, gold)
-  local skill = P_SKILL .. eid
+  local skill = built_key(P_SKILL, eid)
   for _, tag in ipairs(tags) do
     redis.call('HINCRBY', skill, 'n:' .. tag, 1)
     redis.call('HINCRBYFLOAT', skill, 'sec:' .. tag, seconds)
@@ -658,7 +686,7 @@ local function spot_check(tkey, iid)
   if share <= 0 then return false end
   local draw = tonumber(string.sub(redis.sha1hex(iid), 1, 8), 16) / 4294967296
   if draw >= share then return false end
-  redis.call('HSET', P_ITEM .. iid, 'want', 2, 'wt', 2, 'rc', 1)
+  redis.call('HSET', built_key(P_ITEM, iid), 'want', 2, 'wt', 2, 'rc', 1)
   return true
 end
 
@@ -689,7 +717,7 @@ if fingerprint ~= '' then
     return stored
   end
 end
-local tkey = P_TASK .. tid
+local tkey = KEYS[11]
 local t = redis.call('HMGET', tkey, 'item', 'expert', 'st', 'exp', 'label', 'fit', 'ex')
 if not t[1] then return cjson.encode({status = 404}) end
 local iid, eid = t[1], t[2]
@@ -698,20 +726,20 @@ local state = redis.call('HGET', tkey, 'st')
 local body = {task_id = tid, item_id = iid, expert_id = eid, label = label}
 local status
 if state == 'open' then
-  log_label(tid, iid, eid, label, seconds, 1, ARGV[5], extra)
+  log_label(tid, iid, eid, label, seconds, 1, ARGV[6], extra)
   redis.call('HSET', tkey, 'st', 'labeled', 'label', label)
   release_reservation(tkey)
   local usd, tags = charge(tkey, iid, eid)
   body.charged_usd, body.day = usd, day
   redis.call('ZREM', K_LEASES, tid)
-  redis.call('ZREM', P_XLEASE .. eid, tid)
-  redis.call('HINCRBY', P_ITEM .. iid, 'out', -1)
+  redis.call('ZREM', built_key(P_XLEASE, eid), tid)
+  redis.call('HINCRBY', built_key(P_ITEM, iid), 'out', -1)
   local done, n_votes = add_vote(iid, eid, label)
   body.since_retrain = count_labels(1, now)
   if t[7] == '1' and not redis.call('ZSCORE', K_LABELED, iid) then
     redis.call('RPUSH', KEYS[8], iid)
   end
-  local gold = redis.call('HGET', P_ITEM .. iid, 'g')
+  local gold = redis.call('HGET', built_key(P_ITEM, iid), 'g')
   if gold == '' then gold = false end
   learn_skill(eid, tags, usd, gold)
   body.counted, body.n_labels, body.item_status = true, done, refresh_status(iid)
@@ -734,18 +762,18 @@ else
     body.counted, body.reason = false, 'a late label for this task was already recorded'
     return cjson.encode({status = 409, body = body})
   end
-  log_label(tid, iid, eid, label, seconds, 0, ARGV[5], extra)
+  log_label(tid, iid, eid, label, seconds, 0, ARGV[6], extra)
   redis.call('HSET', tkey, 'label', label)
   redis.call('HINCRBY', K_COUNTERS, 'late', 1)
   body.charged_usd, body.day = charge(tkey, iid, eid), day
   body.counted = false
   body.reason = 'the lease was ' .. state ..
                 ' before the label arrived: it is recorded, not counted'
-  body.item_status = redis.call('HGET', P_ITEM .. iid, 'st')
+  body.item_status = redis.call('HGET', built_key(P_ITEM, iid), 'st')
   status = 409
 end
 local answer = cjson.encode({status = status, body = body, fingerprint = fingerprint})
-if fingerprint ~= '' then redis.call('SET', KEYS[6], answer, 'EX', ARGV[10]) end
+if fingerprint ~= '' then redis.call('SET', KEYS[6], answer, 'EX', ARGV[11]) end
 return answer
 """
 
@@ -769,9 +797,11 @@ return answer
 # LABEL, so the workers' upkeep does it when the request's follow-up fails).  Never
 # charged (no lease, no rate), nor counted as the expert's labels 'n:' (its predicted
 # seconds learn from leased labels only).
-# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key.
-# ARGV[5] now, ARGV[6] number of classes k, ARGV[7] and ARGV[8] the accuracy bounds,
-# ARGV[9] keys.expert_skill_prefix, ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
+# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key,
+# KEYS[7..] declared only (built alike): per record its task's hash, its item's hash and the
+# item's experts and labels sets; per expert its lease set and per-skill record.
+# ARGV[6] now, ARGV[7] number of classes k, ARGV[8] and ARGV[9] the accuracy bounds,
+# ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
 # ARGV[11] fit of a label without an expert, ARGV[12] fields per record, then per record:
 # task id, item id, expert id ('' none), label, source record id ('' none), answered at
 # (epoch seconds, '' none), comment ('' none), answer (JSON, '' none).
@@ -779,11 +809,11 @@ return answer
 # record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate',
 # 'withdrawn', 'no_item', 'conflict' (detail: the label recorded), 'gold_without_expert'.
 IMPORT_LABELS = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[5], ARGV[9]
-local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[6]), tonumber(ARGV[7]),
-                                              tonumber(ARGV[8])
+local K_STREAM, K_LABELED = KEYS[4], KEYS[5]
+local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[7]), tonumber(ARGV[8]),
+                                              tonumber(ARGV[9])
 """ + LABEL_COMMON + r"""
-local now, fits, anonymous_fit = tonumber(ARGV[5]), cjson.decode(ARGV[10]), tonumber(ARGV[11])
+local now, fits, anonymous_fit = tonumber(ARGV[6]), cjson.decode(ARGV[10]), tonumber(ARGV[11])
 local width = tonumber(ARGV[12])
 local counted_now = 0
 
@@ -800,7 +830,7 @@ end
 
 -- The label the expert already gave the item (through a lease), or nil.
 local function given_label(iid, eid)
-  for _, entry in ipairs(redis.call('LRANGE', P_ITEM .. iid .. ':labels', 0, -1)) do
+  for _, entry in ipairs(redis.call('LRANGE', built_key(P_ITEM, iid, ':labels'), 0, -1)) do
     local tab = string.find(entry, '\t', 1, true)
     if string.sub(entry, 1, tab - 1) == eid then return string.sub(entry, tab + 1) end
   end
@@ -809,8 +839,8 @@ end
 
 -- End the expert's open lease on the item, if it holds one: its label came without it.
 local function end_own_lease(iid, eid)
-  for _, tid in ipairs(redis.call('ZRANGE', P_XLEASE .. eid, 0, -1)) do
-    if redis.call('HGET', P_TASK .. tid, 'item') == iid then
+  for _, tid in ipairs(redis.call('ZRANGE', built_key(P_XLEASE, eid), 0, -1)) do
+    if redis.call('HGET', built_key(P_TASK, tid), 'item') == iid then
       close_lease(tid, 'released')
       return
     end
@@ -826,7 +856,7 @@ local function refusal(tkey, iid, eid, label, fingerprint, status, gold)
     if prior[2] == fingerprint then return duplicate end
     return {'conflict', prior[1]}
   end
-  if eid ~= '' and redis.call('SISMEMBER', P_ITEM .. iid .. ':experts', eid) == 1 then
+  if eid ~= '' and redis.call('SISMEMBER', built_key(P_ITEM, iid, ':experts'), eid) == 1 then
     local given = given_label(iid, eid)
     if given == label then return duplicate end
     if given then return {'conflict', given} end
@@ -837,7 +867,7 @@ end
 
 local function count(iid, eid, label, gold, tags)
   if eid ~= '' then
-    if redis.call('SADD', P_ITEM .. iid .. ':experts', eid) == 0 then end_own_lease(iid, eid) end
+    if redis.call('SADD', built_key(P_ITEM, iid, ':experts'), eid) == 0 then end_own_lease(iid, eid) end
   end
   local _, n_votes = add_vote(iid, eid, label)
   counted_now = counted_now + 1
@@ -846,9 +876,9 @@ local function count(iid, eid, label, gold, tags)
     refresh_status(iid)
     return {'counted', 1}  -- a check: nothing to aggregate
   end
-  local f = redis.call('HMGET', P_ITEM .. iid, 'out', 'done', 'want')
+  local f = redis.call('HMGET', built_key(P_ITEM, iid), 'out', 'done', 'want')
   if tonumber(f[1]) + tonumber(f[2]) > tonumber(f[3]) then  -- more than it wanted
-    redis.call('HSETNX', P_ITEM .. iid, 'wt', f[3])  -- the target stays
+    redis.call('HSETNX', built_key(P_ITEM, iid), 'wt', f[3])  -- the target stays
     fit_want(iid)
   end
   local status = refresh_status(iid)
@@ -858,16 +888,16 @@ local function count(iid, eid, label, gold, tags)
 end
 
 local function import(tid, iid, eid, label, source, answered, comment, answer)
-  local f = redis.call('HMGET', P_ITEM .. iid, 'st', 'g', 's')
+  local f = redis.call('HMGET', built_key(P_ITEM, iid), 'st', 'g', 's')
   local gold = f[2] and f[2] ~= '' and f[2] or nil
-  local tkey = P_TASK .. tid
+  local tkey = built_key(P_TASK, tid)
   local fingerprint = redis.sha1hex(label .. '\n' .. comment .. '\n' .. answer)
   local refused = refusal(tkey, iid, eid, label, fingerprint, f[1], gold)
   if refused then return refused end
   local counted = f[1] ~= 'withdrawn'
   redis.call('HSET', tkey, 'item', iid, 'expert', eid, 'label', label, 'fp', fingerprint,
              'ca', now, 'exp', now, 'll', 1, 'st', counted and 'labeled' or 'recorded')
-  log_label(tid, iid, eid, label, 0, counted and 1 or 0, ARGV[5],
+  log_label(tid, iid, eid, label, 0, counted and 1 or 0, ARGV[6],
             label_extras(comment, answer, source, answered))
   if not counted then
     redis.call('HINCRBY', K_COUNTERS, 'late', 1)
@@ -891,20 +921,20 @@ return cjson.encode({results = results, since_retrain = since_retrain})
 # an expired lease).  Its counted labels stay: in the stream, and, for a finished item,
 # in the labeled set (training, aggregated export).  Its open leases are found through
 # the experts who leased it (the item's experts set) and their lease sets.
-# ARGV[5] now, ARGV[6] item id.
+# KEYS[4] the item's hash, KEYS[5] its experts set.  ARGV[6] now, ARGV[7] item id.
 # Returns {'missing'} or {'ok', 1 when withdrawn now (0: already), {task ids ended}}.
 WITHDRAW = _PREAMBLE + COMMON + r"""
-local now, iid = ARGV[5], ARGV[6]
-local ikey = P_ITEM .. iid
+local now, iid = ARGV[6], ARGV[7]
+local ikey = KEYS[4]
 local f = redis.call('HMGET', ikey, 'st', 's', 'wd')
 if not f[1] then return {'missing'} end
 if f[3] == '1' then return {'ok', 0, {}} end
 redis.call('HSET', ikey, 'wd', 1, 'wa', now)
 for _, set in ipairs(gold_sets(split_tags(f[2]))) do redis.call('ZREM', set, iid) end
 local ended = {}
-for _, eid in ipairs(redis.call('SMEMBERS', ikey .. ':experts')) do
-  for _, tid in ipairs(redis.call('ZRANGE', P_XLEASE .. eid, 0, -1)) do
-    if redis.call('HGET', P_TASK .. tid, 'item') == iid and close_lease(tid, 'withdrawn') then
+for _, eid in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  for _, tid in ipairs(redis.call('ZRANGE', built_key(P_XLEASE, eid), 0, -1)) do
+    if redis.call('HGET', built_key(P_TASK, tid), 'item') == iid and close_lease(tid, 'withdrawn') then
       ended[#ended + 1] = tid
     end
   end
@@ -914,28 +944,28 @@ return {'ok', 1, ended}
 """
 
 # Extend an open lease (heartbeat).
-# ARGV[5] now, ARGV[6] task id, ARGV[7] lease seconds.
+# KEYS[4] the task's hash.  ARGV[6] now, ARGV[7] task id, ARGV[8] lease seconds.
 # Returns {state, expires_at} after the call ('' state when no such task).
 EXTEND = _PREAMBLE + COMMON + r"""
-local now, tid = tonumber(ARGV[5]), ARGV[6]
-local tkey = P_TASK .. tid
+local now, tid = tonumber(ARGV[6]), ARGV[7]
+local tkey = KEYS[4]
 local t = redis.call('HMGET', tkey, 'expert', 'st', 'exp')
 if not t[2] then return {'', ''} end
 if t[2] == 'open' and tonumber(t[3]) < now then close_lease(tid, 'expired') end
 local state = redis.call('HGET', tkey, 'st')
 if state ~= 'open' then return {state, t[3]} end
-local expires = now + tonumber(ARGV[7])
+local expires = now + tonumber(ARGV[8])
 redis.call('HSET', tkey, 'exp', expires)
 redis.call('ZADD', K_LEASES, expires, tid)
-redis.call('ZADD', P_XLEASE .. t[1], expires, tid)
+redis.call('ZADD', built_key(P_XLEASE, t[1]), expires, tid)
 return {'open', tostring(expires)}
 """
 
-# Give a leased item back.  ARGV[5] now, ARGV[6] task id.
+# Give a leased item back.  KEYS[4] the task's hash.  ARGV[6] now, ARGV[7] task id.
 # Returns the task's state after the call ('' when no such task).
 RELEASE = _PREAMBLE + COMMON + r"""
-local now, tid = tonumber(ARGV[5]), ARGV[6]
-local tkey = P_TASK .. tid
+local now, tid = tonumber(ARGV[6]), ARGV[7]
+local tkey = KEYS[4]
 local t = redis.call('HMGET', tkey, 'st', 'exp')
 if not t[1] then return '' end
 if t[1] == 'open' and tonumber(t[2]) < now then close_lease(tid, 'expired')
@@ -943,57 +973,58 @@ elseif t[1] == 'open' then close_lease(tid, 'released') end
 return redis.call('HGET', tkey, 'st')
 """
 
-# Change how many labels an item wants (adaptive redundancy).  ARGV[5] item id,
-# ARGV[6] labels wanted.  An early stop does not take back leases already handed out:
-# 'want' stays at the labels out or in, and falls to the target as those leases close
-# unlabeled, so an item never holds more counted labels than it wants.
+# Change how many labels an item wants (adaptive redundancy).  KEYS[4] the item's hash.
+# ARGV[6] item id, ARGV[7] labels wanted.  An early stop does not take back leases already
+# handed out: 'want' stays at the labels out or in, and falls to the target as those leases
+# close unlabeled, so an item never holds more counted labels than it wants.
 # Returns the item's status after the change.
 SET_WANT = _PREAMBLE + COMMON + r"""
-redis.call('HSET', P_ITEM .. ARGV[5], 'wt', ARGV[6])
-fit_want(ARGV[5], tonumber(ARGV[6]))
-return refresh_status(ARGV[5])
+redis.call('HSET', KEYS[4], 'wt', ARGV[7])
+fit_want(ARGV[6], tonumber(ARGV[7]))
+return refresh_status(ARGV[6])
 """
 
 # Mark one re-score chunk done and count it, once: two copies of a chunk (a retry racing
 # a slow first attempt) must not count twice and finish the run early.
-# KEYS[4] the run's progress hash.  ARGV[5] chunk index, ARGV[6] items updated,
-# ARGV[7] items in the chunk.  Returns 1 when counted now, 0 when already done.
+# KEYS[4] the run's progress hash.  ARGV[6] chunk index, ARGV[7] items updated,
+# ARGV[8] items in the chunk.  Returns 1 when counted now, 0 when already done.
 FINISH_CHUNK = _PREAMBLE + COMMON + r"""
-if redis.call('HSETNX', KEYS[4], 'done:' .. ARGV[5], ARGV[6]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[4], 'items_done', ARGV[7])
+if redis.call('HSETNX', KEYS[4], 'done:' .. ARGV[6], ARGV[7]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[4], 'items_done', ARGV[8])
 redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
 return 1
 """
 
-# Return expired leases of one project to the pool.  ARGV[5] now, ARGV[6] limit.
+# Return expired leases of one project to the pool.  ARGV[6] now, ARGV[7] limit.
 SWEEP = _PREAMBLE + COMMON + r"""
-return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
+return sweep(tonumber(ARGV[6]), tonumber(ARGV[7]))
 """
 
 # Set priorities computed outside taskrank (``taskrank backfill --from``), only for items
 # still pending: a leased or labeled item must never come back into the pool.  The
 # breakdown becomes {"external": priority}, recorded as of the current model and strategy
 # versions (so it is shown as stored, not recomputed).
-# ARGV[5] current model version, ARGV[6] strategy version, ARGV[7..] pairs: item id,
-# priority.  Returns {updated, not pending, {0-based positions of the pairs whose item does
-# not exist}}.
+# KEYS[4..] declared only (built alike): the items' hashes.  ARGV[6] current model
+# version, ARGV[7] strategy version, ARGV[8..] pairs: item id, priority.
+# Returns {updated, not pending, {0-based positions of the pairs whose item does not
+# exist}}.
 SET_PRIORITIES = _PREAMBLE + COMMON + r"""
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if tonumber(ARGV[i+1]) == nil then
     return redis.error_reply('priority of ' .. ARGV[i] .. ' is not a number: ' .. ARGV[i+1])
   end
 end
 local updated, skipped, unknown = 0, 0, {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local iid, priority = ARGV[i], tonumber(ARGV[i+1])
-  local f = redis.call('HMGET', P_ITEM .. iid, 'st', 's')
+  local f = redis.call('HMGET', built_key(P_ITEM, iid), 'st', 's')
   if not f[1] then
-    unknown[#unknown + 1] = (i - 7) / 2
+    unknown[#unknown + 1] = (i - 8) / 2
   elseif f[1] ~= 'pending' then
     skipped = skipped + 1
   else
-    redis.call('HSET', P_ITEM .. iid, 'pr', ARGV[i+1],
-               'bd', cjson.encode({external = priority}), 'mv', ARGV[5], 'sv', ARGV[6])
+    redis.call('HSET', built_key(P_ITEM, iid), 'pr', ARGV[i+1],
+               'bd', cjson.encode({external = priority}), 'mv', ARGV[6], 'sv', ARGV[7])
     enpool(iid, split_tags(f[2]), priority)
     updated = updated + 1
   end
@@ -1015,17 +1046,17 @@ return redis.call('HGET', KEYS[1], '_total')
 """
 
 # Record a webhook event in the project's outbox once (queue/events.py): unless field
-# ARGV[5] of hash KEYS[4] (the event's once-marker) already holds ARGV[6], set it and
-# append the event to the outbox stream KEYS[5] (fields 'type' ARGV[7], 'body' ARGV[8]),
+# ARGV[6] of hash KEYS[4] (the event's once-marker) already holds ARGV[7], set it and
+# append the event to the outbox stream KEYS[5] (fields 'type' ARGV[8], 'body' ARGV[9]),
 # in one step, so an event is never marked without being recorded nor recorded twice.
-# Then, unless KEYS[6] names a drain job still waiting, set it to ARGV[9] for ARGV[10]
+# Then, unless KEYS[6] names a drain job still waiting, set it to ARGV[10] for ARGV[11]
 # seconds: the caller queues that job.
-# Returns 0 (sent before), 1 (recorded; a drain is waiting) or 2 (recorded; queue ARGV[9]).
+# Returns 0 (sent before), 1 (recorded; a drain is waiting) or 2 (recorded; queue ARGV[10]).
 EMIT_EVENT = _PREAMBLE + COMMON + r"""
-if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[6] then return 0 end
-redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
-redis.call('XADD', KEYS[5], '*', 'type', ARGV[7], 'body', ARGV[8])
-if redis.call('SET', KEYS[6], ARGV[9], 'NX', 'EX', ARGV[10]) then return 2 end
+if redis.call('HGET', KEYS[4], ARGV[6]) == ARGV[7] then return 0 end
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
+redis.call('XADD', KEYS[5], '*', 'type', ARGV[8], 'body', ARGV[9])
+if redis.call('SET', KEYS[6], ARGV[10], 'NX', 'EX', ARGV[11]) then return 2 end
 return 1
 """
 
@@ -1038,18 +1069,58 @@ SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "emit_event": EMIT_EVENT}
 
 
-def run(r: redis.Redis, name: str, pid: str, keys: list[str] | tuple = (),
+def run(r: DataClient, name: str, pid: str, keys: list[str] | tuple = (),
         args: list | tuple = ()) -> object:
-    """Run script ``name`` for project ``pid`` with the shared KEYS/ARGV preamble."""
-    script = _registered(r, name)
+    """Run script ``name`` for project ``pid`` with the shared KEYS/ARGV preamble; raises
+    ValueError when a key or prefix lies outside the project's slot (module docstring)."""
+    script_keys, script_args = _project_call(name, pid, keys, args)
+    return _registered(r, name)(keys=script_keys, args=script_args, client=r)
+
+
+def run_many(r: DataClient, name: str, pid: str, calls: list[tuple[list, list]]) -> list:
+    """Run script ``name`` of project ``pid`` once per (keys, args) of ``calls``, in one round
+    trip; the replies in order."""
+    if not calls:
+        return []
+    try:
+        return _pipelined(r, name, pid, calls)
+    except redis.exceptions.NoScriptError:
+        # A cluster pipeline cannot load a script (redis-py leaves NOSCRIPT to the caller):
+        # the master never had it or restarted.  No call ran (one project: one master).
+        r.script_load(SCRIPTS[name])
+        return _pipelined(r, name, pid, calls)
+
+
+def _pipelined(r: DataClient, name: str, pid: str, calls: list[tuple[list, list]]) -> list:
+    with r.pipeline(transaction=False) as pipe:
+        script = _registered(pipe, name)
+        for keys, args in calls:
+            script_keys, script_args = _project_call(name, pid, keys, args)
+            script(keys=script_keys, args=script_args, client=pipe)
+        return pipe.execute()
+
+
+def _project_call(name: str, pid: str, keys: list[str] | tuple, args: list | tuple
+                  ) -> tuple[list, list]:
+    """The KEYS and ARGV of a project script: the preamble's, then the caller's."""
     preamble_keys = [K.counters_key(pid), K.pool_untagged_key(pid), K.leases_key(pid)]
     preamble_args = [K.item_prefix(pid), K.task_prefix(pid), K.expert_leases_prefix(pid),
-                     K.pool_tag_key(pid, "")]
-    return script(keys=preamble_keys + list(keys), args=preamble_args + list(args), client=r)
+                     K.pool_tag_key(pid, ""), K.expert_skill_prefix(pid)]
+    tag = K.project_prefix(pid)
+    stray = [key for key in (*preamble_keys, *preamble_args, *keys) if not key.startswith(tag)]
+    if stray:
+        # A key of another slot would make EVALSHA fail on a cluster, and a key of the same
+        # slot built elsewhere would escape keys.py: refused the same on a single Redis.
+        raise ValueError(f"script {name} of project {pid!r} was given keys outside the "
+                         f"project's slot ({tag}...): {stray[:3]}")
+    return preamble_keys + list(keys), preamble_args + list(args)
 
 
-def run_global(r: redis.Redis, name: str, keys: list[str], args: list) -> object:
-    """Run script ``name``, which touches only the global ``keys`` (no project preamble)."""
+def run_global(r: DataClient, name: str, keys: list[str], args: list) -> object:
+    """Run script ``name``, which touches only the global ``keys`` (no project preamble):
+    exactly one key, so one Cluster slot."""
+    if len(keys) != 1:
+        raise ValueError(f"script {name} runs on one global key, got {len(keys)}")
     return _registered(r, name)(keys=keys, args=args, client=r)
 
 

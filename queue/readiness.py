@@ -1,11 +1,11 @@
 """What ``GET /readyz`` reports: whether each part of taskrank works.
 
-- ``redis``: the data store answers (``down`` while it is unreachable or still loading its
-  append-only file: nothing can be served then).
-- ``workers``: RQ workers alive on the taskrank queue (``down`` with none: labels are still
-  taken and tasks served, but retrains and re-scores wait).  A worker counts once it has
-  registered, and stops counting once it is known dead (``taskrank.queue.abandoned``) or its
-  registration expires.
+- ``redis``: the data store answers, every master of a Redis Cluster (``down`` while one is
+  unreachable or still loading its append-only file: its projects cannot be served then).
+- ``workers``: RQ workers alive on the taskrank queue (``down`` with none, or while RQ's
+  Redis, when it is another one, is unreachable: labels are still taken and tasks served,
+  but retrains and re-scores wait).  A worker counts once it has registered, and stops
+  counting once it is known dead (``taskrank.queue.abandoned``) or its registration expires.
 """
 
 from __future__ import annotations
@@ -14,26 +14,27 @@ import redis
 from rq import Queue
 
 from taskrank.queue.abandoned import live_workers
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import DataClient, masters, rq_redis
 
 OK, DOWN, UNKNOWN = "ok", "down", "unknown"
 
 
-def readiness(r: redis.Redis, queue_name: str) -> dict[str, dict]:
+def readiness(r: DataClient, queue_name: str) -> dict[str, dict]:
     """``{"redis": {"status", "detail"?}, "workers": {"status", "running"?, "detail"?}}``."""
     try:
-        r.ping()
+        for server in masters(r):
+            server.ping()
     except redis.BusyLoadingError:
         return _redis_down("loading its append-only file")
     except redis.RedisError as error:
         return _redis_down(f"unreachable: {error}")
-    connection = same_server(r, decode_responses=False)
     try:
-        running = len(live_workers(Queue(queue_name, connection=connection)))
+        with rq_redis(r) as connection:
+            running = len(live_workers(Queue(queue_name, connection=connection)))
     except redis.RedisError as error:
-        return _redis_down(f"unreachable: {error}")
-    finally:
-        connection.close()
+        return {"redis": {"status": OK}, "workers": {
+            "status": DOWN, "detail": f"RQ's Redis is unreachable ({error}): labels are "
+                                      "taken, but retrains and re-scores wait for it"}}
     workers: dict = {"status": OK if running else DOWN, "running": running}
     if not running:
         workers["detail"] = ("no RQ worker is running: labels are taken, but retrains and "

@@ -15,7 +15,7 @@ from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import reaggregate_project
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
 from taskrank.queue.events import flag_check_all, model_trained
 from taskrank.queue.metrics import observe_retrain
@@ -75,7 +75,7 @@ def retrain(pid: str) -> dict:
 
 def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
     job_id = f"{new_job_id('evaluate', pid)}-v{version}"
-    queue = task_queue(current(), same_server(r, decode_responses=False))
+    queue = task_queue(current(), rq_redis(r))
     queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY,
                   job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
     return job_id

@@ -1,11 +1,12 @@
 """Finding the running server's Redis from a command typed in another shell.
 
-``taskrank serve`` notes where it listens and which Redis it uses in a file of its own under
-``TASKRANK_RUN_DIR`` (default ``~/.taskrank/run``), and removes it when it stops.  One-off
-commands that go straight to Redis (``token create``, ``ingest --direct``, ``backfill``,
-``worker``) then use, in this order:
+``taskrank serve`` notes where it listens and which Redis it uses (the data store, and the
+Redis of RQ's queue when that is another one) in a file of its own under ``TASKRANK_RUN_DIR``
+(default ``~/.taskrank/run``), and removes it when it stops.  One-off commands that go
+straight to Redis (``token create``, ``ingest --direct``, ``backfill``, ``worker``) then use,
+in this order:
 
-1. ``TASKRANK_REDIS_URL``;
+1. ``TASKRANK_REDIS_URL`` (with ``TASKRANK_RQ_REDIS_URL``);
 2. the embedded Redis running on ``TASKRANK_DATA_DIR``;
 3. the running server noted for ``TASKRANK_URL``, or the only running server there is;
 4. the data in ``TASKRANK_DATA_DIR`` of a server that is stopped (an embedded Redis is
@@ -38,11 +39,13 @@ def run_dir(settings: Settings) -> Path:
 
 
 def register(settings: Settings, url: str) -> Path:
-    """Note the server at ``url`` with its Redis (``settings.redis_url``); the note's path."""
+    """Note the server at ``url`` with its Redis (``settings.redis_url``, ``rq_redis_url``);
+    the note's path."""
     folder = run_dir(settings)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
-    note = {"url": url, "redis_url": settings.redis_url, "pid": os.getpid(),
+    note = {"url": url, "redis_url": settings.redis_url, "rq_redis_url": settings.rq_redis_url,
+            "redis_cluster": settings.redis_cluster, "pid": os.getpid(),
             "data_dir": str(Path(settings.data_dir).resolve())}
     # The Redis URL may carry a password: only this user may read the note.
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -74,23 +77,26 @@ def running_servers(settings: Settings) -> list[dict]:
 
 
 @contextlib.contextmanager
-def command_redis(settings: Settings, say: Callable[[str], None] = lambda text: None
-                  ) -> Iterator[str]:
-    """The Redis URL a one-off command should use (see the module's order); ``say`` gets
-    one line when it is a server found through its note.  Raises ``NoServerError``."""
+def command_settings(settings: Settings, say: Callable[[str], None] = lambda text: None
+                     ) -> Iterator[Settings]:
+    """``settings`` pointing at the Redis a one-off command should use (see the module's
+    order): its data store and RQ's; ``say`` gets one line when it is a server found
+    through its note.  Raises ``NoServerError``."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings
         return
     embedded = EmbeddedRedis(settings.data_dir, settings.redis_fsync)
     running = embedded.running_url()
     if running:
-        yield running
+        yield settings.replace(redis_url=running, redis_cluster=False)
         return
     server = _noted_server(settings)
     if server:
         say(f"using the Redis of the taskrank server at {server['url']} (data dir "
             f"{server['data_dir']}); set TASKRANK_DATA_DIR or TASKRANK_REDIS_URL to choose")
-        yield server["redis_url"]
+        yield settings.replace(redis_url=server["redis_url"],
+                               redis_cluster=server.get("redis_cluster"),
+                               rq_redis_url=settings.rq_redis_url or server.get("rq_redis_url"))
         return
     if not _holds_data(embedded.data_dir):
         raise NoServerError(
@@ -100,7 +106,7 @@ def command_redis(settings: Settings, say: Callable[[str], None] = lambda text: 
             "the server's data dir (it prints it at start: 'data in ...') or "
             "TASKRANK_REDIS_URL to its Redis")
     with embedded:  # a stopped server's data: serve it for this command only
-        yield embedded.url
+        yield settings.replace(redis_url=embedded.url, redis_cluster=False)
 
 
 def _noted_server(settings: Settings) -> dict | None:

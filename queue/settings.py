@@ -20,6 +20,7 @@ class SettingsError(ValueError):
 
 
 _TRUE = {"1", "true", "yes", "on"}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -28,6 +29,12 @@ class Settings:
     """Runtime configuration; tests build it directly, processes call ``from_env()``."""
 
     redis_url: str | None = None  # None: start the embedded Redis under data_dir
+    # Whether redis_url is a Redis Cluster: None asks the server once per process (INFO
+    # cluster); True or False says so (the embedded Redis is started with False)
+    redis_cluster: bool | None = None
+    # The single Redis RQ runs on (RQ does not support Cluster); None: redis_url's server
+    # when that is no cluster (`taskrank serve` on a cluster starts an embedded one for RQ)
+    rq_redis_url: str | None = None
     data_dir: str = "./var"
     admin_token: str | None = None  # accepted as an admin bearer token when set
     host: str = "127.0.0.1"
@@ -80,6 +87,16 @@ class Settings:
             raise SettingsError(
                 f"TASKRANK_WEBHOOK_TIMEOUT must be > 0 and at most 300, got {self.webhook_timeout}")
         self.retry_intervals  # noqa: B018 - checks TASKRANK_WEBHOOK_RETRY_INTERVALS
+        self._check_redis_urls()
+
+    def _check_redis_urls(self) -> None:
+        if self.rq_redis_url is not None and not self.rq_redis_url.startswith(_REDIS_SCHEMES):
+            raise SettingsError("TASKRANK_RQ_REDIS_URL must be a redis://, rediss:// or "
+                                f"unix:// URL of a single Redis, got {self.rq_redis_url!r}")
+        if self.redis_cluster and not (self.redis_url or "").startswith(_REDIS_SCHEMES[:2]):
+            raise SettingsError("TASKRANK_REDIS_CLUSTER=1 needs TASKRANK_REDIS_URL set to a "
+                                "redis:// or rediss:// URL of one of the cluster's nodes, got "
+                                f"{self.redis_url!r}")
 
     @property
     def retry_intervals(self) -> tuple[float, ...]:
@@ -122,12 +139,16 @@ class Settings:
 
 def _parse(name: str, kind: str, raw: str) -> object:
     var = f"TASKRANK_{name.upper()}"
-    if kind == "bool":
-        if raw.strip().lower() in _TRUE:
+    if kind in ("bool", "bool | None"):
+        value = raw.strip().lower()
+        if kind == "bool | None" and value in ("auto", ""):
+            return None  # decided at run time
+        if value in _TRUE:
             return True
-        if raw.strip().lower() in _FALSE:
+        if value in _FALSE:
             return False
-        raise SettingsError(f"{var} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+        auto = " or auto" if kind == "bool | None" else ""
+        raise SettingsError(f"{var} must be 1/0, true/false, yes/no, on/off{auto}, got {raw!r}")
     if kind in ("int", "float"):
         try:
             return int(raw) if kind == "int" else float(raw)

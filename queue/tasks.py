@@ -152,23 +152,30 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
     pools = [K.pool_untagged_key(pid)] + [K.pool_tag_key(pid, tag) for tag in sorted(fits)]
     budget = project["budget_usd"]
     gated = profile.state == NEEDS_GOLD
+    task_ids = [new_task_id(pid) for _ in range(n)]
+    best = best_experts_by_tag(r, project, now) if routing["holdback_seconds"] > 0 else {}
+    # Declared only: what the script may touch beyond the pools (the new tasks, the leases
+    # of the experts the hold-back compares with, the gold sets of the expert's skills).
+    others = {other[0] for ranked in best.values() for other in ranked}
+    declared = ([K.task_key(pid, tid) for tid in task_ids]
+                + [K.expert_leases_key(pid, other) for other in sorted(others - {eid})]
+                + [K.gold_key(pid, tag) for tag in [GENERAL, *sorted(fits)]])
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid),
                                        K.expert_skill_key(pid, eid),
-                                       K.working_experts_key(pid), idem_key, *pools], [
-        now, eid, ",".join(new_task_id(pid) for _ in range(n)), project["lease_seconds"],
+                                       K.working_experts_key(pid), idem_key, *pools,
+                                       *declared], [
+        now, eid, ",".join(task_ids), project["lease_seconds"],
         expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
         "" if general_fit is None else general_fit, SWEEP_LIMIT,
-        routing["holdback_seconds"], routing["holdback_margin"],
-        json.dumps(best_experts_by_tag(r, project, now)
-                   if routing["holdback_seconds"] > 0 else {}),
+        routing["holdback_seconds"], routing["holdback_margin"], json.dumps(best),
         strategy["explore"]["share"], strategy["explore"]["decay_labels"],
         strategy["diversity"]["factor"], expert["cost_per_hour"], routing["cost_exponent"],
         "" if budget is None else budget, json.dumps(profile.table(profile.seconds)),
         json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
         json.dumps(profile.table(profile.gold_share)),
-        json.dumps(profile.table(profile.review_share)), keep_seconds])
+        json.dumps(profile.table(profile.review_share)), keep_seconds, len(pools)])
 
 
 def _task(profile: Profile, routing: dict, answer: list) -> dict:
@@ -221,10 +228,9 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
                                     K.labeled_key(pid), K.explore_labels_key(pid),
-                                    K.spend_key(pid), K.followup_key(pid)],
+                                    K.spend_key(pid), K.followup_key(pid), K.task_key(pid, tid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
-                   len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now),
-                   K.expert_skill_prefix(pid), comment, answer])
+                   len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now), comment, answer])
     reply = json.loads(raw)
     if reply["status"] == 404:
         raise NoSuchTaskError(f"no task '{tid}'")
@@ -255,14 +261,15 @@ def task_expert(r: redis.Redis, pid: str, tid: str) -> str:
 
 def extend(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
     now = clock_now() if now is None else now
-    state, _ = lua.run(r, "extend", project["id"], [], [now, tid, project["lease_seconds"]])
+    state, _ = lua.run(r, "extend", project["id"], [K.task_key(project["id"], tid)],
+                       [now, tid, project["lease_seconds"]])
     return _lease_answer(r, project, tid, state, "open", "extended")
 
 
 def release(r: redis.Redis, project: dict, tid: str, now: float | None = None) -> dict:
     """Give the item back; releasing an already released task answers the same again."""
     now = clock_now() if now is None else now
-    state = lua.run(r, "release", project["id"], [], [now, tid])
+    state = lua.run(r, "release", project["id"], [K.task_key(project["id"], tid)], [now, tid])
     return _lease_answer(r, project, tid, state, "released", "released")
 
 

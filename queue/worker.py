@@ -12,7 +12,7 @@ from rq import Queue, SimpleWorker, Worker
 from threadpoolctl import threadpool_limits
 
 from taskrank.queue.abandoned import reap_abandoned, worker_name
-from taskrank.queue.connection import connect, connect_binary
+from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.processes import forks_die_with_this_process
 from taskrank.queue.settings import Settings, install
 
@@ -45,8 +45,8 @@ class InProcessWorker(_PromptListener, SimpleWorker):
 
 
 def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - a redis client
-    """The RQ queue taskrank's jobs go to."""
-    return Queue(settings.queue_name, connection=connection or connect_binary(settings))
+    """The RQ queue taskrank's jobs go to (on the RQ Redis: ``connection.rq_redis``)."""
+    return Queue(settings.queue_name, connection=connection or connect_rq(settings))
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
@@ -66,7 +66,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # The work horse and the scheduler RQ forks die with this process, even by SIGKILL: a
     # job killed with its worker is abandoned (queue/abandoned.py), never run twice.
     forks_die_with_this_process(signal.SIGKILL)
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     queue = task_queue(settings, connection)
     _reap(queue)  # the jobs of workers that died before this one started
     stop = threading.Event()
@@ -89,8 +89,8 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
     from taskrank.queue.delivery import drain_all
     from taskrank.queue.tasks import sweep_all_projects
 
-    r = connect(settings)
-    queue = task_queue(settings, connect_binary(settings))
+    r = connect(settings)  # the data store (the queue may live on another Redis)
+    queue = task_queue(settings, connect_rq(settings))
     while not stop.wait(settings.sweep_interval):
         upkeep = ((sweep_all_projects, "lease sweep"),
                   (lambda client: drain_followups(client, settings), "label follow-up"),

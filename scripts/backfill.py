@@ -29,12 +29,12 @@ from rq.job import Job, JobStatus
 from tqdm import tqdm
 
 from taskrank.queue.backfill import rescore_chunks, resume_rescore, set_priorities
-from taskrank.queue.connection import connect, connect_binary, same_server
+from taskrank.queue.connection import connect, connect_rq, rq_redis
 from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
-from taskrank.queue.running import NoServerError, command_redis
-from taskrank.queue.settings import Settings, SettingsError
+from taskrank.queue.running import NoServerError, command_settings
+from taskrank.queue.settings import Settings, SettingsError, install
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.scripts.cli import positive_int
 from taskrank.scripts.item_files import FileFormatError, detect_format, priority_records
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.source and args.resume:
             raise Unusable("--from sets priorities itself; it cannot --resume a re-score run")
-        with command_redis(settings, say=lambda text: print(f"taskrank backfill: {text}",
-                                                             file=sys.stderr)) as url:
-            settings = settings.replace(redis_url=url)
+        with command_settings(settings, say=lambda text: print(f"taskrank backfill: {text}",
+                                                                file=sys.stderr)) as found:
+            settings = install(found)  # what the queue code it calls reads (rq_redis)
             r = connect(settings, socket_timeout=120.0)
             project = _project(r, args.project)
             summary = (apply_file(r, project["id"], args) if args.source
@@ -109,7 +109,7 @@ def backfill(r: redis.Redis, settings: Settings, pid: str, args: argparse.Namesp
     if args.direct:  # a queue of our own, which only this process works
         settings = settings.replace(
             queue_name=f"{settings.queue_name}-backfill-{secrets.token_hex(4)}")
-    elif not Worker.count(queue=task_queue(settings, connect_binary(settings))):
+    elif not Worker.count(queue=task_queue(settings, connect_rq(settings))):
         raise Unusable(f"no RQ worker listens on queue '{settings.queue_name}'; start one "
                        "('taskrank worker' or 'taskrank serve') or run here with --direct")
     started = time.perf_counter()
@@ -151,7 +151,7 @@ def _start_line(pid: str, run: str, progress: dict, requeued: list[int] | None) 
 
 def work_here(settings: Settings, r: redis.Redis, pid: str, run: str, bar: tqdm) -> str | None:
     """Work the run's private queue in this process; a reason when it stopped early."""
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     queue = task_queue(settings, connection)
     done = threading.Event()
     watcher = threading.Thread(target=follow, args=(r, pid, run, bar), kwargs={"done": done},
@@ -189,7 +189,7 @@ def _check_chunks(r: redis.Redis, pid: str, run: str) -> None:
     """Raise ``Stopped`` when a chunk not done has no live job (it failed or was lost)."""
     left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     jobs = Job.fetch_many([f"{run}-c{index}" for index in left],
-                          connection=same_server(r, decode_responses=False))
+                          connection=rq_redis(r))
     for index, job in zip(left, jobs, strict=True):
         if job is None:
             raise Stopped(f"chunk {index} has no job any more (its queue was emptied?)")

@@ -90,13 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.file != "-" and not os.path.isfile(args.file):
             raise Unusable(f"no file {args.file!r}")
         if args.direct:
-            from taskrank.queue.running import NoServerError, command_redis
+            from taskrank.queue.running import NoServerError, command_settings
 
             try:
-                with command_redis(settings, say=lambda text: print(
-                        f"taskrank ingest: {text}", file=sys.stderr)) as url:
-                    return run(args, fmt, DirectTarget(settings.replace(redis_url=url),
-                                                       args.project))
+                with command_settings(settings, say=lambda text: print(
+                        f"taskrank ingest: {text}", file=sys.stderr)) as found:
+                    return run(args, fmt, DirectTarget(found, args.project))
             except NoServerError as error:
                 raise Unusable(str(error)) from None
         with HttpTarget(args.url, args.token, args.project) as target:
@@ -227,7 +226,9 @@ class DirectTarget:
 
     def __init__(self, settings: Settings, pid: str) -> None:
         from taskrank.queue.connection import connect
+        from taskrank.queue.settings import install
 
+        install(settings)  # what the queue code reads when it queues a job (rq_redis)
         self.r = connect(settings, socket_timeout=120.0)
         self.pid = pid
 

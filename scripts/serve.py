@@ -1,7 +1,8 @@
 """``taskrank serve``: the whole server on one machine.
 
-Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set), RQ worker processes and
-the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``), then
+Starts the embedded Redis (unless ``TASKRANK_REDIS_URL`` is set; when it names a Redis Cluster
+and ``TASKRANK_RQ_REDIS_URL`` is not set, an embedded Redis for RQ's queue only), RQ worker
+processes and the Flask app under gunicorn (the process stack, ``taskrank.scripts.stack``), then
 supervises them: one that exits is restarted with backoff while the others keep serving.
 Ctrl-C, SIGTERM or SIGHUP stops every child process gracefully (requests in flight are
 answered, a running job finishes); if serve itself is killed, its children die with it.
@@ -15,7 +16,9 @@ import signal
 import sys
 from pathlib import Path
 
-from taskrank.queue.connection import connect
+import redis
+
+from taskrank.queue.connection import connect, is_cluster
 from taskrank.queue.durability import check_durability
 from taskrank.queue.running import register, run_dir, unregister
 from taskrank.queue.settings import Settings, SettingsError
@@ -75,13 +78,19 @@ def note_server(settings: Settings) -> Path | None:
 def start(stack: Stack, stopping: list[int]) -> int | None:
     """Start Redis (the embedded one unless configured), the RQ workers and gunicorn; the
     exit code when serve must end instead of serving (an error, or a stop signal)."""
-    if not stack.settings.redis_url:
+    try:
+        queue_only = needs_queue_redis(stack)
+    except redis.RedisError as error:
+        print(f"taskrank serve: cannot reach TASKRANK_REDIS_URL: {error}", file=sys.stderr)
+        return 1
+    if not stack.settings.redis_url or queue_only:
         try:
-            embedded = stack.start_redis()
+            embedded = stack.start_redis(queue_only=queue_only)
         except (RuntimeError, FileNotFoundError) as error:
             print(f"taskrank serve: {error}", file=sys.stderr)
             return 1
-        print(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})")
+        role = " for RQ's queue only (the data store is the cluster)" if queue_only else ""
+        print(f"embedded Redis{role} at {embedded.url} (data in {embedded.data_dir})")
     if stopping:
         return 0
     if not prepare_redis(stack.settings):
@@ -93,6 +102,17 @@ def start(stack: Stack, stopping: list[int]) -> int | None:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 1
     return 0 if stopping else None
+
+
+def needs_queue_redis(stack: Stack) -> bool:
+    """Whether the configured Redis is a cluster without a Redis for RQ (serve then starts
+    one); the stack's settings say whether it is a cluster, so its children need not ask."""
+    settings = stack.settings
+    if not settings.redis_url:
+        return False
+    cluster = is_cluster(settings)
+    stack.settings = settings.replace(redis_cluster=cluster)
+    return cluster and not settings.rq_redis_url
 
 
 def catch_stop_signals() -> list[int]:

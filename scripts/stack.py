@@ -210,12 +210,18 @@ class Stack:
         return {**self.environ, **self.settings.as_env(), **extra}
 
     def start_redis(self, data_dir: str | os.PathLike | None = None, port: int | None = None,
-                    timeout: float = 10.0) -> EmbeddedRedis:
+                    timeout: float = 10.0, queue_only: bool = False) -> EmbeddedRedis:
         """The embedded Redis on ``data_dir`` (default the settings'); the settings then
-        point at it."""
-        self.redis = EmbeddedRedis(data_dir or self.settings.data_dir,
+        point at it: as the data store (no cluster: nobody need ask), or with
+        ``queue_only`` as RQ's Redis only (the data store is a Redis Cluster), whose data
+        lives in the ``rq`` folder of the data dir, so that commands looking for a data
+        store on the data dir (``queue/running.py``) never take it for one."""
+        data_dir = Path(data_dir or self.settings.data_dir)
+        self.redis = EmbeddedRedis(data_dir / "rq" if queue_only else data_dir,
                                    self.settings.redis_fsync, port)
-        self.settings = self.settings.replace(redis_url=self.redis.start(timeout))
+        url = self.redis.start(timeout)
+        self.settings = self.settings.replace(**({"rq_redis_url": url} if queue_only else
+                                                 {"redis_url": url, "redis_cluster": False}))
         self.redis_start_timeout = max(self.redis_start_timeout, timeout)
         return self.redis
 
@@ -252,10 +258,10 @@ class Stack:
         """Until ``count`` RQ workers listen on the settings' queue."""
         from rq import Worker
 
-        from taskrank.queue.connection import connect_binary
+        from taskrank.queue.connection import connect_rq
         from taskrank.queue.worker import task_queue
 
-        queue = task_queue(self.settings, connect_binary(self.settings))
+        queue = task_queue(self.settings, connect_rq(self.settings))
         deadline = time.monotonic() + timeout
         while len(Worker.all(queue=queue)) < count:
             dead = [child for child in self.children if child.name == WORKER_MODULE

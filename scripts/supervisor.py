@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from taskrank.queue.abandoned import reap_abandoned
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.worker import task_queue
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class Supervisor:
     def reap_abandoned(self) -> list[str]:
         """Hand the jobs of dead workers to RQ's cleanup; with Redis unavailable, the next
         worker to start does it."""
-        connection = connect_binary(self.stack.settings)
+        connection = connect_rq(self.stack.settings)
         try:
             return reap_abandoned(task_queue(self.stack.settings, connection))
         except redis.RedisError as error:

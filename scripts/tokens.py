@@ -7,7 +7,7 @@ import sys
 
 from taskrank.queue.connection import connect
 from taskrank.queue.exceptions import InvalidInputError
-from taskrank.queue.running import NoServerError, command_redis
+from taskrank.queue.running import NoServerError, command_settings
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import ROLES, create_token
 from taskrank.queue.validation import check_id
@@ -33,9 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"{error.detail}; the API takes no other expert id")
     settings = Settings.from_env()
     try:
-        with command_redis(settings, say=_say) as url:
-            token = create_token(connect(settings.replace(redis_url=url)), args.role,
-                                 args.expert_id)
+        with command_settings(settings, say=_say) as found:
+            token = create_token(connect(found), args.role, args.expert_id)
     except NoServerError as error:
         return _fail(str(error))
     print(f"created a {args.role} token; it is shown only this once:", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.job_status import job_view
 from taskrank.queue.models import model_info
@@ -36,7 +36,7 @@ def post_retrain(pid: str) -> tuple[dict, int, dict]:
 @require("platform")
 def get_job(jid: str) -> dict:
     r = redis_client()
-    view = job_view(same_server(r, decode_responses=False), r, check_job_id(jid))
+    view = job_view(rq_redis(r), r, check_job_id(jid))
     if view is None:
         raise NoSuchJobError(f"no job '{jid}' (finished jobs are kept for a limited time)")
     return view

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test session, a flushed database per test."""
+"""Shared fixtures: a real redis-server per test session (and a Redis Cluster when a test
+runs on one: tests/cluster.py), a flushed database per test."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import tempfile
 import pytest
 import redis
 
-from taskrank.queue.connection import connect, connect_binary
+from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.embedded import EmbeddedRedis, free_port
+from taskrank.queue import settings as process_settings
 from taskrank.queue.settings import Settings
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
 from taskrank.queue.webhooks import subscriptions_cache
 from taskrank.queue.worker import InProcessWorker, task_queue
 from taskrank.server import create_app
+from tests.cluster import BACKENDS, start_cluster
 
 # Commands under test must neither find nor note a developer's running taskrank
 # (queue/running.py); subprocesses inherit this.
@@ -31,16 +34,51 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=BACKENDS, default="single",
+                     help="the data store of the tests that do not choose one (tests/cluster.py)")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-master Redis Cluster, started on first use and stopped at the session's end."""
+    cluster = start_cluster(tmp_path_factory)
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def settings(redis_server: EmbeddedRedis, tmp_path) -> Settings:
-    return Settings(redis_url=redis_server.url, data_dir=str(tmp_path), sweep_interval=0.2)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The data store of this test: 'single' or 'cluster' (tests/cluster.py)."""
+    return getattr(request, "param", request.config.getoption("--backend"))
+
+
+@pytest.fixture
+def settings(backend: str, redis_server: EmbeddedRedis, request: pytest.FixtureRequest,
+             monkeypatch: pytest.MonkeyPatch, tmp_path) -> Settings:
+    """The test's settings, installed as this process's for the test (what jobs run in the
+    test read); on the cluster, RQ's queue lives on the single Redis."""
+    if backend == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        chosen = Settings(redis_url=cluster.url, redis_cluster=True,
+                          rq_redis_url=redis_server.url, data_dir=str(tmp_path),
+                          sweep_interval=0.2)
+    else:
+        chosen = Settings(redis_url=redis_server.url, data_dir=str(tmp_path),
+                          sweep_interval=0.2)
+    # Restored after the test, also when an app created in it installed its own.
+    monkeypatch.setattr(process_settings, "_installed", chosen)
+    return chosen
 
 
 @pytest.fixture
 def r(settings: Settings) -> redis.Redis:
-    """A decoded client on a database flushed before the test."""
+    """A decoded client on a database flushed before the test (RQ's too)."""
     client = connect(settings)
     client.flushdb()
+    if settings.rq_redis_url:
+        with connect_rq(settings) as queue_redis:
+            queue_redis.flushdb()
     best_experts_cache.clear()  # what it holds came from the flushed data
     subscriptions_cache.clear()
     yield client
@@ -75,7 +113,7 @@ def run_jobs(settings: Settings, r: redis.Redis):
     """Run every queued RQ job in this process until the queue is empty."""
 
     def run() -> None:
-        with connect_binary(settings) as connection:
+        with connect_rq(settings) as connection:
             InProcessWorker([task_queue(settings, connection)], connection=connection).work(
                 burst=True, logging_level="WARNING")
 

@@ -14,7 +14,7 @@ from rq.job import Job
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.models import current_ranker
@@ -99,10 +99,10 @@ def test_killed_rescore_chunk_is_retried_and_the_pool_stays_exact(r, settings):
     churn = Churn(r, project, stop)
     with rq_worker(settings, r) as worker:
         retrain = Job.fetch(enqueue_retrain(r, settings, "p"),
-                            connection=connect_binary(settings))
+                            connection=connect_rq(settings))
         wait_for(lambda: retrain.get_status() == "finished", 30, "the retrain")
         run = retrain.return_value()["rescore_job_id"]
-        chunk = Job.fetch(f"{run}-c0", connection=connect_binary(settings))
+        chunk = Job.fetch(f"{run}-c0", connection=connect_rq(settings))
         wait_for(lambda: chunk.get_status() == "started", 20, "the re-score chunk to start")
         churn.start()
         time.sleep(0.3)  # inside the chunk's scoring
@@ -135,7 +135,7 @@ def test_a_retry_after_the_chunk_was_stored_finishes_the_run(r, settings):
     progress = K.rescore_progress_key("p", run)
     # The state a kill between the chunk's stored work and the run's finish leaves.
     r.hset(progress, mapping={"done:0": 10, "items_done": 10, "chunks_done": 1})
-    InProcessWorker([task_queue(settings, connect_binary(settings))],
-                 connection=connect_binary(settings)).work(burst=True, logging_level="WARNING")
+    InProcessWorker([task_queue(settings, connect_rq(settings))],
+                 connection=connect_rq(settings)).work(burst=True, logging_level="WARNING")
     assert rescore_progress(r, "p", run)["finished"]
     assert not r.exists(K.rescore_snapshot_key("p", run, 0, 0))

@@ -11,7 +11,7 @@ import numpy as np
 from rq.job import Job
 
 from taskrank.queue import keys as K
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.items import ingest
 from taskrank.queue.models import model_info
 from taskrank.queue.projects import create_project, get_project
@@ -51,7 +51,7 @@ def test_killed_retrain_keeps_old_model_and_retry_succeeds(r, settings, run_jobs
         worker = subprocess.Popen([sys.executable, "-m", "taskrank.scripts.worker"], env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        job = Job.fetch(enqueue_retrain(r, settings, "p"), connection=connect_binary(settings))
+        job = Job.fetch(enqueue_retrain(r, settings, "p"), connection=connect_rq(settings))
         wait_for(lambda: job.get_status() == "started", 60, "the retrain to start")
         # The work horse is the worker's newest child (its scheduler was forked earlier).
         horse = max(wait_for(lambda: children(worker.pid), 10, "the work horse"), key=started_at)

@@ -15,7 +15,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from taskrank.queue import keys as K
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.delivery import delivery_page
 from taskrank.queue.embedded import free_port
 from taskrank.queue.settings import current, install
@@ -101,7 +101,7 @@ def test_receiver_down_then_back_gets_the_event_once_by_id(settings, r, auth, cl
     assert request.id == down["id"] == delivered["id"]
     assert request.verify(SECRET)["data"]["item_id"] in ("i0", "i1")
     assert delivered["attempts"] > down["attempts"] and delivered["last_status_code"] == 200
-    with connect_binary(settings) as connection:
+    with connect_rq(settings) as connection:
         queue = Queue(settings.queue_name, connection=connection)
         assert ScheduledJobRegistry(queue=queue).get_job_ids() == [] and queue.count == 0
 

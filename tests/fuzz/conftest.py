@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from jsonschema import Draft202012Validator
 
-from taskrank.queue.connection import connect, connect_binary
+from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import create_token
 from taskrank.queue.worker import InProcessWorker, task_queue
@@ -69,7 +69,7 @@ def fuzz_app(fuzz_settings: Settings):
 def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
     """A project with items, labels and a trained model, two experts, open, labeled and
     released leases, a finished and a queued job; and a snapshot of every key."""
-    binary = connect_binary(fuzz_settings)
+    binary = connect_rq(fuzz_settings)
     binary.flushdb()
     r = connect(fuzz_settings)
     tokens = {"admin": create_token(r, "admin"), "platform": create_token(r, "platform"),
@@ -121,7 +121,7 @@ def with_features(items: list[dict]) -> list[dict]:
 @pytest.fixture
 def seed(seeded: Seed, fuzz_settings: Settings) -> Seed:
     """The seeded data, restored from the snapshot before the test."""
-    binary = connect_binary(fuzz_settings)
+    binary = connect_rq(fuzz_settings)
     binary.flushdb()
     with binary.pipeline(transaction=False) as pipe:
         for key, (dumped, ttl) in seeded.snapshot.items():

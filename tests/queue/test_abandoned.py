@@ -13,7 +13,7 @@ from rq import Queue, Retry, Worker
 from rq.job import Job
 
 from taskrank.queue.abandoned import dead_here, live_workers, reap_abandoned, worker_name
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.processes import started_at
 from taskrank.queue.worker import TaskWorker, task_queue
 
@@ -58,7 +58,7 @@ def test_jobs_of_a_dead_worker_are_retried_or_failed_and_others_left_alone(setti
     """A dead worker's job with a retry left is queued again, one without is failed with
     AbandonedJobError, and the dead workers are deregistered; a live worker's job and a
     foreign-named worker's job stay started."""
-    queue = task_queue(settings, connect_binary(settings))
+    queue = task_queue(settings, connect_rq(settings))
     dead = [f"{HOST}.{_exited_pid()}.{started_at(os.getpid())}" for _ in range(2)]
     retried = _running(queue, dead[0], Retry(max=1))
     failed = _running(queue, dead[1])
@@ -80,7 +80,7 @@ def test_jobs_of_a_dead_worker_are_retried_or_failed_and_others_left_alone(setti
 def test_the_cleanup_waits_for_rq_maintenance_held_elsewhere(settings, r):
     """While another worker holds RQ's maintenance lock, a dead worker's job is expired but
     left to that cleanup (two at once could re-queue a job twice); the next reap does it."""
-    queue = task_queue(settings, connect_binary(settings))
+    queue = task_queue(settings, connect_rq(settings))
     job = _running(queue, f"{HOST}.{_exited_pid()}.{started_at(os.getpid())}")
     assert queue.acquire_maintenance_lock()
     assert reap_abandoned(queue) == [job.id] and job.get_status() == "started"

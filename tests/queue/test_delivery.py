@@ -14,7 +14,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from taskrank.queue import keys as K
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.delivery import _fan_out, delivery_id, delivery_page, drain_all, signature
 from taskrank.queue.embedded import free_port
 from taskrank.queue.events import emit
@@ -148,7 +148,7 @@ def test_refused_connection_is_retried_and_delivered_when_the_receiver_is_back(
     assert delivery["status"] == "pending" and delivery["attempts"] == 1
     assert delivery["last_status_code"] is None and "Refused" in delivery["last_error"]
     assert delivery["next_attempt_at"] is not None
-    with connect_binary(settings) as connection, Receiver(port=port) as receiver:
+    with connect_rq(settings) as connection, Receiver(port=port) as receiver:
         registry = ScheduledJobRegistry(queue=task_queue(settings, connection))
         assert registry.get_job_ids() == [delivery["id"]]
         wait_for(lambda: registry.get_scheduled_time(delivery["id"]).timestamp() < time.time(),
@@ -221,7 +221,7 @@ def test_page_keeps_the_newest_and_forgets_finished_older_ones(r, hooks, run_job
             run_jobs()
         assert len(receiver.requests) == 5
     assert [row["payload"]["data"]["item_id"] for row in page(r)] == ["i4", "i3"]
-    assert len(r.keys(K.webhook_delivery_key("p", "*"))) == 2
+    assert len(list(r.scan_iter(K.webhook_delivery_key("p", "*")))) == 2
 
 
 def test_outbox_is_drained_by_the_upkeep_when_no_drain_job_was_queued(r, hooks, run_jobs):
@@ -266,7 +266,7 @@ def test_deleted_webhook_stops_its_retries(r, hooks, run_jobs):
         run_jobs()  # the 503, then the retry at once
         assert len(receiver.requests) == 2
         record(r, 2)
-        with connect_binary(hooks) as connection:
+        with connect_rq(hooks) as connection:
             InProcessWorker([task_queue(hooks, connection)], connection=connection).work(
                 burst=True, max_jobs=1, logging_level="WARNING")  # the drain only
         delete_webhook(r, "p", "w")

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from taskrank.queue.embedded import EmbeddedRedis
-from taskrank.queue.running import command_redis
+from taskrank.queue.running import command_settings
 from taskrank.queue.settings import Settings
 
 
@@ -38,10 +38,11 @@ def test_second_server_on_same_data_dir_is_refused(tmp_path):
 
 
 def test_one_off_commands_reuse_a_running_server(tmp_path):
-    """command_redis finds the embedded server another process started on the data dir."""
-    with EmbeddedRedis(tmp_path) as server, command_redis(
-            Settings(data_dir=str(tmp_path))) as url:
-        assert url == server.url
+    """command_settings finds the embedded server another process started on the data
+    dir."""
+    with EmbeddedRedis(tmp_path) as server, command_settings(
+            Settings(data_dir=str(tmp_path))) as found:
+        assert found.redis_url == server.url
 
 
 def _mode(path: Path) -> int:

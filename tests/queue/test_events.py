@@ -10,7 +10,7 @@ import redis
 
 from taskrank.queue import events
 from taskrank.queue import keys as K
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.delivery import drain_all
 from taskrank.queue.events import emit, item_finished
 from taskrank.queue.projects import create_project
@@ -22,7 +22,7 @@ from taskrank.server import create_app
 from tests.receiver import SECRET, Receiver
 from tests.server.helpers import make_items, make_project, next_task, post_items
 
-MARKS = "marks-of-the-test"
+MARKS = K.webhook_marks_key("p")  # a key of the project (lua.run checks)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_emit_records_once_per_marker_and_queues_one_drain(r, settings, project)
     assert sent == [True] * 3
     assert emit(r, "p", "item.finished", {"n": 0}, (MARKS, "f0", "1")) is False
     assert r.xlen(K.webhook_outbox_key("p")) == 3
-    with connect_binary(settings) as connection:
+    with connect_rq(settings) as connection:
         queue = task_queue(settings, connection)
         assert queue.job_ids == [r.get(K.webhook_drain_pending_key("p"))]
     assert emit(r, "p", "item.finished", {"n": 0}, (MARKS, "f0", "2")) is True  # new value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskrank.queue.connection import same_server
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.job_status import job_view
 from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.retrain import enqueue_retrain
@@ -10,7 +10,7 @@ from tests.pools import features_project
 
 
 def _view(r, job_id):
-    return job_view(same_server(r, decode_responses=False), r, job_id)
+    return job_view(rq_redis(r), r, job_id)
 
 
 def test_a_re_score_run_reports_its_chunks_as_progress(r, settings, run_jobs):

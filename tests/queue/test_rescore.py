@@ -78,7 +78,7 @@ def test_item_with_several_tags_is_rescored_once(r, settings, run_jobs):
     assert updated == len(pooled(r, "p")) == 120
     assert int(progress["total_items"]) == 120 + 30  # the 30 x+y items sit in two sets
     assert rescore_progress(r, "p", run)["finished"]
-    assert not r.keys(K.rescore_snapshot_key("p", run, 0, 0)[:-3] + "*")  # snapshots gone
+    assert not list(r.scan_iter(K.rescore_snapshot_key("p", run, 0, 0)[:-3] + "*"))  # gone
     project = _reweigh(r)
     rescore_items(r, project, sorted(pooled(r, "p")))
     assert not not_rescored(r, project, sorted(pooled(r, "p")))

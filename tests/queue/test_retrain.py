@@ -8,7 +8,7 @@ from rq.job import Job
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
@@ -69,7 +69,7 @@ def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version
     run_jobs()  # the pool map of the ingest
     _label_next(r, settings, truth, 20)
     enqueue_retrain(r, settings, "p")
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     queue = task_queue(settings, connection)
     InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
                                                        logging_level="WARNING")

@@ -11,7 +11,7 @@ import pytest
 from taskrank.queue.embedded import EmbeddedRedis
 from taskrank.queue.running import (
     NoServerError,
-    command_redis,
+    command_settings,
     register,
     running_servers,
     server_url,
@@ -34,8 +34,8 @@ def test_a_noted_server_is_found_from_another_data_dir(run_dir, redis_server, tm
     noted(run_dir, redis_server.url)
     said = []
     shell = Settings(data_dir=str(tmp_path / "var"), run_dir=run_dir)
-    with command_redis(shell, say=said.append) as url:
-        assert url == redis_server.url
+    with command_settings(shell, say=said.append) as found:
+        assert found.redis_url == redis_server.url
     assert "http://127.0.0.1:8200" in said[0] and "/srv/taskrank/var" in said[0]
     assert not (tmp_path / "var").exists()
 
@@ -44,7 +44,7 @@ def test_nothing_running_and_no_data_is_refused_with_what_to_set(run_dir, tmp_pa
     """No server, no data: NoServerError naming TASKRANK_DATA_DIR and TASKRANK_REDIS_URL;
     no empty Redis is started."""
     shell = Settings(data_dir=str(tmp_path / "var"), run_dir=run_dir)
-    with pytest.raises(NoServerError) as error, command_redis(shell):
+    with pytest.raises(NoServerError) as error, command_settings(shell):
         pass
     message = str(error.value)
     assert "TASKRANK_DATA_DIR" in message and "TASKRANK_REDIS_URL" in message
@@ -57,8 +57,8 @@ def test_the_data_of_a_stopped_server_is_served_for_the_command(run_dir, tmp_pat
     with EmbeddedRedis(tmp_path) as server:
         server_url_before = server.url
     shell = Settings(data_dir=str(tmp_path), run_dir=run_dir)
-    with command_redis(shell) as url:
-        assert url == server_url_before
+    with command_settings(shell) as found:
+        assert found.redis_url == server_url_before
     assert EmbeddedRedis(tmp_path).running_url() is None
 
 
@@ -76,9 +76,9 @@ def test_several_servers_are_told_apart_by_taskrank_url(run_dir, redis_server):
     """Two servers: TASKRANK_URL picks one; without it the command is refused, naming both."""
     noted(run_dir, "redis://127.0.0.1:1/0", "http://127.0.0.1:8000", "/a/var")
     noted(run_dir, redis_server.url, "http://127.0.0.1:8200", "/b/var")
-    with command_redis(Settings(run_dir=run_dir, url="http://127.0.0.1:8200/")) as url:
-        assert url == redis_server.url
-    with pytest.raises(NoServerError) as error, command_redis(
+    with command_settings(Settings(run_dir=run_dir, url="http://127.0.0.1:8200/")) as found:
+        assert found.redis_url == redis_server.url
+    with pytest.raises(NoServerError) as error, command_settings(
             Settings(run_dir=run_dir, data_dir="/nonexistent/var")):
         pass
     assert "/a/var" in str(error.value) and "/b/var" in str(error.value)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.worker import PUBSUB_POLL_SECONDS, InProcessWorker, TaskWorker, task_queue
 
 
 @pytest.mark.parametrize("kind", [TaskWorker, InProcessWorker])
 def test_the_command_listener_wakes_every_second(settings, r, kind):
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     worker = kind([task_queue(settings, connection)], connection=connection)
     worker.subscribe()
     try:
@@ -23,7 +23,7 @@ def test_the_command_listener_wakes_every_second(settings, r, kind):
 
 
 def test_a_burst_worker_works_the_queue_and_stops(settings, r):
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     queue = task_queue(settings, connection)
     job = queue.enqueue("builtins.len", "abc")
     InProcessWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")

@@ -9,7 +9,7 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.queue.backfill import resume_rescore
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.experts import put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
@@ -55,7 +55,7 @@ def _priorities(r, pid: str) -> dict[str, float]:
 
 
 def _work(settings, max_jobs: int | None = None) -> None:
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     InProcessWorker([task_queue(settings, connection)], connection=connection).work(
         burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
@@ -71,7 +71,7 @@ def test_interrupted_and_resumed_run_gives_the_priorities_of_one_run(env, settin
     _project(r, "cut", settings)
     run = enqueue_rescore(r, "cut", reason="test", settings=settings, chunk=CHUNK)
     _work(settings, max_jobs=3)
-    task_queue(settings, connect_binary(settings)).empty()  # the rest of the jobs are lost
+    task_queue(settings, connect_rq(settings)).empty()  # the rest of the jobs are lost
     assert rescore_progress(r, "cut", run)["chunks_done"] == 3
     capsys.readouterr()
     assert backfill.main(["cut", "--resume", run, "--direct", "--json"]) == 0
@@ -89,7 +89,7 @@ def test_resume_enqueues_only_chunks_not_done_and_not_already_waiting(settings, 
     _work(settings, max_jobs=2)
     again = resume_rescore(r, "p", run, settings)
     assert again == list(range(2, 9))
-    ids = task_queue(settings, connect_binary(settings)).get_job_ids()
+    ids = task_queue(settings, connect_rq(settings)).get_job_ids()
     assert sorted(ids) == sorted(f"{run}-c{index}" for index in range(2, 9))
     _work(settings)
     assert rescore_progress(r, "p", run)["finished"]

@@ -19,7 +19,7 @@ import redis
 from rq.job import Job
 
 from taskrank.queue import keys
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.embedded import EmbeddedRedis, free_port
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import hash_token
@@ -324,7 +324,7 @@ def test_sigterm_during_startup_leaves_nothing_behind(serve):
 
 def test_worker_burst_runs_the_queue_and_exits_0(settings: Settings, r: redis.Redis):
     """``taskrank worker --burst`` on a configured Redis works the taskrank queue, then exits 0."""
-    job = task_queue(settings, connect_binary(settings)).enqueue("math.sqrt", 16)
+    job = task_queue(settings, connect_rq(settings)).enqueue("math.sqrt", 16)
     result = subprocess.run(
         [sys.executable, "-m", "taskrank.scripts.cli", "worker", "--burst"],
         env=_clean_env(TASKRANK_REDIS_URL=settings.redis_url,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from taskrank.queue.abandoned import worker_name
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.embedded import free_port
 from taskrank.queue.settings import Settings
 from taskrank.queue.worker import TaskWorker, task_queue
@@ -24,7 +24,7 @@ def test_healthz_answers_without_auth(client):
 def test_readyz_is_degraded_without_a_live_worker_and_ready_with_one(client, settings, r):
     """Redis answering, no RQ worker (or only one known dead): 200 ``degraded``, the workers
     part down; once a live worker registers: 200 ``ready``."""
-    queue = task_queue(settings, connect_binary(settings))
+    queue = task_queue(settings, connect_rq(settings))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     TaskWorker([queue], name=f"{socket.gethostname()}.{gone.pid}.1",
