@@ -19,7 +19,6 @@ from redis.cluster import RedisCluster
 from taskrank.queue.settings import Settings, SettingsError, current
 
 log = logging.getLogger(__name__)
-DataClient = redis.Redis | RedisCluster
 
 _OPTIONS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}
 _detected: dict[str, bool] = {}  # cluster or not, by URL (this process's answers)
@@ -35,14 +34,28 @@ class NoRqRedisError(SettingsError):
             "(every web process and worker the same)")
 
 
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client, with pipelines that are transactions unless told otherwise,
+    as on a single Redis (redis-py's cluster default is none).  A pipeline over one project's
+    keys (one slot) is then MULTI/EXEC on both, and one that spans slots (global keys,
+    several projects) must say ``transaction=False``, or it fails at once on a cluster."""
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: object = None
+                 ) -> redis.cluster.ClusterPipeline:
+        return super().pipeline(True if transaction is None else transaction, shard_hint)
+
+
+DataClient = redis.Redis | ClusterClient
+
+
 def connect(settings: Settings, **kwargs: object) -> DataClient:
-    """A client for the data store: a ``RedisCluster`` when it is a cluster, else a
+    """A client for the data store: a ``ClusterClient`` when it is a cluster, else a
     ``redis.Redis``; ``settings.redis_url`` must be set by then."""
     if not settings.redis_url:
         raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
     options = {"decode_responses": True, **_OPTIONS, **kwargs}
     if is_cluster(settings):
-        return RedisCluster.from_url(settings.redis_url, **options)
+        return ClusterClient.from_url(settings.redis_url, **options)
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
@@ -86,10 +99,11 @@ def connect_rq(settings: Settings, **kwargs: object) -> redis.Redis:
                                                      **kwargs})
 
 
-def rq_redis(r: DataClient) -> redis.Redis:
+def rq_redis(r: DataClient, settings: Settings | None = None) -> redis.Redis:
     """A bytes client on the Redis RQ runs on, for code holding the data client ``r``: the
-    RQ Redis of this process's settings when one is set, else ``r``'s own server."""
-    settings = current()
+    RQ Redis of ``settings`` (default this process's) when one is set, else ``r``'s own
+    server."""
+    settings = settings or current()
     if settings.rq_redis_url:
         return connect_rq(settings)
     if isinstance(r, RedisCluster):
