@@ -10,11 +10,14 @@ Code that holds a data client and queues a job gets its RQ client from ``rq_redi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import hiredis
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import RedisClusterUnreachableError
 
 from taskrank.queue.settings import Settings, SettingsError, current
 
@@ -34,15 +37,45 @@ class NoRqRedisError(SettingsError):
             "(every web process and worker the same)")
 
 
+class ClusterUnreachableError(redis.ConnectionError):
+    """No node of the cluster answers.  redis-py raises ``RedisClusterUnreachableError``,
+    which is no ``RedisError``; as a ``ConnectionError`` an outage of the cluster is handled
+    as one of a single Redis (a 503, a label's follow-up left to the upkeep...)."""
+
+
+@contextlib.contextmanager
+def _outage_as_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except RedisClusterUnreachableError as error:
+        raise ClusterUnreachableError(str(error)) from error
+
+
 class ClusterClient(RedisCluster):
-    """redis-py's cluster client, with pipelines that are transactions unless told otherwise,
-    as on a single Redis (redis-py's cluster default is none).  A pipeline over one project's
-    keys (one slot) is then MULTI/EXEC on both, and one that spans slots (global keys,
-    several projects) must say ``transaction=False``, or it fails at once on a cluster."""
+    """redis-py's cluster client, with two differences that make it behave as a single
+    Redis's client: an unreachable cluster raises ``ClusterUnreachableError``, and pipelines
+    are transactions unless told otherwise (redis-py's cluster default is none).  A pipeline
+    over one project's keys (one slot) is then MULTI/EXEC on both, and one that spans slots
+    (global keys, several projects) must say ``transaction=False``, or it fails at once."""
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        with _outage_as_connection_error():
+            return super().execute_command(*args, **options)
 
     def pipeline(self, transaction: bool | None = None, shard_hint: object = None
-                 ) -> redis.cluster.ClusterPipeline:
-        return super().pipeline(True if transaction is None else transaction, shard_hint)
+                 ) -> ClusterPipelineClient:
+        pipe = super().pipeline(True if transaction is None else transaction, shard_hint)
+        pipe.__class__ = ClusterPipelineClient  # the same pipeline, its outage translated
+        return pipe
+
+
+class ClusterPipelineClient(ClusterPipeline):
+    """A ``ClusterPipeline`` whose ``execute`` raises ``ClusterUnreachableError`` on an
+    outage (``ClusterClient.pipeline``)."""
+
+    def execute(self, raise_on_error: bool = True) -> list:
+        with _outage_as_connection_error():
+            return super().execute(raise_on_error)
 
 
 DataClient = redis.Redis | ClusterClient

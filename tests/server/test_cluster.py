@@ -15,8 +15,10 @@ from taskrank.queue import keys as K
 from taskrank.queue.connection import ClusterClient, connect, is_cluster
 from taskrank.queue.projects import create_project
 from taskrank.queue.settings import Settings
-from taskrank.scripts import backfill, tokens, worker
-from tests.cluster import cluster_only, redis_env
+from taskrank.scripts import backfill, worker
+from taskrank.scripts import tokens as token_command
+from taskrank.server import create_app
+from tests.cluster import cluster_only, redis_env, start_cluster
 from tests.faults.serve import ServeProcess
 from tests.invariants import check_store
 from tests.receiver import SECRET, Receiver
@@ -141,7 +143,7 @@ def test_commands_refuse_a_cluster_without_a_redis_for_rq(settings, r, monkeypat
     create_project(r, {"id": pid, "labels": LABELS})
     assert backfill.main([pid]) == 2
     assert "TASKRANK_RQ_REDIS_URL" in capsys.readouterr().err
-    assert tokens.main(["create", "--role", "platform"]) == 0
+    assert token_command.main(["create", "--role", "platform"]) == 0
 
 
 def test_the_cluster_is_found_by_asking_unless_settings_say(settings, redis_server):
@@ -151,6 +153,22 @@ def test_the_cluster_is_found_by_asking_unless_settings_say(settings, redis_serv
     assert isinstance(connect(Settings(redis_url=settings.redis_url)), ClusterClient)
     assert is_cluster(Settings(redis_url=redis_server.url)) is False
     assert is_cluster(Settings(redis_url="redis://127.0.0.1:1", redis_cluster=False)) is False
+
+
+def test_a_cluster_that_stops_answering_is_a_503(settings, tmp_path_factory, tokens):
+    """Every node of the cluster gone: requests answer 503 problems with Retry-After, as
+    for a single Redis (redis-py's RedisClusterUnreachableError is no RedisError; the
+    client raises it as a ConnectionError)."""
+    own = start_cluster(tmp_path_factory)
+    try:
+        app = create_app(settings.replace(redis_url=own.url)).test_client()
+        token = {"Authorization": f"Bearer {tokens['admin']}"}
+        assert app.get("/v1/projects", headers=token).status_code == 401  # another store
+    finally:
+        own.stop()
+    response = app.get("/v1/projects", headers=token)
+    assert response.status_code == 503 and response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "1"
 
 
 def test_serve_on_a_cluster_starts_a_redis_for_rq_only(settings, r, tmp_path):
