@@ -45,7 +45,6 @@ from taskrank.scripts.bench.serve import (
 
 PID = "serve-cluster"
 ROUNDS = 2  # each measurement: single, cluster, single, cluster
-STORES = ("single", "cluster")
 
 
 @dataclass
