@@ -14,9 +14,9 @@ import redis
 from taskrank.learning.aggregation import (
     agreement_credit,
     clip_accuracy,
-    dawid_skene,
     vote_posterior,
 )
+from taskrank.learning.dawid_skene import dawid_skene
 from taskrank.learning.routing import DEFAULT_GENERAL_LEVEL, accuracy_posterior, item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import lua
