@@ -174,7 +174,8 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
         args += [record_task_id(pid, rec), rec.item_id, rec.expert_id, rec.label, rec.source,
                  rec.answered_at, rec.comment, rec.answer]
     reply = json.loads(lua.run(r, "import_labels", pid, [
-        K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid)], args))
+        K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid),
+        K.relabeled_key(pid)], args))
     return _result(records, reply, rejected)
 
 

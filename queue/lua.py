@@ -520,9 +520,10 @@ return answers
 
 # What a counted label changes, shared by LABEL (through a lease) and IMPORT_LABELS
 # (without one).  The helpers read these locals, which both scripts declare first:
-#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), P_SKILL (prefix of
-#   what the project learned of each expert, keys.expert_skill_prefix), N_CLASSES and
-#   ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS).
+#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), K_RELABELED (items
+#   new in the labeled set since the last re-aggregation, keys.relabeled_key), P_SKILL
+#   (prefix of what the project learned of each expert, keys.expert_skill_prefix),
+#   N_CLASSES and ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS).
 LABEL_COMMON = r"""
 -- Append a label to the stream; `extra`: optional fields as a flat {name, value, ...} list.
 local function log_label(tid, iid, eid, label, seconds, counted, at, extra)
@@ -593,6 +594,7 @@ local function vote_alone(iid, label, fit, status)
   redis.call('HSET', P_ITEM .. iid, 'al', label, 'ac', confidence)
   if status == 'labeled' then
     redis.call('ZADD', K_LABELED, 0, iid)  -- score 0: ordered by id for export cursors
+    redis.call('SADD', K_RELABELED, iid)  -- the next retrain's new labels
     redis.call('HSETNX', P_ITEM .. iid, 'learned', 1)
   end
   return true
@@ -616,7 +618,8 @@ end
 # of the project when none was sent), KEYS[7] labeled items (sorted set), KEYS[8] the
 # exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
 # KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
-# a counted label that does not aggregate here adds its item, in the same write.
+# a counted label that does not aggregate here adds its item, in the same write;
+# KEYS[11] keys.relabeled_key (an item finished here joins it with the labeled set).
 # ARGV[5] now, ARGV[6] task id, ARGV[7] label, ARGV[8] seconds spent, ARGV[9] request
 # fingerprint ('' when no Idempotency-Key), ARGV[10] idempotency TTL seconds,
 # ARGV[11] number of classes k, ARGV[12] and ARGV[13] the accuracy bounds
@@ -632,7 +635,7 @@ end
 # Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
 # label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[7], ARGV[15]
+local K_STREAM, K_LABELED, K_RELABELED, P_SKILL = KEYS[4], KEYS[7], KEYS[11], ARGV[15]
 local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[11]), tonumber(ARGV[12]),
                                               tonumber(ARGV[13])
 """ + LABEL_COMMON + r"""
@@ -769,7 +772,8 @@ return answer
 # LABEL, so the workers' upkeep does it when the request's follow-up fails).  Never
 # charged (no lease, no rate), nor counted as the expert's labels 'n:' (its predicted
 # seconds learn from leased labels only).
-# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key.
+# KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key,
+# KEYS[7] keys.relabeled_key.
 # ARGV[5] now, ARGV[6] number of classes k, ARGV[7] and ARGV[8] the accuracy bounds,
 # ARGV[9] keys.expert_skill_prefix, ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
 # ARGV[11] fit of a label without an expert, ARGV[12] fields per record, then per record:
@@ -779,7 +783,7 @@ return answer
 # record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate',
 # 'withdrawn', 'no_item', 'conflict' (detail: the label recorded), 'gold_without_expert'.
 IMPORT_LABELS = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED, P_SKILL = KEYS[4], KEYS[5], ARGV[9]
+local K_STREAM, K_LABELED, K_RELABELED, P_SKILL = KEYS[4], KEYS[5], KEYS[7], ARGV[9]
 local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[6]), tonumber(ARGV[7]),
                                               tonumber(ARGV[8])
 """ + LABEL_COMMON + r"""

@@ -1,4 +1,5 @@
-"""Aggregation in the store: weighted vote per label, Dawid–Skene over the project."""
+"""Re-aggregation before a retrain (queue/reaggregate.py): Dawid–Skene over the finished
+items, full and incremental."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import random
 from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
-from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.reaggregate import reaggregate
 
 
 def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):
@@ -50,7 +51,7 @@ def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):
 
     majority_correct = sum(majority(iid) == truth[iid] for iid in truth)
     running_vote = correct()
-    result = reaggregate_project(r, project)
+    result, _ = reaggregate(r, project)
     assert result["items"] == 119
     assert correct() > majority_correct
     assert correct() >= running_vote - 3
@@ -75,7 +76,7 @@ def test_single_label_items_keep_their_label_on_imbalanced_classes(r, settings):
         _, body = tasks.submit_label(r, project, task["id"], answer, 1.0)
         after_label(r, project, body, settings)
         given[task["item_id"]] = answer
-    result = reaggregate_project(r, project)
+    result, _ = reaggregate(r, project)
     assert result["changed"] == 0
     assert {iid: r.hget(K.item_key("p", iid), "al") for iid in given} == given
     assert set(given.values()) == {"a", "b"}

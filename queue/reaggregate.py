@@ -1,0 +1,380 @@
+"""Re-aggregation before each retrain: Dawid–Skene over the finished items with two labels
+or more, kept up to date incrementally, and its accuracies fed back into routing.
+
+Labels and each expert's accuracy per skill are learned together, so the model trains on
+the jointly estimated labels, and those accuracies become the agreement evidence of the
+routing posteriors (``queue/skills.py``).  Each (expert, skill) starts from its declared
+level and its gold answers.  An item with one label keeps the vote it got (its expert's
+answer): one label says nothing about its expert, and in the EM it is decided by class
+prevalence against accuracies it cannot inform, which, on imbalanced classes, turned every
+single-label item into the majority class (taskrank demo, breast_cancer: 200 labels of
+both classes aggregated to one, so no model could train).  A gold item keeps its gold.
+
+The EM's sufficient statistics (``learning.dawid_skene``: per (expert, skill) the soft
+count of right labels and the labels; per class the posterior mass) are kept as running
+sums (``keys.aggregation_state_key``), and each item's share of them in its hash (field
+``ds``: labels counted, skill, posterior), so an item is decided again by taking its share
+out and putting the new one in (incremental EM).  A pass is one of:
+
+- incremental, the usual one: the items new in the labeled set since the last pass
+  (``keys.relabeled_key``) are decided against the statistics of all the others, together
+  with up to ``REFRESH_ITEMS`` items of the (expert, skill)s whose accuracy moved by more
+  than ``TOLERANCE`` since their items were last decided (``keys.aggregation_index_key``),
+  or of every item when a class share moved so (``keys.aggregation_items_key``); such a
+  refresh goes on over the following passes until it reaches the end of its list.  So a
+  pass reads the new items and at most ``REFRESH_ITEMS`` others, whatever the project's
+  size;
+- full: every finished item from scratch, one EM, as the re-aggregation always did; when
+  no state is stored (the first retrain after an upgrade, or after one died half-way)
+  or when asked (``request_full``: ``POST /v1/projects/{pid}/retrain?full=true``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from taskrank.learning.dawid_skene import (
+    dawid_skene_parameters,
+    dawid_skene_statistics,
+    dawid_skene_update,
+)
+from taskrank.learning.routing import accuracy_posterior
+from taskrank.queue import keys as K
+from taskrank.queue.aggregate import ANONYMOUS, ANONYMOUS_ACCURACY, expert_profiles
+from taskrank.queue.enqueue import JOB_TIMEOUT
+from taskrank.queue.skills import GENERAL, replace_agreement
+
+# How far an accuracy (or a class share) may move before the items decided at the old one
+# are decided again.  A label of an expert of accuracy a weighs log(a / (1 - a)) in its
+# item's vote, so a move of 0.01 changes it by about 0.01 / (a (1 - a)): 0.06 at a = 0.8,
+# 0.11 at 0.95, against the 1.4-2.9 a whole label weighs, which flips only items within a
+# few per cent of a tie.  And 0.01 is below the uncertainty of any (expert, skill) with
+# fewer than ~1,600 labels (the Beta posterior's sd at 0.8), the only ones whose estimate
+# still moves that much from one retrain to the next.
+TOLERANCE = 0.01
+# Items decided again per pass because an accuracy moved: about 0.1 s of reads and EM
+# (scripts/bench/retrain.py), next to a fit of ~0.5 s.
+REFRESH_ITEMS = 2000
+EVERY_ITEM = "*"  # the refresh source of a class-share move: every counted item
+CHUNK = 10_000  # items per pipeline of a full pass
+STATE_FORMAT = 1
+
+
+@dataclass(slots=True)
+class Row:
+    """One finished item with two labels or more, as Dawid–Skene sees it."""
+
+    iid: str
+    votes: list[tuple[str, str]]  # (expert, label) in the order given
+    label: str | None  # its aggregated label now
+    gold: str | None
+    tag: str  # its first skill (GENERAL when untagged)
+    counted: int = 0  # labels its stored share covers (0: none stored)
+    counted_tag: str = ""  # the skill they were counted under
+    share: list[float] | None = None  # its posterior when counted
+
+
+@dataclass
+class State:
+    """What the project's passes learned: running sums and the refresh in progress."""
+
+    labels: list[str]
+    n: int = 0  # items counted
+    mass: list[float] = field(default_factory=list)  # posterior mass per class
+    prevalence: list[float] | None = None  # class shares the items were last decided at
+    # "expert:skill" -> [soft right labels, labels, accuracy its items were last decided at]
+    cells: dict[str, list[float]] = field(default_factory=dict)
+    refresh: dict[str, int] = field(default_factory=dict)  # source -> next list offset
+
+    def __post_init__(self) -> None:
+        self.mass = self.mass or [0.0] * len(self.labels)
+
+
+def request_full(r: redis.Redis, pid: str) -> None:
+    """Make the next re-aggregation a full pass."""
+    r.set(K.full_reaggregation_key(pid), 1)
+
+
+def reaggregate(r: redis.Redis, project: dict) -> tuple[dict, list[str]]:
+    """Dawid–Skene before a retrain, incremental unless a full pass is due: (what it did,
+    the items new in the labeled set since the last pass)."""
+    pid = project["id"]
+    lock = K.aggregation_lock_key(pid)
+    if not r.set(lock, 1, nx=True, ex=JOB_TIMEOUT):
+        return {"skipped": "another re-aggregation of the project is running"}, []
+    try:
+        state = _load_state(r, project)
+        full = state is None or bool(r.getdel(K.full_reaggregation_key(pid)))
+        recent = _take_relabeled(r, pid)
+        if full:
+            _forget(r, pid, state)
+            state, iids, refreshed = State(list(project["labels"])), r.zrange(
+                K.labeled_key(pid), 0, -1), 0
+        else:
+            refresh = _take_refresh(r, pid, state)
+            iids, refreshed = list(dict.fromkeys(recent + refresh)), len(refresh)
+        rows = _read_rows(r, pid, iids, fresh=full)
+        changed = _decide(r, project, state, rows, full)
+    finally:
+        r.delete(lock)
+    return {"mode": "full" if full else "incremental", "items": len(rows), "new": len(recent),
+            "refreshed": refreshed, "changed": changed, "refreshing": len(state.refresh)}, recent
+
+
+def _load_state(r: redis.Redis, project: dict) -> State | None:
+    raw = r.get(K.aggregation_state_key(project["id"]))
+    if raw is None:
+        return None
+    stored = json.loads(raw)
+    if stored.pop("format", None) != STATE_FORMAT or stored["labels"] != project["labels"]:
+        return None
+    return State(**stored)
+
+
+def _forget(r: redis.Redis, pid: str, state: State | None) -> None:
+    """Drop the stored state first: a full pass that dies half-way leaves none, so the
+    next pass is full again (the item shares it rewrote no longer match any sums)."""
+    names = [K.aggregation_state_key(pid), K.aggregation_items_key(pid)]
+    names += [_source_key(pid, cell) for cell in (state.cells if state else ())]
+    r.delete(*names)
+
+
+def _take_relabeled(r: redis.Redis, pid: str) -> list[str]:
+    """The new items, moved aside in one step: labels counted meanwhile wait for the next
+    pass, and the items of a pass that died (still aside) are taken again."""
+    taken = K.relabeled_taken_key(pid)
+    pipe = r.pipeline()
+    pipe.sunionstore(taken, [taken, K.relabeled_key(pid)])
+    pipe.delete(K.relabeled_key(pid))
+    pipe.smembers(taken)
+    return sorted(pipe.execute()[-1])
+
+
+def _take_refresh(r: redis.Redis, pid: str, state: State) -> list[str]:
+    """Up to ``REFRESH_ITEMS`` items of the refreshes in progress, shared evenly; each
+    refresh's offset moves past them, and one that reached its end is done."""
+    if not state.refresh:
+        return []
+    share = max(1, REFRESH_ITEMS // len(state.refresh))
+    pipe = r.pipeline(transaction=False)
+    for source, offset in state.refresh.items():
+        pipe.lrange(_source_key(pid, source), offset, offset + share - 1)
+    taken = []
+    for (source, offset), items in zip(list(state.refresh.items()), pipe.execute(), strict=True):
+        taken += items
+        if len(items) < share:
+            del state.refresh[source]
+        else:
+            state.refresh[source] = offset + share
+    return taken
+
+
+def _source_key(pid: str, source: str) -> str:
+    if source == EVERY_ITEM:
+        return K.aggregation_items_key(pid)
+    eid, tag = source.split(":")
+    return K.aggregation_index_key(pid, eid, tag)
+
+
+def _read_rows(r: redis.Redis, pid: str, iids: list[str], fresh: bool = False) -> list[Row]:
+    """The items among ``iids`` with two labels or more; ``fresh``: ignore stored shares."""
+    rows = []
+    for start in range(0, len(iids), CHUNK):
+        chunk = iids[start:start + CHUNK]
+        pipe = r.pipeline(transaction=False)
+        for iid in chunk:
+            pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
+            pipe.hmget(K.item_key(pid, iid), "al", "g", "s", "ds")
+        replies = pipe.execute()
+        rows += [_row(iid, entries, *fields, None if fresh else record)
+                 for iid, entries, (*fields, record) in zip(chunk, replies[::2], replies[1::2],
+                                                            strict=True)
+                 if len(entries) >= 2]
+    return rows
+
+
+def _row(iid: str, entries: list[str], label: str | None, gold: str | None,
+         tags: str | None, record: str | None) -> Row:
+    row = Row(iid, [tuple(entry.split("\t", 1)) for entry in entries], label, gold or None,
+              tags.split(",")[0] if tags else GENERAL)
+    if record:
+        counted, row.counted_tag, share = record.split(";")
+        row.counted, row.share = int(counted), [float(p) for p in share.split(",")]
+    return row
+
+
+def _share_record(row: Row, posterior: np.ndarray) -> str:
+    """The item's share as stored: exactly the rounded posterior the sums hold."""
+    return f"{len(row.votes)};{row.tag};{','.join(repr(float(p)) for p in posterior)}"
+
+
+@dataclass
+class _Cells:
+    """The (expert, skill) cells of a pass as array positions."""
+
+    experts: dict[str, int]
+    tags: dict[str, int]
+
+    @classmethod
+    def of(cls, state: State, rows: list[Row]) -> _Cells:
+        names = set(state.cells)
+        for row in rows:
+            names |= {f"{eid}:{row.tag}" for eid, _ in row.votes}
+            names |= {f"{eid}:{row.counted_tag}" for eid, _ in row.votes[:row.counted]}
+        pairs = [name.split(":") for name in sorted(names)]
+        return cls({eid: i for i, eid in enumerate(sorted({e for e, _ in pairs}))},
+                   {tag: i for i, tag in enumerate(sorted({t for _, t in pairs}))})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.experts), len(self.tags)
+
+    def triples(self, rows: list[Row], labels: dict[str, int], counted: bool) -> tuple:
+        """(item, expert, label, skill) arrays of the rows' labels: all of them, or
+        (``counted``) those their stored shares cover, under the skill they had then."""
+        out = [], [], [], []
+        for index, row in enumerate(rows):
+            votes, tag = (row.votes[:row.counted], row.counted_tag) if counted else (
+                row.votes, row.tag)
+            for eid, label in votes:
+                for column, value in zip(out, (index, self.experts[eid], labels[label],
+                                               self.tags[tag]), strict=True):
+                    column.append(value)
+        return tuple(np.array(column, dtype=np.intp) for column in out)
+
+
+def _decide(r: redis.Redis, project: dict, state: State, rows: list[Row], full: bool) -> int:
+    """Decide ``rows`` against the statistics of every other item; store their labels and
+    shares, the new sums and the accuracies routing learns from.  Labels changed."""
+    cells, labels = _Cells.of(state, rows), {label: i for i, label in enumerate(state.labels)}
+    if not cells.experts:
+        _store(r, project["id"], state, rows, np.zeros((0, len(labels))), full)
+        return 0
+    prior = _skill_prior(r, project, list(cells.experts), list(cells.tags))
+    rest = _rest(state, rows, cells, labels)
+    items, who, given, skill = cells.triples(rows, labels, counted=False)
+    posterior, _ = dawid_skene_update(items, who, given, len(rows), cells.shape[0], len(labels),
+                                      rest=rest, item_tag=skill, n_tags=cells.shape[1],
+                                      prior=prior)
+    posterior = np.round(posterior, 6)
+    mine = dawid_skene_statistics(items, who, given, posterior, cells.shape[0], item_tag=skill,
+                                  n_tags=cells.shape[1])
+    correct, total, mass, n = (part + own for part, own in zip(rest, mine, strict=True))
+    correct, mass = np.clip(correct, 0.0, total), np.clip(mass, 0.0, None)
+    accuracy, prevalence = dawid_skene_parameters(correct, total, mass, n, prior=prior)
+    _update_state(state, cells, (correct, total, mass, n), accuracy, prevalence)
+    changed = _store(r, project["id"], state, rows, posterior, full)
+    _feed_routing(r, project["id"], state)
+    return changed
+
+
+def _rest(state: State, rows: list[Row], cells: _Cells, labels: dict[str, int]) -> tuple:
+    """The stored sums without the rows' stored shares: what every other item taught."""
+    correct, total = np.zeros(cells.shape), np.zeros(cells.shape)
+    for name, (right, count, _) in state.cells.items():
+        eid, tag = name.split(":")
+        correct[cells.experts[eid], cells.tags[tag]] = right
+        total[cells.experts[eid], cells.tags[tag]] = count
+    shares = np.array([row.share or [0.0] * len(labels) for row in rows]).reshape(-1, len(labels))
+    items, who, given, skill = cells.triples(rows, labels, counted=True)
+    old = dawid_skene_statistics(items, who, given, shares, cells.shape[0], item_tag=skill,
+                                 n_tags=cells.shape[1])
+    return (correct - old[0], total - old[1], np.array(state.mass) - old[2],
+            state.n - old[3])
+
+
+def _update_state(state: State, cells: _Cells, sums: tuple, accuracy: np.ndarray,
+                  prevalence: np.ndarray) -> None:
+    """New sums; a refresh (from the start of its list) for every cell whose accuracy, and
+    of every item when a class share, moved more than ``TOLERANCE`` since last decided."""
+    correct, total, mass, n = sums
+    experts, tags = list(cells.experts), list(cells.tags)
+    kept = {}
+    for e, t in zip(*np.nonzero(total > 0), strict=True):
+        name, now = f"{experts[e]}:{tags[t]}", float(accuracy[e, t])
+        decided_at = state.cells.get(name, [0.0, 0.0, now])[2]
+        if abs(now - decided_at) > TOLERANCE:
+            decided_at, state.refresh[name] = now, 0
+        kept[name] = [float(correct[e, t]), float(total[e, t]), decided_at]
+    state.cells, state.n, state.mass = kept, int(n), mass.tolist()
+    if state.prevalence is None:
+        state.prevalence = prevalence.tolist()
+    elif np.max(np.abs(prevalence - state.prevalence)) > TOLERANCE:
+        state.prevalence, state.refresh[EVERY_ITEM] = prevalence.tolist(), 0
+
+
+def _store(r: redis.Redis, pid: str, state: State, rows: list[Row], posterior: np.ndarray,
+           full: bool) -> int:
+    """Write the rows, then the state and the end of the taken items in one transaction
+    (all of it in that one transaction for an incremental pass: the sums and the shares
+    must never disagree).  A full pass rebuilds the index lists."""
+    final = r.pipeline()
+    if full:
+        r.delete(*[_source_key(pid, name) for name in state.cells], K.aggregation_items_key(pid))
+    changed, size = 0, CHUNK if full else max(len(rows), 1)
+    for start in range(0, len(rows), size):
+        pipe = r.pipeline(transaction=False) if full else final
+        changed += _write_rows(pipe, pid, state.labels, rows[start:start + size],
+                               posterior[start:start + size])
+        if full:
+            pipe.execute()
+    final.set(K.aggregation_state_key(pid), json.dumps({"format": STATE_FORMAT,
+                                                        **state.__dict__}))
+    final.delete(K.relabeled_taken_key(pid))
+    final.execute()
+    return changed
+
+
+def _write_rows(pipe: redis.client.Pipeline, pid: str, labels: list[str], rows: list[Row],
+                posterior: np.ndarray) -> int:
+    changed = 0
+    for row, p in zip(rows, posterior, strict=True):
+        label = row.gold or labels[int(p.argmax())]
+        changed += label != row.label
+        pipe.hset(K.item_key(pid, row.iid), mapping={
+            "al": label, "ac": 1.0 if row.gold else float(p.max()),
+            "ds": _share_record(row, p)})
+        first = row.counted if row.counted_tag == row.tag else 0
+        for eid, _ in row.votes[first:]:  # each label joins its cell's list once
+            pipe.rpush(K.aggregation_index_key(pid, eid, row.tag), row.iid)
+        if not row.counted:
+            pipe.rpush(K.aggregation_items_key(pid), row.iid)
+    return changed
+
+
+def _feed_routing(r: redis.Redis, pid: str, state: State) -> None:
+    """Each (expert, skill)'s soft count of right labels, and of wrong ones, becomes its
+    agreement evidence (labels without an expert teach no one)."""
+    evidence = {}
+    for name, (right, count, _) in state.cells.items():
+        eid, tag = name.split(":")
+        if eid != ANONYMOUS:
+            evidence[(eid, tag)] = (right, count - right)
+    replace_agreement(r, pid, evidence)
+
+
+def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
+                 tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
+    posteriors without their agreement evidence, which the EM re-estimates (labels without
+    an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
+    alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
+    profiles = expert_profiles(r, project, experts)
+    anonymous = accuracy_posterior(ANONYMOUS_ACCURACY, 0.0, 0.0)
+    for row, eid in enumerate(experts):
+        if eid == ANONYMOUS:
+            alpha0[row], beta0[row] = anonymous.alpha, anonymous.beta
+            continue
+        profile = profiles[eid]
+        column = {tag: i for i, tag in enumerate(profile.tags)}
+        post = profile.posterior
+        alpha = post.alpha - profile.agree
+        beta = post.beta - (profile.evidence - profile.agree)
+        for j, tag in enumerate(tags):
+            i = column.get(tag, column[GENERAL])  # a skill no longer declared
+            alpha0[row, j], beta0[row, j] = alpha[i], beta[i]
+    return alpha0, beta0
