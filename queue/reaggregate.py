@@ -21,9 +21,9 @@ out and putting the new one in (incremental EM).  A pass is one of:
   with up to ``REFRESH_ITEMS`` items of the (expert, skill)s whose accuracy moved by more
   than ``TOLERANCE`` since their items were last decided (``keys.aggregation_index_key``),
   or of every item when a class share moved so (``keys.aggregation_items_key``); such a
-  refresh goes on over the following passes until it reaches the end of its list.  So a
-  pass reads the new items and at most ``REFRESH_ITEMS`` others, whatever the project's
-  size;
+  refresh goes on over the following passes until it reaches the end of its list (and
+  starts over once when its accuracy moved again meanwhile).  So a pass reads the new
+  items and at most ``REFRESH_ITEMS`` others, whatever the project's size;
 - full: every finished item from scratch, one EM, as the re-aggregation always did; when
   no state is stored (the first retrain after an upgrade, or after one died half-way)
   or when asked (``request_full``: ``POST /v1/projects/{pid}/retrain?full=true``).
@@ -88,7 +88,8 @@ class State:
     prevalence: list[float] | None = None  # class shares the items were last decided at
     # "expert:skill" -> [soft right labels, labels, accuracy its items were last decided at]
     cells: dict[str, list[float]] = field(default_factory=dict)
-    refresh: dict[str, int] = field(default_factory=dict)  # source -> next list offset
+    # source -> [next offset in its list, 1 when it moved again since the refresh began]
+    refresh: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.mass = self.mass or [0.0] * len(self.labels)
@@ -156,20 +157,24 @@ def _take_relabeled(r: redis.Redis, pid: str) -> list[str]:
 
 def _take_refresh(r: redis.Redis, pid: str, state: State) -> list[str]:
     """Up to ``REFRESH_ITEMS`` items of the refreshes in progress, shared evenly; each
-    refresh's offset moves past them, and one that reached its end is done."""
+    refresh's offset moves past them, and one that reached its end is done (or starts
+    over, when it moved again meanwhile)."""
     if not state.refresh:
         return []
     share = max(1, REFRESH_ITEMS // len(state.refresh))
     pipe = r.pipeline(transaction=False)
-    for source, offset in state.refresh.items():
+    for source, (offset, _) in state.refresh.items():
         pipe.lrange(_source_key(pid, source), offset, offset + share - 1)
     taken = []
-    for (source, offset), items in zip(list(state.refresh.items()), pipe.execute(), strict=True):
+    for (source, (offset, again)), items in zip(list(state.refresh.items()), pipe.execute(),
+                                                strict=True):
         taken += items
-        if len(items) < share:
-            del state.refresh[source]
+        if len(items) == share:
+            state.refresh[source] = [offset + share, again]
+        elif again:
+            state.refresh[source] = [0, 0]
         else:
-            state.refresh[source] = offset + share
+            del state.refresh[source]
     return taken
 
 
@@ -298,13 +303,25 @@ def _update_state(state: State, cells: _Cells, sums: tuple, accuracy: np.ndarray
         name, now = f"{experts[e]}:{tags[t]}", float(accuracy[e, t])
         decided_at = state.cells.get(name, [0.0, 0.0, now])[2]
         if abs(now - decided_at) > TOLERANCE:
-            decided_at, state.refresh[name] = now, 0
+            decided_at = now
+            _refresh(state, name)
         kept[name] = [float(correct[e, t]), float(total[e, t]), decided_at]
     state.cells, state.n, state.mass = kept, int(n), mass.tolist()
     if state.prevalence is None:
         state.prevalence = prevalence.tolist()
     elif np.max(np.abs(prevalence - state.prevalence)) > TOLERANCE:
-        state.prevalence, state.refresh[EVERY_ITEM] = prevalence.tolist(), 0
+        state.prevalence = prevalence.tolist()
+        _refresh(state, EVERY_ITEM)
+
+
+def _refresh(state: State, source: str) -> None:
+    """Decide the items of ``source`` again: from the start of its list, or, when a refresh
+    of it is under way, once more after that one (which never restarts: with moves more
+    frequent than a refresh takes, the end of a list would never be reached)."""
+    if source in state.refresh:
+        state.refresh[source][1] = 1
+    else:
+        state.refresh[source] = [0, 0]
 
 
 def _store(r: redis.Redis, pid: str, state: State, rows: list[Row], posterior: np.ndarray,
