@@ -134,13 +134,14 @@ def _bounded_ids(r: redis.Redis, pid: str, recent: list[str], cap: int, seed: in
     rng = np.random.default_rng(seed)
     if len(recent) > cap:
         recent = sorted(rng.choice(recent, cap, replace=False).tolist())
-    # Uniform by rank: the set is ordered by id.  One ZRANGE per rank keeps the sample
-    # seeded (ZRANDMEMBER cannot be).
+    # Uniform by rank (the set is ordered by id), one ZRANGE per rank: ZRANDMEMBER cannot be
+    # seeded.  ``cap`` ranks, so enough of them miss the recent items.
     pipe = r.pipeline(transaction=False)
-    for rank in np.sort(rng.choice(total, cap - len(recent), replace=False)).tolist():
+    for rank in rng.choice(total, cap, replace=False).tolist():
         pipe.zrange(K.labeled_key(pid), rank, rank)
     new = set(recent)
-    return recent + [iid for found in pipe.execute() for iid in found if iid not in new]
+    older = [iid for found in pipe.execute() for iid in found if iid not in new]
+    return recent + older[:cap - len(recent)]
 
 
 def _fit(project: dict, items: list[ItemInput], labels: np.ndarray,

@@ -13,10 +13,10 @@ from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
-from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.reaggregate import reaggregate, request_full
 from tests.invariants import check_aggregation_state
+from tests.pools import Crowd
 
 
 def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):
@@ -85,68 +85,6 @@ def test_single_label_items_keep_their_label_on_imbalanced_classes(r, settings):
     assert result["changed"] == 0
     assert {iid: r.hget(K.item_key("p", iid), "al") for iid in given} == given
     assert set(given.values()) == {"a", "b"}
-
-
-LETTERS = ["a", "b", "c"]
-# Planted accuracy of each expert per skill: some good at one skill only.
-PLANTED = {"e0": {"x": 0.95, "y": 0.6}, "e1": {"x": 0.6, "y": 0.9},
-           "e2": {"x": 0.85, "y": 0.8}, "e3": {"x": 0.7, "y": 0.65}, "e4": {"x": 0.75, "y": 0.95}}
-
-
-class Crowd:
-    """A project whose items get labels from simulated one-coin experts (per skill), brought
-    in without leases in batches, each batch followed up as the server does."""
-
-    def __init__(self, r, settings, redundancy: int, skills=("x", "y"), seed: int = 0,
-                 **strategy):
-        self.r, self.settings, self.skills = r, settings, skills
-        self.rng = random.Random(seed)
-        create_project(r, {"id": "p", "labels": LETTERS, "redundancy": redundancy,
-                           "strategy": {"retrain": {"every_labels": 10**6}, **strategy}})
-        for eid in PLANTED:
-            put_expert(r, eid, {"skills": {skill: 0.7 for skill in skills}, "capacity": 5})
-        self.redundancy, self.truth, self.count = redundancy, {}, 0
-
-    @property
-    def project(self) -> dict:
-        return get_project(self.r, "p")
-
-    def add(self, n: int) -> list[str]:
-        """``n`` new items, each labeled by ``redundancy`` distinct experts."""
-        first, self.count = self.count, self.count + n
-        ids = [f"i{i:05d}" for i in range(first, self.count)]
-        items = [{"id": iid, "predictions": {"m": [0.4, 0.3, 0.3]},
-                  "skills": [self.skills[i % len(self.skills)]]} for i, iid in enumerate(ids)]
-        for start in range(0, n, 1000):
-            ingest(self.r, self.project, items[start:start + 1000])
-        records = []
-        for item in items:
-            truth = self.truth[item["id"]] = self.rng.choice(LETTERS)
-            for eid in self.rng.sample(sorted(PLANTED), self.redundancy):
-                right = self.rng.random() < PLANTED[eid][item["skills"][0]]
-                wrong = self.rng.choice([c for c in LETTERS if c != truth])
-                records.append({"item_id": item["id"], "expert_id": eid,
-                                "label": truth if right else wrong})
-        for start in range(0, len(records), 1000):
-            result = import_labels(self.r, self.project, records[start:start + 1000])
-            finish_import(self.r, self.project, result, self.settings)
-        return ids
-
-    def labels(self) -> dict[str, str]:
-        pipe = self.r.pipeline()
-        for iid in self.truth:
-            pipe.hget(K.item_key("p", iid), "al")
-        return dict(zip(self.truth, pipe.execute(), strict=True))
-
-    def accuracies(self) -> dict[tuple[str, str], float]:
-        """What routing learned from Dawid–Skene: right / (right + wrong) per (expert, skill)."""
-        out = {}
-        for eid in PLANTED:
-            fields = self.r.hgetall(K.expert_skill_key("p", eid))
-            for skill in self.skills:
-                right, wrong = float(fields[f"a:{skill}"]), float(fields[f"d:{skill}"])
-                out[(eid, skill)] = right / (right + wrong)
-        return out
 
 
 @pytest.mark.parametrize("refresh", [reaggregate_module.REFRESH_ITEMS, 60])
