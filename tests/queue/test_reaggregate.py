@@ -13,6 +13,7 @@ from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
+from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.reaggregate import reaggregate, request_full
 from tests.invariants import check_aggregation_state
@@ -118,4 +119,70 @@ def test_incremental_passes_match_a_full_pass_on_a_simulated_crowd(r, settings, 
     drift = max(abs(learned[cell] - value) for cell, value in crowd.accuracies().items())
     assert drift < 2 * reaggregate_module.TOLERANCE
     assert sum(full[i] == truth[i] for i in truth) > 0.8 * len(truth)  # DS did its job
+    check_aggregation_state(r, "p")
+
+
+def test_new_labels_wait_in_the_relabeled_set_until_a_pass_takes_them(r, settings):
+    """An item finished by its only label (voted inside LABEL) and one finished by a second
+    label (voted by queue/aggregate.py) both join the relabeled set with the labeled set;
+    a pass takes them, and the set is empty until the next label."""
+    create_project(r, {"id": "p", "labels": ["a", "b"], "redundancy": 1, "strategy": {
+        "qa": {"review_rate": 0.0}}})
+    ingest(r, get_project(r, "p"), [{"id": f"i{n}", "predictions": {"m": [0.6, 0.4]}}
+                                    for n in range(3)])
+    put_expert(r, "e1", {"skills": {}, "capacity": 5})
+    project = get_project(r, "p")
+    task = tasks.claim(r, project, load_expert(r, "e1"), depth=8)
+    _, answer = tasks.submit_label(r, project, task["id"], "a", 1.0)
+    assert answer["aggregated"] and r.smembers(K.relabeled_key("p")) == {task["item_id"]}
+    summary, recent = reaggregate(r, project)
+    assert recent == [task["item_id"]] and summary["items"] == 0  # one label: not DS's
+    assert not r.exists(K.relabeled_key("p")) and not r.exists(K.relabeled_taken_key("p"))
+    crowd_item = "i2" if task["item_id"] != "i2" else "i1"
+    result = import_labels(r, project, [{"item_id": crowd_item, "expert_id": "e1", "label": "b"},
+                                        {"item_id": crowd_item, "source": "s", "label": "b"}])
+    finish_import(r, project, result, settings)
+    assert r.smembers(K.relabeled_key("p")) == {crowd_item}
+    summary, recent = reaggregate(r, project)
+    assert recent == [crowd_item] and summary["items"] == 1 and summary["mode"] == "incremental"
+    check_aggregation_state(r, "p")
+
+
+def test_a_pass_that_died_leaves_its_items_to_the_next_and_one_running_blocks_another(
+        r, settings):
+    """The items a pass took stay aside until its result is written: a pass that died is
+    followed by one that takes them again, with what came since; while one holds the lock,
+    another skips (its items wait)."""
+    crowd = Crowd(r, settings, redundancy=2)
+    crowd.add(20)
+    reaggregate(r, crowd.project)
+    first = crowd.add(5)
+    r.sunionstore(K.relabeled_taken_key("p"), [K.relabeled_key("p")])  # taken, then died
+    r.delete(K.relabeled_key("p"))
+    second = crowd.add(5)
+    r.set(K.aggregation_lock_key("p"), 1)
+    assert reaggregate(r, crowd.project) == (
+        {"skipped": "another re-aggregation of the project is running"}, [])
+    r.delete(K.aggregation_lock_key("p"))
+    summary, recent = reaggregate(r, crowd.project)
+    assert recent == sorted(first + second) and summary["items"] == 10
+    assert not r.exists(K.aggregation_lock_key("p"))
+    check_aggregation_state(r, "p")
+
+
+def test_a_missing_or_foreign_state_means_a_full_pass(r, settings):
+    """No stored state (the first retrain after an upgrade) or a state of another format
+    makes the next pass full, rebuilding the sums and lists as they were."""
+    crowd = Crowd(r, settings, redundancy=2)
+    crowd.add(40)
+    assert reaggregate(r, crowd.project)[0]["mode"] == "full"
+    crowd.add(10)
+    assert reaggregate(r, crowd.project)[0]["mode"] == "incremental"
+    before = check_aggregation_state(r, "p")
+    r.delete(K.aggregation_state_key("p"))
+    summary = reaggregate(r, crowd.project)[0]
+    assert (summary["mode"], summary["items"], summary["refreshing"]) == ("full", 50, 0)
+    assert check_aggregation_state(r, "p")["n"] == before["n"] == 50
+    r.set(K.aggregation_state_key("p"), '{"format": 0}')
+    assert reaggregate(r, crowd.project)[0]["mode"] == "full"
     check_aggregation_state(r, "p")

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 from rq.job import Job
 
+from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect_binary
@@ -15,7 +16,7 @@ from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
 from taskrank.queue.reaggregate import request_full
-from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
+from taskrank.queue.retrain import _bounded_ids, enqueue_evaluation, enqueue_retrain
 from taskrank.queue.worker import InProcessWorker, task_queue
 from tests.invariants import not_rescored, pooled
 from tests.pools import Crowd, features_project
@@ -135,3 +136,20 @@ def test_a_retrain_reads_the_new_labels_not_the_whole_project(r, settings, run_j
     assert reads["big"]["hmget"] <= 10 + 200 + 5  # the new items, the training sample
     assert reads["big-after"]["hmget"] <= 200 + 5  # the evaluation's sample
     assert full["small"] >= 610 and full["big"] >= 2410
+
+
+def test_above_the_cap_the_training_set_is_the_new_labels_and_a_seeded_sample(r, settings):
+    """Up to retrain.max_train_items every labeled item trains; beyond, exactly that many:
+    every new one and distinct older ones, the same for the same seed."""
+    crowd = Crowd(r, settings, redundancy=1)
+    crowd.add(100)
+    labeled = r.zrange(K.labeled_key("p"), 0, -1)
+    assert len(labeled) == 100 and _bounded_ids(r, "p", labeled[-5:], 100, 0) == labeled
+    crowd.add(200)
+    recent = sorted(r.smembers(K.relabeled_key("p")))[:12]
+    ids = _bounded_ids(r, "p", recent, 100, seed=7)
+    assert len(ids) == len(set(ids)) == 100 and ids[:12] == recent
+    assert set(ids) <= set(r.zrange(K.labeled_key("p"), 0, -1))
+    assert ids == _bounded_ids(r, "p", recent, 100, seed=7)
+    assert ids != _bounded_ids(r, "p", recent, 100, seed=8)
+    assert len(_bounded_ids(r, "p", sorted(r.smembers(K.relabeled_key("p"))), 100, 1)) == 100
