@@ -108,8 +108,9 @@ def reaggregate(r: redis.Redis, project: dict) -> tuple[dict, list[str]]:
     if not r.set(lock, 1, nx=True, ex=JOB_TIMEOUT):
         return {"skipped": "another re-aggregation of the project is running"}, []
     try:
+        asked = r.getdel(K.full_reaggregation_key(pid)) is not None  # (taken either way)
         state = _load_state(r, project)
-        full = state is None or bool(r.getdel(K.full_reaggregation_key(pid)))
+        full = asked or state is None
         recent = _take_relabeled(r, pid)
         if full:
             _forget(r, pid, state)

@@ -21,17 +21,20 @@ from collections.abc import Callable, Sequence
 from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.machine import cpu_pressure
 
-NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "memory")
+NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "retrain", "memory")
 
 FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
         "latency_requests": 2000, "serve_extras": True, "ingest_items": 100_000,
         "rescore_items": 1_000_000, "rescore_chunk": None, "rescore_model": True,
         "rerank_pool": 100_000, "rerank_trials": 5, "memory_items": 100_000,
+        "retrain_sizes": [10_000, 100_000, 1_000_000], "retrain_trials": 5,
+        "retrain_full_up_to": 1_000_000,
         "scoring_rows": 100_000, "scoring_repeats": 5}
 QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
          "latency_requests": 100, "serve_extras": False, "ingest_items": 6_000,
          "rescore_items": 20_000, "rescore_chunk": 5_000, "rescore_model": False,
          "rerank_pool": 2_000, "rerank_trials": 1, "memory_items": 2_000,
+         "retrain_sizes": [1_000, 4_000], "retrain_trials": 2, "retrain_full_up_to": 4_000,
          "scoring_rows": 20_000, "scoring_repeats": 2}
 
 
@@ -67,6 +70,13 @@ def _rerank(sizes: dict) -> dict:
     return bench_rerank.run(sizes["rerank_pool"], sizes["rerank_trials"])
 
 
+def _retrain(sizes: dict) -> dict:
+    from taskrank.scripts.bench import retrain as bench_retrain
+
+    return bench_retrain.run(sizes["retrain_sizes"], sizes["retrain_trials"],
+                             sizes["retrain_full_up_to"])
+
+
 def _memory(sizes: dict) -> dict:
     from taskrank.scripts.bench import memory as bench_memory
 
@@ -75,7 +85,7 @@ def _memory(sizes: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "scoring": _scoring, "serve": _serve, "ingest": _ingest, "rescore": _rescore,
-    "rerank": _rerank, "memory": _memory}
+    "rerank": _rerank, "retrain": _retrain, "memory": _memory}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
