@@ -289,11 +289,6 @@ def _validated(tree: dict, kind: type = Strategy, prefix: str = "") -> dict:
         raise ValueError(
             f"strategy weights are all 0; at least one of {sorted(clean)} must be positive"
         )
-    if kind is Retrain and clean["max_train_items"] < clean["min_labels"]:
-        raise ValueError(
-            f"'{prefix}max_train_items' ({clean['max_train_items']}) must be at least "
-            f"'{prefix}min_labels' ({clean['min_labels']}): a retrain would never have enough"
-        )
     return clean
 
 

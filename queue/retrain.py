@@ -109,9 +109,11 @@ def evaluate_model(pid: str, version: int) -> dict:
 
 def _training_set(r: redis.Redis, project: dict, recent: list[str],
                   seed: int) -> tuple[list[ItemInput], np.ndarray, np.ndarray]:
-    """The labeled items to train on, their labels and weights (``_bounded_ids``)."""
-    pid = project["id"]
-    ids = _bounded_ids(r, pid, recent, project["strategy"]["retrain"]["max_train_items"], seed)
+    """The labeled items to train on, their labels and weights (``_bounded_ids``): at most
+    ``retrain.max_train_items``, or ``min_labels`` when that is more (so a retrain that has
+    them always trains)."""
+    pid, rule = project["id"], project["strategy"]["retrain"]
+    ids = _bounded_ids(r, pid, recent, max(rule["max_train_items"], rule["min_labels"]), seed)
     pipe = r.pipeline()
     for iid in ids:
         pipe.hmget(K.item_key(pid, iid), "p", "f", "al", "ac")

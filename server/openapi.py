@@ -113,8 +113,8 @@ def strategy(partial: bool) -> dict:
                     "max_train_items": doc(integer(100, 10_000_000), (
                         "labeled items a retrain (and its cross-validation) trains on at "
                         "most: all of them up to there; beyond, the labels new since the "
-                        "last retrain and a uniform sample of the older ones; at least "
-                        "min_labels"))},
+                        "last retrain and a uniform sample of the older ones (min_labels "
+                        "when that is more)"))},
         "redundancy": {"adaptive": BOOL, "max_labels": integer(1, 50),
                        "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
                                            "maximum": 1}},

@@ -4,7 +4,8 @@
   benchmark, prints the budget table and writes the JSON document;
 - ``budgets``: every budget, its limit and how a measured figure is judged;
 - one module per benchmark: ``scoring``, ``serve``, ``ingest``, ``rescore``, ``rerank``,
-  ``retrain``, ``memory``; ``floor`` is the bare app the serving figures are compared with;
+  ``retrain``, ``train_cap``, ``memory``; ``floor`` is the bare app the serving figures
+  are compared with;
 - ``items`` and ``data``: seeded items and the projects and experts they are stored in;
   ``finished``: finished items written straight into Redis (the retrain benchmark);
 - ``lean_client`` and ``loops``: the raw-socket client and the timed client loops, run in
