@@ -16,7 +16,7 @@ from taskrank.learning.aggregation import (
     clip_accuracy,
     vote_posterior,
 )
-from taskrank.learning.routing import DEFAULT_GENERAL_LEVEL, item_fit
+from taskrank.learning.routing import DEFAULT_GENERAL_LEVEL, accuracy_posterior, item_fit
 from taskrank.queue import keys as K
 from taskrank.queue import lua
 from taskrank.queue.experts import load_expert
@@ -169,3 +169,26 @@ def _fit(profile: Profile, tags: list[str]) -> float:
     tag_accuracy = np.array([means.get(tag, general) for tag in tags])
     required = np.ones((1, len(tags)), dtype=bool)
     return float(item_fit(tag_accuracy, required, default=general)[0])
+
+
+def skill_prior(r: redis.Redis, project: dict, experts: list[str],
+                 tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
+    posteriors without their agreement evidence, which the EM re-estimates (labels without
+    an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
+    alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
+    profiles = expert_profiles(r, project, experts)
+    anonymous = accuracy_posterior(ANONYMOUS_ACCURACY, 0.0, 0.0)
+    for row, eid in enumerate(experts):
+        if eid == ANONYMOUS:
+            alpha0[row], beta0[row] = anonymous.alpha, anonymous.beta
+            continue
+        profile = profiles[eid]
+        column = {tag: i for i, tag in enumerate(profile.tags)}
+        post = profile.posterior
+        alpha = post.alpha - profile.agree
+        beta = post.beta - (profile.evidence - profile.agree)
+        for j, tag in enumerate(tags):
+            i = column.get(tag, column[GENERAL])  # a skill no longer declared
+            alpha0[row, j], beta0[row, j] = alpha[i], beta[i]
+    return alpha0, beta0

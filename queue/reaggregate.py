@@ -31,9 +31,6 @@ out and putting the new one in (incremental EM).  A pass is one of:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 import numpy as np
 import redis
 
@@ -42,11 +39,21 @@ from taskrank.learning.dawid_skene import (
     dawid_skene_statistics,
     dawid_skene_update,
 )
-from taskrank.learning.routing import accuracy_posterior
 from taskrank.queue import keys as K
-from taskrank.queue.aggregate import ANONYMOUS, ANONYMOUS_ACCURACY, expert_profiles
+from taskrank.queue.aggregate import ANONYMOUS, skill_prior
+from taskrank.queue.aggregation_state import (
+    CHUNK,
+    EVERY_ITEM,
+    Cells,
+    Row,
+    State,
+    load_state,
+    read_rows,
+    share_record,
+    source_key,
+)
 from taskrank.queue.enqueue import JOB_TIMEOUT
-from taskrank.queue.skills import GENERAL, replace_agreement
+from taskrank.queue.skills import replace_agreement
 
 # How far an accuracy (or a class share) may move before the items decided at the old one
 # are decided again.  A label of an expert of accuracy a weighs log(a / (1 - a)) in its
@@ -59,40 +66,6 @@ TOLERANCE = 0.01
 # Items decided again per pass because an accuracy moved: about 0.1 s of reads and EM
 # (scripts/bench/retrain.py), next to a fit of ~0.5 s.
 REFRESH_ITEMS = 2000
-EVERY_ITEM = "*"  # the refresh source of a class-share move: every counted item
-CHUNK = 10_000  # items per pipeline of a full pass
-STATE_FORMAT = 1
-
-
-@dataclass(slots=True)
-class Row:
-    """One finished item with two labels or more, as Dawid–Skene sees it."""
-
-    iid: str
-    votes: list[tuple[str, str]]  # (expert, label) in the order given
-    label: str | None  # its aggregated label now
-    gold: str | None
-    tag: str  # its first skill (GENERAL when untagged)
-    counted: int = 0  # labels its stored share covers (0: none stored)
-    counted_tag: str = ""  # the skill they were counted under
-    share: list[float] | None = None  # its posterior when counted
-
-
-@dataclass
-class State:
-    """What the project's passes learned: running sums and the refresh in progress."""
-
-    labels: list[str]
-    n: int = 0  # items counted
-    mass: list[float] = field(default_factory=list)  # posterior mass per class
-    prevalence: list[float] | None = None  # class shares the items were last decided at
-    # "expert:skill" -> [soft right labels, labels, accuracy its items were last decided at]
-    cells: dict[str, list[float]] = field(default_factory=dict)
-    # source -> [next offset in its list, 1 when it moved again since the refresh began]
-    refresh: dict[str, list[int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.mass = self.mass or [0.0] * len(self.labels)
 
 
 def request_full(r: redis.Redis, pid: str) -> None:
@@ -109,39 +82,29 @@ def reaggregate(r: redis.Redis, project: dict) -> tuple[dict, list[str]]:
         return {"skipped": "another re-aggregation of the project is running"}, []
     try:
         asked = r.getdel(K.full_reaggregation_key(pid)) is not None  # (taken either way)
-        state = _load_state(r, project)
+        state = load_state(r, project)
         full = asked or state is None
         recent = _take_relabeled(r, pid)
         if full:
             _forget(r, pid, state)
-            state, iids, refreshed = State(list(project["labels"])), r.zrange(
-                K.labeled_key(pid), 0, -1), 0
+            state, refresh = State(list(project["labels"])), []
+            iids = r.zrange(K.labeled_key(pid), 0, -1)
         else:
             refresh = _take_refresh(r, pid, state)
-            iids, refreshed = list(dict.fromkeys(recent + refresh)), len(refresh)
-        rows = _read_rows(r, pid, iids, fresh=full)
+            iids = list(dict.fromkeys(recent + refresh))
+        rows = read_rows(r, pid, iids, fresh=full)
         changed = _decide(r, project, state, rows, full)
     finally:
         r.delete(lock)
     return {"mode": "full" if full else "incremental", "items": len(rows), "new": len(recent),
-            "refreshed": refreshed, "changed": changed, "refreshing": len(state.refresh)}, recent
-
-
-def _load_state(r: redis.Redis, project: dict) -> State | None:
-    raw = r.get(K.aggregation_state_key(project["id"]))
-    if raw is None:
-        return None
-    stored = json.loads(raw)
-    if stored.pop("format", None) != STATE_FORMAT or stored["labels"] != project["labels"]:
-        return None
-    return State(**stored)
+            "refreshed": len(refresh), "changed": changed, "refreshing": len(state.refresh)}, recent
 
 
 def _forget(r: redis.Redis, pid: str, state: State | None) -> None:
     """Drop the stored state first: a full pass that dies half-way leaves none, so the
     next pass is full again (the item shares it rewrote no longer match any sums)."""
     names = [K.aggregation_state_key(pid), K.aggregation_items_key(pid)]
-    names += [_source_key(pid, cell) for cell in (state.cells if state else ())]
+    names += [source_key(pid, cell) for cell in (state.cells if state else ())]
     r.delete(*names)
 
 
@@ -165,7 +128,7 @@ def _take_refresh(r: redis.Redis, pid: str, state: State) -> list[str]:
     share = max(1, REFRESH_ITEMS // len(state.refresh))
     pipe = r.pipeline(transaction=False)
     for source, (offset, _) in state.refresh.items():
-        pipe.lrange(_source_key(pid, source), offset, offset + share - 1)
+        pipe.lrange(source_key(pid, source), offset, offset + share - 1)
     taken = []
     for (source, (offset, again)), items in zip(list(state.refresh.items()), pipe.execute(),
                                                 strict=True):
@@ -179,88 +142,14 @@ def _take_refresh(r: redis.Redis, pid: str, state: State) -> list[str]:
     return taken
 
 
-def _source_key(pid: str, source: str) -> str:
-    if source == EVERY_ITEM:
-        return K.aggregation_items_key(pid)
-    eid, tag = source.split(":")
-    return K.aggregation_index_key(pid, eid, tag)
-
-
-def _read_rows(r: redis.Redis, pid: str, iids: list[str], fresh: bool = False) -> list[Row]:
-    """The items among ``iids`` with two labels or more; ``fresh``: ignore stored shares."""
-    rows = []
-    for start in range(0, len(iids), CHUNK):
-        chunk = iids[start:start + CHUNK]
-        pipe = r.pipeline(transaction=False)
-        for iid in chunk:
-            pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
-            pipe.hmget(K.item_key(pid, iid), "al", "g", "s", "ds")
-        replies = pipe.execute()
-        rows += [_row(iid, entries, *fields, None if fresh else record)
-                 for iid, entries, (*fields, record) in zip(chunk, replies[::2], replies[1::2],
-                                                            strict=True)
-                 if len(entries) >= 2]
-    return rows
-
-
-def _row(iid: str, entries: list[str], label: str | None, gold: str | None,
-         tags: str | None, record: str | None) -> Row:
-    row = Row(iid, [tuple(entry.split("\t", 1)) for entry in entries], label, gold or None,
-              tags.split(",")[0] if tags else GENERAL)
-    if record:
-        counted, row.counted_tag, share = record.split(";")
-        row.counted, row.share = int(counted), [float(p) for p in share.split(",")]
-    return row
-
-
-def _share_record(row: Row, posterior: np.ndarray) -> str:
-    """The item's share as stored: exactly the rounded posterior the sums hold."""
-    return f"{len(row.votes)};{row.tag};{','.join(repr(float(p)) for p in posterior)}"
-
-
-@dataclass
-class _Cells:
-    """The (expert, skill) cells of a pass as array positions."""
-
-    experts: dict[str, int]
-    tags: dict[str, int]
-
-    @classmethod
-    def of(cls, state: State, rows: list[Row]) -> _Cells:
-        names = set(state.cells)
-        for row in rows:
-            names |= {f"{eid}:{row.tag}" for eid, _ in row.votes}
-            names |= {f"{eid}:{row.counted_tag}" for eid, _ in row.votes[:row.counted]}
-        pairs = [name.split(":") for name in sorted(names)]
-        return cls({eid: i for i, eid in enumerate(sorted({e for e, _ in pairs}))},
-                   {tag: i for i, tag in enumerate(sorted({t for _, t in pairs}))})
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self.experts), len(self.tags)
-
-    def triples(self, rows: list[Row], labels: dict[str, int], counted: bool) -> tuple:
-        """(item, expert, label, skill) arrays of the rows' labels: all of them, or
-        (``counted``) those their stored shares cover, under the skill they had then."""
-        out = [], [], [], []
-        for index, row in enumerate(rows):
-            votes, tag = (row.votes[:row.counted], row.counted_tag) if counted else (
-                row.votes, row.tag)
-            for eid, label in votes:
-                for column, value in zip(out, (index, self.experts[eid], labels[label],
-                                               self.tags[tag]), strict=True):
-                    column.append(value)
-        return tuple(np.array(column, dtype=np.intp) for column in out)
-
-
 def _decide(r: redis.Redis, project: dict, state: State, rows: list[Row], full: bool) -> int:
     """Decide ``rows`` against the statistics of every other item; store their labels and
     shares, the new sums and the accuracies routing learns from.  Labels changed."""
-    cells, labels = _Cells.of(state, rows), {label: i for i, label in enumerate(state.labels)}
+    cells, labels = Cells.of(state, rows), {label: i for i, label in enumerate(state.labels)}
     if not cells.experts:
         _store(r, project["id"], state, rows, np.zeros((0, len(labels))), full)
         return 0
-    prior = _skill_prior(r, project, list(cells.experts), list(cells.tags))
+    prior = skill_prior(r, project, list(cells.experts), list(cells.tags))
     rest = _rest(state, rows, cells, labels)
     items, who, given, skill = cells.triples(rows, labels, counted=False)
     posterior, _ = dawid_skene_update(items, who, given, len(rows), cells.shape[0], len(labels),
@@ -278,7 +167,7 @@ def _decide(r: redis.Redis, project: dict, state: State, rows: list[Row], full: 
     return changed
 
 
-def _rest(state: State, rows: list[Row], cells: _Cells, labels: dict[str, int]) -> tuple:
+def _rest(state: State, rows: list[Row], cells: Cells, labels: dict[str, int]) -> tuple:
     """The stored sums without the rows' stored shares: what every other item taught."""
     correct, total = np.zeros(cells.shape), np.zeros(cells.shape)
     for name, (right, count, _) in state.cells.items():
@@ -293,7 +182,7 @@ def _rest(state: State, rows: list[Row], cells: _Cells, labels: dict[str, int]) 
             state.n - old[3])
 
 
-def _update_state(state: State, cells: _Cells, sums: tuple, accuracy: np.ndarray,
+def _update_state(state: State, cells: Cells, sums: tuple, accuracy: np.ndarray,
                   prevalence: np.ndarray) -> None:
     """New sums; a refresh (from the start of its list) for every cell whose accuracy, and
     of every item when a class share, moved more than ``TOLERANCE`` since last decided."""
@@ -332,7 +221,7 @@ def _store(r: redis.Redis, pid: str, state: State, rows: list[Row], posterior: n
     must never disagree).  A full pass rebuilds the index lists."""
     final = r.pipeline()
     if full:
-        r.delete(*[_source_key(pid, name) for name in state.cells], K.aggregation_items_key(pid))
+        r.delete(*[source_key(pid, name) for name in state.cells], K.aggregation_items_key(pid))
     changed, size = 0, CHUNK if full else max(len(rows), 1)
     for start in range(0, len(rows), size):
         pipe = r.pipeline(transaction=False) if full else final
@@ -340,8 +229,7 @@ def _store(r: redis.Redis, pid: str, state: State, rows: list[Row], posterior: n
                                posterior[start:start + size])
         if full:
             pipe.execute()
-    final.set(K.aggregation_state_key(pid), json.dumps({"format": STATE_FORMAT,
-                                                        **state.__dict__}))
+    final.set(K.aggregation_state_key(pid), state.to_json())
     final.delete(K.relabeled_taken_key(pid))
     final.execute()
     return changed
@@ -355,7 +243,7 @@ def _write_rows(pipe: redis.client.Pipeline, pid: str, labels: list[str], rows: 
         changed += label != row.label
         pipe.hset(K.item_key(pid, row.iid), mapping={
             "al": label, "ac": 1.0 if row.gold else float(p.max()),
-            "ds": _share_record(row, p)})
+            "ds": share_record(row, p)})
         first = row.counted if row.counted_tag == row.tag else 0
         for eid, _ in row.votes[first:]:  # each label joins its cell's list once
             pipe.rpush(K.aggregation_index_key(pid, eid, row.tag), row.iid)
@@ -373,26 +261,3 @@ def _feed_routing(r: redis.Redis, pid: str, state: State) -> None:
         if eid != ANONYMOUS:
             evidence[(eid, tag)] = (right, count - right)
     replace_agreement(r, pid, evidence)
-
-
-def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
-                 tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
-    posteriors without their agreement evidence, which the EM re-estimates (labels without
-    an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
-    alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
-    profiles = expert_profiles(r, project, experts)
-    anonymous = accuracy_posterior(ANONYMOUS_ACCURACY, 0.0, 0.0)
-    for row, eid in enumerate(experts):
-        if eid == ANONYMOUS:
-            alpha0[row], beta0[row] = anonymous.alpha, anonymous.beta
-            continue
-        profile = profiles[eid]
-        column = {tag: i for i, tag in enumerate(profile.tags)}
-        post = profile.posterior
-        alpha = post.alpha - profile.agree
-        beta = post.beta - (profile.evidence - profile.agree)
-        for j, tag in enumerate(tags):
-            i = column.get(tag, column[GENERAL])  # a skill no longer declared
-            alpha0[row, j], beta0[row, j] = alpha[i], beta[i]
-    return alpha0, beta0

@@ -12,7 +12,10 @@ go to.  At each size:
   capped set: the first retrain after an upgrade;
 - ``incremental``: the retrain as shipped, ``trials`` times: ``retrain.every_labels`` new
   labels (two experts each on every_labels / 2 new items, brought in by IMPORT_LABELS and
-  followed up as the server does), then one retrain job.
+  followed up as the server does), then one retrain job;
+- ``refreshing``: the same once more, while every (expert, skill) is being refreshed (set
+  so in the stored state, as if all their accuracies had just moved; on these planted
+  experts none moves by itself): the retrain that reads the most, ``REFRESH_ITEMS`` more.
 
 Each retrain job runs in this process (an RQ ``SimpleWorker``, one job): its time is RQ's
 (started to ended: re-aggregation, training-set read, fit, store, queueing the re-score and
@@ -28,6 +31,7 @@ from rq.job import Job
 
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
+from taskrank.queue.aggregation_state import load_state
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.projects import get_project, update_project
@@ -77,12 +81,22 @@ def at_size(settings: Settings, r: redis.Redis, labeler: Labeler, trials: int,
     for _ in range(trials):
         labeler.label(DEFAULTS.every_labels // 2)
         runs.append(timed_retrain(settings, r))
+    labeler.label(DEFAULTS.every_labels // 2)
+    _refresh_everything(r)
+    refreshing = timed_retrain(settings, r)
     summary = {name: percentiles([run[name] for run in runs]) for name in
                ("seconds", "reaggregate", "training_set", "fit", "store_and_queue")}
     return {"used_memory_bytes": int(r.info("memory")["used_memory"]),
             "first": {"uncapped": uncapped, **first}, "incremental": runs,
+            "refreshing": refreshing,
             "p50_seconds": summary["seconds"]["p50"], "p95_seconds": summary["seconds"]["p95"],
             "p50_steps": {name: stats["p50"] for name, stats in summary.items()}}
+
+
+def _refresh_everything(r: redis.Redis) -> None:
+    state = load_state(r, get_project(r, PID))
+    state.refresh = {name: [0, 0] for name in state.cells}
+    r.set(K.aggregation_state_key(PID), state.to_json())
 
 
 def _set_cap(r: redis.Redis, cap: int) -> None:
