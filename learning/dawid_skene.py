@@ -79,7 +79,8 @@ def dawid_skene_statistics(
         item_tag, n_tags
     )
     shape = (n_experts,) if tags is None else (n_experts, n_tags)
-    return _statistics(posterior, items, experts, labs, _cells(experts, tags, n_tags), shape)
+    return _statistics(posterior, items, labs, _cells(experts, tags, n_tags), shape,
+                       np.unique(items))
 
 
 def dawid_skene_parameters(
@@ -111,12 +112,13 @@ def _cells(experts: np.ndarray, tags: np.ndarray | None, n_tags: int | None) -> 
     return experts if tags is None else experts * n_tags + tags
 
 
-def _statistics(posterior, items, experts, labs, cell, shape):
+def _statistics(posterior, items, labs, cell, shape, labelled):
+    """``labelled``: the items with a label (``np.unique(items)``, computed once per EM)."""
     n_cells = int(np.prod(shape))
     correct = np.bincount(cell, weights=posterior[items, labs], minlength=n_cells)
     total = np.bincount(cell, minlength=n_cells).astype(float)
-    labelled = posterior[np.unique(items)]
-    return correct.reshape(shape), total.reshape(shape), labelled.sum(axis=0), labelled.shape[0]
+    mass = posterior[labelled]
+    return correct.reshape(shape), total.reshape(shape), mass.sum(axis=0), mass.shape[0]
 
 
 def _e_step(accuracy, prevalence, items, experts, labs, tags, n_items, k) -> np.ndarray:
@@ -230,7 +232,7 @@ def dawid_skene_update(
     if np.any(~(alpha0 > 0)) or np.any(~(beta0 > 0)):
         raise ValueError("prior pseudo-counts must be > 0")
     rest = _check_rest(rest, shape, n_classes)
-    cell = _cells(experts, tags, n_tags)
+    cell, labelled = _cells(experts, tags, n_tags), np.unique(items)
     if rest[3] > 0:
         accuracy, prevalence = dawid_skene_parameters(*rest, prior=(alpha0, beta0))
         posterior = _e_step(accuracy, prevalence, items, experts, labs, tags, n_items, n_classes)
@@ -238,7 +240,7 @@ def dawid_skene_update(
         posterior = _majority_posterior(items, labs, n_items, n_classes)
         accuracy = alpha0 / (alpha0 + beta0)
     for _ in range(max_iter):
-        batch = _statistics(posterior, items, experts, labs, cell, shape)
+        batch = _statistics(posterior, items, labs, cell, shape, labelled)
         new_acc, prevalence = dawid_skene_parameters(
             *(part + mine for part, mine in zip(rest, batch, strict=True)), prior=(alpha0, beta0))
         posterior = _e_step(new_acc, prevalence, items, experts, labs, tags, n_items, n_classes)

@@ -969,6 +969,19 @@ redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
 return 1
 """
 
+# Members of a sorted set at given ranks: a sample the caller drew (seeded, which
+# ZRANDMEMBER cannot be), read in one call instead of one ZRANGE per rank.
+# KEYS[4] the sorted set.  ARGV[5..] 0-based ranks.  Returns the members, in the order of
+# the ranks (a rank past the end gives nothing).
+MEMBERS_AT = _PREAMBLE + COMMON + r"""
+local members = {}
+for i = 5, #ARGV do
+  local found = redis.call('ZRANGE', KEYS[4], ARGV[i], ARGV[i])
+  if found[1] then members[#members + 1] = found[1] end
+end
+return members
+"""
+
 # Return expired leases of one project to the pool.  ARGV[5] now, ARGV[6] limit.
 SWEEP = _PREAMBLE + COMMON + r"""
 return sweep(tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -1037,7 +1050,7 @@ return 1
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "import_labels": IMPORT_LABELS, "withdraw": WITHDRAW,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
-           "finish_chunk": FINISH_CHUNK,
+           "finish_chunk": FINISH_CHUNK, "members_at": MEMBERS_AT,
            "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS,
            "emit_event": EMIT_EVENT}
 

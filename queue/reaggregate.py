@@ -31,6 +31,8 @@ out and putting the new one in (incremental EM).  A pass is one of:
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import redis
 
@@ -237,7 +239,9 @@ def _store(r: redis.Redis, pid: str, state: State, rows: list[Row], posterior: n
 
 def _write_rows(pipe: redis.client.Pipeline, pid: str, labels: list[str], rows: list[Row],
                 posterior: np.ndarray) -> int:
-    changed = 0
+    """Each row's label and share; each new label's item onto its cell's list, each new
+    item onto the list of all (one RPUSH per list).  Labels changed."""
+    changed, listed = 0, defaultdict(list)
     for row, p in zip(rows, posterior, strict=True):
         label = row.gold or labels[int(p.argmax())]
         changed += label != row.label
@@ -246,9 +250,11 @@ def _write_rows(pipe: redis.client.Pipeline, pid: str, labels: list[str], rows: 
             "ds": share_record(row, p)})
         first = row.counted if row.counted_tag == row.tag else 0
         for eid, _ in row.votes[first:]:  # each label joins its cell's list once
-            pipe.rpush(K.aggregation_index_key(pid, eid, row.tag), row.iid)
+            listed[K.aggregation_index_key(pid, eid, row.tag)].append(row.iid)
         if not row.counted:
-            pipe.rpush(K.aggregation_items_key(pid), row.iid)
+            listed[K.aggregation_items_key(pid)].append(row.iid)
+    for key, iids in listed.items():
+        pipe.rpush(key, *iids)
     return changed
 
 

@@ -18,6 +18,7 @@ import redis
 from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
+from taskrank.queue import lua
 from taskrank.queue.connection import same_server
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
 from taskrank.queue.events import flag_check_all, model_trained
@@ -30,6 +31,8 @@ from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
 from taskrank.queue.settings import Settings, current
 from taskrank.queue.worker import task_queue
+
+SAMPLE_CHUNK = 5000  # ranks per call of the sampling script
 
 
 def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
@@ -114,7 +117,7 @@ def _training_set(r: redis.Redis, project: dict, recent: list[str],
     them always trains)."""
     pid, rule = project["id"], project["strategy"]["retrain"]
     ids = _bounded_ids(r, pid, recent, max(rule["max_train_items"], rule["min_labels"]), seed)
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)  # reads: no need to hold Redis for all of them
     for iid in ids:
         pipe.hmget(K.item_key(pid, iid), "p", "f", "al", "ac")
     items, labels, weights = [], [], []
@@ -136,13 +139,13 @@ def _bounded_ids(r: redis.Redis, pid: str, recent: list[str], cap: int, seed: in
     rng = np.random.default_rng(seed)
     if len(recent) > cap:
         recent = sorted(rng.choice(recent, cap, replace=False).tolist())
-    # Uniform by rank (the set is ordered by id), one ZRANGE per rank: ZRANDMEMBER cannot be
-    # seeded.  ``cap`` ranks, so enough of them miss the recent items.
-    pipe = r.pipeline(transaction=False)
-    for rank in rng.choice(total, cap, replace=False).tolist():
-        pipe.zrange(K.labeled_key(pid), rank, rank)
-    new = set(recent)
-    older = [iid for found in pipe.execute() for iid in found if iid not in new]
+    # Uniform by rank (the set is ordered by id); ``cap`` ranks, so that enough of them
+    # miss the recent items.  In chunks: each call holds Redis a few milliseconds.
+    ranks, new, older = rng.choice(total, cap, replace=False).tolist(), set(recent), []
+    for start in range(0, cap, SAMPLE_CHUNK):
+        members = lua.run(r, "members_at", pid, [K.labeled_key(pid)],
+                          ranks[start:start + SAMPLE_CHUNK])
+        older += [iid for iid in members if iid not in new]
     return recent + older[:cap - len(recent)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from taskrank.queue.reaggregate import REFRESH_ITEMS
 from taskrank.scripts import cli
 from taskrank.scripts.bench import command as bench
 from taskrank.scripts.bench import retrain as bench_retrain
@@ -71,6 +72,8 @@ def test_retrain_bench_times_a_full_then_incremental_retrains_at_each_size():
             assert trial["n_labels"] >= int(size) and trial["seconds"] > 0
         assert set(entry["p50_steps"]) == {"seconds", "reaggregate", "training_set", "fit",
                                            "store_and_queue"}
+        refreshing = entry["refreshing"]["dawid_skene"]
+        assert refreshing["new"] == 5 and 0 < refreshing["refreshed"] <= REFRESH_ITEMS
 
 
 def test_train_cap_compares_capped_models_with_the_all_labels_one():
