@@ -1,4 +1,5 @@
-"""Label aggregation (DESIGN §5): accuracy-weighted vote and one-coin Dawid–Skene EM.
+"""Label aggregation (DESIGN §5): the accuracy-weighted vote (Dawid–Skene's EM over many
+items is ``dawid_skene.py``).
 
 Labels come as parallel triples ``(item_index, expert_index, label)``, one entry per
 label given. The one-coin model says expert ``e`` answers right with probability
@@ -15,7 +16,6 @@ __all__ = [
     "ACCURACY_BOUNDS",
     "agreement_credit",
     "clip_accuracy",
-    "dawid_skene",
     "vote_posterior",
     "weighted_vote",
 ]
@@ -159,100 +159,6 @@ def weighted_vote(
     )
     has_label = np.bincount(np.asarray(item_index, dtype=np.intp), minlength=n_items) > 0
     return _decide(posterior, has_label)
-
-
-def _majority_posterior(items, labs, n_items: int, k: int) -> np.ndarray:
-    """Vote shares per item (n_items, k); uniform for unlabelled items."""
-    counts = _vote_scores(items, labs, np.ones(items.shape[0]), n_items, k)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.where(totals > 0, counts / np.maximum(totals, 1.0), 1.0 / k)
-
-
-def _m_step(posterior, items, experts, labs, cell, shape, alpha0, beta0):
-    """Expert accuracy (posterior mean under the Beta prior) and class prevalence."""
-    n_cells = int(np.prod(shape))
-    correct = np.bincount(cell, weights=posterior[items, labs], minlength=n_cells)
-    total = np.bincount(cell, minlength=n_cells)
-    accuracy = (correct.reshape(shape) + alpha0) / (total.reshape(shape) + alpha0 + beta0)
-    labelled = posterior[np.unique(items)]
-    prevalence = (labelled.sum(axis=0) + 1.0) / (labelled.shape[0] + posterior.shape[1])
-    return accuracy, prevalence
-
-
-def dawid_skene(
-    item_index: np.ndarray,
-    expert_index: np.ndarray,
-    labels: np.ndarray,
-    n_items: int,
-    n_experts: int,
-    n_classes: int,
-    item_tag: np.ndarray | None = None,
-    n_tags: int | None = None,
-    max_iter: int = 50,
-    tol: float = 1e-6,
-    prior: tuple[float | np.ndarray, float | np.ndarray] = (2.0, 1.0),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-coin Dawid–Skene EM: item labels and expert accuracies, learned together.
-
-    Starts from the (soft) majority vote, then alternates the M-step (accuracy per expert,
-    or per (expert, tag), as the Beta posterior mean of its soft agreement with the
-    current item posteriors; class prevalence) and the E-step (item posteriors from the
-    log-odds weighted vote plus log prevalence) until accuracies move less than ``tol``.
-
-    Parameters
-    ----------
-    item_index, expert_index, labels : ndarray of int, shape (n_labels,)
-        One entry per label given.
-    n_items, n_experts, n_classes : int
-        Sizes; ``n_classes >= 2``.
-    item_tag : ndarray of int, shape (n_labels,), optional
-        Skill tag of the item each label was given on (e.g. its primary tag); with it,
-        accuracy is estimated per (expert, tag).
-    n_tags : int, optional
-        Number of tags; defaults to ``item_tag.max() + 1``.
-    max_iter : int
-        Maximum EM iterations, >= 1.
-    tol : float
-        Stop when no accuracy changes by more than this.
-    prior : (alpha, beta)
-        Beta prior on every accuracy, as pseudo-counts of right and wrong labels; each
-        may be an array broadcastable to the accuracy shape (e.g. from declared levels).
-
-    Returns
-    -------
-    item_label : ndarray of int, shape (n_items,)
-        -1 for unlabelled items.
-    confidence : ndarray of shape (n_items,)
-        Posterior probability of ``item_label``; 0 for unlabelled items.
-    expert_accuracy : ndarray of shape (n_experts,) or (n_experts, n_tags)
-        Estimated accuracies; the prior mean where an expert gave no label.
-    """
-    if item_tag is not None and n_tags is None:
-        n_tags = int(np.max(item_tag, initial=0)) + 1
-    items, experts, labs, tags = _check_triples(
-        item_index, expert_index, labels, n_items, n_experts, n_classes, item_tag, n_tags
-    )
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    shape = (n_experts,) if tags is None else (n_experts, n_tags)
-    alpha0, beta0 = (np.broadcast_to(np.asarray(p, dtype=float), shape) for p in prior)
-    if np.any(~(alpha0 > 0)) or np.any(~(beta0 > 0)):
-        raise ValueError("prior pseudo-counts must be > 0")
-    cell = experts if tags is None else experts * n_tags + tags
-    has_label = np.bincount(items, minlength=n_items) > 0
-    posterior = _majority_posterior(items, labs, n_items, n_classes)
-    accuracy = alpha0 / (alpha0 + beta0)
-    for _ in range(max_iter):
-        new_acc, prevalence = _m_step(posterior, items, experts, labs, cell, shape, alpha0, beta0)
-        weight = _label_weight(new_acc, experts, tags, n_classes)
-        scores = _vote_scores(items, labs, weight, n_items, n_classes) + np.log(prevalence)
-        posterior = _softmax(scores)
-        converged = np.max(np.abs(new_acc - accuracy), initial=0.0) < tol
-        accuracy = new_acc
-        if converged:
-            break
-    label, confidence = _decide(posterior, has_label)
-    return label, confidence, accuracy
 
 
 def agreement_credit(

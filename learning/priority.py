@@ -65,7 +65,9 @@ class Committee:
 
 @dataclass(frozen=True)
 class Retrain:
-    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist."""
+    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist, on at
+    most ``max_train_items`` labeled items: all of them up to there, beyond it the labels
+    new since the last retrain and a uniform sample of the older ones."""
 
     # 10, not 25: replayed as a platform runs it (cold start, the claim's exploration and
     # diversity; 3 seeds, budget 200), re-ranking every 25 labels lost to margin sampling
@@ -74,6 +76,8 @@ class Retrain:
     # is the same; under a slow one a retrain of a small project costs well under a second.
     every_labels: int = _setting(10, rule_integer(1, 1_000_000))
     min_labels: int = _setting(10, rule_integer(1, 1_000_000))
+    # MAX_TRAIN_ITEMS_NOTE
+    max_train_items: int = _setting(20_000, rule_integer(100, 10_000_000))
 
 
 @dataclass(frozen=True)

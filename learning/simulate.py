@@ -23,11 +23,11 @@ from threadpoolctl import threadpool_limits
 from taskrank.learning.aggregation import (
     agreement_credit,
     clip_accuracy,
-    dawid_skene,
     vote_posterior,
     weighted_vote,
 )
 from taskrank.learning.datasets import DATASETS, load_dataset
+from taskrank.learning.dawid_skene import dawid_skene
 from taskrank.learning.disagreement import get_disagreement
 from taskrank.learning.priority import Strategy, score
 from taskrank.learning.ranker import TaskRanker

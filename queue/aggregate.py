@@ -14,7 +14,6 @@ import redis
 from taskrank.learning.aggregation import (
     agreement_credit,
     clip_accuracy,
-    dawid_skene,
     vote_posterior,
 )
 from taskrank.learning.routing import DEFAULT_GENERAL_LEVEL, accuracy_posterior, item_fit
@@ -26,7 +25,6 @@ from taskrank.queue.skills import (
     Profile,
     load_profiles,
     record_agreement,
-    replace_agreement,
 )
 
 ANONYMOUS = ""  # the voter of a label without an expert (no expert id is empty)
@@ -67,6 +65,7 @@ def aggregate_items(r: redis.Redis, project: dict,
         pipe.hset(K.item_key(pid, iid), mapping={"al": label, "ac": confidence})
         if status == "labeled":
             pipe.zadd(K.labeled_key(pid), {iid: 0})  # score 0: ordered by id for export cursors
+            pipe.sadd(K.relabeled_key(pid), iid)  # the next retrain's new labels
             pipe.hsetnx(K.item_key(pid, iid), "learned", 1)
     replies = iter(pipe.execute())
     outcomes = []
@@ -76,6 +75,7 @@ def aggregate_items(r: redis.Redis, project: dict,
         if status != "labeled":
             continue
         next(replies)  # ZADD
+        next(replies)  # SADD
         if next(replies):  # HSETNX 'learned': finished just now, so learn from it once
             outcomes += _credit(project, votes, tags, gold or None, posterior)
     if outcomes:
@@ -116,7 +116,8 @@ def vote_many(r: redis.Redis, project: dict, ballots: list[tuple[list[list[str]]
     """``vote`` for each (votes, tags) of ``ballots``, in one weighted vote: each label
     weighs its voter's fit on its item's tags (``ANONYMOUS_ACCURACY`` without an expert)."""
     labels = project["labels"]
-    profiles = _profiles(r, project, sorted({eid for votes, _ in ballots for eid, _ in votes}))
+    voters = sorted({eid for votes, _ in ballots for eid, _ in votes})
+    profiles = expert_profiles(r, project, voters)
     items, given, accuracy = [], [], []
     for row, (votes, tags) in enumerate(ballots):
         fits: dict[str, float] = {}
@@ -135,7 +136,7 @@ def vote_many(r: redis.Redis, project: dict, ballots: list[tuple[list[list[str]]
     return [(labels[b], round(float(p[b]), 6), p) for b, p in zip(best, posterior, strict=True)]
 
 
-def _profiles(r: redis.Redis, project: dict, experts: list[str]) -> dict[str, Profile]:
+def expert_profiles(r: redis.Redis, project: dict, experts: list[str]) -> dict[str, Profile]:
     """{expert: its profile in the project} of the experts among ``experts``."""
     known = [eid for eid in experts if eid != ANONYMOUS]
     if not known:
@@ -171,60 +172,13 @@ def _fit(profile: Profile, tags: list[str]) -> float:
     return float(item_fit(tag_accuracy, required, default=general)[0])
 
 
-def reaggregate_project(r: redis.Redis, project: dict) -> dict:
-    """Dawid–Skene over every finished item with two labels or more: labels and each
-    expert's accuracy per skill learned together, and those accuracies fed back into the
-    routing posteriors (as the agreement evidence of ``queue/skills.py``).
-
-    Runs before each retrain, so the model trains on the jointly estimated labels. Each
-    (expert, skill) starts from its declared level and its gold answers. An item with one
-    label keeps the vote it got (its expert's answer): one label says nothing about its
-    expert, and in the EM it is decided by class prevalence against accuracies it cannot
-    inform, which, on imbalanced classes, turned every single-label item into the majority
-    class (taskrank demo, breast_cancer: 200 labels of both classes aggregated to one, so
-    no model could train). Returns how many aggregated labels changed.
-    """
-    pid, labels = project["id"], project["labels"]
-    ids = r.zrange(K.labeled_key(pid), 0, -1)
-    pipe = r.pipeline()
-    for iid in ids:
-        pipe.lrange(K.item_labels_key(pid, iid), 0, -1)
-        pipe.hmget(K.item_key(pid, iid), "al", "g", "s")
-    replies = pipe.execute()
-    rows = [(iid, replies[2 * i], *replies[2 * i + 1]) for i, iid in enumerate(ids)
-            if len(replies[2 * i]) >= 2]
-    triples, experts, tags = [], {}, {}
-    for index, (_, entries, _, _, item_tags) in enumerate(rows):
-        tag = item_tags.split(",")[0] if item_tags else GENERAL  # its first skill
-        for entry in entries:
-            eid, label = entry.split("\t", 1)
-            triples.append((index, experts.setdefault(eid, len(experts)),
-                            tags.setdefault(tag, len(tags)), labels.index(label)))
-    if len(experts) < 2:
-        return {"items": len(rows), "changed": 0}
-    items, who, skill, given = (np.array(column) for column in zip(*triples, strict=True))
-    alpha0, beta0 = _skill_prior(r, project, list(experts), list(tags))
-    label, confidence, accuracy = dawid_skene(
-        items, who, given, len(rows), len(experts), len(labels), item_tag=skill,
-        n_tags=len(tags), prior=(alpha0, beta0))
-    _feed_posteriors(r, pid, list(experts), list(tags), who, skill, accuracy, alpha0, beta0)
-    pipe, changed = r.pipeline(), 0
-    for index, (iid, _, current, gold, _) in enumerate(rows):
-        new = gold or labels[int(label[index])]
-        conf = 1.0 if gold else round(float(confidence[index]), 6)
-        changed += new != current
-        pipe.hset(K.item_key(pid, iid), mapping={"al": new, "ac": conf})
-    pipe.execute()
-    return {"items": len(rows), "changed": changed}
-
-
-def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
+def skill_prior(r: redis.Redis, project: dict, experts: list[str],
                  tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
     posteriors without their agreement evidence, which the EM re-estimates (labels without
     an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
     alpha0, beta0 = np.empty((len(experts), len(tags))), np.empty((len(experts), len(tags)))
-    profiles = _profiles(r, project, experts)
+    profiles = expert_profiles(r, project, experts)
     anonymous = accuracy_posterior(ANONYMOUS_ACCURACY, 0.0, 0.0)
     for row, eid in enumerate(experts):
         if eid == ANONYMOUS:
@@ -239,15 +193,3 @@ def _skill_prior(r: redis.Redis, project: dict, experts: list[str],
             i = column.get(tag, column[GENERAL])  # a skill no longer declared
             alpha0[row, j], beta0[row, j] = alpha[i], beta[i]
     return alpha0, beta0
-
-
-def _feed_posteriors(r, pid, experts, tags, who, skill, accuracy, alpha0, beta0) -> None:
-    """Each (expert, skill)'s Dawid–Skene accuracy, as counts of right and wrong labels,
-    becomes its agreement evidence."""
-    total = np.zeros(accuracy.shape)
-    np.add.at(total, (who, skill), 1.0)
-    right = np.clip(accuracy * (total + alpha0 + beta0) - alpha0, 0.0, total)
-    replace_agreement(r, pid, {(experts[e], tags[t]): (float(right[e, t]),
-                                                        float(total[e, t] - right[e, t]))
-                               for e, t in zip(*np.nonzero(total), strict=True)
-                               if experts[e] != ANONYMOUS})

@@ -246,6 +246,55 @@ def followup_key(pid: str) -> str:
     return _project(pid) + "followup"
 
 
+def relabeled_key(pid: str) -> str:
+    """Set of the items that joined the labeled set, or were aggregated again there, since
+    the last re-aggregation took them (queue/reaggregate.py): written with the label (the
+    LABEL and IMPORT_LABELS scripts when they vote an item's only label, queue/aggregate.py
+    otherwise); a retrain's new labels."""
+    return _project(pid) + "relabeled"
+
+
+def relabeled_taken_key(pid: str) -> str:
+    """Set of the ``relabeled_key`` items a re-aggregation took (moved here when it starts,
+    deleted with its result), so labels arriving meanwhile wait for the next one and the
+    items of a pass that died are taken again by the next."""
+    return _project(pid) + "relabeled-taken"
+
+
+def aggregation_state_key(pid: str) -> str:
+    """String (JSON) of what the project's Dawid–Skene passes learned, kept as running sums
+    (queue/reaggregate.py): per (expert, skill) the soft count of right labels, the labels
+    and the accuracy its items were last decided at; per class the posterior mass; where
+    the refresh of items whose accuracies moved stands.  Each item's share of the sums is in
+    its hash (field ``ds``)."""
+    return _project(pid) + "ds-state"
+
+
+def aggregation_index_key(pid: str, eid: str, tag: str) -> str:
+    """List of the items counted by Dawid–Skene that expert ``eid`` ('' for labels without
+    an expert) labeled under skill ``tag``, each once, in the order first counted: the items
+    decided again when that accuracy moves."""
+    return _project(pid) + f"ds-index:{eid}:{tag}"
+
+
+def aggregation_items_key(pid: str) -> str:
+    """List of every item counted by Dawid–Skene, each once, in the order first counted:
+    the items decided again when the class shares move."""
+    return _project(pid) + "ds-items"
+
+
+def aggregation_lock_key(pid: str) -> str:
+    """Held while one process re-aggregates the project: the statistics are running sums,
+    so two passes at once would count an item twice."""
+    return _project(pid) + "ds-lock"
+
+
+def full_reaggregation_key(pid: str) -> str:
+    """Set when a full Dawid–Skene pass was asked for (``POST .../retrain?full=true``): the
+    next re-aggregation deletes it and starts from scratch."""
+    return _project(pid) + "ds-full"
+
+
 def explore_labels_key(pid: str) -> str:
     """List of item ids labeled through an exploration lease, not yet evaluated."""
     return _project(pid) + "explore-labels"

@@ -174,7 +174,7 @@ def import_labels(r: redis.Redis, project: dict, raw_records: list,
                  rec.answered_at, rec.comment, rec.answer]
     reply = json.loads(lua.run(r, "import_labels", pid, [
         K.labels_stream_key(pid), K.labeled_key(pid), K.followup_key(pid),
-        *_touched_keys(pid, records)], args))
+        K.relabeled_key(pid), *_touched_keys(pid, records)], args))
     return _result(records, reply, rejected)
 
 

@@ -549,7 +549,8 @@ return answers
 
 # What a counted label changes, shared by LABEL (through a lease) and IMPORT_LABELS
 # (without one).  The helpers read these locals, which both scripts declare first:
-#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), N_CLASSES and
+#   K_STREAM (labels stream), K_LABELED (labeled items, sorted set), K_RELABELED (items
+#   new in the labeled set since the last re-aggregation, keys.relabeled_key), N_CLASSES and
 #   ACCURACY_MIN, ACCURACY_MAX (learning.aggregation.ACCURACY_BOUNDS); and P_SKILL (prefix
 #   of what the project learned of each expert, keys.expert_skill_prefix) of the preamble.
 LABEL_COMMON = r"""
@@ -622,6 +623,7 @@ local function vote_alone(iid, label, fit, status)
   redis.call('HSET', built_key(P_ITEM, iid), 'al', label, 'ac', confidence)
   if status == 'labeled' then
     redis.call('ZADD', K_LABELED, 0, iid)  -- score 0: ordered by id for export cursors
+    redis.call('SADD', K_RELABELED, iid)  -- the next retrain's new labels
     redis.call('HSETNX', built_key(P_ITEM, iid), 'learned', 1)
   end
   return true
@@ -646,7 +648,8 @@ end
 # exploration labels not yet evaluated (list of item ids), KEYS[9] the spend hash,
 # KEYS[10] the items whose aggregation waits for queue/aggregate.py (keys.followup_key):
 # a counted label that does not aggregate here adds its item, in the same write; KEYS[11]
-# the task's hash (its item and expert are found on it).
+# the task's hash (its item and expert are found on it); KEYS[12] keys.relabeled_key (an
+# item finished here joins it with the labeled set).
 # ARGV[6] now, ARGV[7] task id, ARGV[8] label, ARGV[9] seconds spent, ARGV[10] request
 # fingerprint ('' when no Idempotency-Key), ARGV[11] idempotency TTL seconds,
 # ARGV[12] number of classes k, ARGV[13] and ARGV[14] the accuracy bounds
@@ -661,7 +664,7 @@ end
 # Returns a JSON string {"status": HTTP status, "body": {...}}; the body of a charged
 # label carries 'charged_usd' and 'day' (a replay answers the first request's).
 LABEL = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED = KEYS[4], KEYS[7]
+local K_STREAM, K_LABELED, K_RELABELED = KEYS[4], KEYS[7], KEYS[12]
 local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[12]), tonumber(ARGV[13]),
                                               tonumber(ARGV[14])
 """ + LABEL_COMMON + r"""
@@ -799,8 +802,9 @@ return answer
 # charged (no lease, no rate), nor counted as the expert's labels 'n:' (its predicted
 # seconds learn from leased labels only).
 # KEYS[4] labels stream, KEYS[5] labeled items (sorted set), KEYS[6] keys.followup_key,
-# KEYS[7..] declared only (built alike): per record its task's hash, its item's hash and the
-# item's experts and labels sets; per expert its lease set and per-skill record.
+# KEYS[7] keys.relabeled_key, KEYS[8..] declared only (built alike): per record its task's
+# hash, its item's hash and the item's experts and labels sets; per expert its lease set and
+# per-skill record.
 # ARGV[6] now, ARGV[7] number of classes k, ARGV[8] and ARGV[9] the accuracy bounds,
 # ARGV[10] JSON {expert: {tag: fit, '_general': fit}},
 # ARGV[11] fit of a label without an expert, ARGV[12] fields per record, then per record:
@@ -810,7 +814,7 @@ return answer
 # record: 'counted' (detail 1 when nothing is left to aggregate), 'duplicate',
 # 'withdrawn', 'no_item', 'conflict' (detail: the label recorded), 'gold_without_expert'.
 IMPORT_LABELS = _PREAMBLE + COMMON + r"""
-local K_STREAM, K_LABELED = KEYS[4], KEYS[5]
+local K_STREAM, K_LABELED, K_RELABELED = KEYS[4], KEYS[5], KEYS[7]
 local N_CLASSES, ACCURACY_MIN, ACCURACY_MAX = tonumber(ARGV[7]), tonumber(ARGV[8]),
                                               tonumber(ARGV[9])
 """ + LABEL_COMMON + r"""
@@ -998,6 +1002,19 @@ redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
 return 1
 """
 
+# Members of a sorted set at given ranks: a sample the caller drew (seeded, which
+# ZRANDMEMBER cannot be), read in one call instead of one ZRANGE per rank.
+# KEYS[4] the sorted set.  ARGV[6..] 0-based ranks.  Returns the members, in the order of
+# the ranks (a rank past the end gives nothing).
+MEMBERS_AT = _PREAMBLE + COMMON + r"""
+local members = {}
+for i = 6, #ARGV do
+  local found = redis.call('ZRANGE', KEYS[4], ARGV[i], ARGV[i])
+  if found[1] then members[#members + 1] = found[1] end
+end
+return members
+"""
+
 # Return expired leases of one project to the pool.  ARGV[6] now, ARGV[7] limit.
 SWEEP = _PREAMBLE + COMMON + r"""
 return sweep(tonumber(ARGV[6]), tonumber(ARGV[7]))
@@ -1067,7 +1084,7 @@ return 1
 SCRIPTS = {"upsert_items": UPSERT_ITEMS, "claim": CLAIM, "label": LABEL,
            "import_labels": IMPORT_LABELS, "withdraw": WITHDRAW,
            "extend": EXTEND, "release": RELEASE, "sweep": SWEEP, "set_want": SET_WANT,
-           "finish_chunk": FINISH_CHUNK,
+           "finish_chunk": FINISH_CHUNK, "members_at": MEMBERS_AT,
            "set_priorities": SET_PRIORITIES, "add_expert_seconds": ADD_EXPERT_SECONDS,
            "emit_event": EMIT_EVENT}
 

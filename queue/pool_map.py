@@ -118,10 +118,10 @@ def fit_project_map(r: redis.Redis, project: dict) -> LoadedPoolMap | None:
     if not n_features and not loaded.models:
         return None  # nothing to place items by
     chosen = [item for item in items if (item.features if n_features else item.predictions)]
+    if len(chosen) < MIN_ITEMS:  # (none at all: model_inputs cannot shape an empty batch)
+        return None
     X = model_inputs(chosen, [] if n_features else loaded.models, n_features,
                      loaded.n_classes)
-    if X.shape[0] < MIN_ITEMS:
-        return None
     loaded.pool_map = fit_pool_map(X, rule["clusters"], random_state=0)
     loaded.version = r.hincrby(K.pool_map_key(pid), "version", 1)
     # Stored as the models are (queue/models.py): a pickle, base64 for text connections.

@@ -44,8 +44,9 @@ CURVE_POINT = 20  # labels pooled per point of the learning curve
 EXPLORATION_BASIS = ("unbiased: accuracy of the model versions in use on exploration items "
                      "(drawn uniformly from the pending pool, independent of the model) "
                      "labeled after those versions were trained")
-CV_BASIS = ("cross-validation on all labels: optimistic or pessimistic, the labels were "
-            "picked by the model (selection bias)")
+CV_BASIS = ("cross-validation on the labels (a uniform sample of retrain.max_train_items of "
+            "them beyond that many): optimistic or pessimistic, the labels were picked by the "
+            "model (selection bias)")
 
 
 def evaluate_exploration(r: redis.Redis, project: dict,

@@ -1,4 +1,8 @@
-"""RQ jobs that learn: retrain the ranking model on every aggregated label, then evaluate it.
+"""RQ jobs that learn: retrain the ranking model on the aggregated labels, then evaluate it.
+
+Neither grows with the project: the re-aggregation before a retrain reads the items new
+since the last one (``queue/reaggregate.py``), and both jobs train on at most the
+strategy's ``retrain.max_train_items`` labeled items.
 
 Jobs take ids, load what they need, call ``taskrank.learning``, store the result and return a
 small dict; exceptions reach RQ, which retries them (``RETRY``).
@@ -14,6 +18,7 @@ import redis
 from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
+from taskrank.queue import lua
 from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import rq_redis
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
@@ -22,10 +27,13 @@ from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, store_model
 from taskrank.queue.projects import get_project
 from taskrank.queue.quality import evaluate_exploration
+from taskrank.queue.reaggregate import reaggregate
 from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
 from taskrank.queue.settings import Settings, current
 from taskrank.queue.worker import task_queue
+
+SAMPLE_CHUNK = 5000  # ranks per call of the sampling script
 
 
 def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
@@ -34,7 +42,7 @@ def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
 
 
 def retrain(pid: str) -> dict:
-    """Fit the ranker on every aggregated label, store it as a new version, re-score."""
+    """Fit the ranker on the aggregated labels, store it as a new version, re-score."""
     started = time.perf_counter()
     r = job_redis()
     # Clear the pending mark before reading labels: any label counted after this point
@@ -42,9 +50,11 @@ def retrain(pid: str) -> dict:
     r.delete(K.retrain_pending_key(pid))
     project = get_project(r, pid)
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
-    aggregation = reaggregate_project(r, project)
+    aggregation, recent = reaggregate(r, project)
     flag_check_all(r, project, f"after re-aggregating {pid}")  # accuracies re-estimated
-    items, labels, weights = _training_set(r, project)
+    aggregated = time.perf_counter()
+    items, labels, weights = _training_set(r, project, recent, seed=trained_on)
+    read = time.perf_counter()
     # After the training set is read, so the model in use never trained on what it is
     # scored on (see queue/quality.py).
     evaluate_exploration(r, project, lambda: current_ranker(r, project))
@@ -52,8 +62,10 @@ def retrain(pid: str) -> dict:
     if len(items) < strategy["retrain"]["min_labels"] or len(set(labels)) < 2:
         return {"skipped": f"{len(items)} labeled items of {len(set(labels))} classes; need "
                            f"{strategy['retrain']['min_labels']} of at least 2 classes"}
+    fitting = time.perf_counter()
     model = _fit(project, items, labels, weights)
-    seconds = round(time.perf_counter() - started, 4)  # aggregation and fit
+    fitted = time.perf_counter()
+    seconds = round(fitted - started, 4)  # aggregation and fit
     # The run's id is stored with the version: the queue views no longer show which model
     # scored a priority, so a client waits for this run to know the queue is re-ranked.
     run = new_job_id("rescore", pid)
@@ -70,7 +82,10 @@ def retrain(pid: str) -> dict:
         # re-score chunks, so the queue is re-ranked before it runs.
         enqueue_evaluation(r, pid, version)
     return {"version": version, "n_labels": len(items), "train_seconds": seconds,
-            "rescore_job_id": rescore_job, "dawid_skene": aggregation}
+            "rescore_job_id": rescore_job, "dawid_skene": aggregation,
+            "step_seconds": {"reaggregate": round(aggregated - started, 4),
+                             "training_set": round(read - aggregated, 4),
+                             "fit": round(fitted - fitting, 4)}}
 
 
 def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
@@ -83,23 +98,27 @@ def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
 
 def evaluate_model(pid: str, version: int) -> dict:
     """Cross-validated metrics of model ``version`` (its ranker refitted per fold on the
-    labels there are now), stored with the version; skipped once a newer one is current."""
+    labels there are now, a uniform sample of at most ``retrain.max_train_items`` of them),
+    stored with the version; skipped once a newer one is current."""
     r = job_redis()
     project = get_project(r, pid)
     model = current_ranker(r, project)
     if model is None or model.version != version:
         return {"skipped": f"model v{version} is no longer current"}
-    items, labels, weights = _training_set(r, project)
+    items, labels, weights = _training_set(r, project, [], seed=version)
     metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
     set_metrics(r, pid, version, metrics)
     return {"version": version, "metrics": metrics}
 
 
-def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.ndarray,
-                                                          np.ndarray]:
-    pid = project["id"]
-    ids = r.zrange(K.labeled_key(pid), 0, -1)
-    pipe = r.pipeline()
+def _training_set(r: redis.Redis, project: dict, recent: list[str],
+                  seed: int) -> tuple[list[ItemInput], np.ndarray, np.ndarray]:
+    """The labeled items to train on, their labels and weights (``_bounded_ids``): at most
+    ``retrain.max_train_items``, or ``min_labels`` when that is more (so a retrain that has
+    them always trains)."""
+    pid, rule = project["id"], project["strategy"]["retrain"]
+    ids = _bounded_ids(r, pid, recent, max(rule["max_train_items"], rule["min_labels"]), seed)
+    pipe = r.pipeline(transaction=False)  # reads: no need to hold Redis for all of them
     for iid in ids:
         pipe.hmget(K.item_key(pid, iid), "p", "f", "al", "ac")
     items, labels, weights = [], [], []
@@ -109,6 +128,26 @@ def _training_set(r: redis.Redis, project: dict) -> tuple[list[ItemInput], np.nd
             labels.append(project["labels"].index(label))
             weights.append(max(float(confidence or 1.0), 1e-3))
     return items, np.array(labels, dtype=int), np.array(weights)
+
+
+def _bounded_ids(r: redis.Redis, pid: str, recent: list[str], cap: int, seed: int) -> list[str]:
+    """Every labeled item while there are at most ``cap``; beyond, the ``recent`` ones and
+    a uniform sample (seeded) of the others, ``cap`` in all: the read and the fit stay
+    bounded, and a model still learns what the newest labels teach."""
+    total = r.zcard(K.labeled_key(pid))
+    if total <= cap:
+        return r.zrange(K.labeled_key(pid), 0, -1)
+    rng = np.random.default_rng(seed)
+    if len(recent) > cap:
+        recent = sorted(rng.choice(recent, cap, replace=False).tolist())
+    # Uniform by rank (the set is ordered by id); ``cap`` ranks, so that enough of them
+    # miss the recent items.  In chunks: each call holds Redis a few milliseconds.
+    ranks, new, older = rng.choice(total, cap, replace=False).tolist(), set(recent), []
+    for start in range(0, cap, SAMPLE_CHUNK):
+        members = lua.run(r, "members_at", pid, [K.labeled_key(pid)],
+                          ranks[start:start + SAMPLE_CHUNK])
+        older += [iid for iid in members if iid not in new]
+    return recent + older[:cap - len(recent)]
 
 
 def _fit(project: dict, items: list[ItemInput], labels: np.ndarray,

@@ -228,7 +228,8 @@ def submit_label(r: redis.Redis, project: dict, tid: str, label: object, seconds
     now = clock_now() if now is None else now
     raw = lua.run(r, "label", pid, [K.labels_stream_key(pid), K.counters_key(pid), idem_key,
                                     K.labeled_key(pid), K.explore_labels_key(pid),
-                                    K.spend_key(pid), K.followup_key(pid), K.task_key(pid, tid)],
+                                    K.spend_key(pid), K.followup_key(pid), K.task_key(pid, tid),
+                                    K.relabeled_key(pid)],
                   [now, tid, label, seconds, fingerprint, IDEMPOTENCY_TTL,
                    len(project["labels"]), *ACCURACY_BOUNDS, utc_day(now), comment, answer])
     reply = json.loads(raw)

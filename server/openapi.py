@@ -109,7 +109,12 @@ def strategy(partial: bool) -> dict:
         "committee": {"model": {"type": "string", "enum": [
             "logistic_regression", "naive_bayes", "random_forest"]},
             "members": integer(1, 100), "use_supplied": BOOL},
-        "retrain": {"every_labels": integer(1, 1_000_000), "min_labels": integer(1, 1_000_000)},
+        "retrain": {"every_labels": integer(1, 1_000_000), "min_labels": integer(1, 1_000_000),
+                    "max_train_items": doc(integer(100, 10_000_000), (
+                        "labeled items a retrain (and its cross-validation) trains on at "
+                        "most: all of them up to there; beyond, the labels new since the "
+                        "last retrain and a uniform sample of the older ones (min_labels "
+                        "when that is more)"))},
         "redundancy": {"adaptive": BOOL, "max_labels": integer(1, 50),
                        "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
                                            "maximum": 1}},
@@ -583,6 +588,11 @@ QUERY = {
                     "deliveries to return, newest first (at most "
                     "TASKRANK_WEBHOOK_DELIVERIES_KEPT are kept)")],
 }
+FULL_PASS = {
+    "name": "full", "in": "query", "schema": {"type": "boolean", "default": False},
+    "description": "true: the next retrain re-aggregates every finished item from scratch "
+                   "(Dawid–Skene), instead of the labels new since the last one and the "
+                   "items whose experts' accuracies moved"}
 # `aggregated` decides what a cursor is, so the two go in one exploded object parameter
 # (`?aggregated=true&cursor=...` on the wire) whose schema states the pairing.
 EXPORT = {
@@ -698,7 +708,7 @@ OPERATIONS = [
      {200: ("the model", "ModelInfo")}, (404,)),
     ("post", "/v1/projects/{pid}/retrain", "models.post_retrain",
      "Retrain now (bursts merge into one waiting job)", None,
-     {202: ("queued; Location names the job", "JobAccepted")}, (404,)),
+     {202: ("queued; Location names the job", "JobAccepted")}, (404, 422)),
     ("get", "/v1/jobs/{jid}", "models.get_job", "Status of a background job", None,
      {200: ("the job", "Job")}, (404,)),
     *[(method, "/ls/{pid}" + path, "label_studio." + endpoint, summary, request, answers,
@@ -844,6 +854,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
                if method == "get"]
     if endpoint == "projects.get_labels":
         params.append(EXPORT)
+    if endpoint == "models.post_retrain":
+        params.append(FULL_PASS)
     if endpoint == "tasks.post_label":
         params.append({"name": "Idempotency-Key", "in": "header", "description":
                        "replays the first answer for the same key and body; 422 when the "

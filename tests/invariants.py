@@ -6,6 +6,7 @@ Shared by the stateful property test (tests/queue/test_pool_state.py) and the fa
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 import redis
@@ -256,3 +257,59 @@ def not_rescored(r: redis.Redis, project: dict, ids: list[str]) -> list[str]:
     live = pooled(r, pid)
     return [iid for iid, score in zip(ids, expected, strict=True)
             if live.get(iid) is None or abs(live[iid] - score) > 1e-9]
+
+
+def check_aggregation_state(r: redis.Redis, pid: str) -> dict:
+    """After a re-aggregation with no new label since: the stored Dawid–Skene sums are the
+    sums of the finished items' stored shares, each share covers all its item's labels and
+    decides its label, every item sits once in the list of each of its (expert, skill)s
+    and in the list of all, and routing holds the sums as agreement evidence.  Returns the
+    state."""
+    state = json.loads(r.get(K.aggregation_state_key(pid)))
+    labels, errors = state["labels"], []
+    ids = sorted(r.zrange(K.labeled_key(pid), 0, -1))
+    items = {iid: item for iid, item in _items(r, pid, ids).items() if len(item["labels"]) >= 2}
+    cells: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    mass, members = [0.0] * len(labels), defaultdict(Counter)
+    for iid, item in items.items():
+        counted, tag, share = item["fields"]["ds"].split(";")
+        share = [float(p) for p in share.split(",")]
+        expected = item["fields"].get("g") or labels[share.index(max(share))]
+        if int(counted) != len(item["labels"]) or item["fields"]["al"] != expected:
+            errors.append(f"item {iid}: share {item['fields']['ds']} for labels "
+                          f"{item['labels']}, aggregated {item['fields']['al']}")
+        mass = [m + p for m, p in zip(mass, share, strict=True)]
+        for entry in item["labels"]:
+            eid, label = entry.split("\t", 1)
+            cells[f"{eid}:{tag}"][0] += share[labels.index(label)]
+            cells[f"{eid}:{tag}"][1] += 1
+            members[f"{eid}:{tag}"][iid] += 1
+    errors += _check_sums(state, cells, mass, len(items))
+    for name in cells:
+        eid, tag = name.split(":")
+        listed = Counter(r.lrange(K.aggregation_index_key(pid, eid, tag), 0, -1))
+        if listed != members[name]:
+            errors.append(f"index of {name} lists {sorted(listed)[:5]}..., expected "
+                          f"{sorted(members[name])[:5]}... ({len(listed)} vs {len(members[name])})")
+        skill = r.hmget(K.expert_skill_key(pid, eid), f"a:{tag}", f"d:{tag}")
+        if eid and abs(float(skill[0]) + float(skill[1]) - cells[name][1]) > 1e-3:
+            errors.append(f"routing evidence of {name} is {skill}, Dawid–Skene has {cells[name]}")
+    if Counter(r.lrange(K.aggregation_items_key(pid), 0, -1)) != Counter(list(items)):
+        errors.append("the list of every counted item differs from the finished items")
+    assert not errors, "aggregation state inconsistent:\n" + "\n".join(errors[:40])
+    return state
+
+
+def _check_sums(state: dict, cells: dict, mass: list[float], n: int) -> list[str]:
+    errors = []
+    if set(state["cells"]) != set(cells):
+        errors.append(f"cells {sorted(state['cells'])} stored, {sorted(cells)} in the items")
+    for name, (right, count) in cells.items():
+        stored = state["cells"].get(name, [0.0, 0.0])
+        if abs(stored[0] - right) > 1e-6 * max(1, count) or stored[1] != count:
+            errors.append(f"cell {name}: stored {stored[:2]}, items sum to {[right, count]}")
+    drift = max(abs(a - b) for a, b in zip(state["mass"], mass, strict=True))
+    if state["n"] != n or drift > 1e-6 * max(1, n):
+        errors.append(f"class mass {state['mass']} of {state['n']} items stored, items sum to "
+                      f"{mass} of {n}")
+    return errors

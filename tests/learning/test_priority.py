@@ -129,6 +129,8 @@ def test_integral_float_counts_are_accepted_as_int():
         ({"committee": {"use_supplied": "yes"}}, r"'committee\.use_supplied' must be true or"),
         ({"redundancy": {"stop_confidence": 1.5}}, r"'redundancy\.stop_confidence' must be"),
         ({"retrain": {"every_labels": -1}}, r"'retrain\.every_labels' must be an integer from 1"),
+        ({"retrain": {"max_train_items": 99}},
+         r"'retrain\.max_train_items' must be an integer from 100 to 10000000"),
         ({"density": {"sample_size": 0}}, r"'density\.sample_size' must be an integer from 1"),
         ({"weights": 3}, r"'weights' must be an object, got int"),
     ],

@@ -7,7 +7,6 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.queue.after_label import drain_followups
-from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.exceptions import InvalidInputError
 from taskrank.queue.experts import put_expert
 from taskrank.queue.items import ingest
@@ -18,6 +17,7 @@ from taskrank.queue.label_import import (
     record_task_id,
 )
 from taskrank.queue.projects import create_project, get_project
+from taskrank.queue.reaggregate import reaggregate
 from tests.cluster import both_backends
 from tests.invariants import check_store
 
@@ -115,7 +115,7 @@ def test_labels_without_an_expert_join_dawid_skene_and_teach_no_one(r, project):
     finish_import(r, project, result)
     assert result.answer["counted"] == 12 and r.zcard(K.labeled_key("p")) == 6
     before = r.hgetall(K.expert_skill_key("p", "e1"))
-    assert reaggregate_project(r, project)["items"] == 6
+    assert reaggregate(r, project)[0]["items"] == 6
     after = r.hgetall(K.expert_skill_key("p", "e1"))
     assert after != before and float(after["a:_general"]) > float(after["d:_general"])
     assert sorted(r.scan_iter(match=K.expert_skill_prefix("p") + "*")) == [

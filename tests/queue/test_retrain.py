@@ -3,19 +3,23 @@ re-ranks the pending pool, cross-validation follows the re-score."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from rq.job import Job
 
+from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect_rq
 from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
-from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
+from taskrank.queue.reaggregate import request_full
+from taskrank.queue.retrain import _bounded_ids, enqueue_evaluation, enqueue_retrain
 from taskrank.queue.worker import InProcessWorker, task_queue
 from tests.invariants import not_rescored, pooled
-from tests.pools import features_project
+from tests.pools import Crowd, features_project
 
 
 def _label_next(r, settings, truth, count):
@@ -85,3 +89,67 @@ def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version
     run_jobs()
     assert Job.fetch(job_id, connection=connection).return_value() == {
         "skipped": "model v1 is no longer current"}
+
+
+def _calls(r) -> Counter:
+    """Commands Redis ran since its statistics were reset, by name."""
+    return Counter({name.removeprefix("cmdstat_"): stats["calls"]
+                    for name, stats in r.info("commandstats").items()})
+
+
+def _one_job(settings) -> None:
+    connection = connect_binary(settings)
+    InProcessWorker([task_queue(settings, connection)], connection=connection).work(
+        burst=True, max_jobs=1, logging_level="WARNING")
+
+
+def test_a_retrain_reads_the_new_labels_not_the_whole_project(r, settings, run_jobs):
+    """With 600 or 2,400 finished items, a retrain after the same 10 new items runs the same
+    reads, counted by Redis itself: the new items' labels and hashes, and a training sample
+    of retrain.max_train_items; so does the evaluation after it.  A full pass, asked for,
+    reads every item."""
+    reads, full = {}, {}
+    for pid, n in (("small", 600), ("big", 2400)):
+        crowd = Crowd(r, settings, redundancy=2, pid=pid, max_train_items=200)
+        crowd.add(n)
+        enqueue_retrain(r, settings, pid)
+        run_jobs()  # the first retrain: a full pass
+        crowd.add(10)
+        run_jobs()  # anything the new labels queued
+        r.config_resetstat()
+        enqueue_retrain(r, settings, pid)
+        _one_job(settings)
+        reads[pid] = _calls(r)
+        r.config_resetstat()
+        run_jobs()  # its re-score and evaluation
+        reads[pid + "-after"] = _calls(r)
+        request_full(r, pid)
+        r.config_resetstat()
+        enqueue_retrain(r, settings, pid)
+        _one_job(settings)
+        full[pid] = _calls(r)["lrange"]
+        assert model_info(r, pid)["n_labels"] == 200
+    for command in ("lrange", "hmget", "zrange", "smembers", "get"):  # (RQ's vary: HGETALL)
+        assert reads["small"][command] == reads["big"][command], command
+        assert reads["small-after"][command] == reads["big-after"][command], command
+    assert reads["big"]["lrange"] <= 10 + 5  # the new items' labels, and RQ's own
+    assert reads["big"]["hmget"] <= 10 + 200 + 5  # the new items, the training sample
+    assert reads["big-after"]["hmget"] <= 200 + 5  # the evaluation's sample
+    assert full["small"] >= 610 and full["big"] >= 2410
+
+
+def test_above_the_cap_the_training_set_is_the_new_labels_and_a_seeded_sample(r, settings):
+    """Up to retrain.max_train_items every labeled item trains; beyond, exactly that many:
+    every new one and distinct older ones, the same for the same seed."""
+    crowd = Crowd(r, settings, redundancy=1)
+    crowd.add(100)
+    labeled = r.zrange(K.labeled_key("p"), 0, -1)
+    assert len(labeled) == 100 and _bounded_ids(r, "p", labeled[-5:], 100, 0) == labeled
+    crowd.add(200)
+    recent = sorted(r.smembers(K.relabeled_key("p")))[:12]
+    ids = _bounded_ids(r, "p", recent, 100, seed=7)
+    assert len(ids) == len(set(ids)) == 100 and ids[:12] == recent
+    assert set(ids) <= set(r.zrange(K.labeled_key("p"), 0, -1))
+    assert ids == _bounded_ids(r, "p", recent, 100, seed=7)
+    assert ids != _bounded_ids(r, "p", recent, 100, seed=8)
+    assert len(_bounded_ids(r, "p", sorted(r.smembers(K.relabeled_key("p"))), 100, 1)) == 100

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from taskrank.queue.reaggregate import REFRESH_ITEMS
 from taskrank.scripts import cli
 from taskrank.scripts.bench import command as bench
+from taskrank.scripts.bench import retrain as bench_retrain
+from taskrank.scripts.bench import train_cap as bench_train_cap
 from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.loops import percentiles
 
@@ -51,3 +54,33 @@ def test_percentiles_nearest_rank():
     """p50 and p99 of 1..100 are 50 and 99 by nearest rank."""
     stats = percentiles([float(x) for x in range(100, 0, -1)])
     assert (stats["p50"], stats["p99"], stats["max"], stats["n"]) == (50.0, 99.0, 100.0, 100)
+
+
+def test_retrain_bench_times_a_full_then_incremental_retrains_at_each_size():
+    """retrain: at each size the first retrain is a full pass over every finished item, the
+    next ones decide only the new items (every_labels / 2 of them); below the cap every
+    labeled item trains."""
+    result = bench_retrain.run([600, 1200], trials=2, full_up_to=600)
+    assert list(result["sizes"]) == ["600", "1200"]
+    for size, entry in result["sizes"].items():
+        first = entry["first"]
+        assert first["dawid_skene"]["mode"] == "full" and first["uncapped"] == (size == "600")
+        assert first["dawid_skene"]["items"] >= int(size)
+        for trial in entry["incremental"]:
+            assert trial["dawid_skene"]["mode"] == "incremental"
+            assert trial["dawid_skene"]["new"] == trial["dawid_skene"]["items"] == 5
+            assert trial["n_labels"] >= int(size) and trial["seconds"] > 0
+        assert set(entry["p50_steps"]) == {"seconds", "reaggregate", "training_set", "fit",
+                                           "store_and_queue"}
+        refreshing = entry["refreshing"]["dawid_skene"]
+        assert refreshing["new"] == 5 and 0 < refreshing["refreshed"] <= REFRESH_ITEMS
+
+
+def test_train_cap_compares_capped_models_with_the_all_labels_one():
+    """train_cap: per pool and size, the all-labels model, a 90 % reference and each cap
+    below the size, judged on the same held-out pool."""
+    result = bench_train_cap.run([("classes10", 1500)], [1000, 5000], [0])
+    run = result["runs"]["classes10-1500"]
+    assert set(run) == {"all", "90%", "1000"}
+    assert run["all"]["top_overlap"] == 1.0 and 0 < run["1000"]["top_overlap"] < 1
+    assert 0.3 < run["1000"]["accuracy"] <= 1

@@ -54,3 +54,22 @@ def test_model_reports_both_estimates_with_their_basis(client, auth, r, run_jobs
     assert p * 4 == round(p * 4)
     q = (p * 4 + 2) / 8  # Agresti-Coull
     assert explored["std_error"] == round(math.sqrt(q * (1 - q) / 8), 4)
+
+
+def test_retrain_full_asks_the_next_re_aggregation_to_start_over(client, auth, r, run_jobs):
+    """`?full=true` makes the retrain's Dawid–Skene pass a full one (its job result says
+    so); without it the pass is incremental; a value that is not a boolean is a 422."""
+    make_project(client, auth, strategy={"retrain": {"every_labels": 1000, "min_labels": 5}})
+    post_items(client, auth, make_items(20))
+    make_expert(client, auth, capacity=50)
+    _label_next(client, auth, r, 6)
+    modes = []
+    for query in ("", "", "?full=true"):
+        response = client.post(f"/v1/projects/p1/retrain{query}", headers=auth("platform"))
+        assert response.status_code == 202
+        run_jobs()
+        job = client.get(response.headers["Location"], headers=auth("platform")).json
+        modes.append(job["result"]["dawid_skene"]["mode"])
+    assert modes == ["full", "incremental", "full"]  # the first: no state stored yet
+    response = client.post("/v1/projects/p1/retrain?full=maybe", headers=auth("platform"))
+    assert response.status_code == 422 and "full" in response.json["detail"]
