@@ -19,7 +19,6 @@ from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
 from taskrank.queue import lua
-from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.connection import rq_redis
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
 from taskrank.queue.events import flag_check_all, model_trained

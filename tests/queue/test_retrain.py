@@ -98,7 +98,7 @@ def _calls(r) -> Counter:
 
 
 def _one_job(settings) -> None:
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     InProcessWorker([task_queue(settings, connection)], connection=connection).work(
         burst=True, max_jobs=1, logging_level="WARNING")
 
