@@ -115,7 +115,9 @@ def _take_relabeled(r: redis.Redis, pid: str) -> list[str]:
     pass, and the items of a pass that died (still aside) are taken again."""
     taken = K.relabeled_taken_key(pid)
     pipe = r.pipeline()
-    pipe.sunionstore(taken, [taken, K.relabeled_key(pid)])
+    # As a raw command: redis-py's cluster pipeline refuses the multi-key method, though
+    # both keys are in the project's slot.
+    pipe.execute_command("SUNIONSTORE", taken, taken, K.relabeled_key(pid))
     pipe.delete(K.relabeled_key(pid))
     pipe.smembers(taken)
     return sorted(pipe.execute()[-1])

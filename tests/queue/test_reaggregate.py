@@ -16,8 +16,11 @@ from taskrank.queue.items import ingest
 from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.reaggregate import reaggregate, request_full
+from tests.cluster import both_backends
 from tests.invariants import check_aggregation_state
 from tests.pools import Crowd
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):
