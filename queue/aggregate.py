@@ -173,7 +173,7 @@ def _fit(profile: Profile, tags: list[str]) -> float:
 
 
 def skill_prior(r: redis.Redis, project: dict, experts: list[str],
-                 tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Beta pseudo-counts (n_experts, n_tags) of declared levels plus gold answers: the
     posteriors without their agreement evidence, which the EM re-estimates (labels without
     an expert: ``ANONYMOUS_ACCURACY`` as a declared level)."""
