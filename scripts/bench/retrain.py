@@ -32,7 +32,7 @@ from rq.job import Job
 from taskrank.learning.priority import Strategy
 from taskrank.queue import keys as K
 from taskrank.queue.aggregation_state import load_state
-from taskrank.queue.connection import connect_binary
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.projects import get_project, update_project
 from taskrank.queue.reaggregate import request_full
@@ -123,7 +123,7 @@ class Labeler:
 
 def timed_retrain(settings: Settings, r: redis.Redis) -> dict:
     """Run one retrain job (nothing else queued) in this process; its time and steps."""
-    connection = connect_binary(settings)
+    connection = connect_rq(settings)
     queue = task_queue(settings, connection)
     queue.empty()  # what the labels or a strategy change queued (pool map, re-score)
     r.delete(K.retrain_pending_key(PID))
