@@ -14,7 +14,10 @@ import logging
 
 import hiredis
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterUnreachableError, SlotNotCoveredError
+from redis.retry import Retry
 
 from taskrank.queue.settings import Settings, SettingsError, current
 
@@ -22,6 +25,10 @@ log = logging.getLogger(__name__)
 DataClient = redis.Redis | RedisCluster
 
 _OPTIONS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}
+# What a call to the data store raises when the store cannot serve it: redis-py's errors,
+# and the two of its cluster client that are no RedisError (no node for the slot in its
+# map; no node of the cluster reachable).
+STORE_ERRORS = (redis.RedisError, SlotNotCoveredError, RedisClusterUnreachableError)
 _detected: dict[str, bool] = {}  # cluster or not, by URL (this process's answers)
 
 
@@ -35,15 +42,34 @@ class NoRqRedisError(SettingsError):
             "(every web process and worker the same)")
 
 
-def connect(settings: Settings, **kwargs: object) -> DataClient:
+def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> DataClient:
     """A client for the data store: a ``RedisCluster`` when it is a cluster, else a
-    ``redis.Redis``; ``settings.redis_url`` must be set by then."""
+    ``redis.Redis``; ``settings.redis_url`` must be set by then.  ``fail_fast``: the web
+    tier's client, which on a cluster gives up on an unreachable master at once (see
+    ``fail_fast_options``)."""
     if not settings.redis_url:
         raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
     options = {"decode_responses": True, **_OPTIONS, **kwargs}
     if is_cluster(settings):
-        return RedisCluster.from_url(settings.redis_url, **options)
+        return RedisCluster.from_url(settings.redis_url, **(
+            fail_fast_options() if fail_fast else {}), **options)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def fail_fast_options() -> dict[str, object]:
+    """Cluster client options for the web tier: a request meeting a failover is answered
+    a 503 (which clients retry) within about 0.1 s, instead of being held for seconds
+    by redis-py's default of 10 retries with a backoff up to 1 s.
+
+    One retry is kept, after the topology refresh the error asks for: a web process whose
+    slot map went stale (its master replaced while it served other projects) reaches the
+    new master on the retry, so recovery needs no failed request.  Refreshes may come
+    every 0.1 s (default 1 s; one CLUSTER SLOTS each): the first request after the
+    promotion finds the new master.  Workers keep the defaults and ride a failover out, as
+    they ride out a restart of a single Redis.
+    """
+    return {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1),
+            "topology_refresh_min_interval": 0.1}
 
 
 def is_cluster(settings: Settings) -> bool:

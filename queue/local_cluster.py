@@ -73,6 +73,9 @@ class LocalCluster:
                 "--dir", str(folder), "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                # While a master fails over, the other masters keep serving their slots
+                # (the default stops the whole cluster until every slot is served again).
+                "--cluster-require-full-coverage", "no",
                 "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
                 "--maxmemory-policy", "noeviction", "--hash-max-ziplist-value", "256",
                 "--logfile", str(folder / "redis.log"), "--daemonize", "no"]

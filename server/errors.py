@@ -6,6 +6,14 @@ import logging
 
 import redis
 from flask import Flask, Response, json, request
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from werkzeug.exceptions import HTTPException
 
 from taskrank.queue.exceptions import TaskrankError
@@ -32,7 +40,9 @@ def _slug(error: TaskrankError) -> str:
 
 
 def handle_domain(error: TaskrankError) -> Response:
-    return problem(error.status, error.title, error.detail, _slug(error), **error.extra)
+    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    return problem(error.status, error.title, error.detail, _slug(error), headers,
+                   **error.extra)
 
 
 def handle_http(error: HTTPException) -> Response:
@@ -43,11 +53,21 @@ def handle_http(error: HTTPException) -> Response:
                    headers=headers)
 
 
-def handle_redis_down(error: redis.RedisError) -> Response:
-    log.warning("Redis unavailable: %s", error)
-    return problem(503, "Service unavailable",
-                   "the data store (Redis) is not answering; retry in a moment",
-                   "redis-unavailable", headers={"Retry-After": "1"})
+# What a Redis Cluster answers while a master fails over or cannot be reached (CLUSTERDOWN,
+# MASTERDOWN, TRYAGAIN, redirections past redis-py's limit, a slot map with no node for the
+# slot, no node reachable at all), and a write to a node just turned replica (READONLY).
+CLUSTER_UNAVAILABLE = (ClusterError, TryAgainError, AskError, ReadOnlyError,
+                       SlotNotCoveredError, RedisClusterUnreachableError)
+
+
+def handle_redis_down(error: Exception) -> Response:
+    log.warning("Redis unavailable: %s: %s", type(error).__name__, error)
+    detail = "the data store (Redis) is not answering; retry in a moment"
+    if isinstance(error, CLUSTER_UNAVAILABLE):
+        detail = ("the data store (a Redis Cluster) cannot serve this project now: its "
+                  "master is failing over or unreachable; retry in a moment")
+    return problem(503, "Service unavailable", detail, "redis-unavailable",
+                   headers={"Retry-After": "1"})
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -59,6 +79,7 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(TaskrankError, handle_domain)
     app.register_error_handler(HTTPException, handle_http)
-    for error in (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+    for error in (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                  *CLUSTER_UNAVAILABLE):
         app.register_error_handler(error, handle_redis_down)
     app.register_error_handler(Exception, handle_unexpected)

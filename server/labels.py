@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Blueprint
 
+from taskrank.queue.connection import STORE_ERRORS
 from taskrank.queue.label_import import finish_import, import_labels
+from taskrank.queue.replication import replicated
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import cached_project, caches, redis_client, settings
@@ -27,10 +28,11 @@ def post_labels(pid: str) -> dict:
     the reason."""
     project = cached_project(check_id(pid, "project id"))
     records = batch_list("labels", "label record")
-    result = import_labels(redis_client(), project, records)
+    with replicated(redis_client(), project["id"], settings()):
+        result = import_labels(redis_client(), project, records)
     try:
         finish_import(redis_client(), project, result, settings())
-    except redis.RedisError as error:  # recorded: the workers' upkeep does the rest
+    except STORE_ERRORS as error:  # recorded: the workers' upkeep does the rest
         log.warning("labels of project %s recorded; their follow-up is left to the upkeep: "
                     "%s", pid, error)
     if result.to_aggregate:  # aggregate.py may have learned experts' accuracy

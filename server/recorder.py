@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 import redis
 
 from taskrank.queue import metrics
+from taskrank.queue.connection import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class RequestRecorder:
                     rejected = Counter()
                 if ints:
                     metrics.add_requests(self.r, ints, floats)
-            except redis.RedisError as error:
+            except STORE_ERRORS as error:  # a thread that must outlive any outage
                 self._keep(ints, floats, rejected, buffered)
                 if not self._failing:  # once per outage, not once per second
                     log.warning("metrics not flushed to Redis (kept for the next try): %s",

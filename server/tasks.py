@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import redis
 from flask import Blueprint
 from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
+from taskrank.queue.connection import STORE_ERRORS
 from taskrank.queue.events import budget_exhausted
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
+from taskrank.queue.replication import replicated
 from taskrank.queue.tokens import Principal
 from taskrank.queue.validation import (
     check_answer,
@@ -76,8 +77,10 @@ def label(app_state: AppState, principal: Principal, arguments: dict,
     project = task_project(app_state, principal, tid)
     document = body()
     seconds, comment, answer_json = label_inputs(document, key)
-    status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
-                                        seconds, key, comment=comment, answer=answer_json)
+    # A 409 keeps the label too: both answers wait until a replica holds it.
+    with replicated(app_state.redis, project["id"], app_state.settings):
+        status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
+                                            seconds, key, comment=comment, answer=answer_json)
     if status != 201:
         raise LeaseNotOpenError(answer["reason"], **label_body(answer))
     finish_label(app_state, project, answer)
@@ -143,7 +146,7 @@ def finish_label(app_state: AppState, project: dict, answer: dict) -> None:
     retries it (queue/after_label.py)."""
     try:
         after_label(app_state.redis, project, answer, app_state.settings)
-    except redis.RedisError as error:
+    except STORE_ERRORS as error:
         log.warning("label %s stored; its follow-up is left to the upkeep: %s",
                     answer.get("task_id"), error)
     if not answer.get("aggregated"):  # aggregate.py may have learned experts' accuracy
