@@ -15,7 +15,8 @@ import logging
 import hiredis
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.exceptions import RedisClusterUnreachableError, SlotNotCoveredError
 from redis.retry import Retry
 
@@ -44,32 +45,44 @@ class NoRqRedisError(SettingsError):
 
 def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> DataClient:
     """A client for the data store: a ``RedisCluster`` when it is a cluster, else a
-    ``redis.Redis``; ``settings.redis_url`` must be set by then.  ``fail_fast``: the web
-    tier's client, which on a cluster gives up on an unreachable master at once (see
-    ``fail_fast_options``)."""
+    ``redis.Redis``; ``settings.redis_url`` must be set by then.  On a cluster, how long a
+    call waits out a failover (``cluster_retry``): ``fail_fast`` for the web tier."""
     if not settings.redis_url:
         raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
     options = {"decode_responses": True, **_OPTIONS, **kwargs}
     if is_cluster(settings):
-        return RedisCluster.from_url(settings.redis_url, **(
-            fail_fast_options() if fail_fast else {}), **options)
+        return _cluster_client(settings.redis_url, **cluster_retry(fail_fast), **options)
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
-def fail_fast_options() -> dict[str, object]:
-    """Cluster client options for the web tier: a request meeting a failover is answered
-    a 503 (which clients retry) within about 0.1 s, instead of being held for seconds
-    by redis-py's default of 10 retries with a backoff up to 1 s.
+def _cluster_client(url: str, **options: object) -> RedisCluster:
+    """A cluster client from one node's URL or several, comma-separated: it starts from any
+    of them that answers (one is enough to find the others, but a process started while
+    the only node it names is down, a failed master say, could not start at all)."""
+    first, *others = (part.strip() for part in url.split(","))
+    seeds = [ClusterNode(parsed["host"], parsed.get("port", 6379))
+             for parsed in map(parse_url, others)]
+    return RedisCluster(url=first, startup_nodes=seeds, **options)
 
-    One retry is kept, after the topology refresh the error asks for: a web process whose
-    slot map went stale (its master replaced while it served other projects) reaches the
-    new master on the retry, so recovery needs no failed request.  Refreshes may come
-    every 0.1 s (default 1 s; one CLUSTER SLOTS each): the first request after the
-    promotion finds the new master.  Workers keep the defaults and ride a failover out, as
-    they ride out a restart of a single Redis.
+
+def cluster_retry(fail_fast: bool) -> dict[str, object]:
+    """Cluster client options for a call that meets a master's failover (redis-py's
+    default, 10 retries with a backoff up to 1 s, gives up after about 3 s, and a failover
+    takes the cluster's node timeout, 15 s by default, plus a second or two).
+
+    ``fail_fast``, the web tier: the request is answered a 503 (which clients retry)
+    within about 0.1 s instead of being held.  One retry is kept, after the topology
+    refresh the error asks for, so a web process whose slot map went stale (a master
+    replaced while it served other projects) reaches the new master at once; refreshes
+    may come every 0.1 s (default 1 s; one CLUSTER SLOTS each).
+
+    Otherwise (RQ jobs, the workers' upkeep, commands): up to 30 retries, about 25 s, so
+    that a job rides a failover out as it rides out a restart of a single Redis.
     """
-    return {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1),
-            "topology_refresh_min_interval": 0.1}
+    if fail_fast:
+        return {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1),
+                "topology_refresh_min_interval": 0.1}
+    return {"retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=30)}
 
 
 def is_cluster(settings: Settings) -> bool:
@@ -84,6 +97,8 @@ def is_cluster(settings: Settings) -> bool:
     url = settings.redis_url
     if url.startswith("unix://"):  # a cluster's nodes talk TCP: no need to ask
         return False
+    if "," in url:  # several nodes: a cluster's
+        return True
     if url not in _detected:
         try:
             with redis.Redis.from_url(url, **_OPTIONS) as probe:

@@ -46,6 +46,12 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.ports[0]}"
 
     @property
+    def nodes_url(self) -> str:
+        """The URLs of every node, comma-separated: a client started while a node is down
+        (a master failed over, say) still finds the cluster."""
+        return ",".join(f"redis://127.0.0.1:{port}" for port in self.ports)
+
+    @property
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
 

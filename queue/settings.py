@@ -103,6 +103,12 @@ class Settings:
             raise SettingsError("TASKRANK_REDIS_CLUSTER=1 needs TASKRANK_REDIS_URL set to a "
                                 "redis:// or rediss:// URL of one of the cluster's nodes, got "
                                 f"{self.redis_url!r}")
+        nodes = (self.redis_url or "").split(",")
+        if len(nodes) > 1 and (self.redis_cluster is False or not all(
+                node.strip().startswith(_REDIS_SCHEMES[:2]) for node in nodes)):
+            raise SettingsError("TASKRANK_REDIS_URL lists several nodes: they must be "
+                                "redis:// or rediss:// URLs of one Redis Cluster's nodes, "
+                                f"comma-separated, got {self.redis_url!r}")
 
     def _check_wait(self) -> None:
         if self.redis_wait_replicas is not None and not 0 <= self.redis_wait_replicas <= 16:

@@ -64,8 +64,8 @@ def handle_redis_down(error: Exception) -> Response:
     log.warning("Redis unavailable: %s: %s", type(error).__name__, error)
     detail = "the data store (Redis) is not answering; retry in a moment"
     if isinstance(error, CLUSTER_UNAVAILABLE):
-        detail = ("the data store (a Redis Cluster) cannot serve this project now: its "
-                  "master is failing over or unreachable; retry in a moment")
+        detail = (f"the data store cannot serve this now: a Redis master is failing over "
+                  f"or unreachable ({type(error).__name__}); retry in a moment")
     return problem(503, "Service unavailable", detail, "redis-unavailable",
                    headers={"Retry-After": "1"})
 

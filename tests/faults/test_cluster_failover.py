@@ -1,8 +1,8 @@
 """A Redis Cluster of 3 masters with a replica each under gunicorn (RQ on a single Redis):
 a master SIGKILLed while experts label fails over, its project answers 503 problems and
-then recovers by itself while the other masters' projects keep being served, and no
-acknowledged label is lost or doubled; a label whose replica is paused is not
-acknowledged (503), and is once the replica is back."""
+then recovers by itself while the other masters' projects keep being served, a job on
+it rides the failover out, and no acknowledged label is lost or doubled; a label whose
+replica is paused is not acknowledged (503), and is once the replica is back."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ import redis
 from redis.cluster import RedisCluster
 
 from taskrank.queue import keys as K
+from taskrank.queue import settings as process_settings
 from taskrank.queue.clock import utc_day
-from taskrank.queue.connection import connect
+from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.embedded import free_port
+from taskrank.queue.enqueue import RETRY
 from taskrank.queue.local_cluster import LocalCluster
 from taskrank.queue.readiness import OK, readiness
-from taskrank.queue import settings as process_settings
+from taskrank.queue.retrain import retrain
+from taskrank.queue.worker import task_queue
 from tests.faults.stack import (
     START_TIMEOUT,
     Labeler,
@@ -108,7 +111,8 @@ def cluster(tmp_path):
 def web_on(stack, cluster: LocalCluster, **env: str) -> WebServer:
     """gunicorn (2 workers) and one RQ worker on ``cluster``, RQ on an embedded Redis."""
     processes = stack.stack
-    processes.settings = processes.settings.replace(redis_url=cluster.url, redis_cluster=True)
+    processes.settings = processes.settings.replace(redis_url=cluster.nodes_url,
+                                                    redis_cluster=True)
     processes.start_redis(stack.tmp_path / "rq", port=free_port(), timeout=START_TIMEOUT,
                           queue_only=True)
     processes.start_workers(1)
@@ -144,8 +148,9 @@ def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monke
     for pid in projects:
         add_project(web, pid, experts)
     # A client that only probes readiness, as a health checker's web process may.
-    monkeypatch.setattr(process_settings, "_installed", stack.stack.settings)
-    watcher = connect(stack.stack.settings, fail_fast=True)
+    settings = stack.stack.settings
+    monkeypatch.setattr(process_settings, "_installed", settings)
+    watcher = connect(settings, fail_fast=True)
     assert readiness(watcher, "taskrank")["redis"]["status"] == OK
 
     stop = threading.Event()
@@ -162,6 +167,9 @@ def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monke
                         for pid, group in labelers.items()}
         killed = time.monotonic()
         os.kill(topology.pid(victim), signal.SIGKILL)
+        # A job on the dead master's project, run by the worker during the failover.
+        job = task_queue(settings, connect_rq(settings)).enqueue(retrain, projects[0],
+                                                                   retry=RETRY)
         wait_for(lambda: promoted(topology.replica_of(victim)), FAILOVER_BOUND,
                  "the replica's promotion")
         promotion = time.monotonic()
@@ -199,6 +207,9 @@ def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monke
     wait_for(lambda: readiness(watcher, "taskrank")["redis"]["status"] == OK, 5,
              "a client that only probes readiness to find the new master")
     watcher.close()
+    wait_for(lambda: job.get_status(refresh=True) in ("finished", "failed"), 30, "the job")
+    assert job.get_status() == "finished" and job.retries_left == RETRY.max, \
+        f"the job did not ride the failover out: {job.get_status()}, {job.exc_info}"
     assert all(child.running() for child in stack.stack.children), "a process died"
 
 
