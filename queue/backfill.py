@@ -44,7 +44,7 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
             *snapshot_keys(pid, run, progress["layout"])):
         raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
                              "start a new re-score")
-    binary = rq_redis(r)
+    binary = rq_redis(r, settings)
     jobs = Job.fetch_many([f"{run}-c{index}" for index in left], connection=binary)
     free = [index for index, job in zip(left, jobs, strict=True)
             if job is None or _release(binary, job)]

@@ -10,12 +10,14 @@ Code that holds a data client and queues a job gets its RQ client from ``rq_redi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import hiredis
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import RedisClusterUnreachableError, SlotNotCoveredError
 from redis.retry import Retry
@@ -23,13 +25,8 @@ from redis.retry import Retry
 from taskrank.queue.settings import Settings, SettingsError, current
 
 log = logging.getLogger(__name__)
-DataClient = redis.Redis | RedisCluster
 
 _OPTIONS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 30}
-# What a call to the data store raises when the store cannot serve it: redis-py's errors,
-# and the two of its cluster client that are no RedisError (no node for the slot in its
-# map; no node of the cluster reachable).
-STORE_ERRORS = (redis.RedisError, SlotNotCoveredError, RedisClusterUnreachableError)
 _detected: dict[str, bool] = {}  # cluster or not, by URL (this process's answers)
 
 
@@ -43,8 +40,53 @@ class NoRqRedisError(SettingsError):
             "(every web process and worker the same)")
 
 
+class ClusterUnreachableError(redis.ConnectionError):
+    """No node of the cluster answers, or none serves the slot.  redis-py raises
+    ``RedisClusterUnreachableError`` or ``SlotNotCoveredError``, which are no
+    ``RedisError``; as a ``ConnectionError`` an outage of the cluster is handled as one of
+    a single Redis (a 503, a label's follow-up left to the upkeep...)."""
+
+
+@contextlib.contextmanager
+def _outage_as_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except (RedisClusterUnreachableError, SlotNotCoveredError) as error:
+        raise ClusterUnreachableError(str(error)) from error
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client, with two differences that make it behave as a single
+    Redis's client: an unreachable cluster raises ``ClusterUnreachableError``, and pipelines
+    are transactions unless told otherwise (redis-py's cluster default is none).  A pipeline
+    over one project's keys (one slot) is then MULTI/EXEC on both, and one that spans slots
+    (global keys, several projects) must say ``transaction=False``, or it fails at once."""
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        with _outage_as_connection_error():
+            return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: object = None
+                 ) -> ClusterPipelineClient:
+        pipe = super().pipeline(True if transaction is None else transaction, shard_hint)
+        pipe.__class__ = ClusterPipelineClient  # the same pipeline, its outage translated
+        return pipe
+
+
+class ClusterPipelineClient(ClusterPipeline):
+    """A ``ClusterPipeline`` whose ``execute`` raises ``ClusterUnreachableError`` on an
+    outage (``ClusterClient.pipeline``)."""
+
+    def execute(self, raise_on_error: bool = True) -> list:
+        with _outage_as_connection_error():
+            return super().execute(raise_on_error)
+
+
+DataClient = redis.Redis | ClusterClient
+
+
 def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> DataClient:
-    """A client for the data store: a ``RedisCluster`` when it is a cluster, else a
+    """A client for the data store: a ``ClusterClient`` when it is a cluster, else a
     ``redis.Redis``; ``settings.redis_url`` must be set by then.  On a cluster, how long a
     call waits out a failover (``cluster_retry``): ``fail_fast`` for the web tier."""
     if not settings.redis_url:
@@ -55,14 +97,14 @@ def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> Da
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
-def _cluster_client(url: str, **options: object) -> RedisCluster:
+def _cluster_client(url: str, **options: object) -> ClusterClient:
     """A cluster client from one node's URL or several, comma-separated: it starts from any
     of them that answers (one is enough to find the others, but a process started while
     the only node it names is down, a failed master say, could not start at all)."""
     first, *others = (part.strip() for part in url.split(","))
     seeds = [ClusterNode(parsed["host"], parsed.get("port", 6379))
              for parsed in map(parse_url, others)]
-    return RedisCluster(url=first, startup_nodes=seeds, **options)
+    return ClusterClient(url=first, startup_nodes=seeds, **options)
 
 
 def cluster_retry(fail_fast: bool) -> dict[str, object]:
@@ -127,10 +169,11 @@ def connect_rq(settings: Settings, **kwargs: object) -> redis.Redis:
                                                      **kwargs})
 
 
-def rq_redis(r: DataClient) -> redis.Redis:
+def rq_redis(r: DataClient, settings: Settings | None = None) -> redis.Redis:
     """A bytes client on the Redis RQ runs on, for code holding the data client ``r``: the
-    RQ Redis of this process's settings when one is set, else ``r``'s own server."""
-    settings = current()
+    RQ Redis of ``settings`` (default this process's) when one is set, else ``r``'s own
+    server."""
+    settings = settings or current()
     if settings.rq_redis_url:
         return connect_rq(settings)
     if isinstance(r, RedisCluster):

@@ -105,7 +105,7 @@ def _fan_out(r: redis.Redis, pid: str, entries: list) -> int:
                 if _record(r, settings, pid, name, did, fields):
                     jobs.append(did)
     if jobs:
-        with rq_redis(r) as binary:
+        with rq_redis(r, settings) as binary:
             queue = task_queue(settings, binary)
             queue.enqueue_many([queue.prepare_data(
                 deliver, (pid, did), job_id=did, retry=RETRY, timeout=JOB_TIMEOUT,

@@ -52,7 +52,7 @@ def enqueue_once(r: redis.Redis, settings: Settings, pending: str, kind: str, jo
     job_id = new_job_id(kind, pid)
     if not r.set(pending, job_id, nx=True, ex=3600):
         return r.get(pending) or job_id
-    queue = task_queue(settings, rq_redis(r))
+    queue = task_queue(settings, rq_redis(r, settings))
     queue.enqueue(job, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
                   description=f"{kind} {pid}")
     return job_id

@@ -98,7 +98,7 @@ def general_level(skills: dict[str, float]) -> float:
 
 
 def open_leases(r: redis.Redis, eid: str, pids: list[str]) -> dict[str, int]:
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)  # several projects: several slots on a cluster
     for pid in pids:
         pipe.zcard(K.expert_leases_key(pid, eid))
     return {pid: n for pid, n in zip(pids, pipe.execute(), strict=True) if n}

@@ -517,11 +517,12 @@ local function claim_one(tid)
   local expires = now + lease
   local ikey = built_key(P_ITEM, best)
   -- 'fit': the fit this lease was granted with; LABEL's one-vote aggregation uses it.
-  redis.call('HSET', built_key(P_TASK, tid), 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
+  local tkey = built_key(P_TASK, tid)
+  redis.call('HSET', tkey, 'item', best, 'expert', eid, 'exp', expires, 'st', 'open',
              'ca', now, 'fit', best_fit, 'rate', cost_per_hour, 'pc', predicted, 'rv', review)
-  if gold == 1 then redis.call('HSET', built_key(P_TASK, tid), 'gold', 1) end
+  if gold == 1 then redis.call('HSET', tkey, 'gold', 1) end
   redis.call('HINCRBYFLOAT', K_COUNTERS, 'reserved_usd', predicted)
-  if explored == 1 then redis.call('HSET', built_key(P_TASK, tid), 'ex', 1) end
+  if explored == 1 then redis.call('HSET', tkey, 'ex', 1) end
   redis.call('ZADD', K_LEASES, expires, tid)
   redis.call('ZADD', KEYS[4], expires, tid)
   redis.call('SADD', built_key(P_ITEM, best, ':experts'), eid)
@@ -867,7 +868,8 @@ end
 
 local function count(iid, eid, label, gold, tags)
   if eid ~= '' then
-    if redis.call('SADD', built_key(P_ITEM, iid, ':experts'), eid) == 0 then end_own_lease(iid, eid) end
+    local joined = redis.call('SADD', built_key(P_ITEM, iid, ':experts'), eid)
+    if joined == 0 then end_own_lease(iid, eid) end
   end
   local _, n_votes = add_vote(iid, eid, label)
   counted_now = counted_now + 1
@@ -934,7 +936,8 @@ for _, set in ipairs(gold_sets(split_tags(f[2]))) do redis.call('ZREM', set, iid
 local ended = {}
 for _, eid in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   for _, tid in ipairs(redis.call('ZRANGE', built_key(P_XLEASE, eid), 0, -1)) do
-    if redis.call('HGET', built_key(P_TASK, tid), 'item') == iid and close_lease(tid, 'withdrawn') then
+    local item = redis.call('HGET', built_key(P_TASK, tid), 'item')
+    if item == iid and close_lease(tid, 'withdrawn') then
       ended[#ended + 1] = tid
     end
   end

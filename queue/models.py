@@ -63,9 +63,7 @@ def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: 
     record = {**meta, "version": version, "format": FORMAT,
               "sklearn": ".".join(map(str, _library_version())), "trained_at": time.time()}
     r.set(K.model_key(pid, version), blob)
-    # transaction=True: also on a cluster (one project, one slot), where pipelines default to
-    # none.
-    with r.pipeline(transaction=True) as pipe:
+    with r.pipeline() as pipe:
         pipe.watch(K.model_meta_key(pid))
         current = pipe.hget(K.model_meta_key(pid), "trained_on")
         if current is not None and int(current) > int(meta["trained_on"]):
@@ -87,7 +85,7 @@ def store_model(r: redis.Redis, pid: str, model: LoadedModel, meta: dict, keep: 
 def set_metrics(r: redis.Redis, pid: str, version: int, metrics: dict) -> None:
     """Record the evaluation of ``version`` in its history entry, and in the current
     metadata while it is the current version."""
-    with r.pipeline(transaction=True) as pipe:  # also on a cluster (see store_model)
+    with r.pipeline() as pipe:
         pipe.watch(K.model_meta_key(pid), K.model_history_key(pid))
         history = pipe.lrange(K.model_history_key(pid), 0, 50)
         current = pipe.hget(K.model_meta_key(pid), "version")

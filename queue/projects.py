@@ -74,7 +74,8 @@ def create_project(r: redis.Redis, body: object) -> dict:
     # HSETNX on the id field makes creation race-free: only one creator wins.
     if not r.hsetnx(K.project_key(project["id"]), "id", project["id"]):
         raise ProjectExistsError(f"project '{project['id']}' exists; PATCH it to change it")
-    pipe = r.pipeline()
+    # Two slots on a cluster: the project is listed only once its hash is written.
+    pipe = r.pipeline(transaction=False)
     pipe.hset(K.project_key(project["id"]), mapping=fields)
     pipe.sadd(K.projects_key(), project["id"])
     pipe.execute()
@@ -116,7 +117,7 @@ def strategy_history(r: redis.Redis, pid: str) -> list[dict]:
 
 def list_projects(r: redis.Redis) -> list[dict]:
     pids = sorted(r.smembers(K.projects_key()))
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)  # several projects: several slots on a cluster
     for pid in pids:
         pipe.hgetall(K.project_key(pid))
     return [_decode(fields) for fields in pipe.execute() if "labels" in fields]

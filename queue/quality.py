@@ -88,9 +88,7 @@ def _labeled_only(r: redis.Redis, pid: str, ids: list[str]) -> list[str]:
     one transaction so that none is pushed back after it joined a training set."""
     if not ids:
         return []
-    # transaction=True: also on a cluster (one project, one slot), where pipelines default to
-    # none.
-    with r.pipeline(transaction=True) as pipe:
+    with r.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(K.labeled_key(pid))

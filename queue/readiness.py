@@ -15,7 +15,7 @@ from redis.cluster import RedisCluster
 from rq import Queue
 
 from taskrank.queue.abandoned import live_workers
-from taskrank.queue.connection import STORE_ERRORS, DataClient, rq_redis
+from taskrank.queue.connection import DataClient, rq_redis
 
 OK, DOWN, UNKNOWN = "ok", "down", "unknown"
 
@@ -26,7 +26,7 @@ def readiness(r: DataClient, queue_name: str) -> dict[str, dict]:
         _ping_masters(r)
     except redis.BusyLoadingError:
         return _redis_down("loading its append-only file")
-    except STORE_ERRORS as error:
+    except redis.RedisError as error:
         return _redis_down(f"unreachable: {error}")
     try:
         with rq_redis(r) as connection:

@@ -56,7 +56,7 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     # capture).  An item re-scored meanwhile may move into a range captured later and be
     # scored twice, with the same result; an item not yet re-scored keeps its score, so
     # it is never missed.
-    queue = task_queue(settings, rq_redis(r))
+    queue = task_queue(settings, rq_redis(r, settings))
     for index, segments in enumerate(layout):
         captured = sum(_snapshot(r, K.rescore_snapshot_key(pid, run, index, n),
                                  _pool_of(pid, tags[part]), high, low)
@@ -124,7 +124,7 @@ def _snapshot(r: redis.Redis, key: str, pool: str, high: str, low: str) -> int:
 def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
                    chunk: int) -> None:
     """Queue the chunks ``indexes`` of ``run`` (again, for a resumed run)."""
-    queue = task_queue(settings, rq_redis(r))
+    queue = task_queue(settings, rq_redis(r, settings))
     for index in indexes:
         _enqueue_chunk(queue, pid, run, index, chunk)
 

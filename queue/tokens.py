@@ -46,7 +46,7 @@ def create_token(r: redis.Redis, role: str, expert_id: str | None = None) -> str
     fields = {"role": role, "created_at": f"{time.time():.3f}"}
     if expert_id is not None:
         fields["expert_id"] = expert_id
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)  # two slots on a cluster: the set after the token
     pipe.hset(keys.token_key(digest), mapping=fields)
     if role == "admin":
         pipe.sadd(keys.admin_tokens_key(), digest)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Blueprint
 
-from taskrank.queue.connection import STORE_ERRORS
 from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.replication import replicated
 from taskrank.queue.validation import check_id
@@ -32,7 +32,7 @@ def post_labels(pid: str) -> dict:
         result = import_labels(redis_client(), project, records)
     try:
         finish_import(redis_client(), project, result, settings())
-    except STORE_ERRORS as error:  # recorded: the workers' upkeep does the rest
+    except redis.RedisError as error:  # recorded: the workers' upkeep does the rest
         log.warning("labels of project %s recorded; their follow-up is left to the upkeep: "
                     "%s", pid, error)
     if result.to_aggregate:  # aggregate.py may have learned experts' accuracy

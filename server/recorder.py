@@ -20,7 +20,6 @@ from collections import Counter, defaultdict
 import redis
 
 from taskrank.queue import metrics
-from taskrank.queue.connection import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class RequestRecorder:
                     rejected = Counter()
                 if ints:
                     metrics.add_requests(self.r, ints, floats)
-            except STORE_ERRORS as error:  # a thread that must outlive any outage
+            except redis.RedisError as error:
                 self._keep(ints, floats, rejected, buffered)
                 if not self._failing:  # once per outage, not once per second
                     log.warning("metrics not flushed to Redis (kept for the next try): %s",

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import redis
 from flask import Blueprint
 from werkzeug.exceptions import BadRequest
 
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
-from taskrank.queue.connection import STORE_ERRORS
 from taskrank.queue.events import budget_exhausted
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
 from taskrank.queue.replication import replicated
@@ -146,7 +146,7 @@ def finish_label(app_state: AppState, project: dict, answer: dict) -> None:
     retries it (queue/after_label.py)."""
     try:
         after_label(app_state.redis, project, answer, app_state.settings)
-    except STORE_ERRORS as error:
+    except redis.RedisError as error:
         log.warning("label %s stored; its follow-up is left to the upkeep: %s",
                     answer.get("task_id"), error)
     if not answer.get("aggregated"):  # aggregate.py may have learned experts' accuracy

@@ -2,9 +2,10 @@
 the venv's redis-server and redis-cli (``taskrank.queue.local_cluster``), once per session,
 beside the single Redis that then holds RQ's queue.
 
-A test module runs on both data stores with ``pytestmark = both_backends``: each of its
-tests that uses the ``settings`` fixture runs once on the single Redis and once on the
-cluster.  ``pytest --backend cluster`` runs every such test on the cluster only.
+A test module chooses its data stores with ``pytestmark = pytest.mark.backends(...)``:
+``both_backends`` runs each of its tests that uses the ``settings`` fixture once on the
+single Redis and once on the cluster.  Tests that choose none run on ``pytest --backend``
+(default ``single``); ``pytest --backend cluster`` runs them all on the cluster.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import pytest
 
 from taskrank.queue.local_cluster import LocalCluster
+from taskrank.queue.settings import Settings
 
 BACKENDS = ("single", "cluster")
-both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+both_backends = pytest.mark.backends(*BACKENDS)
+cluster_only = pytest.mark.backends("cluster")
 
 
 def start_cluster(tmp_path_factory: pytest.TempPathFactory, replicas: int = 0) -> LocalCluster:
@@ -22,3 +25,9 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory, replicas: int = 0) -
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=replicas)
     cluster.start()
     return cluster
+
+
+def redis_env(settings: Settings) -> dict[str, str]:
+    """The TASKRANK_* variables that point a command at ``settings``' data store and RQ."""
+    return {name: value for name, value in settings.as_env().items()
+            if name in ("TASKRANK_REDIS_URL", "TASKRANK_REDIS_CLUSTER", "TASKRANK_RQ_REDIS_URL")}

@@ -9,9 +9,9 @@ import tempfile
 import pytest
 import redis
 
+from taskrank.queue import settings as process_settings
 from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.embedded import EmbeddedRedis, free_port
-from taskrank.queue import settings as process_settings
 from taskrank.queue.settings import Settings
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
@@ -37,6 +37,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", choices=BACKENDS, default="single",
                      help="the data store of the tests that do not choose one (tests/cluster.py)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``backends(...)`` that uses the settings runs once on each of them."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
 
 
 @pytest.fixture(scope="session")

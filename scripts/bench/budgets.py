@@ -47,6 +47,11 @@ def _double_leases(res: dict) -> float:
     return integrity["items_leased_twice"] + integrity["items_labeled_twice"]
 
 
+def _cluster_ratio(res: dict) -> float:
+    ratio = res["serve"]["cluster"]["ratio"]
+    return min(ratio["one_client"], ratio["many_clients"])
+
+
 def budgets() -> list[Budget]:
     """Every budget of DESIGN §7; the serve latency ones at the middle and largest size."""
     return [
@@ -76,6 +81,8 @@ def budgets() -> list[Budget]:
                lambda res: res["rerank"]["p95_seconds"]),
         Budget("memory_per_item", "Redis memory per item (used_memory delta)", 1024, "bytes",
                False, lambda res: res["memory"]["bytes_per_item_used_memory"]),
+        Budget("cluster_serving", "3-master cluster loops/s / single Redis's (lower of 1, 8 "
+               "clients; --cluster)", 0.8, "x", True, _cluster_ratio),
     ]
 
 

@@ -1,9 +1,12 @@
-"""``taskrank bench [NAMES...] [--quick] [--out FILE.json]``: the DESIGN §7 benchmarks.
+"""``taskrank bench [NAMES...] [--quick] [--cluster] [--out FILE.json]``: the DESIGN §7
+benchmarks.
 
 Each benchmark runs against a fresh real Redis (``appendfsync always``, the product
 default) and, where it serves HTTP, a real ``gunicorn -w 2``.  Prints a table of every
 budget with the measured figure and writes one JSON document.  ``--quick`` uses small
 sizes (the whole run takes under a minute); its figures are not comparable to the budgets.
+``--cluster`` adds to ``serve`` the same serving runs on a local Redis Cluster of 3 masters,
+alternated with runs on a single Redis (``bench.cluster``), under ``serve.cluster``.
 """
 
 from __future__ import annotations
@@ -44,8 +47,23 @@ def _scoring(sizes: dict) -> dict:
 def _serve(sizes: dict) -> dict:
     from taskrank.scripts.bench import serve as bench_serve
 
-    return bench_serve.run(sizes["serve_sizes"], sizes["serve_seconds"],
-                           sizes["latency_requests"], variants=sizes["serve_extras"])
+    result = bench_serve.run(sizes["serve_sizes"], sizes["serve_seconds"],
+                             sizes["latency_requests"], variants=sizes["serve_extras"])
+    if sizes.get("serve_cluster"):
+        result["cluster"] = _serve_cluster(sizes)
+    return result
+
+
+def _serve_cluster(sizes: dict) -> dict:
+    """The cluster's serving beside the single Redis, at the middle size; a failure is
+    recorded and the single-Redis figures are kept."""
+    from taskrank.scripts.bench import cluster as bench_cluster
+
+    try:
+        return bench_cluster.run(sizes["serve_sizes"][1], sizes["serve_seconds"],
+                                 sizes["latency_requests"])
+    except Exception as error:  # recorded in the JSON
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def _ingest(sizes: dict) -> dict:
@@ -83,13 +101,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default all): {', '.join(NAMES)}")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--cluster", action="store_true",
+                        help="serve: also on a local Redis Cluster of 3 masters, alternated "
+                             "with a single Redis (results under serve.cluster)")
     parser.add_argument("--out", help="write the results as JSON to this file")
     return parser.parse_args(argv)
 
 
-def run_all(names: list[str], quick: bool) -> dict:
+def run_all(names: list[str], sizes: dict) -> dict:
     """Run each benchmark in turn; a failing one is recorded and the others still run."""
-    sizes = QUICK if quick else FULL
     results = {}
     for name in names:
         print(f"bench: running {name} ...", file=sys.stderr, flush=True)
@@ -140,9 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     names = args.names or list(NAMES)
     document = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"), "quick": args.quick, "sizes": QUICK if args.quick else FULL}
+        timespec="seconds"), "quick": args.quick,
+        "sizes": {**(QUICK if args.quick else FULL), "serve_cluster": args.cluster}}
     document["machine"]["load_average_before"] = os.getloadavg()
-    document["results"] = run_all(names, args.quick)
+    document["results"] = run_all(names, document["sizes"])
     document["machine"]["load_average_after"] = os.getloadavg()
     document["machine"]["cpu_pressure_after"] = cpu_pressure()
     document["budgets"] = judge_all(document["results"])

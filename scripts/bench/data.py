@@ -30,13 +30,14 @@ def declare_experts(r: redis.Redis, ids: Iterable[str], capacity: int = 5) -> No
         put_expert(r, eid, {"skills": {}, "capacity": capacity})
 
 
-def _ingest_range(redis_url: str, pid: str, first: int, stop: int, seed: int) -> int:
+def _ingest_range(settings: Settings, pid: str, first: int, stop: int, seed: int) -> int:
     """Child process: ingest items ``first .. stop-1`` through the queue layer."""
-    r = connect(Settings(redis_url=redis_url), socket_timeout=120.0)
+    r = connect(settings, socket_timeout=120.0)
     project = get_project(r, pid)
     stored = 0
     for start in range(first, stop, BATCH):
-        answer = ingest(r, project, make_items(start, min(BATCH, stop - start), seed))
+        answer = ingest(r, project, make_items(start, min(BATCH, stop - start), seed),
+                        settings=settings)
         stored += answer["created"] + answer["updated"]
     return stored
 
@@ -49,13 +50,13 @@ def prefill(settings: Settings, pid: str, start: int, stop: int, processes: int 
     if stop <= start:
         return 0
     if processes == 1 or stop - start < IN_PROCESS_BELOW:
-        return _ingest_range(settings.redis_url, pid, start, stop, seed)
+        return _ingest_range(settings, pid, start, stop, seed)
     slices = _slices(start, stop, processes * 8)
     context = multiprocessing.get_context("spawn")
     stored = 0
     with context.Pool(processes) as pool, tqdm(total=stop - start, unit="item", leave=False,
                                                desc=f"prefill {pid}", file=sys.stderr) as bar:
-        jobs = [pool.apply_async(_ingest_range, (settings.redis_url, pid, a, b, seed))
+        jobs = [pool.apply_async(_ingest_range, (settings, pid, a, b, seed))
                 for a, b in slices]
         for job in jobs:
             done = job.get(timeout=3600)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 
+from taskrank.queue.connection import DataClient, masters
 from taskrank.scripts.stack import Child
 
 
@@ -34,9 +35,10 @@ def settle(r: redis.Redis, timeout: float = 600.0) -> dict:
             "latest_fork_ms": round(r.info("stats")["latest_fork_usec"] / 1000, 1)}
 
 
-def redis_cpu_seconds(r: redis.Redis) -> float:
-    cpu = r.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+def redis_cpu_seconds(r: DataClient) -> float:
+    """CPU seconds of the data store's servers (every master of a cluster)."""
+    return sum(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+               for cpu in (server.info("cpu") for server in masters(r)))
 
 
 def machine_info(r: redis.Redis | None = None) -> dict:

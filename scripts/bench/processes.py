@@ -15,7 +15,8 @@ from pathlib import Path
 
 import redis
 
-from taskrank.queue.connection import connect
+from taskrank.queue.connection import DataClient, connect
+from taskrank.queue.local_cluster import LocalCluster
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import WEB_APP, Child, Stack, Web, clean_environ
 
@@ -28,6 +29,22 @@ def fresh_redis(fsync: str = "always") -> Iterator[tuple[Settings, redis.Redis]]
                       redis_stop_timeout=60.0)
         with stack:
             stack.start_redis(Path(data_dir) / "redis")
+            client = connect(stack.settings, socket_timeout=120.0)
+            yield stack.settings, client
+            client.close()
+
+
+@contextlib.contextmanager
+def fresh_cluster(fsync: str = "always", masters: int = 3) -> Iterator[tuple[Settings,
+                                                                           DataClient]]:
+    """A new local Redis Cluster of ``masters`` masters (AOF on, ``appendfsync`` =
+    ``fsync``) and an embedded Redis for RQ's queue, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="taskrank-bench-") as data_dir, \
+            LocalCluster(Path(data_dir) / "cluster", masters=masters, fsync=fsync) as cluster:
+        settings = Settings(redis_url=cluster.url, redis_cluster=True, data_dir=data_dir,
+                            redis_fsync=fsync)
+        with Stack(settings, clean_environ(), redis_stop_timeout=60.0) as stack:
+            stack.start_redis(queue_only=True)
             client = connect(stack.settings, socket_timeout=120.0)
             yield stack.settings, client
             client.close()

@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
-from taskrank.queue.connection import connect
+from taskrank.queue.connection import connect_rq
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
@@ -58,7 +58,8 @@ def run(n: int, worker_counts: tuple[int, ...] = (1, 2), chunk: int | None = Non
 
 
 def _binary(settings: Settings) -> redis.Redis:
-    return connect(settings, decode_responses=False, socket_timeout=POLL_TIMEOUT)
+    """A client on RQ's Redis."""
+    return connect_rq(settings, socket_timeout=POLL_TIMEOUT)
 
 
 def timed_rescore(settings: Settings, r: redis.Redis, workers: list) -> dict:

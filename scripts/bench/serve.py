@@ -154,10 +154,10 @@ def throughput(settings: Settings, r: redis.Redis, target: Target, size: int, se
                leases: list, experts: tuple[str, str] = ("one", "c")) -> dict:
     """next+label loops/s of 1 client, then of ``CLIENTS`` client processes together."""
     top_up(settings, r, size, target.pid)
-    one = _metered(r, target, lambda: [next_label_loops(
+    one = metered(r, target, lambda: [next_label_loops(
         target.url, target.token, target.pid, experts[0], MAX_LOOPS, seconds)])
     top_up(settings, r, size, target.pid)
-    many = _metered(r, target, lambda: concurrent_loops(
+    many = metered(r, target, lambda: concurrent_loops(
         target, [f"{experts[1]}{i}" for i in range(CLIENTS)], seconds))
     for run in (one, many):
         leases += [lease for loops in run.pop("results") for lease in loops.leases]
@@ -166,7 +166,7 @@ def throughput(settings: Settings, r: redis.Redis, target: Target, size: int, se
             "speedup": round(speedup, 3) if speedup else None}
 
 
-def _metered(r: redis.Redis, target: Target, run: Callable[[], list[LoopResult]]) -> dict:
+def metered(r: redis.Redis, target: Target, run: Callable[[], list[LoopResult]]) -> dict:
     """Run client loops; their loops/s, next-task latency and CPU ms per loop by process."""
     cpu = (target.server.cpu_seconds(), redis_cpu_seconds(r))
     results = run()

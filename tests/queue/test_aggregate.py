@@ -11,6 +11,9 @@ from taskrank.queue.aggregate import reaggregate_project
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project
+from tests.cluster import both_backends
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_dawid_skene_beats_majority_vote_on_planted_experts(r, settings):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from taskrank.queue import keys as K
 from taskrank.queue.backfill import set_priorities
+from tests.cluster import both_backends
 from tests.invariants import pooled
 from tests.pools import tagged_project
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_priorities_land_on_pending_items_and_the_rest_is_counted(r):

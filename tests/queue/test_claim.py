@@ -12,7 +12,10 @@ from taskrank.queue.backfill import set_priorities
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project
+from tests.cluster import both_backends
 from tests.routing_oracle import rate_pool
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 TAGS = ["a", "b", "c"]
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from taskrank.queue import keys as K
 from taskrank.queue.enqueue import enqueue_once, job_project, new_job_id
 from taskrank.queue.worker import task_queue
+from tests.cluster import both_backends
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_a_job_id_names_its_kind_and_project():

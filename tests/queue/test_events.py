@@ -19,8 +19,11 @@ from taskrank.queue.settings import current, install
 from taskrank.queue.webhooks import put_webhook
 from taskrank.queue.worker import task_queue
 from taskrank.server import create_app
+from tests.cluster import both_backends
 from tests.receiver import SECRET, Receiver
 from tests.server.helpers import make_items, make_project, next_task, post_items
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 MARKS = K.webhook_marks_key("p")  # a key of the project (lua.run checks)
 

@@ -9,7 +9,10 @@ from taskrank.queue.after_label import after_label, drain_followups
 from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project
+from tests.cluster import both_backends
 from tests.pools import NO_CHECKS
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def _label(r, project, eid, answer="a"):

@@ -15,8 +15,11 @@ from taskrank.queue.projects import get_project, update_project
 from taskrank.queue.rescore import rescore_items
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import score_items, stored_item
+from tests.cluster import both_backends
 from tests.invariants import pooled
 from tests.pools import tagged_project
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def _project(r, n: int = 80) -> dict:

@@ -6,7 +6,10 @@ from taskrank.queue.connection import rq_redis
 from taskrank.queue.job_status import job_view
 from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.retrain import enqueue_retrain
+from tests.cluster import both_backends
 from tests.pools import features_project
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def _view(r, job_id):

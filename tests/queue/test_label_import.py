@@ -18,7 +18,10 @@ from taskrank.queue.label_import import (
     record_task_id,
 )
 from taskrank.queue.projects import create_project, get_project
+from tests.cluster import both_backends
 from tests.invariants import check_store
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 LABELS = ["neg", "pos"]
 

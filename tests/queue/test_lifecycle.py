@@ -12,7 +12,10 @@ from taskrank.queue.items import ingest
 from taskrank.queue.labels import export_aggregated
 from taskrank.queue.lifecycle import expert_open_tasks, withdraw_item
 from taskrank.queue.projects import create_project, get_project
+from tests.cluster import both_backends
 from tests.invariants import check_store, pooled
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 T0 = 1_700_000_000.0
 LEASE = 60

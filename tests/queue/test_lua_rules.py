@@ -24,7 +24,10 @@ from taskrank.queue.items import ingest
 from taskrank.queue.label_import import import_labels
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.skills import load_profile, record_agreement
+from tests.cluster import both_backends
 from tests.routing_oracle import rate_pool
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 TAGS = ["a", "b", "c"]
 PID, EID = "p", "e"

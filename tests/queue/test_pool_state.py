@@ -29,7 +29,10 @@ from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.rescore import rescore_items
 from taskrank.queue.settings import Settings
+from tests.cluster import both_backends
 from tests.invariants import check_store, pooled
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 PID = "p"
 ITEM_IDS = [f"i{n}" for n in range(3)]  # few, so experts meet on the same items

@@ -17,8 +17,11 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_items, rescore_progress
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.worker import task_queue
+from tests.cluster import both_backends
 from tests.invariants import check_store, not_rescored, pooled
 from tests.pools import features_project, tagged_project
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 START = 1_700_000_000.0
 

@@ -15,7 +15,10 @@ from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.skills import best_experts_cache, load_profile
+from tests.cluster import both_backends
 from tests.pools import NO_CHECKS
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 TAGS = ["cardio", "neuro", "onco"]
 

@@ -91,3 +91,17 @@ def test_client_commands_default_to_the_only_running_server(run_dir, redis_serve
     noted(run_dir, redis_server.url, "http://127.0.0.1:8200")
     assert server_url(Settings(run_dir=run_dir)) == "http://127.0.0.1:8200"
     assert server_url(Settings(run_dir=run_dir, url="http://h:1")) == "http://h:1"
+
+
+def test_a_noted_server_on_a_cluster_gives_its_redis_for_rq_too(run_dir, tmp_path):
+    """A server noted with a cluster and the Redis it started for RQ: a command finds both
+    (and whether it is a cluster); TASKRANK_RQ_REDIS_URL of the shell wins."""
+    register(Settings(redis_url="redis://127.0.0.1:7000", redis_cluster=True,
+                      rq_redis_url="unix:///srv/var/rq/redis.sock", run_dir=run_dir),
+             "http://127.0.0.1:8200")
+    shell = Settings(data_dir=str(tmp_path / "var"), run_dir=run_dir)
+    with command_settings(shell) as found:
+        assert (found.redis_url, found.redis_cluster, found.rq_redis_url) == (
+            "redis://127.0.0.1:7000", True, "unix:///srv/var/rq/redis.sock")
+    with command_settings(shell.replace(rq_redis_url="redis://q:6379/0")) as found:
+        assert found.rq_redis_url == "redis://q:6379/0"

@@ -61,6 +61,32 @@ def test_a_bad_webhook_setting_is_refused(name, value):
         Settings.from_env({name: value})
 
 
+def test_cluster_settings_come_from_the_environment():
+    """TASKRANK_REDIS_CLUSTER is 1, 0 or auto (unset: auto, asked at run time) and
+    TASKRANK_RQ_REDIS_URL a Redis URL; both survive the round trip to a child process."""
+    settings = Settings.from_env({"TASKRANK_REDIS_URL": "redis://h:7000",
+                                  "TASKRANK_REDIS_CLUSTER": "1",
+                                  "TASKRANK_RQ_REDIS_URL": "redis://q:6379/0"})
+    assert (settings.redis_cluster, settings.rq_redis_url) == (True, "redis://q:6379/0")
+    assert Settings.from_env(settings.as_env()) == settings
+    assert Settings.from_env({"TASKRANK_REDIS_CLUSTER": "0"}).redis_cluster is False
+    assert Settings.from_env({"TASKRANK_REDIS_CLUSTER": "auto"}).redis_cluster is None
+    assert Settings().redis_cluster is None and Settings().rq_redis_url is None
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"TASKRANK_REDIS_CLUSTER": "maybe"}, "TASKRANK_REDIS_CLUSTER"),
+    ({"TASKRANK_REDIS_CLUSTER": "1"}, "TASKRANK_REDIS_URL"),
+    ({"TASKRANK_REDIS_CLUSTER": "1", "TASKRANK_REDIS_URL": "unix:///tmp/r.sock"},
+     "TASKRANK_REDIS_URL"),
+    ({"TASKRANK_RQ_REDIS_URL": "localhost:6379"}, "TASKRANK_RQ_REDIS_URL")])
+def test_a_bad_cluster_setting_is_refused(env, name):
+    """A cluster flag that is no yes/no/auto, a cluster without a TCP Redis URL, or an RQ
+    Redis that is no URL is a SettingsError naming the variable."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
 def test_wait_settings_come_from_the_environment():
     """TASKRANK_REDIS_WAIT_REPLICAS (a number, or auto: None) and _WAIT_TIMEOUT_MS are read
     and survive the round trip to a child process; auto and 500 ms by default."""

@@ -16,6 +16,9 @@ from taskrank.queue.skills import (
     load_profile,
     record_agreement,
 )
+from tests.cluster import both_backends
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 NOW = 1_000_000.0
 

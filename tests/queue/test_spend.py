@@ -12,7 +12,10 @@ from taskrank.queue.experts import load_expert, put_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.spend import hours_on_day, project_spend, spend_totals
+from tests.cluster import both_backends
 from tests.invariants import check_store
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 DAY = 86400
 

@@ -8,7 +8,10 @@ from taskrank.queue.items import ingest
 from taskrank.queue.metrics import render
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.stats import project_stats
+from tests.cluster import both_backends
 from tests.invariants import check_store
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 START = 1_700_000_000.0
 

@@ -12,6 +12,9 @@ from taskrank.queue.tokens import (
     principal_for_hash,
     web_secret,
 )
+from tests.cluster import both_backends
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_a_token_and_its_hash_stand_for_the_same_principal(r):

@@ -21,7 +21,10 @@ from taskrank.queue.webhooks import (
     signing_key,
     subscribed,
 )
+from tests.cluster import both_backends
 from tests.receiver import SECRET
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 PLAIN = "a plain secret of 32 characters!"
 URL = "https://platform.example/hooks?project=p"

@@ -10,7 +10,10 @@ import pytest
 from flask import request
 
 from taskrank.server import create_app
+from tests.cluster import both_backends
 from tests.server.helpers import assert_problem, make_items, make_project, post_items
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 REASON, DETAIL = "Taskrank-Reason", "Taskrank-Reason-Detail"
 

@@ -8,7 +8,10 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.cluster import both_backends
 from tests.server.helpers import make_items, make_project, next_task, post_items
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 GOLD = {"i0": "pos", "i1": "pos", "i2": "pos"}  # the qualification gate asks 3 by default
 RATE, SECONDS = 120.0, 30.0  # one label: $1.00

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from tests.cluster import both_backends
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def test_next_task_is_the_highest_priority_item(client, auth):

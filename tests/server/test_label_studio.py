@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import both_backends
 from tests.server.helpers import assert_problem
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 FIXTURES = Path(__file__).parent / "label_studio"
 LABELS = ["Positive", "Negative", "Neutral"]

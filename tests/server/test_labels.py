@@ -8,6 +8,7 @@ import pytest
 
 from taskrank.queue import keys as K
 from taskrank.queue.validation import MAX_ANSWER_BYTES, MAX_COMMENT_BYTES
+from tests.cluster import both_backends
 from tests.invariants import check_store, pooled
 from tests.server.helpers import (
     assert_problem,
@@ -17,6 +18,8 @@ from tests.server.helpers import (
     next_task,
     post_items,
 )
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def post_labels(client, auth, records, pid="p1", role="platform"):

@@ -12,8 +12,11 @@ from taskrank.queue import tasks
 from taskrank.queue.exceptions import LeaseNotOpenError
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
+from tests.cluster import both_backends
 from tests.invariants import pooled
 from tests.server.helpers import assert_problem, make_expert, make_items, make_project, post_items
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 LEASE = 60
 

@@ -8,8 +8,11 @@ import math
 
 from taskrank.queue import keys as K
 from taskrank.queue.quality import CV_BASIS, EXPLORATION_BASIS
+from tests.cluster import both_backends
 from tests.server.helpers import make_expert, make_items, make_project, next_task, post_items
 from tests.server.test_openapi import Checker
+
+pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def _label_next(client, auth, r, n, explore=False):
