@@ -36,8 +36,8 @@ class Settings:
     # when that is no cluster (`taskrank serve` on a cluster starts an embedded one for RQ)
     rq_redis_url: str | None = None
     # Replicas that must hold a write before an answer acknowledges it (Redis WAIT; see
-    # queue/replication.py): None is 'auto' (1 on a Redis Cluster whose every master has a
-    # replica, else 0); 0 waits for none
+    # queue/replication.py): None is 'auto' (on a Redis Cluster 1 while the project's
+    # master has a replica online, else 0; on a single Redis 0); 0 waits for none
     redis_wait_replicas: int | None = None
     redis_wait_timeout_ms: int = 500  # how long WAIT may block before the answer is a 503
     data_dir: str = "./var"

@@ -1,0 +1,241 @@
+"""What "acknowledged means replicated" costs, and what a master's failover looks like to
+clients (``taskrank bench failover``).
+
+A local Redis Cluster of 3 masters with a replica each (AOF, ``appendfsync always``, node
+timeout ``NODE_TIMEOUT_MS``), RQ's queue on an embedded Redis, one project of ``size``
+pending items on each of two masters, and two ``gunicorn -w 2`` (the product's arguments)
+on that cluster: one waiting for a replica before it acknowledges a write
+(``TASKRANK_REDIS_WAIT_REPLICAS`` auto, the default), one not (``0``).
+
+1. ``wait``: next+label loops of one keep-alive client for ``seconds``, on each server in
+   turn, ``ROUNDS`` times (so load from elsewhere falls on both alike): loops/s, and the
+   latency of the label (which waits) and of next (which does not).
+2. ``failover``: on the waiting server, one client loops next+label on the project of the
+   master about to die, one on the other project; the master is SIGKILLed (by the pid it
+   reports: this process started it).  Figures: seconds from the kill to the replica's
+   promotion, the first and last 503 and the first success after the kill, the longest
+   request, answers other than 2xx and 503 (must be 0), and the other project's failures
+   (must be 0).  Clients poll every 50 ms after a 503 (a platform would honour
+   ``Retry-After: 1``) so that the window is seen to within that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+from redis.cluster import RedisCluster
+
+from taskrank.queue import keys as K
+from taskrank.queue.settings import Settings
+from taskrank.queue.tokens import create_token
+from taskrank.scripts.bench.data import declare_experts, new_project
+from taskrank.scripts.bench.lean_client import LeanClient
+from taskrank.scripts.bench.loops import percentiles
+from taskrank.scripts.bench.processes import fresh_cluster, gunicorn
+from taskrank.scripts.bench.serve import PRODUCT_ARGS, top_up
+
+NODE_TIMEOUT_MS = 1000  # how soon the other masters mark a silent one failed
+ROUNDS = 3
+WARMUP_LOOPS = 100
+FAILOVER_WATCH = 20.0  # seconds the clients run after the kill
+EXPERT_CAPACITY = 100_000  # leases a 503 left unlabeled must not stop a client
+
+
+@dataclass
+class Timed:
+    """What one client saw: each answer as (seconds since the start, status, duration)."""
+
+    answers: list[tuple[float, int, float]] = field(default_factory=list)
+    seconds: float = 0.0  # how long the loops ran
+    next_ms: list[float] = field(default_factory=list)
+    label_ms: list[float] = field(default_factory=list)
+    loops: int = 0
+    lost: list[str] = field(default_factory=list)  # requests whose connection broke
+
+
+def run(size: int, seconds: float) -> dict:
+    """The two measurements on one cluster; their figures."""
+    with fresh_cluster("always", replicas=1, node_timeout_ms=NODE_TIMEOUT_MS) as (settings,
+                                                                                  r):
+        victim_pid, other_pid = _projects_on_two_masters(r)
+        for pid in (victim_pid, other_pid):
+            new_project(r, pid)
+            top_up(settings, r, size, pid)
+        declare_experts(r, ["w", "v", "o"], capacity=EXPERT_CAPACITY)
+        token = create_token(r, "platform")
+        with _servers(settings) as urls:
+            wait = _wait_cost(urls, token, victim_pid, seconds)
+            failover = _failover(r, urls["on"], token, victim_pid, other_pid)
+    return {"what": "a Redis Cluster of 3 masters with a replica each: labels waiting for a "
+                    "replica (WAIT) or not, alternated; then a master SIGKILLed under load",
+            "size": size, "fsync": "always", "node_timeout_ms": NODE_TIMEOUT_MS,
+            "rounds": ROUNDS, "seconds_per_run": seconds, "wait": wait, "failover": failover}
+
+
+def _projects_on_two_masters(r: RedisCluster) -> tuple[str, str]:
+    """Two project ids whose slots are on different masters."""
+    first = "failover-0"
+    master = r.get_node_from_key(K.project_key(first)).name
+    other = next(pid for pid in (f"failover-{n}" for n in range(1, 100))
+                 if r.get_node_from_key(K.project_key(pid)).name != master)
+    return first, other
+
+
+@contextlib.contextmanager
+def _servers(settings: Settings) -> Iterator[dict[str, str]]:
+    """{"on": url, "off": url}: gunicorn waiting for a replica per write, and not."""
+    with gunicorn(settings, extra_args=PRODUCT_ARGS) as on, \
+            gunicorn(settings.replace(redis_wait_replicas=0), extra_args=PRODUCT_ARGS) as off:
+        yield {"on": on.url, "off": off.url}
+
+
+def _wait_cost(urls: dict[str, str], token: str, pid: str, seconds: float) -> dict:
+    """Loops/s and latencies with WAIT on and off, alternated; with the ratio on/off."""
+    runs: dict[str, list[Timed]] = {"on": [], "off": []}
+    for url in urls.values():  # not timed: connections, caches, scripts loaded
+        _loops(url, token, pid, "w", WARMUP_LOOPS, 60.0)
+    for _ in range(ROUNDS):
+        for name, url in urls.items():
+            runs[name].append(_loops(url, token, pid, "w", 10**9, seconds))
+    figures = {name: _figures(timed) for name, timed in runs.items()}
+    figures["ratio_loops_on_off"] = round(figures["on"]["loops_per_s"]
+                                          / figures["off"]["loops_per_s"], 3)
+    return figures
+
+
+def _loops(url: str, token: str, pid: str, eid: str, max_loops: int,
+           max_seconds: float) -> Timed:
+    """next+label in a loop on one keep-alive connection; every request timed."""
+    client, timed = LeanClient(url, token), Timed()
+    next_request = client.encode("POST", f"/v1/projects/{pid}/tasks/next",
+                                 json.dumps({"expert_id": eid}).encode())
+    label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
+    start = time.perf_counter()
+    while timed.loops < max_loops and time.perf_counter() - start < max_seconds:
+        began = time.perf_counter()
+        status, body = client.send(next_request)
+        timed.next_ms.append((time.perf_counter() - began) * 1000)
+        if status != 200:
+            raise RuntimeError(f"tasks/next answered {status}: {str(body)[:200]}")
+        began = time.perf_counter()
+        status, body = client.request("POST", f"/v1/tasks/{body['task']['id']}/label",
+                                      label_body)
+        timed.label_ms.append((time.perf_counter() - began) * 1000)
+        if status != 201:
+            raise RuntimeError(f"label answered {status}: {str(body)[:200]}")
+        timed.loops += 1
+    timed.seconds = time.perf_counter() - start
+    client.close()
+    return timed
+
+
+def _figures(runs: list[Timed]) -> dict:
+    loops = sum(timed.loops for timed in runs)
+    run_seconds = sum(timed.seconds for timed in runs)
+    return {"loops_per_s": round(loops / run_seconds, 1),
+            "label_ms": percentiles([ms for timed in runs for ms in timed.label_ms]),
+            "next_ms": percentiles([ms for timed in runs for ms in timed.next_ms]),
+            "per_round_loops_per_s": [round(timed.loops / timed.seconds, 1) for timed in runs]}
+
+
+def _failover(r: RedisCluster, url: str, token: str, victim_pid: str,
+              other_pid: str) -> dict:
+    """SIGKILL the victim project's master under load; what the clients saw."""
+    master = r.get_node_from_key(K.project_key(victim_pid))
+    node = r.get_redis_connection(master)
+    master_pid = int(node.info("server")["process_id"])
+    replica_port = _replica_port(r, master.name)
+    stop, start = threading.Event(), time.perf_counter()
+    seen = {pid: Timed() for pid in (victim_pid, other_pid)}
+    clients = [threading.Thread(target=_watch, args=(url, token, pid, eid, seen[pid], start,
+                                                     stop), daemon=True)
+               for pid, eid in ((victim_pid, "v"), (other_pid, "o"))]
+    for client in clients:
+        client.start()
+    time.sleep(1.0)
+    killed = time.perf_counter() - start
+    os.kill(master_pid, signal.SIGKILL)
+    promoted = _wait_promotion(replica_port, start)
+    time.sleep(max(0.0, killed + FAILOVER_WATCH - (time.perf_counter() - start)))
+    stop.set()
+    for client in clients:
+        client.join(30)
+    return {"victim": _window(seen[victim_pid], killed, promoted),
+            "other_project": _window(seen[other_pid], killed, promoted),
+            "kill_to_promotion_s": None if promoted is None else round(promoted - killed, 3)}
+
+
+def _replica_port(r: RedisCluster, master_name: str) -> int:
+    nodes = r.cluster_nodes()
+    master_id = nodes[master_name]["node_id"]
+    return next(int(address.rpartition(":")[2]) for address, node in nodes.items()
+                if node["master_id"] == master_id)
+
+
+def _wait_promotion(port: int, start: float) -> float | None:
+    """Seconds since ``start`` when the replica on ``port`` says it is a master."""
+    deadline = time.perf_counter() + FAILOVER_WATCH
+    with redis.Redis(port=port, socket_timeout=1.0, decode_responses=True) as replica:
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if replica.execute_command("ROLE")[0] == "master":
+                    return time.perf_counter() - start
+            time.sleep(0.01)
+    return None
+
+
+def _watch(url: str, token: str, pid: str, eid: str, timed: Timed, start: float,
+           stop: threading.Event) -> None:
+    """next+label until ``stop``, keeping every answer; 50 ms pause after a failure."""
+    client = LeanClient(url, token, timeout=30.0)
+    next_request = client.encode("POST", f"/v1/projects/{pid}/tasks/next",
+                                 json.dumps({"expert_id": eid}).encode())
+    label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
+    while not stop.is_set():
+        status, body = _timed(client, next_request, timed, start)
+        if status == 200:
+            label = client.encode("POST", f"/v1/tasks/{body['task']['id']}/label", label_body)
+            status, body = _timed(client, label, timed, start)
+        if status not in (200, 201):
+            time.sleep(0.05)
+    client.close()
+
+
+def _timed(client: LeanClient, raw: bytes, timed: Timed, start: float
+           ) -> tuple[int, object]:
+    began = time.perf_counter()
+    try:
+        status, body = client.send(raw)
+    except OSError as error:
+        timed.lost.append(f"{type(error).__name__}: {error}")
+        status, body = 0, None
+    timed.answers.append((began - start, status, time.perf_counter() - began))
+    return status, body
+
+
+def _window(timed: Timed, killed: float, promoted: float | None) -> dict:
+    """When the 503s came, relative to the kill, and what else was answered."""
+    after = [(at - killed, status, took) for at, status, took in timed.answers if at >= killed]
+    unavailable = [at for at, status, _ in after if status == 503]
+    first_ok = next((at for at, status, _ in after
+                     if status in (200, 201) and (not unavailable or at > unavailable[0])),
+                    None)
+    return {"answers": len(timed.answers), "answers_503": len(unavailable),
+            "first_503_s": round(unavailable[0], 3) if unavailable else None,
+            "last_503_s": round(unavailable[-1], 3) if unavailable else None,
+            "first_success_after_503_s": None if first_ok is None else round(first_ok, 3),
+            "after_promotion_s": None if first_ok is None or promoted is None or not
+            unavailable else round(first_ok - (promoted - killed), 3),
+            "longest_request_s": round(max((took for _, _, took in timed.answers),
+                                           default=0.0), 3),
+            "other_errors": sorted({status for _, status, _ in timed.answers
+                                    if status >= 300 and status not in (503,)}),
+            "lost_connections": len(timed.lost)}
