@@ -19,7 +19,14 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import RedisClusterUnreachableError, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from taskrank.queue.settings import Settings, SettingsError, current
@@ -83,6 +90,11 @@ class ClusterPipelineClient(ClusterPipeline):
 
 
 DataClient = redis.Redis | ClusterClient
+# What the data store raises when it cannot answer now (down, loading, a Redis Cluster
+# master failing over or unreachable, a write to a node just turned replica): a 503 for
+# a request (server/errors.py), the last value for the web tier's caches (server/cache.py).
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError,
+               AskError, ReadOnlyError, SlotNotCoveredError, RedisClusterUnreachableError)
 
 
 def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> DataClient:

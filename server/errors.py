@@ -6,16 +6,9 @@ import logging
 
 import redis
 from flask import Flask, Response, json, request
-from redis.exceptions import (
-    AskError,
-    ClusterError,
-    ReadOnlyError,
-    RedisClusterUnreachableError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
 from werkzeug.exceptions import HTTPException
 
+from taskrank.queue.connection import UNAVAILABLE
 from taskrank.queue.exceptions import TaskrankError
 
 PROBLEM_TYPE = "https://taskrank.dev/problems/"
@@ -53,17 +46,10 @@ def handle_http(error: HTTPException) -> Response:
                    headers=headers)
 
 
-# What a Redis Cluster answers while a master fails over or cannot be reached (CLUSTERDOWN,
-# MASTERDOWN, TRYAGAIN, redirections past redis-py's limit, a slot map with no node for the
-# slot, no node reachable at all), and a write to a node just turned replica (READONLY).
-CLUSTER_UNAVAILABLE = (ClusterError, TryAgainError, AskError, ReadOnlyError,
-                       SlotNotCoveredError, RedisClusterUnreachableError)
-
-
 def handle_redis_down(error: Exception) -> Response:
     log.warning("Redis unavailable: %s: %s", type(error).__name__, error)
     detail = "the data store (Redis) is not answering; retry in a moment"
-    if isinstance(error, CLUSTER_UNAVAILABLE):
+    if not isinstance(error, redis.ConnectionError | redis.TimeoutError):
         detail = (f"the data store cannot serve this now: a Redis master is failing over "
                   f"or unreachable ({type(error).__name__}); retry in a moment")
     return problem(503, "Service unavailable", detail, "redis-unavailable",
@@ -79,7 +65,6 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(TaskrankError, handle_domain)
     app.register_error_handler(HTTPException, handle_http)
-    for error in (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                  *CLUSTER_UNAVAILABLE):
+    for error in UNAVAILABLE:  # BusyLoadingError is a ConnectionError
         app.register_error_handler(error, handle_redis_down)
     app.register_error_handler(Exception, handle_unexpected)

@@ -15,7 +15,9 @@ import time
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
+from taskrank.client import Client
 from taskrank.queue import keys as K
 from taskrank.queue import settings as process_settings
 from taskrank.queue.clock import utc_day
@@ -25,8 +27,10 @@ from taskrank.queue.enqueue import RETRY
 from taskrank.queue.local_cluster import LocalCluster
 from taskrank.queue.readiness import OK, readiness
 from taskrank.queue.retrain import retrain
+from taskrank.queue.tokens import create_token, hash_token
 from taskrank.queue.worker import task_queue
 from tests.faults.stack import (
+    HTTP_TIMEOUT,
     START_TIMEOUT,
     Labeler,
     WebServer,
@@ -44,22 +48,18 @@ FAILOVER_BOUND = 15.0  # s from the kill to the promotion
 
 
 class Topology:
-    """Which node holds what: the masters by port, their replicas, the pid of each node."""
+    """Which node holds what: the master of a key's slot, its replica, each node's pid."""
 
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         with RedisCluster.from_url(cluster.url, decode_responses=True) as client:
             self.nodes = client.cluster_nodes()
-            self.by_key = {key: client.get_node_from_key(key).port for key in self._names()}
-
-    @staticmethod
-    def _names() -> list[str]:
-        return ([K.project_key(f"p{n}") for n in range(60)]
-                + [key for n in range(60) for key in (
-                    K.expert_key(f"e{n}"), K.expert_day_key(f"e{n}", utc_day(time.time())))])
+        self.slots = [(int(first), int(last), int(address.rpartition(":")[2]))
+                      for address, node in self.nodes.items() for first, last in node["slots"]]
 
     def master_of(self, key: str) -> int:
-        return self.by_key[key]
+        slot = key_slot(key.encode())
+        return next(port for first, last, port in self.slots if first <= slot <= last)
 
     def pid(self, port: int) -> int:
         return self.cluster.pids[self.cluster.ports.index(port)]
@@ -70,14 +70,22 @@ class Topology:
                     if node["master_id"] == master_id)
 
     def project_on(self, port: int) -> str:
-        return next(f"p{n}" for n in range(60) if self.master_of(K.project_key(f"p{n}")) == port)
+        return next(f"p{n}" for n in range(100) if self.master_of(K.project_key(f"p{n}")) == port)
 
     def experts_off(self, port: int, count: int) -> list[str]:
         """Experts none of whose global keys (the expert, today's hours) is on ``port``."""
-        found = [f"e{n}" for n in range(60) if port not in (
+        found = [f"e{n}" for n in range(100) if port not in (
             self.master_of(K.expert_key(f"e{n}")),
             self.master_of(K.expert_day_key(f"e{n}", utc_day(time.time()))))]
         return found[:count]
+
+
+def platform_token_on(r, topology: Topology, port: int) -> str:
+    """A new platform token whose key lies on the master at ``port``."""
+    while True:
+        token = create_token(r, "platform")
+        if topology.master_of(K.token_key(hash_token(token))) == port:
+            return token
 
 
 class TimedLabeler(Labeler):
@@ -136,11 +144,12 @@ def promoted(port: int) -> bool:
 def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monkeypatch):
     """Labelers in three projects, one per master; SIGKILL of one master: every answer is a
     2xx/4xx or a 503 problem with Retry-After, none held beyond HANG_BOUND; the other
-    projects are served throughout; the victim's project answers again within
+    projects are served throughout (the platform's token on the dead master, the web tier
+    keeping it), the victim's project answers again within
     RECOVERY_BOUND of the replica's promotion, with no human action; every label answered
     201 is exported once, counted, and no other."""
     topology = Topology(cluster)
-    masters = sorted({topology.master_of(K.project_key(f"p{n}")) for n in range(60)})
+    masters = sorted({port for _, _, port in topology.slots})
     victim = masters[0]
     projects = [topology.project_on(port) for port in masters]  # projects[0]: the victim's
     experts = topology.experts_off(victim, 4)
@@ -152,9 +161,13 @@ def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monke
     monkeypatch.setattr(process_settings, "_installed", settings)
     watcher = connect(settings, fail_fast=True)
     assert readiness(watcher, "taskrank")["redis"]["status"] == OK
+    # The platform's token lives on the master about to die: the web processes' caches
+    # keep it while that master cannot be asked.
+    api = Client(web.web.url, platform_token_on(watcher, topology, victim),
+                 timeout=HTTP_TIMEOUT)
 
     stop = threading.Event()
-    labelers = {pid: [TimedLabeler(web.api, eid, stop, pid=pid, budget=40)
+    labelers = {pid: [TimedLabeler(api, eid, stop, pid=pid, budget=40)
                       for eid in (experts[:2] if pid == projects[0] else experts[2:3]
                                   if pid == projects[1] else experts[3:])]
                 for pid in projects}
@@ -207,6 +220,7 @@ def test_killed_master_fails_over_and_its_project_recovers(stack, cluster, monke
     wait_for(lambda: readiness(watcher, "taskrank")["redis"]["status"] == OK, 5,
              "a client that only probes readiness to find the new master")
     watcher.close()
+    api.close()
     wait_for(lambda: job.get_status(refresh=True) in ("finished", "failed"), 30, "the job")
     assert job.get_status() == "finished" and job.retries_left == RETRY.max, \
         f"the job did not ride the failover out: {job.get_status()}, {job.exc_info}"
@@ -219,7 +233,7 @@ def test_label_waits_for_a_replica(stack, cluster):
     without the fence would pass at once); once the replica runs again, the replay is
     answered 201, and the export holds the label once."""
     topology = Topology(cluster)
-    master = min(topology.master_of(K.project_key(f"p{n}")) for n in range(60))
+    master = min(port for _, _, port in topology.slots)
     pid = topology.project_on(master)
     web = web_on(stack, cluster, TASKRANK_REDIS_WAIT_TIMEOUT_MS="300")
     add_project(web, pid, ["e0"])
