@@ -7,9 +7,10 @@ pending items on each of two masters, and two ``gunicorn -w 2`` (the product's a
 on that cluster: one waiting for a replica before it acknowledges a write
 (``TASKRANK_REDIS_WAIT_REPLICAS`` auto, the default), one not (``0``).
 
-1. ``wait``: next+label loops of one keep-alive client for ``seconds``, on each server in
-   turn, ``ROUNDS`` times (so load from elsewhere falls on both alike): loops/s, and the
-   latency of the label (which waits) and of next (which does not).
+1. ``wait``: next+label loops for ``seconds``, on each server in turn, ``ROUNDS`` times (so
+   load from elsewhere falls on both alike): of one keep-alive client, loops/s and the
+   latency of the label (which waits) and of next (which does not); of 8 client processes
+   (one expert each), loops/s.
 2. ``failover``: on the waiting server, one client loops next+label on the project of the
    master about to die, one on the other project; the master is SIGKILLed (by the pid it
    reports: this process started it).  Figures: seconds from the kill to the replica's
@@ -41,13 +42,15 @@ from taskrank.scripts.bench.data import declare_experts, new_project
 from taskrank.scripts.bench.lean_client import LeanClient
 from taskrank.scripts.bench.loops import percentiles
 from taskrank.scripts.bench.processes import fresh_cluster, gunicorn
-from taskrank.scripts.bench.serve import PRODUCT_ARGS, top_up
+from taskrank.scripts.bench.serve import CLIENTS, PRODUCT_ARGS, Target, concurrent_loops, top_up
+from taskrank.scripts.stack import Web
 
 NODE_TIMEOUT_MS = 1000  # how soon the other masters mark a silent one failed
 ROUNDS = 3
 WARMUP_LOOPS = 100
 FAILOVER_WATCH = 20.0  # seconds the clients run after the kill
 EXPERT_CAPACITY = 10_000  # leases a 503 left unlabeled must not stop a client
+MANY = [f"c{i}" for i in range(CLIENTS)]  # the concurrent clients' experts
 
 
 @dataclass
@@ -71,11 +74,12 @@ def run(size: int, seconds: float) -> dict:
             new_project(r, pid)
             top_up(settings, r, size, pid)
         other_expert = _expert_off(r, r.get_node_from_key(K.project_key(victim_pid)).name)
-        declare_experts(r, ["w", "v", other_expert], capacity=EXPERT_CAPACITY)
+        declare_experts(r, ["w", "v", other_expert, *MANY], capacity=EXPERT_CAPACITY)
         token = create_token(r, "platform")
-        with _servers(settings) as urls:
-            wait = _wait_cost(urls, token, victim_pid, seconds)
-            failover = _failover(r, urls["on"], token, (victim_pid, "v"),
+        with _servers(settings) as servers:
+            targets = {name: Target(web, token, victim_pid) for name, web in servers.items()}
+            wait = _wait_cost(settings, r, size, targets, seconds)
+            failover = _failover(r, servers["on"].url, token, (victim_pid, "v"),
                                  (other_pid, other_expert))
     return {"what": "a Redis Cluster of 3 masters with a replica each: labels waiting for a "
                     "replica (WAIT) or not, alternated; then a master SIGKILLed under load",
@@ -103,32 +107,41 @@ def _expert_off(r: RedisCluster, master: str) -> str:
 
 
 @contextlib.contextmanager
-def _servers(settings: Settings) -> Iterator[dict[str, str]]:
-    """{"on": url, "off": url}: gunicorn waiting for a replica per write, and not."""
+def _servers(settings: Settings) -> Iterator[dict[str, Web]]:
+    """{"on": ..., "off": ...}: gunicorn waiting for a replica per write, and not."""
     with gunicorn(settings, extra_args=PRODUCT_ARGS) as on, \
             gunicorn(settings.replace(redis_wait_replicas=0), extra_args=PRODUCT_ARGS) as off:
-        yield {"on": on.url, "off": off.url}
+        yield {"on": on, "off": off}
 
 
-def _wait_cost(urls: dict[str, str], token: str, pid: str, seconds: float) -> dict:
-    """Loops/s and latencies with WAIT on and off, alternated; with the ratio on/off."""
-    runs: dict[str, list[Timed]] = {"on": [], "off": []}
-    for url in urls.values():  # not timed: connections, caches, scripts loaded
-        _loops(url, token, pid, "w", WARMUP_LOOPS, 60.0)
+def _wait_cost(settings: Settings, r: RedisCluster, size: int, targets: dict[str, Target],
+               seconds: float) -> dict:
+    """One client's loops/s and latencies, and ``len(MANY)`` clients' loops/s, with WAIT
+    on and off, alternated; with the ratios on/off."""
+    one: dict[str, list[Timed]] = {"on": [], "off": []}
+    many: dict[str, list[float]] = {"on": [], "off": []}
+    for target in targets.values():  # not timed: connections, caches, scripts loaded
+        _loops(target, "w", WARMUP_LOOPS, 60.0)
     for _ in range(ROUNDS):
-        for name, url in urls.items():
-            runs[name].append(_loops(url, token, pid, "w", 10**9, seconds))
-    figures = {name: _figures(timed) for name, timed in runs.items()}
-    figures["ratio_loops_on_off"] = round(figures["on"]["loops_per_s"]
-                                          / figures["off"]["loops_per_s"], 3)
+        for name, target in targets.items():
+            top_up(settings, r, size, target.pid)
+            one[name].append(_loops(target, "w", 10**9, seconds))
+            top_up(settings, r, size, target.pid)
+            results = concurrent_loops(target, MANY, seconds)
+            many[name].append(round(sum(x.loops for x in results)
+                                    / max(x.seconds for x in results), 1))
+    figures = {name: {**_figures(one[name]), "many_clients_loops_per_s": many[name]}
+               for name in targets}
+    figures["ratio_on_off"] = {
+        "one_client": round(figures["on"]["loops_per_s"] / figures["off"]["loops_per_s"], 3),
+        "many_clients": round(sum(many["on"]) / sum(many["off"]), 3)}
     return figures
 
 
-def _loops(url: str, token: str, pid: str, eid: str, max_loops: int,
-           max_seconds: float) -> Timed:
+def _loops(target: Target, eid: str, max_loops: int, max_seconds: float) -> Timed:
     """next+label in a loop on one keep-alive connection; every request timed."""
-    client, timed = LeanClient(url, token), Timed()
-    next_request = client.encode("POST", f"/v1/projects/{pid}/tasks/next",
+    client, timed = LeanClient(target.url, target.token), Timed()
+    next_request = client.encode("POST", f"/v1/projects/{target.pid}/tasks/next",
                                  json.dumps({"expert_id": eid}).encode())
     label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
     start = time.perf_counter()
