@@ -154,17 +154,11 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
     gated = profile.state == NEEDS_GOLD
     task_ids = [new_task_id(pid) for _ in range(n)]
     best = best_experts_by_tag(r, project, now) if routing["holdback_seconds"] > 0 else {}
-    # Declared only: what the script may touch beyond the pools (the new tasks, the leases
-    # of the experts the hold-back compares with, the gold sets of the expert's skills).
-    others = {other[0] for ranked in best.values() for other in ranked}
-    declared = ([K.task_key(pid, tid) for tid in task_ids]
-                + [K.expert_leases_key(pid, other) for other in sorted(others - {eid})]
-                + [K.gold_key(pid, tag) for tag in [GENERAL, *sorted(fits)]])
     return lua.run(r, "claim", pid, [K.expert_leases_key(pid, eid),
                                        K.claimed_clusters_key(pid),
                                        K.expert_skill_key(pid, eid),
                                        K.working_experts_key(pid), idem_key, *pools,
-                                       *declared], [
+                                       *_claim_may_touch(pid, eid, task_ids, best, fits)], [
         now, eid, ",".join(task_ids), project["lease_seconds"],
         expert["capacity"], depth,
         CLAIM_PAGES, routing["fit_exponent"], json.dumps(fits),
@@ -176,6 +170,17 @@ def _run_claim(r: redis.Redis, project: dict, profile: Profile, depth: int,
         json.dumps({tag: 1 for tag, needs in zip(profile.tags, gated, strict=True) if needs}),
         json.dumps(profile.table(profile.gold_share)),
         json.dumps(profile.table(profile.review_share)), keep_seconds, len(pools)])
+
+
+def _claim_may_touch(pid: str, eid: str, task_ids: list[str], best: dict[str, list],
+                     fits: dict[str, float]) -> list[str]:
+    """The keys beyond the pools that a claim may touch and its caller can name, declared to
+    the script: the new tasks, the leases of the experts the hold-back compares with
+    (``best``), the gold sets of the expert's skills."""
+    others = {other[0] for ranked in best.values() for other in ranked} - {eid}
+    return ([K.task_key(pid, tid) for tid in task_ids]
+            + [K.expert_leases_key(pid, other) for other in sorted(others)]
+            + [K.gold_key(pid, tag) for tag in [GENERAL, *sorted(fits)]])
 
 
 def _task(profile: Profile, routing: dict, answer: list) -> dict:

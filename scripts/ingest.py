@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 with command_settings(settings, say=lambda text: print(
                         f"taskrank ingest: {text}", file=sys.stderr)) as found:
                     return run(args, fmt, DirectTarget(found, args.project))
-            except NoServerError as error:
+            except (NoServerError, SettingsError) as error:
                 raise Unusable(str(error)) from None
         with HttpTarget(args.url, args.token, args.project) as target:
             return run(args, fmt, target)
@@ -225,9 +225,10 @@ class DirectTarget:
     """Batches to ``taskrank.queue.items.ingest`` on Redis: what the API does, minus HTTP."""
 
     def __init__(self, settings: Settings, pid: str) -> None:
-        from taskrank.queue.connection import connect
+        from taskrank.queue.connection import connect, rq_url
         from taskrank.queue.settings import install
 
+        rq_url(settings)  # an ingest may queue a job: a cluster needs a Redis for RQ
         install(settings)  # what the queue code reads when it queues a job (rq_redis)
         self.r = connect(settings, socket_timeout=120.0)
         self.pid = pid

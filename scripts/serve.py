@@ -16,8 +16,6 @@ import signal
 import sys
 from pathlib import Path
 
-import redis
-
 from taskrank.queue.connection import connect, is_cluster
 from taskrank.queue.durability import check_durability
 from taskrank.queue.running import register, run_dir, unregister
@@ -78,12 +76,10 @@ def note_server(settings: Settings) -> Path | None:
 def start(stack: Stack, stopping: list[int]) -> int | None:
     """Start Redis (the embedded one unless configured), the RQ workers and gunicorn; the
     exit code when serve must end instead of serving (an error, or a stop signal)."""
-    try:
-        queue_only = needs_queue_redis(stack)
-    except redis.RedisError as error:
-        print(f"taskrank serve: cannot reach TASKRANK_REDIS_URL: {error}", file=sys.stderr)
-        return 1
-    if not stack.settings.redis_url or queue_only:
+    settings = stack.settings
+    # A cluster without a Redis for RQ: the embedded Redis holds RQ's queue only.
+    queue_only = bool(settings.redis_url) and not settings.rq_redis_url and is_cluster(settings)
+    if not settings.redis_url or queue_only:
         try:
             embedded = stack.start_redis(queue_only=queue_only)
         except (RuntimeError, FileNotFoundError) as error:
@@ -102,17 +98,6 @@ def start(stack: Stack, stopping: list[int]) -> int | None:
         print(f"taskrank serve: {error}", file=sys.stderr)
         return 1
     return 0 if stopping else None
-
-
-def needs_queue_redis(stack: Stack) -> bool:
-    """Whether the configured Redis is a cluster without a Redis for RQ (serve then starts
-    one); the stack's settings say whether it is a cluster, so its children need not ask."""
-    settings = stack.settings
-    if not settings.redis_url:
-        return False
-    cluster = is_cluster(settings)
-    stack.settings = settings.replace(redis_cluster=cluster)
-    return cluster and not settings.rq_redis_url
 
 
 def catch_stop_signals() -> list[int]:

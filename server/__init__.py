@@ -7,7 +7,7 @@ import os
 
 from flask import Flask
 
-from taskrank.queue.connection import connect
+from taskrank.queue.connection import connect, rq_url
 from taskrank.queue.settings import Settings, install
 from taskrank.server import metrics
 from taskrank.server.cache import HotCaches
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskrank"] = AppState(settings=settings,
                                           redis=connect(settings, fail_fast=True),
                                           caches=HotCaches(settings.cache_seconds))
+    rq_url(settings)  # a cluster without a Redis for RQ is refused now, not at the first job
     logging.basicConfig(level=settings.log_level)
     register_error_handlers(app)
     _register_blueprints(app)

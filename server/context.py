@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from flask import current_app
 
+from taskrank.queue.connection import DataClient
 from taskrank.queue.experts import load_expert
 from taskrank.queue.projects import get_project
 from taskrank.queue.settings import Settings
@@ -16,7 +16,7 @@ from taskrank.server.cache import HotCaches
 @dataclass
 class AppState:
     settings: Settings
-    redis: redis.Redis  # decoded strings
+    redis: DataClient  # decoded strings
     caches: HotCaches
 
 
@@ -28,7 +28,7 @@ def settings() -> Settings:
     return state().settings
 
 
-def redis_client() -> redis.Redis:
+def redis_client() -> DataClient:
     return state().redis
 
 

@@ -16,19 +16,22 @@ from pathlib import Path
 import redis
 
 from taskrank.queue.connection import DataClient, connect
+from taskrank.queue.embedded import free_port
 from taskrank.queue.local_cluster import LocalCluster
 from taskrank.queue.settings import Settings
 from taskrank.scripts.stack import WEB_APP, Child, Stack, Web, clean_environ
 
 
 @contextlib.contextmanager
-def fresh_redis(fsync: str = "always") -> Iterator[tuple[Settings, redis.Redis]]:
-    """A new embedded Redis (AOF on, ``appendfsync`` = ``fsync``) in a temporary directory."""
+def fresh_redis(fsync: str = "always", tcp: bool = False) -> Iterator[tuple[Settings,
+                                                                           redis.Redis]]:
+    """A new embedded Redis (AOF on, ``appendfsync`` = ``fsync``) in a temporary directory,
+    on its unix socket (with ``tcp``: on a loopback port, as a cluster's nodes are)."""
     with tempfile.TemporaryDirectory(prefix="taskrank-bench-") as data_dir:
         stack = Stack(Settings(data_dir=data_dir, redis_fsync=fsync), clean_environ(),
                       redis_stop_timeout=60.0)
         with stack:
-            stack.start_redis(Path(data_dir) / "redis")
+            stack.start_redis(Path(data_dir) / "redis", port=free_port() if tcp else None)
             client = connect(stack.settings, socket_timeout=120.0)
             yield stack.settings, client
             client.close()

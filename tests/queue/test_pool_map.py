@@ -13,9 +13,6 @@ from taskrank.queue.items import ingest
 from taskrank.queue.pool_map import NO_CLUSTER, current_pool_map, fit_project_map
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.rescore import enqueue_rescore
-from tests.cluster import both_backends
-
-pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
 

@@ -18,10 +18,7 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.quality import CV_BASIS, EXPLORATION_BASIS, exploration_curve
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import model_inputs, stored_item
-from tests.cluster import both_backends
 from tests.pools import NO_CHECKS
-
-pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 
 def _setup(r, n=200, seed=0):

@@ -15,7 +15,7 @@ from taskrank.queue import keys as K
 from taskrank.queue.connection import ClusterClient, connect, is_cluster
 from taskrank.queue.projects import create_project
 from taskrank.queue.settings import Settings
-from taskrank.scripts import backfill, worker
+from taskrank.scripts import backfill, ingest, worker
 from taskrank.scripts import tokens as token_command
 from taskrank.server import create_app
 from tests.cluster import cluster_only, redis_env, start_cluster
@@ -132,16 +132,20 @@ def test_retrain_rescore_backfill_and_webhooks_run_on_a_worker(api, r, settings,
 
 
 def test_commands_refuse_a_cluster_without_a_redis_for_rq(settings, r, monkeypatch,
-                                                          capsys):
+                                                          capsys, tmp_path):
     """TASKRANK_REDIS_URL naming a cluster (found by asking it) and no
-    TASKRANK_RQ_REDIS_URL: ``taskrank worker`` and ``backfill`` exit 2 saying what to set;
-    ``token create``, which needs no job queue, works."""
+    TASKRANK_RQ_REDIS_URL: ``taskrank worker``, ``backfill`` and ``ingest --direct`` exit 2
+    saying what to set; ``token create``, which needs no job queue, works."""
     monkeypatch.setenv("TASKRANK_REDIS_URL", settings.redis_url)
     assert worker.main(["--burst"]) == 2
     assert "TASKRANK_RQ_REDIS_URL" in capsys.readouterr().err
     pid = on_every_master(r)[0]
     create_project(r, {"id": pid, "labels": LABELS})
     assert backfill.main([pid]) == 2
+    assert "TASKRANK_RQ_REDIS_URL" in capsys.readouterr().err
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps(make_items(1)[0]) + "\n")
+    assert ingest.main([pid, str(items), "--direct"]) == 2
     assert "TASKRANK_RQ_REDIS_URL" in capsys.readouterr().err
     assert token_command.main(["create", "--role", "platform"]) == 0
 

@@ -11,13 +11,10 @@ import pytest
 
 from taskrank.queue.settings import current, install
 from taskrank.server import create_app
-from tests.cluster import both_backends
 from tests.receiver import SECRET, Receiver
 from tests.server import test_expert_quality as quality
 from tests.server.helpers import assert_problem, make_items, make_project, next_task, post_items
 from tests.server.test_openapi import Checker
-
-pytestmark = both_backends  # on the single Redis and on the Redis Cluster
 
 EVENTS = ["item.finished", "model.trained", "queue.reranked", "expert.flagged",
           "budget.exhausted"]
