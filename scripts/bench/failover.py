@@ -11,6 +11,8 @@ on that cluster: one waiting for a replica before it acknowledges a write
    load from elsewhere falls on both alike): of one keep-alive client, loops/s and the
    latency of the label (which waits) and of next (which does not); of 8 client processes
    (one expert each), loops/s.
+   Also the wait alone, without HTTP: a small write to the project's master, with and
+   without the fence and WAIT after it (``redis_level``, alternated).
 2. ``failover``: on the waiting server, one client loops next+label on the project of the
    master about to die, one on the other project; the master is SIGKILLed (by the pid it
    reports: this process started it).  Figures: seconds from the kill to the replica's
@@ -36,6 +38,7 @@ from redis.cluster import RedisCluster
 
 from taskrank.queue import keys as K
 from taskrank.queue.clock import utc_day
+from taskrank.queue.replication import replicated
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import create_token
 from taskrank.scripts.bench.data import declare_experts, new_project
@@ -51,6 +54,7 @@ WARMUP_LOOPS = 100
 FAILOVER_WATCH = 20.0  # seconds the clients run after the kill
 EXPERT_CAPACITY = 10_000  # leases a 503 left unlabeled must not stop a client
 MANY = [f"c{i}" for i in range(CLIENTS)]  # the concurrent clients' experts
+REDIS_LEVEL_WRITES = 2000
 
 
 @dataclass
@@ -78,7 +82,10 @@ def run(size: int, seconds: float) -> dict:
         token = create_token(r, "platform")
         with _servers(settings) as servers:
             targets = {name: Target(web, token, victim_pid) for name, web in servers.items()}
+            fenced = _fences(r, victim_pid)
             wait = _wait_cost(settings, r, size, targets, seconds)
+            wait["fences_written"] = _fences(r, victim_pid) - fenced  # the waits that ran
+            wait["redis_level"] = _redis_level(r, settings, victim_pid)
             failover = _failover(r, servers["on"].url, token, (victim_pid, "v"),
                                  (other_pid, other_expert))
     return {"what": "a Redis Cluster of 3 masters with a replica each: labels waiting for a "
@@ -136,6 +143,28 @@ def _wait_cost(settings: Settings, r: RedisCluster, size: int, targets: dict[str
         "one_client": round(figures["on"]["loops_per_s"] / figures["off"]["loops_per_s"], 3),
         "many_clients": round(sum(many["on"]) / sum(many["off"]), 3)}
     return figures
+
+
+def _fences(r: RedisCluster, pid: str) -> int:
+    return int(r.get(K.replication_fence_key(pid)) or 0)
+
+
+def _redis_level(r: RedisCluster, settings: Settings, pid: str) -> dict:
+    """The wait without HTTP: one small write to the project's master (HINCRBY), alone or
+    followed by the fence and WAIT (``replicated``), alternated; milliseconds."""
+    key, timings = K.counters_key(pid), {"write": [], "write_and_wait": []}
+    waiting = settings.replace(redis_wait_replicas=1)
+    for turn in range(2 * REDIS_LEVEL_WRITES):
+        began = time.perf_counter()
+        if turn % 2:
+            with replicated(r, pid, waiting):
+                r.hincrby(key, "bench", 1)
+        else:
+            r.hincrby(key, "bench", 1)
+        timings["write_and_wait" if turn % 2 else "write"].append(
+            (time.perf_counter() - began) * 1000)
+    r.hdel(key, "bench")
+    return {name: percentiles(ms) for name, ms in timings.items()}
 
 
 def _loops(target: Target, eid: str, max_loops: int, max_seconds: float) -> Timed:
