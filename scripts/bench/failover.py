@@ -7,10 +7,11 @@ pending items on each of two masters, and two ``gunicorn -w 2`` (the product's a
 on that cluster: one waiting for a replica before it acknowledges a write
 (``TASKRANK_REDIS_WAIT_REPLICAS`` auto, the default), one not (``0``).
 
-1. ``wait``: next+label loops for ``seconds``, on each server in turn, ``ROUNDS`` times (so
-   load from elsewhere falls on both alike): of one keep-alive client, loops/s and the
-   latency of the label (which waits) and of next (which does not); of 8 client processes
-   (one expert each), loops/s.
+1. ``wait``: next+label loops, ``ROUNDS`` times: one keep-alive client per server, one loop
+   on each in turn for twice ``seconds`` (so load from elsewhere falls on both alike):
+   loops/s (over the time its loops took) and the latency of the label (which waits) and
+   of next (which does not); then 8 client processes (one expert each) for ``seconds`` on
+   each server in turn: loops/s.
    Also the wait alone, without HTTP: a small write to the project's master, with and
    without the fence and WAIT after it (``redis_level``, alternated).
 2. ``failover``: on the waiting server, one client loops next+label on the project of the
@@ -62,7 +63,7 @@ class Timed:
     """What one client saw: each answer as (seconds since the start, status, duration)."""
 
     answers: list[tuple[float, int, float]] = field(default_factory=list)
-    seconds: float = 0.0  # how long the loops ran
+    seconds: float = 0.0  # the time its loops took
     next_ms: list[float] = field(default_factory=list)
     label_ms: list[float] = field(default_factory=list)
     loops: int = 0
@@ -123,16 +124,17 @@ def _servers(settings: Settings) -> Iterator[dict[str, Web]]:
 
 def _wait_cost(settings: Settings, r: RedisCluster, size: int, targets: dict[str, Target],
                seconds: float) -> dict:
-    """One client's loops/s and latencies, and ``len(MANY)`` clients' loops/s, with WAIT
-    on and off, alternated; with the ratios on/off."""
-    one: dict[str, list[Timed]] = {"on": [], "off": []}
-    many: dict[str, list[float]] = {"on": [], "off": []}
+    """One client's loops/s and latencies, alternating servers loop by loop, and
+    ``len(MANY)`` clients' loops/s, alternating round by round; the ratios on/off."""
+    one = {name: Timed() for name in targets}
+    many: dict[str, list[float]] = {name: [] for name in targets}
     for target in targets.values():  # not timed: connections, caches, scripts loaded
-        _loops(target, "w", WARMUP_LOOPS, 60.0)
+        _loop(_Loop(target, "w"), Timed(), WARMUP_LOOPS)
     for _ in range(ROUNDS):
+        top_up(settings, r, size, targets["on"].pid)
+        _alternating({name: _Loop(target, "w") for name, target in targets.items()}, one,
+                     2 * seconds)
         for name, target in targets.items():
-            top_up(settings, r, size, target.pid)
-            one[name].append(_loops(target, "w", 10**9, seconds))
             top_up(settings, r, size, target.pid)
             results = concurrent_loops(target, MANY, seconds)
             many[name].append(round(sum(x.loops for x in results)
@@ -167,38 +169,48 @@ def _redis_level(r: RedisCluster, settings: Settings, pid: str) -> dict:
     return {name: percentiles(ms) for name, ms in timings.items()}
 
 
-def _loops(target: Target, eid: str, max_loops: int, max_seconds: float) -> Timed:
-    """next+label in a loop on one keep-alive connection; every request timed."""
-    client, timed = LeanClient(target.url, target.token), Timed()
-    next_request = client.encode("POST", f"/v1/projects/{target.pid}/tasks/next",
-                                 json.dumps({"expert_id": eid}).encode())
-    label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
-    start = time.perf_counter()
-    while timed.loops < max_loops and time.perf_counter() - start < max_seconds:
+class _Loop:
+    """One keep-alive client's next+label requests on one server."""
+
+    def __init__(self, target: Target, eid: str) -> None:
+        self.client = LeanClient(target.url, target.token)
+        self.next_request = self.client.encode("POST", f"/v1/projects/{target.pid}/tasks/next",
+                                               json.dumps({"expert_id": eid}).encode())
+        self.label_body = json.dumps({"label": "a", "seconds_spent": 1}).encode()
+
+
+def _alternating(loops: dict[str, _Loop], timed: dict[str, Timed], seconds: float) -> None:
+    """One loop on each server in turn for ``seconds``: load from elsewhere falls on both."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for name, loop in loops.items():
+            _loop(loop, timed[name], 1)
+    for loop in loops.values():
+        loop.client.close()
+
+
+def _loop(loop: _Loop, timed: Timed, count: int) -> None:
+    """``count`` next+label loops, each request timed, their time added to ``timed``."""
+    for _ in range(count):
         began = time.perf_counter()
-        status, body = client.send(next_request)
-        timed.next_ms.append((time.perf_counter() - began) * 1000)
+        status, body = loop.client.send(loop.next_request)
+        labeled = time.perf_counter()
         if status != 200:
             raise RuntimeError(f"tasks/next answered {status}: {str(body)[:200]}")
-        began = time.perf_counter()
-        status, body = client.request("POST", f"/v1/tasks/{body['task']['id']}/label",
-                                      label_body)
-        timed.label_ms.append((time.perf_counter() - began) * 1000)
+        status, body = loop.client.request("POST", f"/v1/tasks/{body['task']['id']}/label",
+                                           loop.label_body)
+        ended = time.perf_counter()
         if status != 201:
             raise RuntimeError(f"label answered {status}: {str(body)[:200]}")
+        timed.next_ms.append((labeled - began) * 1000)
+        timed.label_ms.append((ended - labeled) * 1000)
+        timed.seconds += ended - began
         timed.loops += 1
-    timed.seconds = time.perf_counter() - start
-    client.close()
-    return timed
 
 
-def _figures(runs: list[Timed]) -> dict:
-    loops = sum(timed.loops for timed in runs)
-    run_seconds = sum(timed.seconds for timed in runs)
-    return {"loops_per_s": round(loops / run_seconds, 1),
-            "label_ms": percentiles([ms for timed in runs for ms in timed.label_ms]),
-            "next_ms": percentiles([ms for timed in runs for ms in timed.next_ms]),
-            "per_round_loops_per_s": [round(timed.loops / timed.seconds, 1) for timed in runs]}
+def _figures(timed: Timed) -> dict:
+    return {"loops_per_s": round(timed.loops / timed.seconds, 1),
+            "label_ms": percentiles(timed.label_ms), "next_ms": percentiles(timed.next_ms)}
 
 
 def _failover(r: RedisCluster, url: str, token: str, victim: tuple[str, str],
