@@ -399,8 +399,9 @@ def schemas(max_items: int) -> dict:
         "ReadinessParts": doc(obj(
             ("redis", "workers"), redis=part, workers=part | {"properties": {
                 **part["properties"], "running": doc(integer(0), "RQ workers alive")}}),
-            "how each part is: redis (down: nothing can be served), workers (down: no RQ "
-            "worker alive; labels are taken, retrains and re-scores wait)"),
+            "how each part is: redis (down: nothing can be served; on a Redis Cluster every "
+            "master is asked), workers (down: no RQ worker alive, or RQ's Redis unreachable; "
+            "labels are taken, retrains and re-scores wait)"),
         **lifecycle_schemas(max_items),
         **label_studio_schemas(),
         **webhook_schemas(),
