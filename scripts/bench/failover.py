@@ -221,7 +221,7 @@ def _failover(r: RedisCluster, url: str, token: str, victim: tuple[str, str],
     master = r.get_node_from_key(K.project_key(victim_pid))
     node = r.get_redis_connection(master)
     master_pid = int(node.info("server")["process_id"])
-    replica_port = _replica_port(r, master.name)
+    replica_port = r.get_node_from_key(K.project_key(victim_pid), replica=True).port
     stop, start = threading.Event(), time.perf_counter()
     seen = {pid: Timed() for pid in (victim_pid, other_pid)}
     clients = [threading.Thread(target=_watch, args=(url, token, pid, eid, seen[pid], start,
@@ -240,13 +240,6 @@ def _failover(r: RedisCluster, url: str, token: str, victim: tuple[str, str],
     return {"victim": _window(seen[victim_pid], killed, promoted),
             "other_project": _window(seen[other_pid], killed, promoted),
             "kill_to_promotion_s": None if promoted is None else round(promoted - killed, 3)}
-
-
-def _replica_port(r: RedisCluster, master_name: str) -> int:
-    nodes = r.cluster_nodes()
-    master_id = nodes[master_name]["node_id"]
-    return next(int(address.rpartition(":")[2]) for address, node in nodes.items()
-                if node["master_id"] == master_id)
 
 
 def _wait_promotion(port: int, start: float) -> float | None:

@@ -53,9 +53,23 @@ class Topology:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         with RedisCluster.from_url(cluster.url, decode_responses=True) as client:
-            self.nodes = client.cluster_nodes()
+            nodes = client.cluster_nodes()
         self.slots = [(int(first), int(last), int(address.rpartition(":")[2]))
-                      for address, node in self.nodes.items() for first, last in node["slots"]]
+                      for address, node in nodes.items() for first, last in node["slots"]]
+        # Replication starts after the cluster serves: wait until each master streams to
+        # its replica (else 'auto' would wait for none).
+        self.replicas = wait_for(self._online_replicas, 30, "every master's replica online")
+
+    def _online_replicas(self) -> dict[int, int] | None:
+        """master port -> the port of its replica online, or None while one has none."""
+        found = {}
+        for port in {port for _, _, port in self.slots}:
+            with redis.Redis(port=port, decode_responses=True) as node:
+                role = node.execute_command("ROLE")
+            if role[0] != "master" or not role[2]:
+                return None
+            found[port] = int(role[2][0][1])
+        return found
 
     def master_of(self, key: str) -> int:
         slot = key_slot(key.encode())
@@ -65,9 +79,7 @@ class Topology:
         return self.cluster.pids[self.cluster.ports.index(port)]
 
     def replica_of(self, port: int) -> int:
-        master_id = self.nodes[f"127.0.0.1:{port}"]["node_id"]
-        return next(int(address.rpartition(":")[2]) for address, node in self.nodes.items()
-                    if node["master_id"] == master_id)
+        return self.replicas[port]
 
     def project_on(self, port: int) -> str:
         return next(f"p{n}" for n in range(100) if self.master_of(K.project_key(f"p{n}")) == port)
