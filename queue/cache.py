@@ -9,6 +9,11 @@ A value that never changes once made (a stored model version) is kept by its ver
 instead: the version is read on every use and a lookup asking for another one reloads, so a
 cached model is never one the project has moved past, and an unchanged one is not reloaded
 (a random-forest ranker is ~9 MB in Redis and ~47 ms to unpickle).
+
+A cache may also serve a value past its time while it cannot be reloaded (``stale_on``:
+the errors of a data store that cannot answer, ``stale_seconds``): on a Redis Cluster the
+web tier's tokens and experts are global keys, each on the master of its own slot, and a
+master failing over would otherwise stop every project's requests that use them.
 """
 
 from __future__ import annotations
@@ -33,9 +38,13 @@ class TtlCache:
     """
 
     def __init__(self, seconds: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stale_on: tuple[type[Exception], ...] = (), stale_seconds: float = 0.0) -> None:
         self.seconds = seconds
         self.clock = clock
+        # A load failing with one of ``stale_on`` answers the entry it would have replaced,
+        # up to ``stale_seconds`` old (the module docstring).
+        self.stale_on, self.stale_seconds = stale_on, stale_seconds
         self._entries: dict[Hashable, tuple[float, Hashable, object]] = {}
         self._lock = threading.Lock()  # threaded workers share the caches
 
@@ -51,7 +60,12 @@ class TtlCache:
         if hit is not None and hit[1] == version and (
                 version is not None or now - hit[0] < self._seconds()):
             return hit[2]
-        value = load()  # an exception (e.g. no such project) is not cached
+        try:
+            value = load()  # an exception (e.g. no such project) is not cached
+        except self.stale_on:
+            if hit is not None and hit[1] == version and now - hit[0] < self.stale_seconds:
+                return hit[2]
+            raise
         if version is None and self._seconds() <= 0:
             return value
         with self._lock:

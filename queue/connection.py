@@ -16,8 +16,18 @@ from collections.abc import Iterator
 
 import hiredis
 import redis
-from redis.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import RedisClusterUnreachableError
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.connection import parse_url
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.retry import Retry
 
 from taskrank.queue.settings import Settings, SettingsError, current
 
@@ -38,16 +48,17 @@ class NoRqRedisError(SettingsError):
 
 
 class ClusterUnreachableError(redis.ConnectionError):
-    """No node of the cluster answers.  redis-py raises ``RedisClusterUnreachableError``,
-    which is no ``RedisError``; as a ``ConnectionError`` an outage of the cluster is handled
-    as one of a single Redis (a 503, a label's follow-up left to the upkeep...)."""
+    """No node of the cluster answers, or none serves the slot.  redis-py raises
+    ``RedisClusterUnreachableError`` or ``SlotNotCoveredError``, which are no
+    ``RedisError``; as a ``ConnectionError`` an outage of the cluster is handled as one of
+    a single Redis (a 503, a label's follow-up left to the upkeep...)."""
 
 
 @contextlib.contextmanager
 def _outage_as_connection_error() -> Iterator[None]:
     try:
         yield
-    except RedisClusterUnreachableError as error:
+    except (RedisClusterUnreachableError, SlotNotCoveredError) as error:
         raise ClusterUnreachableError(str(error)) from error
 
 
@@ -79,17 +90,53 @@ class ClusterPipelineClient(ClusterPipeline):
 
 
 DataClient = redis.Redis | ClusterClient
+# What the data store raises when it cannot answer now (down, loading, a Redis Cluster
+# master failing over or unreachable, a write to a node just turned replica): a 503 for
+# a request (server/errors.py), the last value for the web tier's caches (server/cache.py).
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError,
+               AskError, ReadOnlyError, SlotNotCoveredError, RedisClusterUnreachableError)
 
 
-def connect(settings: Settings, **kwargs: object) -> DataClient:
+def connect(settings: Settings, fail_fast: bool = False, **kwargs: object) -> DataClient:
     """A client for the data store: a ``ClusterClient`` when it is a cluster, else a
-    ``redis.Redis``; ``settings.redis_url`` must be set by then."""
+    ``redis.Redis``; ``settings.redis_url`` must be set by then.  On a cluster, how long a
+    call waits out a failover (``cluster_retry``): ``fail_fast`` for the web tier."""
     if not settings.redis_url:
         raise ValueError("no Redis URL: set TASKRANK_REDIS_URL or start the embedded Redis first")
     options = {"decode_responses": True, **_OPTIONS, **kwargs}
     if is_cluster(settings):
-        return ClusterClient.from_url(settings.redis_url, **options)
+        return _cluster_client(settings.redis_url, **cluster_retry(fail_fast), **options)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _cluster_client(url: str, **options: object) -> ClusterClient:
+    """A cluster client from one node's URL or several, comma-separated: it starts from any
+    of them that answers (one is enough to find the others, but a process started while
+    the only node it names is down, a failed master say, could not start at all)."""
+    first, *others = (part.strip() for part in url.split(","))
+    seeds = [ClusterNode(parsed["host"], parsed.get("port", 6379))
+             for parsed in map(parse_url, others)]
+    return ClusterClient(url=first, startup_nodes=seeds, **options)
+
+
+def cluster_retry(fail_fast: bool) -> dict[str, object]:
+    """Cluster client options for a call that meets a master's failover (redis-py's
+    default, 10 retries with a backoff up to 1 s, gives up after about 3 s, and a failover
+    takes the cluster's node timeout, 15 s by default, plus a second or two).
+
+    ``fail_fast``, the web tier: the request is answered a 503 (which clients retry)
+    within about 0.1 s instead of being held.  One retry is kept, after the topology
+    refresh the error asks for, so a web process whose slot map went stale (a master
+    replaced while it served other projects) reaches the new master at once; refreshes
+    may come every 0.1 s (default 1 s; one CLUSTER SLOTS each).
+
+    Otherwise (RQ jobs, the workers' upkeep, commands): up to 30 retries, about 25 s, so
+    that a job rides a failover out as it rides out a restart of a single Redis.
+    """
+    if fail_fast:
+        return {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1),
+                "topology_refresh_min_interval": 0.1}
+    return {"retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=30)}
 
 
 def is_cluster(settings: Settings) -> bool:
@@ -104,6 +151,8 @@ def is_cluster(settings: Settings) -> bool:
     url = settings.redis_url
     if url.startswith("unix://"):  # a cluster's nodes talk TCP: no need to ask
         return False
+    if "," in url:  # several nodes: a cluster's
+        return True
     if url not in _detected:
         try:
             with redis.Redis.from_url(url, **_OPTIONS) as probe:

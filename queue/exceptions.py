@@ -8,6 +8,7 @@ class TaskrankError(Exception):
 
     status = 400
     title = "Bad request"
+    retry_after: int | None = None  # seconds, sent as Retry-After (the 503s)
 
     def __init__(self, detail: str, **extra: object) -> None:
         super().__init__(detail)
@@ -88,3 +89,12 @@ class RedisNotDurableError(TaskrankError):
 
     status = 503
     title = "Redis not durable"
+
+
+class NotReplicatedError(TaskrankError):
+    """A write stored on its Redis master that no replica confirmed in time: a failover now
+    could lose it, so it is not acknowledged (the request is safe to repeat)."""
+
+    status = 503
+    title = "Not yet replicated"
+    retry_after = 1

@@ -76,6 +76,12 @@ def strategy_history_key(pid: str) -> str:
     return _project(pid) + "strategies"
 
 
+def replication_fence_key(pid: str) -> str:
+    """Counter incremented after an acknowledged write of the project, in the same slot, so
+    that a WAIT after it covers that write whoever sent it (``queue/replication.py``)."""
+    return _project(pid) + "replication-fence"
+
+
 def item_prefix(pid: str) -> str:
     """Prefix of the item hashes, passed to Lua which appends item ids."""
     return _project(pid) + "item:"

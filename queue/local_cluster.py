@@ -46,6 +46,12 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.ports[0]}"
 
     @property
+    def nodes_url(self) -> str:
+        """The URLs of every node, comma-separated: a client started while a node is down
+        (a master failed over, say) still finds the cluster."""
+        return ",".join(f"redis://127.0.0.1:{port}" for port in self.ports)
+
+    @property
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
 
@@ -73,6 +79,9 @@ class LocalCluster:
                 "--dir", str(folder), "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                # While a master fails over, the other masters keep serving their slots
+                # (the default stops the whole cluster until every slot is served again).
+                "--cluster-require-full-coverage", "no",
                 "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
                 "--maxmemory-policy", "noeviction", "--hash-max-ziplist-value", "256",
                 "--logfile", str(folder / "redis.log"), "--daemonize", "no"]

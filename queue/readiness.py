@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
 from rq import Queue
 
 from taskrank.queue.abandoned import live_workers
-from taskrank.queue.connection import DataClient, masters, rq_redis
+from taskrank.queue.connection import DataClient, rq_redis
 
 OK, DOWN, UNKNOWN = "ok", "down", "unknown"
 
@@ -22,8 +23,7 @@ OK, DOWN, UNKNOWN = "ok", "down", "unknown"
 def readiness(r: DataClient, queue_name: str) -> dict[str, dict]:
     """``{"redis": {"status", "detail"?}, "workers": {"status", "running"?, "detail"?}}``."""
     try:
-        for server in masters(r):
-            server.ping()
+        _ping_masters(r)
     except redis.BusyLoadingError:
         return _redis_down("loading its append-only file")
     except redis.RedisError as error:
@@ -40,6 +40,16 @@ def readiness(r: DataClient, queue_name: str) -> dict[str, dict]:
         workers["detail"] = ("no RQ worker is running: labels are taken, but retrains and "
                              "re-scores wait for one")
     return {"redis": {"status": OK}, "workers": workers}
+
+
+def _ping_masters(r: DataClient) -> None:
+    """Every master answers PING.  On a cluster, through the cluster client: an error there
+    refreshes its slot map, so a failed-over master is replaced by its successor (a PING
+    to each master of the map, straight, would keep asking the dead one)."""
+    if isinstance(r, RedisCluster):
+        r.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        r.ping()
 
 
 def _redis_down(detail: str) -> dict[str, dict]:

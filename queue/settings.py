@@ -35,6 +35,11 @@ class Settings:
     # The single Redis RQ runs on (RQ does not support Cluster); None: redis_url's server
     # when that is no cluster (`taskrank serve` on a cluster starts an embedded one for RQ)
     rq_redis_url: str | None = None
+    # Replicas that must hold a write before an answer acknowledges it (Redis WAIT; see
+    # queue/replication.py): None is 'auto' (on a Redis Cluster 1 while the project's
+    # master has a replica online, else 0; on a single Redis 0); 0 waits for none
+    redis_wait_replicas: int | None = None
+    redis_wait_timeout_ms: int = 500  # how long WAIT may block before the answer is a 503
     data_dir: str = "./var"
     admin_token: str | None = None  # accepted as an admin bearer token when set
     host: str = "127.0.0.1"
@@ -88,6 +93,7 @@ class Settings:
                 f"TASKRANK_WEBHOOK_TIMEOUT must be > 0 and at most 300, got {self.webhook_timeout}")
         self.retry_intervals  # noqa: B018 - checks TASKRANK_WEBHOOK_RETRY_INTERVALS
         self._check_redis_urls()
+        self._check_wait()
 
     def _check_redis_urls(self) -> None:
         if self.rq_redis_url is not None and not self.rq_redis_url.startswith(_REDIS_SCHEMES):
@@ -97,6 +103,21 @@ class Settings:
             raise SettingsError("TASKRANK_REDIS_CLUSTER=1 needs TASKRANK_REDIS_URL set to a "
                                 "redis:// or rediss:// URL of one of the cluster's nodes, got "
                                 f"{self.redis_url!r}")
+        nodes = (self.redis_url or "").split(",")
+        if len(nodes) > 1 and (self.redis_cluster is False or not all(
+                node.strip().startswith(_REDIS_SCHEMES[:2]) for node in nodes)):
+            raise SettingsError("TASKRANK_REDIS_URL lists several nodes: they must be "
+                                "redis:// or rediss:// URLs of one Redis Cluster's nodes, "
+                                f"comma-separated, got {self.redis_url!r}")
+
+    def _check_wait(self) -> None:
+        if self.redis_wait_replicas is not None and not 0 <= self.redis_wait_replicas <= 16:
+            raise SettingsError("TASKRANK_REDIS_WAIT_REPLICAS must be auto or from 0 to 16, "
+                                f"got {self.redis_wait_replicas}")
+        # Below the clients' 5 s socket timeout, so a WAIT never reads as a dead connection.
+        if not 1 <= self.redis_wait_timeout_ms <= 4000:
+            raise SettingsError("TASKRANK_REDIS_WAIT_TIMEOUT_MS must be from 1 to 4000, got "
+                                f"{self.redis_wait_timeout_ms}")
 
     @property
     def retry_intervals(self) -> tuple[float, ...]:
@@ -149,11 +170,14 @@ def _parse(name: str, kind: str, raw: str) -> object:
             return False
         auto = " or auto" if kind == "bool | None" else ""
         raise SettingsError(f"{var} must be 1/0, true/false, yes/no, on/off{auto}, got {raw!r}")
-    if kind in ("int", "float"):
+    if kind == "int | None" and raw.strip().lower() in ("auto", ""):
+        return None  # decided at run time
+    if kind in ("int", "float", "int | None"):
         try:
-            return int(raw) if kind == "int" else float(raw)
+            return float(raw) if kind == "float" else int(raw)
         except ValueError:
-            raise SettingsError(f"{var} must be a number, got {raw!r}") from None
+            auto = " or auto" if kind == "int | None" else ""
+            raise SettingsError(f"{var} must be a number{auto}, got {raw!r}") from None
     return raw or None if "None" in kind else raw
 
 

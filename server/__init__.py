@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                 instance_path=os.path.join(os.path.abspath(settings.data_dir), "instance"))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["taskrank"] = AppState(settings=settings, redis=connect(settings),
+    # fail_fast: a request meeting a Redis Cluster failover is answered 503, not held.
+    app.extensions["taskrank"] = AppState(settings=settings,
+                                          redis=connect(settings, fail_fast=True),
                                           caches=HotCaches(settings.cache_seconds))
     rq_url(settings)  # a cluster without a Redis for RQ is refused now, not at the first job
     logging.basicConfig(level=settings.log_level)

@@ -12,12 +12,18 @@ app object, so a new app starts empty.
 from __future__ import annotations
 
 from taskrank.queue.cache import TtlCache
+from taskrank.queue.connection import UNAVAILABLE
+
+# While the master holding a token or an expert cannot answer (a Redis Cluster failing
+# over: a token or an expert lives in a slot of its own), the last value read is used for
+# this long, so that the projects on the other masters keep being served.
+STALE_SECONDS = 60.0
 
 
 class HotCaches:
     """The caches of one app: principals by token hash, projects and experts by id."""
 
     def __init__(self, seconds: float) -> None:
-        self.principals = TtlCache(seconds)
+        self.principals = TtlCache(seconds, stale_on=UNAVAILABLE, stale_seconds=STALE_SECONDS)
         self.projects = TtlCache(seconds)
-        self.experts = TtlCache(seconds)
+        self.experts = TtlCache(seconds, stale_on=UNAVAILABLE, stale_seconds=STALE_SECONDS)

@@ -8,6 +8,7 @@ import redis
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from taskrank.queue.connection import UNAVAILABLE
 from taskrank.queue.exceptions import TaskrankError
 
 PROBLEM_TYPE = "https://taskrank.dev/problems/"
@@ -32,7 +33,9 @@ def _slug(error: TaskrankError) -> str:
 
 
 def handle_domain(error: TaskrankError) -> Response:
-    return problem(error.status, error.title, error.detail, _slug(error), **error.extra)
+    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    return problem(error.status, error.title, error.detail, _slug(error), headers,
+                   **error.extra)
 
 
 def handle_http(error: HTTPException) -> Response:
@@ -43,11 +46,14 @@ def handle_http(error: HTTPException) -> Response:
                    headers=headers)
 
 
-def handle_redis_down(error: redis.RedisError) -> Response:
-    log.warning("Redis unavailable: %s", error)
-    return problem(503, "Service unavailable",
-                   "the data store (Redis) is not answering; retry in a moment",
-                   "redis-unavailable", headers={"Retry-After": "1"})
+def handle_redis_down(error: Exception) -> Response:
+    log.warning("Redis unavailable: %s: %s", type(error).__name__, error)
+    detail = "the data store (Redis) is not answering; retry in a moment"
+    if not isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        detail = (f"the data store cannot serve this now: a Redis master is failing over "
+                  f"or unreachable ({type(error).__name__}); retry in a moment")
+    return problem(503, "Service unavailable", detail, "redis-unavailable",
+                   headers={"Retry-After": "1"})
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -59,6 +65,6 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(TaskrankError, handle_domain)
     app.register_error_handler(HTTPException, handle_http)
-    for error in (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+    for error in UNAVAILABLE:  # BusyLoadingError is a ConnectionError
         app.register_error_handler(error, handle_redis_down)
     app.register_error_handler(Exception, handle_unexpected)

@@ -8,6 +8,7 @@ from taskrank.queue.items import get_item, ingest
 from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import get_project
+from taskrank.queue.replication import replicated
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import redis_client, settings
@@ -22,8 +23,8 @@ def post_items(pid: str) -> dict | Response:
     r = redis_client()
     project = get_project(r, check_id(pid, "project id"))
     items = batch_list("items", "item")
-    result = ingest(r, project, items, current_ranker(r, project), settings())
-    return result
+    with replicated(r, project["id"], settings()):
+        return ingest(r, project, items, current_ranker(r, project), settings())
 
 
 @bp.get("/<iid>")
@@ -41,5 +42,6 @@ def delete_item(pid: str, iid: str) -> dict:
     now, with the leases its withdrawal ended."""
     r = redis_client()
     project = get_project(r, check_id(pid, "project id"))
-    outcome = withdraw_item(r, project, check_id(iid, "item id"))
+    with replicated(r, project["id"], settings()):  # for good: not undone by a failover
+        outcome = withdraw_item(r, project, check_id(iid, "item id"))
     return {**get_item(r, project, iid), **outcome}

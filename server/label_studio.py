@@ -25,6 +25,7 @@ from werkzeug.exceptions import Forbidden, Unauthorized
 from taskrank.queue import label_studio as ls
 from taskrank.queue import label_studio_backend as backend
 from taskrank.queue.projects import get_project
+from taskrank.queue.replication import replicated
 from taskrank.queue.validation import check_id, fail
 from taskrank.server.auth import known_principal
 from taskrank.server.context import redis_client, settings, state
@@ -142,15 +143,17 @@ def post_webhook(pid: str) -> tuple[dict, int]:
     if action == "START_TRAINING":
         return {"status": "ok", "result": backend.start_training(r, settings(), project)}, 201
     if action in LABEL_EVENTS:
-        return {"status": "ok", "result": _label(project, action, body)}, 201
+        with replicated(r, project["id"], settings()):  # a 201: the labels are kept
+            return {"status": "ok", "result": _label(project, action, body)}, 201
     if action in DELETE_EVENTS:
         return {"status": "ok", "result": {"ignored": True, "detail": NOT_DELETED}}, 200
     if action == "TASKS_CREATED":
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise fail("tasks", "must be a list of Label Studio tasks")
-        return {"status": "ok", "result": backend.register_tasks(r, project, tasks,
-                                                                 settings())}, 201
+        with replicated(r, project["id"], settings()):  # a 201: the items are kept
+            return {"status": "ok", "result": backend.register_tasks(r, project, tasks,
+                                                                     settings())}, 201
     return {"status": "Unknown event"}, 200
 
 

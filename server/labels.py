@@ -11,6 +11,7 @@ import redis
 from flask import Blueprint
 
 from taskrank.queue.label_import import finish_import, import_labels
+from taskrank.queue.replication import replicated
 from taskrank.queue.validation import check_id
 from taskrank.server.auth import require
 from taskrank.server.context import cached_project, caches, redis_client, settings
@@ -27,7 +28,8 @@ def post_labels(pid: str) -> dict:
     the reason."""
     project = cached_project(check_id(pid, "project id"))
     records = batch_list("labels", "label record")
-    result = import_labels(redis_client(), project, records)
+    with replicated(redis_client(), project["id"], settings()):
+        result = import_labels(redis_client(), project, records)
     try:
         finish_import(redis_client(), project, result, settings())
     except redis.RedisError as error:  # recorded: the workers' upkeep does the rest

@@ -763,8 +763,18 @@ ERRORS = {
          "item of a batch could be stored); also a number beyond the float range (1e400), "
          "which JSON readers take for Infinity, and a query parameter the route does not "
          "take",
-    503: "Redis is not answering; retry after Retry-After seconds",
+    503: "Redis is not answering, or a Redis Cluster master is failing over; retry after "
+         "Retry-After seconds",
 }
+# The routes whose success promises stored data: on a Redis Cluster with replicas they
+# answer only once a replica holds it (queue/replication.py), else this 503.
+ACKNOWLEDGED = {"tasks.post_label", "labels.post_labels", "items.post_items",
+                "items.delete_item", "label_studio.post_webhook"}
+NOT_REPLICATED = (". Also (type .../not-replicated) when the request's data is stored on its "
+                  "Redis master but no replica confirmed it within "
+                  "TASKRANK_REDIS_WAIT_TIMEOUT_MS: a failover could lose it, so it is not "
+                  "acknowledged. The request is safe to repeat (a label with the same "
+                  "Idempotency-Key gets the answer of the first); nothing is stored twice")
 
 # The operator web page (server/ui.py): HTML for browsers, documented when registered.
 # (method, path, endpoint, summary, {status: media type or None})
@@ -907,6 +917,8 @@ def _operation(app: Flask, entry: tuple) -> dict:
         statuses.add(503)
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)
+    if endpoint in ACKNOWLEDGED:
+        responses["503"]["description"] += NOT_REPLICATED
     if endpoint == "tasks.post_next_task":
         responses["204"]["headers"] = NO_TASK_HEADERS
         responses["200"]["headers"] = {name: {**header, "required": False} for name, header

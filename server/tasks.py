@@ -17,6 +17,7 @@ from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.events import budget_exhausted
 from taskrank.queue.exceptions import LeaseNotOpenError, NoSuchProjectError, NoSuchTaskError
+from taskrank.queue.replication import replicated
 from taskrank.queue.tokens import Principal
 from taskrank.queue.validation import (
     check_answer,
@@ -76,8 +77,10 @@ def label(app_state: AppState, principal: Principal, arguments: dict,
     project = task_project(app_state, principal, tid)
     document = body()
     seconds, comment, answer_json = label_inputs(document, key)
-    status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
-                                        seconds, key, comment=comment, answer=answer_json)
+    # A 409 keeps the label too: both answers wait until a replica holds it.
+    with replicated(app_state.redis, project["id"], app_state.settings):
+        status, answer = tasks.submit_label(app_state.redis, project, tid, document["label"],
+                                            seconds, key, comment=comment, answer=answer_json)
     if status != 201:
         raise LeaseNotOpenError(answer["reason"], **label_body(answer))
     finish_label(app_state, project, answer)

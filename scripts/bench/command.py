@@ -7,6 +7,8 @@ budget with the measured figure and writes one JSON document.  ``--quick`` uses 
 sizes (the whole run takes under a minute); its figures are not comparable to the budgets.
 ``--cluster`` adds to ``serve`` the same serving runs on a local Redis Cluster of 3 masters,
 alternated with runs on a single Redis (``bench.cluster``), under ``serve.cluster``.
+``failover`` (run only when named) measures what waiting for a replica costs a label, and a
+master's failover as clients see it (``bench.failover``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.machine import cpu_pressure
 
 NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "retrain", "train_cap", "memory")
+# Run only when named: a cluster with replicas, a master killed (bench.failover).
+ON_REQUEST = ("failover",)
 
 FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
         "latency_requests": 2000, "serve_extras": True, "ingest_items": 100_000,
@@ -35,7 +39,8 @@ FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
         "train_cap_plan": [["classes10", 20_000], ["classes10", 50_000],
                            ["classes10", 100_000], ["embeddings384", 50_000]],
         "train_cap_caps": [5_000, 10_000, 20_000, 50_000], "train_cap_seeds": [0, 1],
-        "scoring_rows": 100_000, "scoring_repeats": 5}
+        "scoring_rows": 100_000, "scoring_repeats": 5, "failover_size": 10_000,
+        "failover_seconds": 5.0}
 QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
          "latency_requests": 100, "serve_extras": False, "ingest_items": 6_000,
          "rescore_items": 20_000, "rescore_chunk": 5_000, "rescore_model": False,
@@ -43,7 +48,8 @@ QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
          "retrain_sizes": [1_000, 4_000], "retrain_trials": 2, "retrain_full_up_to": 4_000,
          "train_cap_plan": [["classes10", 3_000]], "train_cap_caps": [1_000, 2_000],
          "train_cap_seeds": [0],
-         "scoring_rows": 20_000, "scoring_repeats": 2}
+         "scoring_rows": 20_000, "scoring_repeats": 2, "failover_size": 1_000,
+         "failover_seconds": 1.0}
 
 
 def _scoring(sizes: dict) -> dict:
@@ -113,15 +119,23 @@ def _memory(sizes: dict) -> dict:
     return bench_memory.run(sizes["memory_items"])
 
 
+def _failover(sizes: dict) -> dict:
+    from taskrank.scripts.bench import failover as bench_failover
+
+    return bench_failover.run(sizes["failover_size"], sizes["failover_seconds"])
+
+
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "scoring": _scoring, "serve": _serve, "ingest": _ingest, "rescore": _rescore,
-    "rerank": _rerank, "retrain": _retrain, "train_cap": _train_cap, "memory": _memory}
+    "rerank": _rerank, "retrain": _retrain, "train_cap": _train_cap, "memory": _memory,
+    "failover": _failover}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="taskrank bench", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default all): {', '.join(NAMES)}")
+                        help=f"benchmarks to run (default all): {', '.join(NAMES)}; "
+                             f"only when named: {', '.join(ON_REQUEST)}")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--cluster", action="store_true",
                         help="serve: also on a local Redis Cluster of 3 masters, alternated "
@@ -175,10 +189,10 @@ def _stop_on_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _stop_on_sigterm()
-    unknown = [name for name in args.names if name not in NAMES]
+    unknown = [name for name in args.names if name not in NAMES + ON_REQUEST]
     if unknown:
         print(f"taskrank bench: unknown benchmark '{unknown[0]}'; expected some of "
-              f"{', '.join(NAMES)}", file=sys.stderr)
+              f"{', '.join(NAMES + ON_REQUEST)}", file=sys.stderr)
         return 2
     names = args.names or list(NAMES)
     document = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(

@@ -38,13 +38,15 @@ def fresh_redis(fsync: str = "always", tcp: bool = False) -> Iterator[tuple[Sett
 
 
 @contextlib.contextmanager
-def fresh_cluster(fsync: str = "always", masters: int = 3) -> Iterator[tuple[Settings,
-                                                                           DataClient]]:
+def fresh_cluster(fsync: str = "always", masters: int = 3, **cluster: int
+                  ) -> Iterator[tuple[Settings, DataClient]]:
     """A new local Redis Cluster of ``masters`` masters (AOF on, ``appendfsync`` =
-    ``fsync``) and an embedded Redis for RQ's queue, in a temporary directory."""
+    ``fsync``; ``cluster``: more ``LocalCluster`` arguments) and an embedded Redis for RQ's
+    queue, in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="taskrank-bench-") as data_dir, \
-            LocalCluster(Path(data_dir) / "cluster", masters=masters, fsync=fsync) as cluster:
-        settings = Settings(redis_url=cluster.url, redis_cluster=True, data_dir=data_dir,
+            LocalCluster(Path(data_dir) / "cluster", masters=masters, fsync=fsync,
+                         **cluster) as nodes:
+        settings = Settings(redis_url=nodes.nodes_url, redis_cluster=True, data_dir=data_dir,
                             redis_fsync=fsync)
         with Stack(settings, clean_environ(), redis_stop_timeout=60.0) as stack:
             stack.start_redis(queue_only=True)

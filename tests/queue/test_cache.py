@@ -86,3 +86,29 @@ def test_without_a_time_the_cache_follows_the_installed_settings(installed):
     assert cache.get("k", load) == 1
     installed(Settings(cache_seconds=0.0))
     assert cache.get("k", load) == 2
+
+
+def test_a_cache_may_answer_its_last_value_while_the_store_cannot():
+    """With ``stale_on``, a reload failing with one of those errors answers the entry it
+    would have replaced, up to ``stale_seconds`` old; past that, with no entry, or with
+    another error, the error is raised."""
+    clock = Clock()
+    cache = TtlCache(1.0, clock=clock, stale_on=(ConnectionError,), stale_seconds=60.0)
+    assert cache.get("k", lambda: "fresh") == "fresh"
+
+    def down():
+        raise ConnectionError("the master is failing over")
+
+    def broken():
+        raise ValueError("not an outage")
+
+    clock.now += 30
+    assert cache.get("k", down) == "fresh"
+    with pytest.raises(ValueError):
+        cache.get("k", broken)
+    with pytest.raises(ConnectionError):
+        cache.get("other", down)
+    clock.now += 31
+    with pytest.raises(ConnectionError):
+        cache.get("k", down)
+    assert cache.get("k", lambda: "back") == "back"

@@ -85,3 +85,35 @@ def test_a_bad_cluster_setting_is_refused(env, name):
     Redis that is no URL is a SettingsError naming the variable."""
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
+
+
+def test_wait_settings_come_from_the_environment():
+    """TASKRANK_REDIS_WAIT_REPLICAS (a number, or auto: None) and _WAIT_TIMEOUT_MS are read
+    and survive the round trip to a child process; auto and 500 ms by default."""
+    settings = Settings.from_env({"TASKRANK_REDIS_WAIT_REPLICAS": "2",
+                                  "TASKRANK_REDIS_WAIT_TIMEOUT_MS": "250"})
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (2, 250)
+    assert Settings.from_env(settings.as_env()) == settings
+    assert Settings.from_env({"TASKRANK_REDIS_WAIT_REPLICAS": "auto"}).redis_wait_replicas is None
+    assert (Settings().redis_wait_replicas, Settings().redis_wait_timeout_ms) == (None, 500)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TASKRANK_REDIS_WAIT_REPLICAS", "one"), ("TASKRANK_REDIS_WAIT_REPLICAS", "-1"),
+    ("TASKRANK_REDIS_WAIT_TIMEOUT_MS", "0"), ("TASKRANK_REDIS_WAIT_TIMEOUT_MS", "5000")])
+def test_a_bad_wait_setting_is_refused(name, value):
+    """A replica count that is no number or negative, a WAIT timeout of 0 (Redis: forever)
+    or beyond the clients' socket timeout is a SettingsError naming the variable."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_cluster_may_be_named_by_several_nodes():
+    """TASKRANK_REDIS_URL may list a cluster's nodes, comma-separated; a list that holds
+    something else than redis:// URLs, or is said to be no cluster, is refused."""
+    nodes = "redis://10.0.0.1:7000, redis://10.0.0.2:7000"
+    assert Settings(redis_url=nodes).redis_url == nodes
+    for bad in ({"redis_url": "redis://10.0.0.1:7000,unix:///tmp/r.sock"},
+                {"redis_url": nodes, "redis_cluster": False}):
+        with pytest.raises(SettingsError, match="TASKRANK_REDIS_URL lists several nodes"):
+            Settings(**bad)
