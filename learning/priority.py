@@ -65,7 +65,8 @@ class Committee:
 
 @dataclass(frozen=True)
 class Retrain:
-    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist."""
+    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist, and no
+    sooner than ``min_interval_seconds`` after the previous retrain started."""
 
     # 10, not 25: replayed as a platform runs it (cold start, the claim's exploration and
     # diversity; 3 seeds, budget 200), re-ranking every 25 labels lost to margin sampling
@@ -74,6 +75,8 @@ class Retrain:
     # is the same; under a slow one a retrain of a small project costs well under a second.
     every_labels: int = _setting(10, rule_integer(1, 1_000_000))
     min_labels: int = _setting(10, rule_integer(1, 1_000_000))
+    # MEASURED-FLOOR
+    min_interval_seconds: float = _setting(2.0, rule_number(0.0, 86_400.0))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import reaggregate_project
+from taskrank.queue.cadence import queue_now, retrain_started, start_time
 from taskrank.queue.connection import same_server
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
 from taskrank.queue.events import flag_check_all, model_trained
@@ -25,12 +26,19 @@ from taskrank.queue.quality import evaluate_exploration
 from taskrank.queue.rescore import enqueue_rescore
 from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
 from taskrank.queue.settings import Settings, current
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import low_queue, task_queue
 
 
-def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
-    """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
-    return enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid)
+def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str,
+                    min_interval: float = 0.0) -> str:
+    """Queue a retrain unless one is already waiting: a burst of labels merges into one.
+    With ``min_interval`` (the strategy's floor), it starts no sooner than that after the
+    previous retrain started (queue/cadence.py); without, now, even one already waiting."""
+    job_id = enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid,
+                          at=start_time(r, pid, min_interval))
+    if not min_interval:
+        queue_now(task_queue(settings, same_server(r, decode_responses=False)), job_id)
+    return job_id
 
 
 def retrain(pid: str) -> dict:
@@ -39,7 +47,7 @@ def retrain(pid: str) -> dict:
     r = job_redis()
     # Clear the pending mark before reading labels: any label counted after this point
     # queues a new retrain, so the last label always reaches a model.
-    r.delete(K.retrain_pending_key(pid))
+    retrain_started(r, pid)
     project = get_project(r, pid)
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
     aggregation = reaggregate_project(r, project)
@@ -66,8 +74,8 @@ def retrain(pid: str) -> dict:
     model_trained(r, pid)
     rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
     if version:
-        # Cross-validation fits the ranker once per fold, ~4x the fit: queued after the
-        # re-score chunks, so the queue is re-ranked before it runs.
+        # Cross-validation fits the ranker once per fold, ~4x the fit: on the low queue,
+        # so the queue is re-ranked before it runs and it never holds up a retrain.
         enqueue_evaluation(r, pid, version)
     return {"version": version, "n_labels": len(items), "train_seconds": seconds,
             "rescore_job_id": rescore_job, "dawid_skene": aggregation}
@@ -75,8 +83,10 @@ def retrain(pid: str) -> dict:
 
 def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
     job_id = f"{new_job_id('evaluate', pid)}-v{version}"
-    queue = task_queue(current(), same_server(r, decode_responses=False))
-    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY,
+    queue = low_queue(current(), same_server(r, decode_responses=False))
+    # Ahead of the re-score's tail: the metrics come seconds after the version, not after
+    # the whole pool.
+    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY, at_front=True,
                   job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
     return job_id
 

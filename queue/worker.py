@@ -49,6 +49,18 @@ def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - 
     return Queue(settings.queue_name, connection=connection or connect_binary(settings))
 
 
+def low_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - a redis client
+    """The queue of work nobody waits for (the tail of a re-score, cross-validation): a
+    worker takes its jobs only while ``task_queue`` is empty."""
+    return Queue(f"{settings.queue_name}-low", connection=connection or connect_binary(settings))
+
+
+def task_queues(settings: Settings, connection=None) -> list[Queue]:  # noqa: ANN001
+    """Every queue a worker serves, in the order it serves them."""
+    connection = connection or connect_binary(settings)
+    return [task_queue(settings, connection), low_queue(settings, connection)]
+
+
 def run_worker(settings: Settings, burst: bool = False) -> None:
     """Work jobs with ``settings`` until stopped (or until the queue is empty with ``burst``)."""
     logging.basicConfig(level=settings.log_level)
@@ -67,15 +79,16 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # job killed with its worker is abandoned (queue/abandoned.py), never run twice.
     forks_die_with_this_process(signal.SIGKILL)
     connection = connect_binary(settings)
-    queue = task_queue(settings, connection)
-    _reap(queue)  # the jobs of workers that died before this one started
+    queues = task_queues(settings, connection)
+    _reap(queues)  # the jobs of workers that died before this one started
     stop = threading.Event()
     if not burst:
         upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
         upkeep.start()
     try:
         # Named after host, pid and start time: its death can be told from /proc.
-        worker = TaskWorker([queue], name=worker_name(), connection=connection)
+        # RQ takes a job from the first queue that has one: the low queue waits.
+        worker = TaskWorker(queues, name=worker_name(), connection=connection)
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()
@@ -90,7 +103,7 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)
-    queue = task_queue(settings, connect_binary(settings))
+    queues = task_queues(settings)
     while not stop.wait(settings.sweep_interval):
         upkeep = ((sweep_all_projects, "lease sweep"),
                   (lambda client: drain_followups(client, settings), "label follow-up"),
@@ -100,13 +113,13 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
                 task(r)
             except Exception:  # the loop must survive a Redis restart; the error is logged
                 log.exception("%s failed; retrying in %s s", what, settings.sweep_interval)
-        _reap(queue)
+        _reap(queues)
 
 
-def _reap(queue: Queue) -> None:
+def _reap(queues: list[Queue]) -> None:
     """``reap_abandoned``, logged; Redis unavailable: the next try (or worker) does it."""
     try:
-        reaped = reap_abandoned(queue)
+        reaped = reap_abandoned(*queues)
     except redis.RedisError as error:
         log.warning("could not look for abandoned jobs: %s", error)
         return

@@ -109,7 +109,8 @@ def strategy(partial: bool) -> dict:
         "committee": {"model": {"type": "string", "enum": [
             "logistic_regression", "naive_bayes", "random_forest"]},
             "members": integer(1, 100), "use_supplied": BOOL},
-        "retrain": {"every_labels": integer(1, 1_000_000), "min_labels": integer(1, 1_000_000)},
+        "retrain": {"every_labels": integer(1, 1_000_000), "min_labels": integer(1, 1_000_000),
+                    "min_interval_seconds": num(0, 86_400)},
         "redundancy": {"adaptive": BOOL, "max_labels": integer(1, 50),
                        "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
                                            "maximum": 1}},

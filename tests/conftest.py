@@ -14,7 +14,7 @@ from taskrank.queue.settings import Settings
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
 from taskrank.queue.webhooks import subscriptions_cache
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queues
 from taskrank.server import create_app
 
 # Commands under test must neither find nor note a developer's running taskrank
@@ -76,7 +76,7 @@ def run_jobs(settings: Settings, r: redis.Redis):
 
     def run() -> None:
         with connect_binary(settings) as connection:
-            InProcessWorker([task_queue(settings, connection)], connection=connection).work(
+            InProcessWorker(task_queues(settings, connection), connection=connection).work(
                 burst=True, logging_level="WARNING")
 
     return run

@@ -21,17 +21,19 @@ from collections.abc import Callable, Sequence
 from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.machine import cpu_pressure
 
-NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "memory")
+NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "shipped", "memory")
 
 FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
         "latency_requests": 2000, "serve_extras": True, "ingest_items": 100_000,
         "rescore_items": 1_000_000, "rescore_chunk": None, "rescore_model": True,
-        "rerank_pool": 100_000, "rerank_trials": 5, "memory_items": 100_000,
+        "rerank_pools": [100_000, 1_000_000], "rerank_trials": 10, "shipped_pool": 100_000,
+        "shipped_seconds": 10.0, "shipped_rounds": 3, "memory_items": 100_000,
         "scoring_rows": 100_000, "scoring_repeats": 5}
 QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
          "latency_requests": 100, "serve_extras": False, "ingest_items": 6_000,
          "rescore_items": 20_000, "rescore_chunk": 5_000, "rescore_model": False,
-         "rerank_pool": 2_000, "rerank_trials": 1, "memory_items": 2_000,
+         "rerank_pools": [2_000], "rerank_trials": 2, "shipped_pool": 3_000,
+         "shipped_seconds": 1.0, "shipped_rounds": 1, "memory_items": 2_000,
          "scoring_rows": 20_000, "scoring_repeats": 2}
 
 
@@ -64,7 +66,14 @@ def _rescore(sizes: dict) -> dict:
 def _rerank(sizes: dict) -> dict:
     from taskrank.scripts.bench import rerank as bench_rerank
 
-    return bench_rerank.run(sizes["rerank_pool"], sizes["rerank_trials"])
+    return bench_rerank.run(sizes["rerank_pools"], sizes["rerank_trials"])
+
+
+def _shipped(sizes: dict) -> dict:
+    from taskrank.scripts.bench import shipped as bench_shipped
+
+    return bench_shipped.run(sizes["shipped_pool"], sizes["shipped_seconds"],
+                             sizes["shipped_rounds"])
 
 
 def _memory(sizes: dict) -> dict:
@@ -75,7 +84,7 @@ def _memory(sizes: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "scoring": _scoring, "serve": _serve, "ingest": _ingest, "rescore": _rescore,
-    "rerank": _rerank, "memory": _memory}
+    "rerank": _rerank, "shipped": _shipped, "memory": _memory}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

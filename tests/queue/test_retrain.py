@@ -13,7 +13,7 @@ from taskrank.queue.experts import load_expert
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_evaluation, enqueue_retrain
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, low_queue, task_queue
 from tests.invariants import not_rescored, pooled
 from tests.pools import features_project
 
@@ -62,9 +62,9 @@ def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
 
 def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version(
         r, settings, run_jobs):
-    """The retrain stores its version without metrics and queues the re-score before the
-    evaluation; the evaluation fills the metrics in, and does nothing for a version that
-    is no longer current."""
+    """The retrain stores its version without metrics, queues the re-score's top on the
+    main queue and the evaluation on the low queue, ahead of the tail; the evaluation
+    fills the metrics in, and does nothing for a version that is no longer current."""
     _, truth = features_project(r, every=10**6)
     run_jobs()  # the pool map of the ingest
     _label_next(r, settings, truth, 20)
@@ -74,8 +74,8 @@ def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version
     InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
                                                        logging_level="WARNING")
     assert model_info(r, "p")["metrics"] == {}
-    waiting = queue.job_ids
-    assert waiting[-1].startswith("evaluate-") and waiting[0].startswith("rescore-")
+    assert queue.job_ids and all(job.startswith("rescore-") for job in queue.job_ids)
+    assert low_queue(settings, connection).job_ids[0].startswith("evaluate-")
     run_jobs()
     assert model_info(r, "p")["metrics"]["accuracy"] is not None
     _label_next(r, settings, truth, 5)
