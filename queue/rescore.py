@@ -38,6 +38,7 @@ from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, job_redis, new_job_id
 from taskrank.queue.projects import get_project
 from taskrank.queue.rerank import mark_reranked, top_items
 from taskrank.queue.rescore_items import RESCORE_BATCH, rescore_items
+from taskrank.queue.rescore_layout import chunk_layout
 from taskrank.queue.settings import Settings, current
 from taskrank.queue.worker import low_queue, task_queue
 
@@ -55,8 +56,8 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     run = run or new_job_id("rescore", pid)
     clusters = _supersede(r, pid, run) or clusters
     tags = [""] + sorted(r.smembers(K.tags_key(pid)))  # "" stands for the untagged set
-    top_layout, tail_layout, items = _chunk_layout(r, pid, tags, top or top_items(settings),
-                                                   chunk)
+    top_layout, tail_layout, items = chunk_layout(r, pid, tags, top or top_items(settings),
+                                                  chunk)
     layout = top_layout + tail_layout
     progress = K.rescore_progress_key(pid, run)
     r.hset(progress, mapping={
@@ -64,30 +65,12 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
         "chunk_size": chunk, "reason": reason, "tags": json.dumps(tags),
         "layout": json.dumps(layout), "started_at": time.time(), "clusters": int(clusters)})
     r.expire(progress, 7 * 86400)
-    # Each chunk is captured, then queued: the top first, so a second worker starts on it
-    # while the tail is captured (1M items take ~1 s), and the tail in one round trip.
-    for index in range(len(top_layout)):
-        _capture(r, pid, run, tags, index, top_layout[index])
-        enqueue_chunks(r, settings, pid, run, [index], chunk)
-    for index in range(len(top_layout), len(layout)):
-        _capture(r, pid, run, tags, index, layout[index])
-    enqueue_chunks(r, settings, pid, run, range(len(top_layout), len(layout)), chunk)
+    # The top is captured here (a few 10k items); the tail by its first chunk to run, so
+    # this job ends at once and a single worker goes on to the top.
+    for index, segments in enumerate(top_layout):
+        _capture(r, pid, run, tags, index, segments)
+    enqueue_chunks(r, settings, pid, run, range(len(layout)), chunk)
     return run
-
-
-def _capture(r: redis.Redis, pid: str, run: str, tags: list[str], index: int,
-             segments: list) -> None:
-    """Snapshot the items of each segment of chunk ``index``.
-
-    An item re-scored meanwhile (by a chunk of the top, on another worker) may have moved
-    into a range captured later and be scored twice, with the same result; an item not
-    yet re-scored keeps its score, so it is never missed.
-    """
-    for number, (part, high, low) in enumerate(segments):
-        key = K.rescore_snapshot_key(pid, run, index, number)
-        r.zrangestore(key, K.pool_set_key(pid, tags[part]), high, low, byscore=True,
-                      desc=True)
-        r.expire(key, 86400)
 
 
 def _supersede(r: redis.Redis, pid: str, run: str) -> bool:
@@ -99,70 +82,6 @@ def _supersede(r: redis.Redis, pid: str, run: str) -> bool:
     clusters, finished = r.hmget(K.rescore_progress_key(pid, previous), "clusters",
                                  "finished_at")
     return clusters == "1" and finished is None
-
-
-Layout = list[list[tuple[int, str, str]]]
-
-
-def _chunk_layout(r: redis.Redis, pid: str, tags: list[str], top: int,
-                  chunk: int) -> tuple[Layout, Layout, int]:
-    """The segments (part, highest score, lowest score) of each chunk of the top and of the
-    tail, as ZRANGE BYSCORE bounds, and about how many items they hold in all.
-
-    A segment is a score range of one set holding about ``chunk`` items or fewer, so its
-    snapshot is one short call (one ``ZRANGESTORE`` of a whole 1M-item set holds Redis
-    ~1.7 s).  Ranges partition the scores, so every item that keeps its score is in exactly
-    one segment (ties all go to one).  The tail takes the sets' ranges in turn, highest
-    scores first; consecutive small ranges (small tag sets, the ends of sets) share a
-    chunk, since every chunk job forks a work horse.
-    """
-    per_part = [[(part, *bounds) for bounds in
-                 _score_ranges(r, K.pool_set_key(pid, tag), top, chunk)]
-                for part, tag in enumerate(tags)]
-    in_turn = [ranges[index] for index in range(max(map(len, per_part)))
-               for ranges in per_part if index < len(ranges)]
-    top_ranges = [entry for entry in in_turn if entry[4]]
-    tail_ranges = [entry for entry in in_turn if not entry[4]]
-    items = sum(entry[3] for entry in in_turn)
-    return _grouped(top_ranges, chunk) or [[]], _grouped(tail_ranges, chunk), items
-
-
-def _grouped(ranges: list[tuple], chunk: int) -> Layout:
-    """Consecutive ranges grouped into chunks of about ``chunk`` items or fewer."""
-    layout: Layout = []
-    size = chunk
-    for part, high, low, count, _ in ranges:
-        if not layout or size + count > chunk:
-            layout.append([])
-            size = 0
-        layout[-1].append((part, high, low))
-        size += count
-    return layout  # an empty run has one top chunk without segments
-
-
-def _score_ranges(r: redis.Redis, pool: str, top: int,
-                  chunk: int) -> list[tuple[str, str, int, bool]]:
-    """(high, low, about how many items, whether in the top) of a set's ranges, highest
-    first: its first ``top`` items in ranges of ``chunk`` or fewer, then the rest in ranges
-    of ``chunk``; high inclusive."""
-    size = r.zcard(pool)
-    if not size:
-        return []
-    ranks = [rank for rank in [*range(chunk, top, chunk), top, *range(top + chunk, size, chunk)]
-             if rank < size]
-    pipe = r.pipeline(transaction=False)
-    for rank in ranks:
-        pipe.zrevrange(pool, rank, rank, withscores=True)
-    cuts: list[tuple[int, float]] = []  # (rank, score); ties collapse into one cut
-    for rank, rows in zip(ranks, pipe.execute(), strict=True):
-        if rows and (not cuts or rows[0][1] < cuts[-1][1]):
-            cuts.append((rank, rows[0][1]))
-    starts = [0] + [rank for rank, _ in cuts]
-    ends = [rank for rank, _ in cuts] + [size]
-    highs = ["+inf"] + [repr(score) for _, score in cuts]
-    lows = [f"({score!r}" for _, score in cuts] + ["-inf"]
-    return [(high, low, end - start, start < top)
-            for high, low, start, end in zip(highs, lows, starts, ends, strict=True)]
 
 
 def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
@@ -190,6 +109,24 @@ def chunk_job_id(progress: dict, run: str, index: int) -> str:
     return progress.get(f"job:{index}") or f"{run}-c{index}"
 
 
+def _capture(r: redis.Redis, pid: str, run: str, tags: list[str], index: int,
+             segments: list) -> None:
+    """Snapshot the items of each segment of chunk ``index`` that has no snapshot yet."""
+    for number, segment in enumerate(segments):
+        _snapshot(r, pid, run, tags, index, number, segment)
+
+
+def _snapshot(r: redis.Redis, pid: str, run: str, tags: list[str], index: int, number: int,
+              segment: list) -> str:
+    """The snapshot key of segment ``number`` of chunk ``index``, captured unless it was."""
+    part, high, low = segment
+    key = K.rescore_snapshot_key(pid, run, index, number)
+    if not r.exists(key):
+        r.zrangestore(key, K.pool_set_key(pid, tags[part]), high, low, byscore=True, desc=True)
+        r.expire(key, 86400)
+    return key
+
+
 def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
     """Re-score one chunk of a run; only items still pending are updated."""
     r = job_redis()
@@ -197,79 +134,122 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
     if r.hexists(progress, f"done:{index}"):
         result = {"skipped": "chunk already done"}  # a retry after the work was stored
     else:
-        result = _work_chunk(r, get_project(r, pid), run, index, chunk)
+        result = Chunk(r, get_project(r, pid), run, index, chunk).work()
     # Also on a retry: the killed attempt may have stopped before.
     mark_reranked(r, pid, run)
     _finish_run(r, pid, run)
     return result
 
 
-def _work_chunk(r: redis.Redis, project: dict, run: str, index: int, chunk: int) -> dict:
-    """Capture the chunk's segments, score them batch by batch (a tail chunk from where it
-    stopped, and stopping again when superseded or when the main queue has a job)."""
-    pid, progress = project["id"], K.rescore_progress_key(project["id"], run)
-    tags, layout, clusters, top, at, updated = r.hmget(
-        progress, "tags", "layout", "clusters", "top_chunks", f"at:{index}", f"upd:{index}")
-    tags, segments = json.loads(tags), json.loads(layout)[index]
-    tail = index >= int(top or 0)
-    main = task_queue(current(), same_server(r, decode_responses=False))
-    position, updated, stop = 0, int(updated or 0), None
-    for number, (part, high, low) in enumerate(segments):
-        key = K.rescore_snapshot_key(pid, run, index, number)
-        ids = _captured(r, key, K.pool_set_key(pid, tags[part]), high, low)
-        for start in range(0, len(ids), RESCORE_BATCH):
-            if position < int(at or 0):  # done before this chunk last stopped
-                position += min(RESCORE_BATCH, len(ids) - start)
-                continue
-            # A tail chunk yields only after a batch of its own, so it always advances.
-            stop = tail and _stop_reason(r, pid, run, main, position > int(at or 0))
-            if stop:
-                return _stopped(r, project, run, index, chunk, position, updated, stop)
-            batch = ids[start:start + RESCORE_BATCH]
-            updated += rescore_items(r, project, batch, tag=tags[part], clusters=bool(int(
-                clusters or 0)))
-            position += len(batch)
-    # Atomic and counted once: a work horse killed here leaves the chunk both done and
-    # counted, or neither (then its retry redoes it from where it last stopped).
-    lua.run(r, "finish_chunk", pid, [progress], [index, updated, position])
-    return {"items": position, "updated": updated}
+class Chunk:
+    """One chunk of a run at work: its segments, where it stands, when it should stop."""
 
+    def __init__(self, r: redis.Redis, project: dict, run: str, index: int,
+                 chunk: int) -> None:
+        self.r, self.project, self.run, self.index, self.chunk = r, project, run, index, chunk
+        self.pid = project["id"]
+        self.progress = K.rescore_progress_key(self.pid, run)
+        tags, layout, clusters, top, at, updated, yields = r.hmget(
+            self.progress, "tags", "layout", "clusters", "top_chunks", f"at:{index}",
+            f"upd:{index}", f"yields:{index}")
+        self.tags, self.layout = json.loads(tags), json.loads(layout)
+        self.clusters, self.top = bool(int(clusters or 0)), int(top or 0)
+        self.tail = index >= self.top
+        self.at, self.updated, self.yields = int(at or 0), int(updated or 0), int(yields or 0)
+        self.main = task_queue(current(), same_server(r, decode_responses=False))
+        self.moved = False  # whether this job did any work yet (it yields only after some)
+        self.why = ""
 
-def _captured(r: redis.Redis, key: str, pool: str, high: str, low: str) -> list[str]:
-    """A segment's item ids in score order, highest first, as the run captured them; a
-    segment without a snapshot (the run stopped while capturing, or it expired before a
-    resume) is captured now: an item not re-scored since kept its score and range."""
-    if not r.exists(key):
-        r.zrangestore(key, pool, high, low, byscore=True, desc=True)
-        r.expire(key, 86400)
-    return r.zrange(key, 0, -1, desc=True)
+    def work(self) -> dict:
+        """Capture the tail if it is not yet, then score the segments batch by batch from
+        where the chunk last stopped; a tail chunk stops when superseded or when a job
+        waits on the main queue."""
+        if self.tail and not self._tail_captured():
+            return self._stopped(self.at)
+        position = 0
+        for number, segment in enumerate(self.layout[self.index]):
+            part = segment[0]
+            ids = self._ids(number, segment)
+            for start in range(0, len(ids), RESCORE_BATCH):
+                batch = ids[start:start + RESCORE_BATCH]
+                if position + len(batch) <= self.at:  # done before this chunk last stopped
+                    position += len(batch)
+                    continue
+                if self._stop():
+                    return self._stopped(position)
+                self.updated += rescore_items(self.r, self.project, self._not_top(part, batch),
+                                              tag=self.tags[part], clusters=self.clusters)
+                position += len(batch)
+                self.moved = True
+        # Atomic and counted once: a work horse killed here leaves the chunk both done and
+        # counted, or neither (then its retry redoes it from where it last stopped).
+        lua.run(self.r, "finish_chunk", self.pid, [self.progress],
+                [self.index, self.updated, position])
+        return {"items": position, "updated": self.updated}
 
+    def _ids(self, number: int, segment: list) -> list[str]:
+        """A segment's item ids, highest first, as captured (captured now when its snapshot
+        is gone: a resumed run's, a day later; an item that kept its score is still in
+        its range)."""
+        key = _snapshot(self.r, self.pid, self.run, self.tags, self.index, number, segment)
+        return self.r.zrange(key, 0, -1, desc=True)
 
-def _stop_reason(r: redis.Redis, pid: str, run: str, main: Queue,
-                 may_yield: bool) -> str | None:
-    """Why a tail chunk should stop before its next batch, if it should."""
-    newest = r.get(K.rescore_latest_key(pid))
-    if newest and newest != run:
-        return "superseded"
-    return "yielded" if may_yield and main.count else None
+    def _tail_captured(self) -> bool:
+        """Capture every tail segment without a snapshot, before any tail item is scored
+        (an item scored first could move into a range captured after and be scored
+        twice); False when the chunk must stop first."""
+        if self.r.hexists(self.progress, "tail_captured"):
+            return True
+        for index in range(self.top, len(self.layout)):
+            if self._stop():
+                return False
+            _capture(self.r, self.pid, self.run, self.tags, index, self.layout[index])
+            self.moved = True
+        self.r.hset(self.progress, "tail_captured", 1)
+        return True
 
+    def _not_top(self, part: int, ids: list[str]) -> list[str]:
+        """``ids`` of a tail segment but those the top re-scored already (they may have
+        moved into the tail's ranges before it was captured)."""
+        if not self.tail:
+            return ids
+        keys = [K.rescore_snapshot_key(self.pid, self.run, index, number)
+                for index, segments in enumerate(self.layout[:self.top])
+                for number, segment in enumerate(segments) if segment[0] == part]
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.zmscore(key, ids)
+        found = pipe.execute()
+        return [iid for n, iid in enumerate(ids) if all(scores[n] is None for scores in found)]
 
-def _stopped(r: redis.Redis, project: dict, run: str, index: int, chunk: int,
-             position: int, updated: int, why: str) -> dict:
-    """End a tail chunk early: superseded, it is done (its items are the newer run's);
-    yielding to the main queue, it goes on later from ``position`` under a new job id."""
-    pid, progress = project["id"], K.rescore_progress_key(project["id"], run)
-    if why == "superseded":
-        r.hset(progress, "superseded_by", r.get(K.rescore_latest_key(pid)) or "")
-        lua.run(r, "finish_chunk", pid, [progress], [index, updated, position])
-    else:
-        job_id = f"{run}-c{index}-{position}"
-        r.hset(progress, mapping={f"at:{index}": position, f"upd:{index}": updated,
-                                  f"job:{index}": job_id})
-        low_queue(current(), same_server(r, decode_responses=False)).enqueue(
-            rescore_chunk, pid, run, index, chunk, job_id=job_id, retry=RETRY,
-            job_timeout=JOB_TIMEOUT, at_front=True)  # before the run's later chunks
-    return {"items": position, "updated": updated, why: True}
+    def _stop(self) -> str:
+        """Why a tail chunk should stop before its next step ('' if it should not)."""
+        if not self.tail:
+            return ""
+        newest = self.r.get(K.rescore_latest_key(self.pid))
+        if newest and newest != self.run:
+            self.why = "superseded"
+        elif self.moved and self.main.count:  # a job waits: it goes first
+            self.why = "yielded"
+        return self.why
+
+    def _stopped(self, position: int) -> dict:
+        """End the chunk early: superseded, it is done (its items are the newer run's);
+        yielding to the main queue, it goes on later from ``position`` under a new id."""
+        if self.why == "superseded":
+            self.r.hset(self.progress, "superseded_by",
+                        self.r.get(K.rescore_latest_key(self.pid)) or "")
+            lua.run(self.r, "finish_chunk", self.pid, [self.progress],
+                    [self.index, self.updated, position])
+        else:
+            job_id = f"{self.run}-c{self.index}-y{self.yields + 1}"
+            self.r.hset(self.progress, mapping={
+                f"at:{self.index}": position, f"upd:{self.index}": self.updated,
+                f"yields:{self.index}": self.yields + 1, f"job:{self.index}": job_id})
+            low_queue(current(), self.main.connection).enqueue(
+                rescore_chunk, self.pid, self.run, self.index, self.chunk, job_id=job_id,
+                retry=RETRY, job_timeout=JOB_TIMEOUT, at_front=True)  # before later chunks
+        return {"items": position, "updated": self.updated, self.why: True}
 
 
 def _finish_run(r: redis.Redis, pid: str, run: str) -> None:
