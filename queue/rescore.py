@@ -69,8 +69,17 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     # this job ends at once and a single worker goes on to the top.
     for index, segments in enumerate(top_layout):
         _capture(r, pid, run, tags, index, segments)
-    enqueue_chunks(r, settings, pid, run, range(len(layout)), chunk)
+    # The tail waits for the top (RQ dependencies): it would only slow the re-rank down.
+    enqueue_chunks(r, settings, pid, run, range(len(layout)), chunk,
+                   after=top_jobs(r, pid, run))
     return run
+
+
+def top_jobs(r: redis.Redis, pid: str, run: str) -> list[str]:
+    """The ids of the jobs of ``run``'s top chunks: work that must not slow the re-rank
+    down waits for them (RQ's ``depends_on``)."""
+    top = int(r.hget(K.rescore_progress_key(pid, run), "top_chunks") or 0)
+    return [f"{run}-c{index}" for index in range(top)]
 
 
 def _supersede(r: redis.Redis, pid: str, run: str) -> bool:
@@ -85,9 +94,10 @@ def _supersede(r: redis.Redis, pid: str, run: str) -> bool:
 
 
 def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
-                   chunk: int) -> None:
+                   chunk: int, after: list[str] | None = None) -> None:
     """Queue the chunks ``indexes`` of ``run`` (again, for a resumed run): the top ones on
-    the main queue, the tail on the low queue, each under its current job id."""
+    the main queue, the tail on the low queue once the jobs ``after`` are done, each
+    under its current job id."""
     binary = same_server(r, decode_responses=False)
     queues = (task_queue(settings, binary), low_queue(settings, binary))
     fields = r.hgetall(K.rescore_progress_key(pid, run))
@@ -97,7 +107,7 @@ def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, index
         queue = queues[index >= top]
         jobs[queue].append(queue.prepare_data(
             rescore_chunk, (pid, run, index, chunk), job_id=chunk_job_id(fields, run, index),
-            retry=RETRY, timeout=JOB_TIMEOUT))
+            retry=RETRY, timeout=JOB_TIMEOUT, depends_on=after if index >= top else None))
     for queue, batch in jobs.items():
         if batch:
             queue.enqueue_many(batch)  # one round trip for a run's many chunks

@@ -23,7 +23,7 @@ from taskrank.queue.metrics import observe_retrain
 from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, store_model
 from taskrank.queue.projects import get_project
 from taskrank.queue.quality import evaluate_exploration
-from taskrank.queue.rescore import enqueue_rescore
+from taskrank.queue.rescore import enqueue_rescore, top_jobs
 from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
 from taskrank.queue.settings import Settings, current
 from taskrank.queue.worker import low_queue, task_queue
@@ -74,20 +74,23 @@ def retrain(pid: str) -> dict:
     model_trained(r, pid)
     rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
     if version:
-        # Cross-validation fits the ranker once per fold, ~4x the fit: on the low queue,
-        # so the queue is re-ranked before it runs and it never holds up a retrain.
-        enqueue_evaluation(r, pid, version)
+        # Cross-validation fits the ranker once per fold, ~4x the fit: on the low queue
+        # once the queue is re-ranked, so it neither slows that down nor holds up a retrain.
+        enqueue_evaluation(r, pid, version, after=top_jobs(r, pid, run))
     return {"version": version, "n_labels": len(items), "train_seconds": seconds,
             "rescore_job_id": rescore_job, "dawid_skene": aggregation}
 
 
-def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
+def enqueue_evaluation(r: redis.Redis, pid: str, version: int,
+                       after: list[str] | None = None) -> str:
+    """Queue the evaluation of ``version`` once the jobs ``after`` are done."""
     job_id = f"{new_job_id('evaluate', pid)}-v{version}"
     queue = low_queue(current(), same_server(r, decode_responses=False))
-    # Ahead of the re-score's tail: the metrics come seconds after the version, not after
+    # Ahead of the re-score's tail: the metrics come soon after the version, not after
     # the whole pool.
     queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY, at_front=True,
-                  job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
+                  depends_on=after or None, job_timeout=JOB_TIMEOUT,
+                  description=f"evaluate {pid} v{version}")
     return job_id
 
 

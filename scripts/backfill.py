@@ -35,7 +35,7 @@ from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.rescore import chunk_job_id, enqueue_rescore, rescore_progress
 from taskrank.queue.running import NoServerError, command_redis
-from taskrank.queue.settings import Settings, SettingsError, install
+from taskrank.queue.settings import Settings, SettingsError, current, install
 from taskrank.queue.worker import InProcessWorker, task_queue, task_queues
 from taskrank.scripts.cli import positive_int
 from taskrank.scripts.item_files import FileFormatError, detect_format, priority_records
@@ -107,9 +107,9 @@ def _project(r: redis.Redis, pid: str) -> dict:
 # --- re-score over RQ -----------------------------------------------------------------------
 def backfill(r: redis.Redis, settings: Settings, pid: str, args: argparse.Namespace) -> dict:
     """Start (or resume) a re-score run, follow it to the end; the summary."""
-    if args.direct:  # queues of our own, which only this process works (its jobs too)
-        settings = install(settings.replace(
-            queue_name=f"{settings.queue_name}-backfill-{secrets.token_hex(4)}"))
+    if args.direct:  # queues of our own, which only this process works
+        settings = settings.replace(
+            queue_name=f"{settings.queue_name}-backfill-{secrets.token_hex(4)}")
     elif not Worker.count(queue=task_queue(settings, connect_binary(settings))):
         raise Unusable(f"no RQ worker listens on queue '{settings.queue_name}'; start one "
                        "('taskrank worker' or 'taskrank serve') or run here with --direct")
@@ -158,11 +158,14 @@ def work_here(settings: Settings, r: redis.Redis, pid: str, run: str, bar: tqdm)
     watcher = threading.Thread(target=follow, args=(r, pid, run, bar), kwargs={"done": done},
                                daemon=True)
     watcher.start()
+    previous = current()
     try:
+        install(settings)  # the jobs read their queues from the installed settings
         # A burst worker stops after its job on Ctrl-C; what remains waits for --resume.
         InProcessWorker(queues, connection=connection).work(burst=True, logging_level="WARNING")
         left = sum(queue.count for queue in queues)
     finally:
+        install(previous)
         done.set()
         watcher.join()
         for queue in queues:

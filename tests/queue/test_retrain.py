@@ -62,20 +62,29 @@ def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
 
 def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version(
         r, settings, run_jobs):
-    """The retrain stores its version without metrics, queues the re-score's top on the
-    main queue and the evaluation on the low queue, ahead of the tail; the evaluation
-    fills the metrics in, and does nothing for a version that is no longer current."""
+    """The retrain stores its version without metrics and queues the re-score's top on
+    the main queue; the evaluation waits for the top, then goes to the low queue ahead
+    of the tail; it fills the metrics in, and does nothing for a version that is no
+    longer current."""
     _, truth = features_project(r, every=10**6)
     run_jobs()  # the pool map of the ingest
     _label_next(r, settings, truth, 20)
     enqueue_retrain(r, settings, "p")
     connection = connect_binary(settings)
     queue = task_queue(settings, connection)
-    InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
-                                                       logging_level="WARNING")
+    low = low_queue(settings, connection)
+
+    def one_job() -> None:
+        InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
+                                                           logging_level="WARNING")
+
+    one_job()  # the retrain
     assert model_info(r, "p")["metrics"] == {}
     assert queue.job_ids and all(job.startswith("rescore-") for job in queue.job_ids)
-    assert low_queue(settings, connection).job_ids[0].startswith("evaluate-")
+    assert low.job_ids == [] and any(
+        job.startswith("evaluate-") for job in low.deferred_job_registry.get_job_ids())
+    one_job()  # the top of the re-score
+    assert low.job_ids[0].startswith("evaluate-")
     run_jobs()
     assert model_info(r, "p")["metrics"]["accuracy"] is not None
     _label_next(r, settings, truth, 5)
