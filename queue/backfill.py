@@ -12,7 +12,8 @@ from taskrank.queue import lua
 from taskrank.queue.connection import same_server
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.projects import get_project
-from taskrank.queue.rescore import chunk_job_id, enqueue_chunks
+from taskrank.queue.rerank import mark_reranked
+from taskrank.queue.rescore import chunk_job_id, enqueue_chunks, queue_tail
 from taskrank.queue.settings import Settings, current
 
 
@@ -39,6 +40,13 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
     settings = settings or current()
     left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     progress = r.hgetall(K.rescore_progress_key(pid, run))
+    top = int(progress.get("top_chunks", 0))
+    if top and "tail_queued" not in progress:  # the tail is queued once the top is done
+        if all(index >= top for index in left):  # its last job died before it queued it
+            if mark_reranked(r, pid, run):
+                queue_tail(r, settings, pid, run)
+            return left
+        left = [index for index in left if index < top]
     binary = same_server(r, decode_responses=False)
     jobs = Job.fetch_many([chunk_job_id(progress, run, index) for index in left],
                           connection=binary)

@@ -35,21 +35,24 @@ def top_items(settings: Settings) -> int:
     return claim_window(settings) * TOP_WINDOWS
 
 
-def mark_reranked(r: redis.Redis, pid: str, run: str) -> None:
+def mark_reranked(r: redis.Redis, pid: str, run: str) -> bool:
     """After a chunk of ``run``: once its top chunks are all done (or every chunk, for a
     run stored before runs had a top), settle the claim windows and declare the queue
-    re-ranked: ``reranked_at``, the lease counts of diversity afresh, ``queue.reranked``."""
+    re-ranked: ``reranked_at``, the lease counts of diversity afresh, ``queue.reranked``.
+    True once the run is re-ranked (by this call or before)."""
     progress = K.rescore_progress_key(pid, run)
     done, chunks, top, reranked = r.hmget(progress, "chunks_done", "chunks", "top_chunks",
                                           "reranked_at")
-    if reranked is not None or not (int(done or 0) >= int(chunks)
-                                    or _top_done(r, progress, int(top or 0))):
-        return
+    if reranked is not None:
+        return True
+    if not (int(done or 0) >= int(chunks) or _top_done(r, progress, int(top or 0))):
+        return False
     settle_windows(r, pid, run)
     # Diversity counts leases per cluster since the last re-rank: this is one.
     r.delete(K.claimed_clusters_key(pid))
     queue_reranked(r, pid, run)  # sent once (its marker), also on a retry
     r.hsetnx(progress, "reranked_at", time.time())
+    return True
 
 
 def _top_done(r: redis.Redis, progress: str, top: int) -> bool:
@@ -58,21 +61,21 @@ def _top_done(r: redis.Redis, progress: str, top: int) -> bool:
 
 def settle_windows(r: redis.Redis, pid: str, run: str) -> None:
     """Before a run is declared re-ranked: re-score the items in each set's claim window
-    that may still hold a score from before the run, ``SETTLE_ROUNDS`` passes at most.
+    that still hold a score from before the run, ``SETTLE_ROUNDS`` passes at most.
 
-    The top's new scores can fall below the old scores just under it (the new model is
-    surer of the top): those tail items then rise into the claim window with their old
-    scores.  Any item at or below the top's lowest previous score may be one; each pass
-    re-scores those in the window once.  What is left (``window_stale`` in the progress:
-    0 unless the scores moved wholesale, as from the cold-start order to the first model)
-    is re-scored by the tail, highest previous scores first.
+    The top's new scores can fall below the previous scores just under it (the new model
+    is surer of the top): those tail items then rise into the claim window with their
+    previous scores.  Each pass re-scores the window's items that were in no set's top
+    (only they can be at or below its lowest previous score and not re-scored).  What is left
+    (``window_stale`` in the progress: 0 unless the scores moved wholesale, as from the
+    cold-start order to the first model) is re-scored by the tail, highest scores first.
     """
     progress = K.rescore_progress_key(pid, run)
     tags, layout, top, clusters = r.hmget(progress, "tags", "layout", "top_chunks",
                                           "clusters")
-    tags, layout = json.loads(tags), json.loads(layout)
+    tags, layout, top = json.loads(tags), json.loads(layout), int(top or 0)
     # Each set's lowest top bound: "(score", items at or below it were not in the top.
-    cuts = {part: low for segments in layout[:int(top or 0)] for part, _, low in segments}
+    cuts = {part: low for segments in layout[:top] for part, _, low in segments}
     project, window = get_project(r, pid), claim_window(current())
     risen = stale = 0
     for part, low in cuts.items():
@@ -80,8 +83,9 @@ def settle_windows(r: redis.Redis, pid: str, run: str) -> None:
             continue
         pool, below, seen = K.pool_set_key(pid, tags[part]), float(low[1:]), set()
         for round_ in range(SETTLE_ROUNDS + 1):
-            candidates = [iid for iid, score in r.zrevrange(pool, 0, window - 1, withscores=True)
-                          if score <= below and iid not in seen]
+            rows = r.zrevrange(pool, 0, window - 1, withscores=True)
+            candidates = not_in_top(r, pid, run, layout[:top], [
+                iid for iid, score in rows if score <= below and iid not in seen])
             if not candidates or round_ == SETTLE_ROUNDS:
                 break
             rescore_items(r, project, candidates, clusters=bool(int(clusters or 0)))
@@ -89,3 +93,20 @@ def settle_windows(r: redis.Redis, pid: str, run: str) -> None:
             risen += len(candidates)
         stale += len(candidates)
     r.hset(progress, mapping={"risen": risen, "window_stale": stale})
+
+
+def not_in_top(r: redis.Redis, pid: str, run: str, top_layout: list, ids: list[str],
+               before: int | None = None) -> list[str]:
+    """``ids`` but those in the run's snapshots of the top of every set (of the sets
+    before part ``before`` only, when given), which the top re-scores (``top_layout``:
+    the run's top chunks)."""
+    keys = [K.rescore_snapshot_key(pid, run, index, number)
+            for index, segments in enumerate(top_layout)
+            for number, segment in enumerate(segments) if before is None or segment[0] < before]
+    if not ids or not keys:
+        return ids
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.zmscore(key, ids)
+    found = pipe.execute()
+    return [iid for n, iid in enumerate(ids) if all(scores[n] is None for scores in found)]

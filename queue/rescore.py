@@ -3,24 +3,24 @@
 A run cuts every pool set (the untagged one and one per tag) into score ranges, as they are
 when it starts, and groups them in chunks, one RQ job each (``rescore_chunk``):
 
-- the **top**: the first ``top_items`` of every set, the part claims read.  Its chunks go to
-  the main queue; once they are all done the queue is *re-ranked*: ``reranked_at`` in the
-  run's progress (``reranked`` in ``GET /v1/jobs/{run}`` and in ``GET /model``), the
-  ``queue.reranked`` event, and the lease counts of diversity start afresh.  Before that,
-  the claim window of every set (what one claim can read of it) is checked: an item still
-  holding a score from before the run that the new scores let into it is re-scored too
-  (``settle_windows``).
-- the **tail**: the rest, in ranges of ``TASKRANK_RESCORE_CHUNK`` items, on the low queue,
-  which a worker serves only while the main queue is empty.  Between batches a tail chunk
-  stops when a job waits on the main queue (a retrain, another run's top) and goes on
-  later from where it stopped, so the tail never holds up the next re-rank; a newer run
-  supersedes it (its chunks stop without scoring: the newer run re-scores every item).
-  Until its chunk runs, a tail item keeps the score it had: it stays in the pool, ranked
-  as before, and moves when its turn comes.
+- the **top**: the first ``top_items`` of every set, what claims read.  Its chunks go to
+  the main queue; once they are all done the queue is *re-ranked* (``queue/rerank.py``):
+  the claim windows are settled, ``reranked`` shows in ``GET /v1/jobs/{run}`` and
+  ``GET /model``, ``queue.reranked`` is sent and the lease counts of diversity start
+  afresh.
+- the **tail**: the rest, in ranges of ``TASKRANK_RESCORE_CHUNK`` items, queued then on
+  the low queue, which a worker serves only while the main queue is empty.  Between
+  batches a tail chunk stops when a job waits on the main queue (a retrain, another run's
+  top) and goes on later from where it stopped, so the tail never holds up the next
+  re-rank; a newer run supersedes it (its chunks stop without scoring: the newer run
+  re-scores every item).  Until its chunk runs, a tail item keeps the score it had: it
+  stays in the pool, ranked as before, and moves when its turn comes.
 
-Every range is captured (a snapshot in score order) when the run starts; a chunk then
-writes the scores of the items still pending.  An item that kept its score is in exactly
-one snapshot, so it is scored once and never missed.
+Every range is captured (a snapshot in score order) before any of its items is scored:
+the top's when the run starts, the tail's by the first tail chunk to run.  A chunk writes
+the scores of the items still pending.  An item that kept its score is in exactly one
+snapshot, so it is never missed; an item of the top that moved into the tail's ranges
+before they were captured is left out of them, so it is not scored twice.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from taskrank.queue import lua
 from taskrank.queue.connection import same_server
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, job_redis, new_job_id
 from taskrank.queue.projects import get_project
-from taskrank.queue.rerank import mark_reranked, top_items
+from taskrank.queue.rerank import mark_reranked, not_in_top, top_items
 from taskrank.queue.rescore_items import RESCORE_BATCH, rescore_items
 from taskrank.queue.rescore_layout import chunk_layout
 from taskrank.queue.settings import Settings, current
@@ -66,12 +66,11 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
         "layout": json.dumps(layout), "started_at": time.time(), "clusters": int(clusters)})
     r.expire(progress, 7 * 86400)
     # The top is captured here (a few 10k items); the tail by its first chunk to run, so
-    # this job ends at once and a single worker goes on to the top.
+    # this job ends at once and a single worker goes on to the top.  The tail is queued
+    # once the top is done (queue_tail): it would only slow the re-rank down.
     for index, segments in enumerate(top_layout):
         _capture(r, pid, run, tags, index, segments)
-    # The tail waits for the top (RQ dependencies): it would only slow the re-rank down.
-    enqueue_chunks(r, settings, pid, run, range(len(layout)), chunk,
-                   after=top_jobs(r, pid, run))
+    enqueue_chunks(r, settings, pid, run, range(len(top_layout)), chunk)
     return run
 
 
@@ -94,10 +93,10 @@ def _supersede(r: redis.Redis, pid: str, run: str) -> bool:
 
 
 def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, indexes: object,
-                   chunk: int, after: list[str] | None = None) -> None:
-    """Queue the chunks ``indexes`` of ``run`` (again, for a resumed run): the top ones on
-    the main queue, the tail on the low queue once the jobs ``after`` are done, each
-    under its current job id."""
+                   chunk: int) -> None:
+    """Queue the chunks ``indexes`` of ``run`` (again, for a resumed run) in their order:
+    the top ones on the main queue, the tail on the low queue, each under its current
+    job id."""
     binary = same_server(r, decode_responses=False)
     queues = (task_queue(settings, binary), low_queue(settings, binary))
     fields = r.hgetall(K.rescore_progress_key(pid, run))
@@ -107,7 +106,7 @@ def enqueue_chunks(r: redis.Redis, settings: Settings, pid: str, run: str, index
         queue = queues[index >= top]
         jobs[queue].append(queue.prepare_data(
             rescore_chunk, (pid, run, index, chunk), job_id=chunk_job_id(fields, run, index),
-            retry=RETRY, timeout=JOB_TIMEOUT, depends_on=after if index >= top else None))
+            retry=RETRY, timeout=JOB_TIMEOUT))
     for queue, batch in jobs.items():
         if batch:
             queue.enqueue_many(batch)  # one round trip for a run's many chunks
@@ -146,9 +145,21 @@ def rescore_chunk(pid: str, run: str, index: int, chunk: int) -> dict:
     else:
         result = Chunk(r, get_project(r, pid), run, index, chunk).work()
     # Also on a retry: the killed attempt may have stopped before.
-    mark_reranked(r, pid, run)
+    if mark_reranked(r, pid, run):
+        queue_tail(r, current(), pid, run)
     _finish_run(r, pid, run)
     return result
+
+
+def queue_tail(r: redis.Redis, settings: Settings, pid: str, run: str) -> None:
+    """Once the run is re-ranked: queue its tail chunks on the low queue, highest scores
+    first (once: a retry that finds them queued does nothing)."""
+    progress = K.rescore_progress_key(pid, run)
+    top, chunks, size, queued = r.hmget(progress, "top_chunks", "chunks", "chunk_size",
+                                        "tail_queued")
+    if queued is None:
+        enqueue_chunks(r, settings, pid, run, range(int(top or 0), int(chunks)), int(size))
+        r.hset(progress, "tail_queued", 1)  # after: killed in between, the retry queues it
 
 
 class Chunk:
@@ -187,8 +198,11 @@ class Chunk:
                     continue
                 if self._stop():
                     return self._stopped(position)
+                # The top scores each item of the sets' tops once (in the first set whose
+                # top holds it); the tail each item once, from its first tag's set.
                 self.updated += rescore_items(self.r, self.project, self._not_top(part, batch),
-                                              tag=self.tags[part], clusters=self.clusters)
+                                              tag=self.tags[part] if self.tail else None,
+                                              clusters=self.clusters)
                 position += len(batch)
                 self.moved = True
         # Atomic and counted once: a work horse killed here leaves the chunk both done and
@@ -219,18 +233,12 @@ class Chunk:
         return True
 
     def _not_top(self, part: int, ids: list[str]) -> list[str]:
-        """``ids`` of a tail segment but those the top re-scored already (they may have
-        moved into the tail's ranges before it was captured)."""
-        if not self.tail:
-            return ids
-        keys = [K.rescore_snapshot_key(self.pid, self.run, index, number)
-                for index, segments in enumerate(self.layout[:self.top])
-                for number, segment in enumerate(segments) if segment[0] == part]
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.zmscore(key, ids)
-        found = pipe.execute()
-        return [iid for n, iid in enumerate(ids) if all(scores[n] is None for scores in found)]
+        """``ids`` of a segment of set ``part`` but those another chunk of the top scores:
+        a top chunk leaves out what the top of an earlier set holds (an item of several
+        tags), a tail chunk what any set's top held (an item of the top may have moved
+        into the tail's ranges before they were captured)."""
+        return not_in_top(self.r, self.pid, self.run, self.layout[:self.top], ids,
+                          before=None if self.tail else part)
 
     def _stop(self) -> str:
         """Why a tail chunk should stop before its next step ('' if it should not)."""

@@ -192,8 +192,11 @@ def follow(r: redis.Redis, pid: str, run: str, bar: tqdm, check: bool = False,
 
 def _check_chunks(r: redis.Redis, pid: str, run: str) -> None:
     """Raise ``Stopped`` when a chunk not done has no live job (it failed or was lost)."""
-    left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     progress = r.hgetall(K.rescore_progress_key(pid, run))
+    queued = range(int(progress["chunks"]) if "tail_queued" in progress
+                   else int(progress.get("top_chunks") or progress["chunks"]))
+    left = [index for index, done in rescore_chunks(r, pid, run).items()
+            if done is None and index in queued]  # the tail is queued once the top is done
     jobs = Job.fetch_many([chunk_job_id(progress, run, index) for index in left],
                           connection=same_server(r, decode_responses=False))
     for index, job in zip(left, jobs, strict=True):
