@@ -72,7 +72,7 @@ def late_retrain(r: redis.Redis, queue: Queue, pid: str, now: float | None = Non
     due = _scheduled_at(queue, job)
     if due is None or (clock_now() if now is None else now) < due + LATE_SECONDS:
         return None
-    queue_now(queue, job)
+    queue_now(queue, job.id)
     return "late"
 
 
