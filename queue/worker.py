@@ -4,6 +4,7 @@ whose follow-up failed, webhook outboxes left undrained, jobs abandoned by dead 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -75,6 +76,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # One BLAS thread per worker: models are small, and idle-spinning BLAS threads of two
     # workers fight over the cores (a retrain on 85 labels: 3-8 s, with this 0.6 s).
     threadpool_limits(1)
+    be_nice(settings.worker_nice)
     # The work horse and the scheduler RQ forks die with this process, even by SIGKILL: a
     # job killed with its worker is abandoned (queue/abandoned.py), never run twice.
     forks_die_with_this_process(signal.SIGKILL)
@@ -92,6 +94,15 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()
+
+
+def be_nice(niceness: int) -> None:
+    """Run this process (and the work horses it forks) at ``niceness``, never higher in
+    priority than it already is: under ``taskrank serve`` the worker shares the cores with
+    gunicorn and Redis, and a request waiting behind a re-score costs an expert's time."""
+    current_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness > current_niceness:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
 
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:

@@ -25,6 +25,7 @@ import time
 import redis
 
 from taskrank.queue import keys as K
+from taskrank.queue.projects import get_project
 from taskrank.queue.tokens import create_token
 from taskrank.scripts.bench.data import declare_experts, new_project
 from taskrank.scripts.bench.loops import percentiles
@@ -38,10 +39,16 @@ PID = "rescore"  # train_model labels this project
 ARMS = ("worker", "no_worker")
 
 
-def run(pool: int, seconds: float, rounds: int, fsync: str = "always") -> dict:
-    """loops/s of ``CLIENTS`` clients with and without the RQ worker, interleaved."""
+def run(pool: int, seconds: float, rounds: int, fsync: str = "always",
+        worker_nice: int | None = None, floor: float | None = None) -> dict:
+    """loops/s of ``CLIENTS`` clients with and without the RQ worker, interleaved;
+    ``worker_nice`` and ``floor`` (``retrain.min_interval_seconds``) replace the shipped
+    defaults, to measure what they buy."""
     with fresh_redis(fsync) as (settings, r):
-        new_project(r, PID)
+        if worker_nice is not None:
+            settings = settings.replace(worker_nice=worker_nice)
+        new_project(r, PID, **({} if floor is None else {
+            "strategy": {"retrain": {"min_interval_seconds": floor}}}))
         top_up(settings, r, pool, PID)
         declare_experts(r, [f"c{i}" for i in range(CLIENTS)])
         token = create_token(r, "platform")
@@ -58,12 +65,15 @@ def run(pool: int, seconds: float, rounds: int, fsync: str = "always") -> dict:
                     top_up(settings, r, pool, PID)
                     settle(r)
                     arms[arm].append(_arm(stack, r, target, seconds, arm == "worker"))
+        floor = get_project(r, PID)["strategy"]["retrain"]["min_interval_seconds"]
+        labels = int(r.hget(K.counters_key(PID), "counted"))
     summary = {arm: percentiles([one["loops_per_s"] for one in runs])
                for arm, runs in arms.items()}
     ratio = summary["worker"]["mean"] / summary["no_worker"]["mean"]
     return {"pool": pool, "clients": CLIENTS, "seconds_per_run": seconds, "rounds": rounds,
-            "rq_workers": settings.rq_workers, "first_model": first, "runs": arms,
-            "loops_per_s": summary, "ratio": round(ratio, 3)}
+            "rq_workers": settings.rq_workers, "worker_nice": settings.worker_nice,
+            "min_interval_seconds": floor, "labels_at_end": labels, "first_model": first,
+            "runs": arms, "loops_per_s": summary, "ratio": round(ratio, 3)}
 
 
 def _start_workers(stack: Stack) -> list:
