@@ -96,12 +96,17 @@ def enqueue_evaluation(r: redis.Redis, pid: str, version: int,
 
 def evaluate_model(pid: str, version: int) -> dict:
     """Cross-validated metrics of model ``version`` (its ranker refitted per fold on the
-    labels there are now), stored with the version; skipped once a newer one is current."""
+    labels there are now), stored with the version; skipped once a newer one is current,
+    or while a retrain waits to train one (under a stream of labels, the version of its
+    last retrain is evaluated: cross-validation costs ~5 fits, and a worker running it
+    cannot start the next retrain)."""
     r = job_redis()
     project = get_project(r, pid)
     model = current_ranker(r, project)
     if model is None or model.version != version:
         return {"skipped": f"model v{version} is no longer current"}
+    if r.exists(K.retrain_pending_key(pid)):
+        return {"skipped": f"a retrain waits to replace model v{version}"}
     items, labels, weights = _training_set(r, project)
     metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
     set_metrics(r, pid, version, metrics)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from rq.job import Job
 
+from taskrank.queue import keys as K
 from taskrank.queue import tasks
 from taskrank.queue.after_label import after_label
 from taskrank.queue.connection import connect_binary
@@ -94,3 +95,18 @@ def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version
     run_jobs()
     assert Job.fetch(job_id, connection=connection).return_value() == {
         "skipped": "model v1 is no longer current"}
+
+
+def test_cross_validation_is_skipped_while_a_retrain_waits(r, settings, run_jobs):
+    """Under a stream of labels a retrain always waits: the current version's evaluation
+    is skipped (it would hold the worker from that retrain); the last one is evaluated."""
+    _, truth = features_project(r, every=10**6)
+    run_jobs()
+    _label_next(r, settings, truth, 20)
+    enqueue_retrain(r, settings, "p")
+    run_jobs()
+    r.set(K.retrain_pending_key("p"), "retrain-00000000-70")
+    job_id = enqueue_evaluation(r, "p", 1)
+    run_jobs()
+    assert Job.fetch(job_id, connection=connect_binary(settings)).return_value() == {
+        "skipped": "a retrain waits to replace model v1"}
