@@ -22,6 +22,7 @@ from taskrank.queue.tasks import CLAIM_PAGES
 # machine speed, ~600 claims/s, take ~10,000 items, all from one set at worst; human
 # experts take a few hundred).
 TOP_WINDOWS = 40
+TOP_JOBS = 2  # jobs a set's top is split in: two workers re-rank in about half the time
 SETTLE_ROUNDS = 4  # passes over each claim window before the re-rank is declared
 
 

@@ -36,7 +36,7 @@ from taskrank.queue import lua
 from taskrank.queue.connection import same_server
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, job_redis, new_job_id
 from taskrank.queue.projects import get_project
-from taskrank.queue.rerank import mark_reranked, not_in_top, top_items
+from taskrank.queue.rerank import TOP_JOBS, mark_reranked, not_in_top, top_items
 from taskrank.queue.rescore_items import RESCORE_BATCH, rescore_items
 from taskrank.queue.rescore_layout import chunk_layout
 from taskrank.queue.settings import Settings, current
@@ -56,8 +56,10 @@ def enqueue_rescore(r: redis.Redis, pid: str, reason: str, settings: Settings | 
     run = run or new_job_id("rescore", pid)
     clusters = _supersede(r, pid, run) or clusters
     tags = [""] + sorted(r.smembers(K.tags_key(pid)))  # "" stands for the untagged set
-    top_layout, tail_layout, items = chunk_layout(r, pid, tags, top or top_items(settings),
-                                                  chunk)
+    top = top or top_items(settings)
+    # The top of a set is split in TOP_JOBS jobs: as many workers share the re-rank.
+    top_layout, tail_layout, items = chunk_layout(r, pid, tags, top,
+                                                  min(chunk, -(-top // TOP_JOBS)), chunk)
     layout = top_layout + tail_layout
     progress = K.rescore_progress_key(pid, run)
     r.hset(progress, mapping={

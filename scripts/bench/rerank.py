@@ -26,6 +26,7 @@ from taskrank.queue.projects import get_project
 from taskrank.queue.settings import Settings
 from taskrank.scripts.bench.data import new_project, prefill
 from taskrank.scripts.bench.loops import percentiles
+from taskrank.scripts.bench.machine import settle
 from taskrank.scripts.bench.processes import fresh_redis, rq_workers
 from taskrank.scripts.bench.rescore import (
     PID,
@@ -54,6 +55,7 @@ def one_pool(pool: int, trials: int, workers: int, fsync: str) -> dict:
             first = train_model(settings, r)  # the first model: later ones are retrains
             runs = []
             for _ in range(max(1, trials // 2)):
+                settle(r)  # no rewrite of the append-only file forked beside the trials
                 runs.append(one_trial(settings, r, whole=False) | {"tail_running": False})
                 runs.append(one_trial(settings, r, whole=True) | {"tail_running": True})
     reranked = percentiles([trial["reranked_seconds"] for trial in runs])

@@ -11,7 +11,7 @@ from taskrank.queue import rescore
 from taskrank.queue.backfill import set_priorities
 from taskrank.queue.connection import connect_binary
 from taskrank.queue.models import model_info
-from taskrank.queue.rerank import SETTLE_ROUNDS, claim_window
+from taskrank.queue.rerank import SETTLE_ROUNDS, TOP_JOBS, claim_window
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import current, install
 from taskrank.queue.worker import InProcessWorker, low_queue, task_queue, task_queues
@@ -67,7 +67,8 @@ def test_the_top_reranks_first_and_the_tail_keeps_its_scores_until_its_turn(
     true, previous = _pool(r, run_jobs, shift=1e-6)  # a model that moved scores a little
     run = enqueue_rescore(r, "p", "test", settings, chunk=CHUNK, top=TOP)
     main, low = task_queue(settings), low_queue(settings)
-    assert main.count == rescore_progress(r, "p", run)["top_chunks"] == 3 and low.count == 0
+    top = rescore_progress(r, "p", run)["top_chunks"]
+    assert main.count == top == 3 * TOP_JOBS and low.count == 0  # each set's top in halves
     _work(settings, main.name)
     progress = rescore_progress(r, "p", run)
     assert progress["reranked"] and not progress["finished"] and progress["window_stale"] == 0
@@ -75,7 +76,7 @@ def test_the_top_reranks_first_and_the_tail_keeps_its_scores_until_its_turn(
     live = pooled(r, "p")
     kept = [iid for iid in live if abs(live[iid] - previous[iid]) < 1e-12]
     assert len(kept) > 120 - 3 * TOP - 10 and _window_stale(r, previous, window) == 0
-    assert low.count == rescore_progress(r, "p", run)["chunks"] - 3  # the tail, released
+    assert low.count == rescore_progress(r, "p", run)["chunks"] - top  # the tail, released
     _work(settings, low.name)
     progress = r.hgetall(K.rescore_progress_key("p", run))
     assert "finished_at" in progress and int(progress["risen"]) == 0
@@ -116,11 +117,13 @@ def test_a_tail_chunk_yields_to_a_waiting_job_and_goes_on_from_there(r, settings
     task_queue(settings).enqueue("math.sqrt", 16)  # a job that must go first
     _work(settings, "taskrank-low", max_jobs=1)
     progress = r.hgetall(K.rescore_progress_key("p", run))
-    assert "done:2" not in progress and progress["at:2"] == "5"
-    assert low_queue(settings).job_ids[0] == progress["job:2"] == f"{run}-c2-y1"
+    second = int(progress["top_chunks"]) + 1  # the tail's second chunk (x's 59 items)
+    assert f"done:{second}" not in progress and progress[f"at:{second}"] == "5"
+    assert low_queue(settings).job_ids[0] == progress[f"job:{second}"] == \
+        f"{run}-c{second}-y1"
     _work(settings, "taskrank", "taskrank-low")
     progress = r.hgetall(K.rescore_progress_key("p", run))
-    assert "finished_at" in progress and int(progress["done:2"]) <= 59
+    assert "finished_at" in progress and int(progress[f"done:{second}"]) <= 59
     assert int(progress["items_done"]) == 3 + 29 + 59 + 59
     assert all(abs(score - true[iid]) < 1e-9 for iid, score in pooled(r, "p").items())
 
@@ -162,5 +165,6 @@ def test_the_tail_is_queued_once_the_top_is_done_highest_scores_first(r, setting
     low = low_queue(settings)
     assert low.count == 0
     _work(settings, "taskrank")
-    chunks = rescore_progress(r, "p", run)["chunks"]
-    assert low.job_ids == [f"{run}-c{index}" for index in range(3, chunks)]
+    progress = rescore_progress(r, "p", run)
+    assert low.job_ids == [f"{run}-c{index}"
+                           for index in range(progress["top_chunks"], progress["chunks"])]
