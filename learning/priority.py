@@ -65,9 +65,10 @@ class Committee:
 
 @dataclass(frozen=True)
 class Retrain:
-    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist, on at
-    most ``max_train_items`` labeled items: all of them up to there, beyond it the labels
-    new since the last retrain and a uniform sample of the older ones."""
+    """Retrain after every ``every_labels`` new labels, once ``min_labels`` exist, and no
+    sooner than ``min_interval_seconds`` after the previous retrain started, on at most
+    ``max_train_items`` labeled items: all of them up to there, beyond it the labels new
+    since the last retrain and a uniform sample of the older ones."""
 
     # 10, not 25: replayed as a platform runs it (cold start, the claim's exploration and
     # diversity; 3 seeds, budget 200), re-ranking every 25 labels lost to margin sampling
@@ -83,6 +84,8 @@ class Retrain:
     # accuracy is within 0.0022 of the all-labels one at 100k labels and 0.0012 at 50k,
     # where 10,000 lost 0.004 and 0.002, and 5,000 lost 0.007-0.009.
     max_train_items: int = _setting(20_000, rule_integer(100, 10_000_000))
+    # MEASURED-FLOOR
+    min_interval_seconds: float = _setting(2.0, rule_number(0.0, 86_400.0))
 
 
 @dataclass(frozen=True)

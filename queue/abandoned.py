@@ -52,24 +52,27 @@ def live_workers(queue: Queue) -> list[Worker]:
     return [worker for worker in Worker.all(queue=queue) if not dead_here(worker.name)]
 
 
-def reap_abandoned(queue: Queue) -> list[str]:
-    """Hand the jobs of ``queue``'s dead workers to RQ's cleanup now; answer their ids."""
-    connection: redis.Redis = queue.connection
-    registry = StartedJobRegistry(queue.name, connection=connection)
+def reap_abandoned(*queues: Queue) -> list[str]:
+    """Hand the jobs of the dead workers of ``queues`` (one worker serves them all) to RQ's
+    cleanup now; answer their ids."""
+    connection: redis.Redis = queues[0].connection
+    registries = [StartedJobRegistry(queue.name, connection=connection) for queue in queues]
     reaped: list[str] = []
-    for worker in Worker.all(queue=queue):
-        if not dead_here(worker.name):
-            continue
+    dead = {worker.name: worker for queue in queues for worker in Worker.all(queue=queue)
+            if dead_here(worker.name)}
+    for worker in dead.values():
         running = [as_text(entry) for entry in connection.smembers(worker.executions_key)]
         if running:  # expired now, as a missed heartbeat would make them later
-            connection.zadd(registry.key, dict.fromkeys(running, 0), xx=True)
+            for registry in registries:  # each entry is in its own queue's registry only
+                connection.zadd(registry.key, dict.fromkeys(running, 0), xx=True)
             reaped += [entry.split(":", 1)[0] for entry in running]  # job id:execution id
         worker.register_death()
-    # Under RQ's own maintenance lock: two cleanups at once could both re-queue a job.
-    # Held elsewhere, the holder's cleanup or the next reap handles what was expired here.
-    if queue.acquire_maintenance_lock():
-        try:
-            registry.cleanup()
-        finally:
-            queue.release_maintenance_lock()
+    for queue, registry in zip(queues, registries, strict=True):
+        # Under RQ's own maintenance lock: two cleanups at once could both re-queue a job.
+        # Held elsewhere, the holder's cleanup or the next reap handles what was expired here.
+        if queue.acquire_maintenance_lock():
+            try:
+                registry.cleanup()
+            finally:
+                queue.release_maintenance_lock()
     return reaped

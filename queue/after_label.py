@@ -15,11 +15,14 @@ import redis
 
 from taskrank.queue import keys as K
 from taskrank.queue.aggregate import aggregate_item
+from taskrank.queue.cadence import late_retrain
+from taskrank.queue.connection import rq_redis
 from taskrank.queue.events import items_finished, label_events
 from taskrank.queue.exceptions import NoSuchProjectError
 from taskrank.queue.projects import get_project
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.settings import Settings, current
+from taskrank.queue.worker import task_queue
 
 
 def after_label(r: redis.Redis, project: dict, answer: dict,
@@ -38,7 +41,10 @@ def follow_up(r: redis.Redis, project: dict, iid: str) -> None:
 def drain_followups(r: redis.Redis, settings: Settings | None = None,
                     batch: int = 1000) -> int:
     """Do the follow-up of labels whose own failed: aggregate up to ``batch`` waiting items
-    per project and fire any retrain that is due.  Returns the items aggregated."""
+    per project and fire any retrain that is due, or that waits and was lost or is late
+    (queue/cadence.py).  Returns the items aggregated."""
+    settings = settings or current()
+    queue = task_queue(settings, rq_redis(r, settings))
     done = 0
     for pid in sorted(r.smembers(K.projects_key())):
         try:
@@ -52,12 +58,16 @@ def drain_followups(r: redis.Redis, settings: Settings | None = None,
         items_finished(r, project, waiting)  # their labels' own follow-up never sent it
         since = int(r.hget(K.counters_key(pid), "since_retrain") or 0)
         maybe_retrain(r, project, since, settings)
+        if late_retrain(r, queue, pid) == "lost":  # the labels that asked for it reset since
+            enqueue_retrain(r, settings, pid, project["strategy"]["retrain"][
+                "min_interval_seconds"])
     return done
 
 
 def maybe_retrain(r: redis.Redis, project: dict, since_retrain: int,
                   settings: Settings | None = None) -> str | None:
-    """Queue a retrain every ``retrain.every_labels`` counted labels (once ``min_labels``)."""
+    """Queue a retrain every ``retrain.every_labels`` counted labels (once ``min_labels``),
+    to start no sooner than ``min_interval_seconds`` after the previous one started."""
     rule = project["strategy"]["retrain"]
     if since_retrain < rule["every_labels"]:
         return None
@@ -65,4 +75,4 @@ def maybe_retrain(r: redis.Redis, project: dict, since_retrain: int,
     if r.zcard(K.labeled_key(pid)) < rule["min_labels"]:
         return None
     r.hset(K.counters_key(pid), "since_retrain", 0)
-    return enqueue_retrain(r, settings or current(), pid)
+    return enqueue_retrain(r, settings or current(), pid, rule["min_interval_seconds"])

@@ -12,7 +12,8 @@ from taskrank.queue import lua
 from taskrank.queue.connection import rq_redis
 from taskrank.queue.exceptions import NoSuchJobError
 from taskrank.queue.projects import get_project
-from taskrank.queue.rescore import enqueue_chunks, snapshot_keys
+from taskrank.queue.rerank import mark_reranked
+from taskrank.queue.rescore import chunk_job_id, enqueue_chunks, queue_tail
 from taskrank.queue.settings import Settings, current
 
 
@@ -31,21 +32,24 @@ def resume_rescore(r: redis.Redis, pid: str, run: str,
     """Enqueue again the chunks of ``run`` that are not done and that no worker holds.
 
     A chunk job still waiting in a queue is taken off it first (one LREM: when it finds
-    nothing, a worker popped the job and holds it), so no chunk runs twice at once.
-    Returns the chunk indexes enqueued.
+    nothing, a worker popped the job and holds it), so no chunk runs twice at once.  A
+    chunk captures its items when it starts, so one whose snapshot is gone captures them
+    again (an item that kept its score is still in its range).  Returns the chunk indexes
+    enqueued.
     """
     settings = settings or current()
     left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
     progress = r.hgetall(K.rescore_progress_key(pid, run))
-    if int(progress.get("captured", progress["chunks"])) < int(progress["chunks"]):
-        raise NoSuchJobError(f"run '{run}' stopped while capturing its items; start a new "
-                             "re-score")
-    if left and int(progress["total_items"]) and not r.exists(
-            *snapshot_keys(pid, run, progress["layout"])):
-        raise NoSuchJobError(f"the item snapshot of run '{run}' expired (it is kept a day); "
-                             "start a new re-score")
+    top = int(progress.get("top_chunks", 0))
+    if top and "tail_queued" not in progress:  # the tail is queued once the top is done
+        if all(index >= top for index in left):  # its last job died before it queued it
+            if mark_reranked(r, pid, run):
+                queue_tail(r, settings, pid, run)
+            return left
+        left = [index for index in left if index < top]
     binary = rq_redis(r, settings)
-    jobs = Job.fetch_many([f"{run}-c{index}" for index in left], connection=binary)
+    jobs = Job.fetch_many([chunk_job_id(progress, run, index) for index in left],
+                          connection=binary)
     free = [index for index, job in zip(left, jobs, strict=True)
             if job is None or _release(binary, job)]
     enqueue_chunks(r, settings, pid, run, free, int(progress["chunk_size"]))

@@ -3,7 +3,10 @@ a job once per pending mark, and the Redis client a running job uses."""
 
 from __future__ import annotations
 
+import datetime
+import math
 import secrets
+import time
 
 import redis
 from rq import Retry, get_current_job
@@ -14,6 +17,7 @@ from taskrank.queue.worker import task_queue
 
 RETRY = Retry(max=3)  # immediate re-queue: no scheduler needed
 JOB_TIMEOUT = 600
+PENDING_SECONDS = 3600  # a job's pending mark outlives its start by this much at most
 
 
 def job_redis() -> DataClient:
@@ -43,16 +47,23 @@ def job_project(job_id: str, kind: str) -> str | None:
 
 
 def enqueue_once(r: redis.Redis, settings: Settings, pending: str, kind: str, job: object,
-                 pid: str) -> str:
+                 pid: str, at: datetime.datetime | None = None) -> str:
     """Queue ``job(pid)`` unless the ``pending`` mark names one still waiting; its id.
+    With ``at``, the job waits in RQ's scheduled registry until then (a non-burst worker's
+    scheduler queues it).
 
     The job clears the mark when it starts, so what arrives later queues the next one; the
     mark expires so that a job lost before it started cannot block its kind forever.
     """
     job_id = new_job_id(kind, pid)
-    if not r.set(pending, job_id, nx=True, ex=3600):
+    wait = 0 if at is None else max(0, math.ceil(at.timestamp() - time.time()))
+    if not r.set(pending, job_id, nx=True, ex=PENDING_SECONDS + wait):
         return r.get(pending) or job_id
     queue = task_queue(settings, rq_redis(r, settings))
-    queue.enqueue(job, pid, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                  description=f"{kind} {pid}")
+    options = {"job_id": job_id, "retry": RETRY, "job_timeout": JOB_TIMEOUT,
+               "description": f"{kind} {pid}"}
+    if at is not None:
+        queue.enqueue_at(at, job, pid, **options)
+    else:
+        queue.enqueue(job, pid, **options)
     return job_id

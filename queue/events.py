@@ -7,7 +7,7 @@ script, never before it):
   Label Studio's annotations too) and after the upkeep's follow-up of labels whose own
   follow-up failed;
 - ``model.trained``, and ``expert.flagged`` once Dawid–Skene re-estimated accuracies: the
-  retrain job; ``queue.reranked``: the re-score chunk that finishes a run;
+  retrain job; ``queue.reranked``: the re-score chunk that finishes a run's top;
 - ``budget.exhausted``: tasks/next, when it refuses for the budget; ``expert.flagged``: a
   strategy change (its qualification rule may flag experts at once).
 
@@ -149,16 +149,17 @@ def model_trained(r: redis.Redis, pid: str) -> bool:
 
 
 def queue_reranked(r: redis.Redis, pid: str, run: str) -> bool:
-    """``queue.reranked`` once per finished re-score run."""
+    """``queue.reranked`` once per re-score run, when its top is done (queue/rescore.py)."""
     with never_failing(f"after re-score run {run}"):
         if subscribed(r, pid, "queue.reranked"):
             progress = K.rescore_progress_key(pid, run)
             fields = r.hgetall(progress)
-            data = {"job_id": run, "reason": fields.get("reason"),
-                    "items": int(fields.get("items_done") or 0),
-                    "chunks": int(fields.get("chunks") or 0),
+            items = int(fields.get("items_done") or 0)
+            data = {"job_id": run, "reason": fields.get("reason"), "items": items,
+                    "tail_items": max(0, int(fields.get("total_items") or 0) - items),
+                    "window_stale": int(fields.get("window_stale") or 0),
                     "started_at": rfc3339(fields.get("started_at")),
-                    "finished_at": rfc3339(fields.get("finished_at"))}
+                    "reranked_at": rfc3339(clock_now())}
             return emit(r, pid, "queue.reranked", data, (progress, "ev", "1"))
     return False
 

@@ -112,6 +112,11 @@ def pool_untagged_key(pid: str) -> str:
     return _project(pid) + "pool-untagged"
 
 
+def pool_set_key(pid: str, tag: str) -> str:
+    """The pool set of skill ``tag``, or the untagged one for ``""``."""
+    return pool_tag_key(pid, tag) if tag else pool_untagged_key(pid)
+
+
 def pool_keys(pid: str, tags: list[str]) -> list[str]:
     """The sorted sets an item with skill ``tags`` sits in while it is rankable."""
     return [pool_tag_key(pid, tag) for tag in tags] or [pool_untagged_key(pid)]
@@ -217,6 +222,11 @@ def rescore_snapshot_key(pid: str, run: str, chunk: int, segment: int) -> str:
 def rescore_progress_key(pid: str, run: str) -> str:
     """Hash of a re-score run's progress: chunks done, items updated."""
     return _project(pid) + f"rescore-progress:{run}"
+
+
+def rescore_latest_key(pid: str) -> str:
+    """Id of the project's newest re-score run: it supersedes the tail of older runs."""
+    return _project(pid) + "rescore-latest"
 
 
 def retrain_pending_key(pid: str) -> str:

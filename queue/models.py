@@ -117,7 +117,8 @@ def model_info(r: redis.Redis, pid: str) -> dict:
     """``{"version", "n_labels", "trained_at", "metrics", "metrics_basis", "exploration",
     ...}``; version None before training.  ``metrics`` is cross-validation on the labeled
     items (biased by selection), ``exploration`` the unbiased estimate (queue/quality.py).
-    ``rescore_job_id`` is the re-score run that applies the version."""
+    ``rescore_job_id`` is the re-score run that applies the version; ``reranked`` says
+    whether its top is done (queue/rescore.py: the queue is re-ranked)."""
     meta = r.hgetall(K.model_meta_key(pid))
     quality = {"metrics_basis": CV_BASIS, "exploration": exploration_estimate(r, pid)}
     if "version" not in meta:
@@ -128,6 +129,8 @@ def model_info(r: redis.Redis, pid: str) -> dict:
             **quality,
             "model": meta.get("model"), "strategy_version": int(meta.get("strategy_version", 0)),
             "rescore_job_id": meta.get("rescore_job_id"),
+            "reranked": bool(meta.get("rescore_job_id")) and r.hexists(
+                K.rescore_progress_key(pid, meta["rescore_job_id"]), "reranked_at"),
             "versions_kept": _stored_versions(r, pid, history)}
 
 

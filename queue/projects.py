@@ -155,7 +155,13 @@ def _decode(fields: dict) -> dict:
     project.setdefault("models", [])
     project.setdefault("n_features", None)
     project.setdefault("budget_usd", None)  # projects stored before budgets had none
-    # Sections added after a project was stored take their defaults (a shallow merge:
-    # every stored section is complete, since it was validated as a whole).
-    project["strategy"] = {**DEFAULT_STRATEGY_DICT, **project["strategy"]}
+    # Sections and fields added after a project was stored take their defaults.
+    project["strategy"] = _with_defaults(DEFAULT_STRATEGY_DICT, project["strategy"])
     return project
+
+
+def _with_defaults(defaults: dict, stored: dict) -> dict:
+    """``stored`` with what it lacks of ``defaults``, section by section."""
+    return {**defaults, **{key: _with_defaults(defaults[key], value)
+                           if isinstance(value, dict) and isinstance(defaults.get(key), dict)
+                           else value for key, value in stored.items()}}

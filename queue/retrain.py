@@ -19,6 +19,7 @@ from taskrank.learning.quality import cross_validated_metrics
 from taskrank.learning.ranker import TaskRanker
 from taskrank.queue import keys as K
 from taskrank.queue import lua
+from taskrank.queue.cadence import queue_now, retrain_started, start_time
 from taskrank.queue.connection import rq_redis
 from taskrank.queue.enqueue import JOB_TIMEOUT, RETRY, enqueue_once, job_redis, new_job_id
 from taskrank.queue.events import flag_check_all, model_trained
@@ -27,17 +28,24 @@ from taskrank.queue.models import LoadedModel, current_ranker, set_metrics, stor
 from taskrank.queue.projects import get_project
 from taskrank.queue.quality import evaluate_exploration
 from taskrank.queue.reaggregate import reaggregate
-from taskrank.queue.rescore import enqueue_rescore
+from taskrank.queue.rescore import enqueue_rescore, top_jobs
 from taskrank.queue.scoring import ItemInput, model_inputs, stored_item
 from taskrank.queue.settings import Settings, current
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import low_queue, task_queue
 
 SAMPLE_CHUNK = 5000  # ranks per call of the sampling script
 
 
-def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str) -> str:
-    """Queue a retrain unless one is already waiting: a burst of labels merges into one."""
-    return enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid)
+def enqueue_retrain(r: redis.Redis, settings: Settings, pid: str,
+                    min_interval: float = 0.0) -> str:
+    """Queue a retrain unless one is already waiting: a burst of labels merges into one.
+    With ``min_interval`` (the strategy's floor), it starts no sooner than that after the
+    previous retrain started (queue/cadence.py); without, now, even one already waiting."""
+    job_id = enqueue_once(r, settings, K.retrain_pending_key(pid), "retrain", retrain, pid,
+                          at=start_time(r, pid, min_interval))
+    if not min_interval:
+        queue_now(task_queue(settings, rq_redis(r, settings)), job_id)
+    return job_id
 
 
 def retrain(pid: str) -> dict:
@@ -46,7 +54,7 @@ def retrain(pid: str) -> dict:
     r = job_redis()
     # Clear the pending mark before reading labels: any label counted after this point
     # queues a new retrain, so the last label always reaches a model.
-    r.delete(K.retrain_pending_key(pid))
+    retrain_started(r, pid)
     project = get_project(r, pid)
     trained_on = int(r.hget(K.counters_key(pid), "counted") or 0)
     aggregation, recent = reaggregate(r, project)
@@ -77,9 +85,9 @@ def retrain(pid: str) -> dict:
     model_trained(r, pid)
     rescore_job = enqueue_rescore(r, pid, f"model v{version}", run=run) if version else None
     if version:
-        # Cross-validation fits the ranker once per fold, ~4x the fit: queued after the
-        # re-score chunks, so the queue is re-ranked before it runs.
-        enqueue_evaluation(r, pid, version)
+        # Cross-validation fits the ranker once per fold, ~4x the fit: on the low queue
+        # once the queue is re-ranked, so it neither slows that down nor holds up a retrain.
+        enqueue_evaluation(r, pid, version, after=top_jobs(r, pid, run))
     return {"version": version, "n_labels": len(items), "train_seconds": seconds,
             "rescore_job_id": rescore_job, "dawid_skene": aggregation,
             "step_seconds": {"reaggregate": round(aggregated - started, 4),
@@ -87,23 +95,33 @@ def retrain(pid: str) -> dict:
                              "fit": round(fitted - fitting, 4)}}
 
 
-def enqueue_evaluation(r: redis.Redis, pid: str, version: int) -> str:
+def enqueue_evaluation(r: redis.Redis, pid: str, version: int,
+                       after: list[str] | None = None) -> str:
+    """Queue the evaluation of ``version`` once the jobs ``after`` are done."""
     job_id = f"{new_job_id('evaluate', pid)}-v{version}"
-    queue = task_queue(current(), rq_redis(r))
-    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY,
-                  job_timeout=JOB_TIMEOUT, description=f"evaluate {pid} v{version}")
+    queue = low_queue(current(), rq_redis(r))
+    # Ahead of the re-score's tail: the metrics come soon after the version, not after
+    # the whole pool.
+    queue.enqueue(evaluate_model, pid, version, job_id=job_id, retry=RETRY, at_front=True,
+                  depends_on=after or None, job_timeout=JOB_TIMEOUT,
+                  description=f"evaluate {pid} v{version}")
     return job_id
 
 
 def evaluate_model(pid: str, version: int) -> dict:
     """Cross-validated metrics of model ``version`` (its ranker refitted per fold on the
     labels there are now, a uniform sample of at most ``retrain.max_train_items`` of them),
-    stored with the version; skipped once a newer one is current."""
+    stored with the version; skipped once a newer one is current, or while a retrain waits
+    to train one (under a stream of labels, the version of its last retrain is evaluated:
+    cross-validation costs ~5 fits, and a worker running it cannot start the next
+    retrain)."""
     r = job_redis()
     project = get_project(r, pid)
     model = current_ranker(r, project)
     if model is None or model.version != version:
         return {"skipped": f"model v{version} is no longer current"}
+    if r.exists(K.retrain_pending_key(pid)):
+        return {"skipped": f"a retrain waits to replace model v{version}"}
     items, labels, weights = _training_set(r, project, [], seed=version)
     metrics = cross_validated_metrics(model.ranker, _inputs(model, items), labels, weights)
     set_metrics(r, pid, version, metrics)

@@ -46,6 +46,9 @@ class Settings:
     port: int = 8000
     web_workers: int = 2  # gunicorn worker processes started by `taskrank serve`
     rq_workers: int = 1  # RQ worker processes started by `taskrank serve`
+    # niceness of RQ worker processes (0-19): on a machine shared with the web tier, the
+    # retrains and re-scores take the CPU the requests leave
+    worker_nice: int = 10
     redis_fsync: str = "always"  # appendfsync of the embedded Redis: always | everysec
     require_durable_redis: bool = False  # refuse to start on a Redis that can lose labels
     max_batch_items: int = 1000
@@ -85,6 +88,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise SettingsError(f"TASKRANK_{name.upper()} must be >= 1, got {value}")
+        if not 0 <= self.worker_nice <= 19:
+            raise SettingsError(
+                f"TASKRANK_WORKER_NICE must be from 0 to 19, got {self.worker_nice}")
         if not 0 <= self.cache_seconds <= 60:
             raise SettingsError(
                 f"TASKRANK_CACHE_SECONDS must be from 0 to 60, got {self.cache_seconds}")

@@ -4,6 +4,7 @@ whose follow-up failed, webhook outboxes left undrained, jobs abandoned by dead 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -49,6 +50,18 @@ def task_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - 
     return Queue(settings.queue_name, connection=connection or connect_rq(settings))
 
 
+def low_queue(settings: Settings, connection=None) -> Queue:  # noqa: ANN001 - a redis client
+    """The queue of work nobody waits for (the tail of a re-score, cross-validation): a
+    worker takes its jobs only while ``task_queue`` is empty."""
+    return Queue(f"{settings.queue_name}-low", connection=connection or connect_rq(settings))
+
+
+def task_queues(settings: Settings, connection=None) -> list[Queue]:  # noqa: ANN001
+    """Every queue a worker serves, in the order it serves them."""
+    connection = connection or connect_rq(settings)
+    return [task_queue(settings, connection), low_queue(settings, connection)]
+
+
 def run_worker(settings: Settings, burst: bool = False) -> None:
     """Work jobs with ``settings`` until stopped (or until the queue is empty with ``burst``)."""
     logging.basicConfig(level=settings.log_level)
@@ -63,22 +76,33 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     # One BLAS thread per worker: models are small, and idle-spinning BLAS threads of two
     # workers fight over the cores (a retrain on 85 labels: 3-8 s, with this 0.6 s).
     threadpool_limits(1)
+    be_nice(settings.worker_nice)
     # The work horse and the scheduler RQ forks die with this process, even by SIGKILL: a
     # job killed with its worker is abandoned (queue/abandoned.py), never run twice.
     forks_die_with_this_process(signal.SIGKILL)
     connection = connect_rq(settings)
-    queue = task_queue(settings, connection)
-    _reap(queue)  # the jobs of workers that died before this one started
+    queues = task_queues(settings, connection)
+    _reap(queues)  # the jobs of workers that died before this one started
     stop = threading.Event()
     if not burst:
         upkeep = threading.Thread(target=_upkeep_loop, args=(settings, stop), daemon=True)
         upkeep.start()
     try:
         # Named after host, pid and start time: its death can be told from /proc.
-        worker = TaskWorker([queue], name=worker_name(), connection=connection)
+        # RQ takes a job from the first queue that has one: the low queue waits.
+        worker = TaskWorker(queues, name=worker_name(), connection=connection)
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
     finally:
         stop.set()
+
+
+def be_nice(niceness: int) -> None:
+    """Run this process (and the work horses it forks) at ``niceness``, never higher in
+    priority than it already is: under ``taskrank serve`` the worker shares the cores with
+    gunicorn and Redis, and a request waiting behind a re-score costs an expert's time."""
+    current_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness > current_niceness:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
 
 def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
@@ -90,7 +114,7 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
     from taskrank.queue.tasks import sweep_all_projects
 
     r = connect(settings)  # the data store (the queue may live on another Redis)
-    queue = task_queue(settings, connect_rq(settings))
+    queues = task_queues(settings)
     while not stop.wait(settings.sweep_interval):
         upkeep = ((sweep_all_projects, "lease sweep"),
                   (lambda client: drain_followups(client, settings), "label follow-up"),
@@ -100,13 +124,13 @@ def _upkeep_loop(settings: Settings, stop: threading.Event) -> None:
                 task(r)
             except Exception:  # the loop must survive a Redis restart; the error is logged
                 log.exception("%s failed; retrying in %s s", what, settings.sweep_interval)
-        _reap(queue)
+        _reap(queues)
 
 
-def _reap(queue: Queue) -> None:
+def _reap(queues: list[Queue]) -> None:
     """``reap_abandoned``, logged; Redis unavailable: the next try (or worker) does it."""
     try:
-        reaped = reap_abandoned(queue)
+        reaped = reap_abandoned(*queues)
     except redis.RedisError as error:
         log.warning("could not look for abandoned jobs: %s", error)
         return

@@ -28,14 +28,15 @@ from rq import Worker
 from rq.job import Job, JobStatus
 from tqdm import tqdm
 
+from taskrank.queue import keys as K
 from taskrank.queue.backfill import rescore_chunks, resume_rescore, set_priorities
 from taskrank.queue.connection import connect, connect_rq, rq_redis
 from taskrank.queue.exceptions import NoSuchJobError, NoSuchProjectError
 from taskrank.queue.projects import get_project
-from taskrank.queue.rescore import enqueue_rescore, rescore_progress
+from taskrank.queue.rescore import chunk_job_id, enqueue_rescore, rescore_progress
 from taskrank.queue.running import NoServerError, command_settings
-from taskrank.queue.settings import Settings, SettingsError, install
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.settings import Settings, SettingsError, current, install
+from taskrank.queue.worker import InProcessWorker, task_queue, task_queues
 from taskrank.scripts.cli import positive_int
 from taskrank.scripts.item_files import FileFormatError, detect_format, priority_records
 
@@ -106,7 +107,7 @@ def _project(r: redis.Redis, pid: str) -> dict:
 # --- re-score over RQ -----------------------------------------------------------------------
 def backfill(r: redis.Redis, settings: Settings, pid: str, args: argparse.Namespace) -> dict:
     """Start (or resume) a re-score run, follow it to the end; the summary."""
-    if args.direct:  # a queue of our own, which only this process works
+    if args.direct:  # queues of our own, which only this process works
         settings = settings.replace(
             queue_name=f"{settings.queue_name}-backfill-{secrets.token_hex(4)}")
     elif not Worker.count(queue=task_queue(settings, connect_rq(settings))):
@@ -152,19 +153,23 @@ def _start_line(pid: str, run: str, progress: dict, requeued: list[int] | None) 
 def work_here(settings: Settings, r: redis.Redis, pid: str, run: str, bar: tqdm) -> str | None:
     """Work the run's private queue in this process; a reason when it stopped early."""
     connection = connect_rq(settings)
-    queue = task_queue(settings, connection)
+    queues = task_queues(settings, connection)
     done = threading.Event()
     watcher = threading.Thread(target=follow, args=(r, pid, run, bar), kwargs={"done": done},
                                daemon=True)
     watcher.start()
+    previous = current()
     try:
+        install(settings)  # the jobs read their queues from the installed settings
         # A burst worker stops after its job on Ctrl-C; what remains waits for --resume.
-        InProcessWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
-        left = queue.count
+        InProcessWorker(queues, connection=connection).work(burst=True, logging_level="WARNING")
+        left = sum(queue.count for queue in queues)
     finally:
+        install(previous)
         done.set()
         watcher.join()
-        queue.delete(delete_jobs=True)
+        for queue in queues:
+            queue.delete(delete_jobs=True)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
     return "interrupted" if left else None
@@ -187,8 +192,12 @@ def follow(r: redis.Redis, pid: str, run: str, bar: tqdm, check: bool = False,
 
 def _check_chunks(r: redis.Redis, pid: str, run: str) -> None:
     """Raise ``Stopped`` when a chunk not done has no live job (it failed or was lost)."""
-    left = [index for index, done in rescore_chunks(r, pid, run).items() if done is None]
-    jobs = Job.fetch_many([f"{run}-c{index}" for index in left],
+    progress = r.hgetall(K.rescore_progress_key(pid, run))
+    queued = range(int(progress["chunks"]) if "tail_queued" in progress
+                   else int(progress.get("top_chunks") or progress["chunks"]))
+    left = [index for index, done in rescore_chunks(r, pid, run).items()
+            if done is None and index in queued]  # the tail is queued once the top is done
+    jobs = Job.fetch_many([chunk_job_id(progress, run, index) for index in left],
                           connection=rq_redis(r))
     for index, job in zip(left, jobs, strict=True):
         if job is None:

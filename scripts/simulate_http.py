@@ -116,19 +116,12 @@ def _wait(what: str, timeout: float, check: Callable[[], object]) -> object:
 
 
 def _fresh_queue(client: Client, pid: str, n_labels: int) -> int | None:
-    """The model version once it has every label and the queue is re-scored with it (its
-    re-score run finished: the queue view's breakdowns always show the current model)."""
+    """The model version once it has every label and the queue is re-ranked with it (its
+    re-score run's top is done: what claims read has the model's scores)."""
     model = client.get(f"/v1/projects/{pid}/model")
-    if model["version"] is None or model["n_labels"] < n_labels or not model.get(
-            "rescore_job_id"):
+    if model["version"] is None or model["n_labels"] < n_labels:
         return None
-    try:
-        run = client.get(f"/v1/jobs/{model['rescore_job_id']}")
-    except ApiError as error:
-        if error.status == 404:  # stored with the version a moment before it starts
-            return None
-        raise
-    return model["version"] if run["status"] == "finished" else None
+    return model["version"] if model.get("reranked") else None
 
 
 # --- learning curves --------------------------------------------------------------------

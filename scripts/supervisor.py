@@ -23,7 +23,7 @@ import redis
 
 from taskrank.queue.abandoned import reap_abandoned
 from taskrank.queue.connection import connect_rq
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import task_queues
 
 if TYPE_CHECKING:
     from taskrank.scripts.stack import Stack
@@ -127,7 +127,7 @@ class Supervisor:
         worker to start does it."""
         connection = connect_rq(self.stack.settings)
         try:
-            return reap_abandoned(task_queue(self.stack.settings, connection))
+            return reap_abandoned(*task_queues(self.stack.settings, connection))
         except redis.RedisError as error:
             log.warning("could not hand abandoned jobs to RQ: %s", error)
             return []

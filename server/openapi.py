@@ -114,7 +114,8 @@ def strategy(partial: bool) -> dict:
                         "labeled items a retrain (and its cross-validation) trains on at "
                         "most: all of them up to there; beyond, the labels new since the "
                         "last retrain and a uniform sample of the older ones (min_labels "
-                        "when that is more)"))},
+                        "when that is more)")),
+                    "min_interval_seconds": num(0, 86_400)},
         "redundancy": {"adaptive": BOOL, "max_labels": integer(1, 50),
                        "stop_confidence": {"type": "number", "exclusiveMinimum": 0,
                                            "maximum": 1}},
@@ -380,7 +381,10 @@ def schemas(max_items: int) -> dict:
                          model=nullable(TEXT), strategy_version=integer(0),
                          versions_kept=array(integer(1)), rescore_job_id=nullable(doc(
                              TEXT, "the re-score run applying this version to the queue "
-                             "(GET /v1/jobs/{id}: finished once it is re-ranked)"))),
+                             "(GET /v1/jobs/{id}: reranked once its top is done, finished "
+                             "once the whole pool is)")),
+                         reranked=doc(BOOL, "whether that run re-ranked the queue: the top "
+                                            "of every pool set has this version's scores")),
         "Exploration": doc(obj(
             ("accuracy", "std_error", "n", "window", "versions", "mean_n_labels", "basis"),
             accuracy=nullable(num(0, 1)), std_error=nullable(num(0, 1)),
@@ -395,8 +399,14 @@ def schemas(max_items: int) -> dict:
                          "were trained; std_error is Agresti-Coull: sqrt(q(1-q)/(n+4)), "
                          "q = (right+2)/(n+4)"),
         "JobAccepted": obj(("job_id",), job_id=TEXT),
-        "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=ANY,
-                   status=doc(TEXT, "RQ's names: queued, started, finished, failed, ..."),
+        "Job": obj(("id", "status", "progress"), id=TEXT, progress=num(0, 1), result=doc(
+                       ANY, "the job's return value; of a re-score run its progress: chunks, "
+                            "chunks_done, items, items_done, reranked (its top is done: the "
+                            "queue is re-ranked), finished, window_stale, superseded_by (a "
+                            "newer run that re-scores what its tail had left), reason"),
+                   status=doc(TEXT, "RQ's names: queued, started, finished, failed, ...; a "
+                                    "re-score run is started until its whole pool is "
+                                    "re-scored (or superseded)"),
                    error=nullable(TEXT), retries_left=nullable(integer(0))),
         "Health": obj(("status",), status=TEXT),
         "Readiness": obj(("status", "parts"), status={"type": "string", "enum": [
@@ -529,10 +539,17 @@ def webhook_schemas() -> dict:
                             project_id=ID, item_id=ID, label=TEXT, confidence=num(0, 1),
                             n_labels=integer(0)),
         "ModelTrained": {"allOf": [ref("ModelInfo"), obj(("project_id",), project_id=ID)]},
-        "QueueReranked": obj(("project_id", "job_id", "reason", "items", "chunks",
-                              "started_at", "finished_at"),
-                             project_id=ID, job_id=JOB_ID, reason=TEXT, items=integer(0),
-                             chunks=integer(0), started_at=TIME, finished_at=TIME),
+        "QueueReranked": obj(("project_id", "job_id", "reason", "items", "tail_items",
+                              "window_stale", "started_at", "reranked_at"),
+                             project_id=ID, job_id=JOB_ID, reason=TEXT, items=doc(integer(0), (
+                                 "items re-scored so far: the top of every pool set")),
+                             tail_items=doc(integer(0), (
+                                 "about how many items the tail re-scores next, at lower "
+                                 "priority; each keeps its previous score until then")),
+                             window_stale=doc(integer(0), (
+                                 "candidates within a claim's reach of a set still holding "
+                                 "a previous score (0 unless the scores moved wholesale)")),
+                             started_at=TIME, reranked_at=TIME),
         "ExpertFlagged": obj(("project_id", "expert_id", "skill", "reason"), project_id=ID,
                              expert_id=ID, skill=TEXT, reason=TEXT,
                              accuracy=num(0, 1), accuracy_interval=array(num(0, 1)),
@@ -550,8 +567,10 @@ EVENT_DOCS = {
                       "label and confidence. Sent once per item."),
     "model.trained": ("ModelTrained", "A retrain stored a new model version (as GET /model "
                       "shows it; cross-validated metrics follow there after the re-score)."),
-    "queue.reranked": ("QueueReranked", "A re-score run finished (after a retrain, a "
-                       "strategy change or a new pool map): the queue is re-ranked."),
+    "queue.reranked": ("QueueReranked", "A re-score run (after a retrain, a strategy "
+                       "change or a new pool map) re-scored the top of every pool set, what "
+                       "claims read: the queue is re-ranked. The tail follows at lower "
+                       "priority. Sent once per run."),
     "expert.flagged": ("ExpertFlagged", "The qualification gate flagged an expert's skill "
                        "in the project: no real items of it until it rises. Sent once per "
                        "change to flagged."),

@@ -16,7 +16,7 @@ from taskrank.queue.settings import Settings
 from taskrank.queue.skills import best_experts_cache
 from taskrank.queue.tokens import create_token
 from taskrank.queue.webhooks import subscriptions_cache
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queues
 from taskrank.server import create_app
 from tests.cluster import BACKENDS, start_cluster
 
@@ -121,7 +121,7 @@ def run_jobs(settings: Settings, r: redis.Redis):
 
     def run() -> None:
         with connect_rq(settings) as connection:
-            InProcessWorker([task_queue(settings, connection)], connection=connection).work(
+            InProcessWorker(task_queues(settings, connection), connection=connection).work(
                 burst=True, logging_level="WARNING")
 
     return run

@@ -26,14 +26,16 @@ from collections.abc import Callable, Sequence
 from taskrank.scripts.bench.budgets import judge_all
 from taskrank.scripts.bench.machine import cpu_pressure
 
-NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "retrain", "train_cap", "memory")
+NAMES = ("scoring", "serve", "ingest", "rescore", "rerank", "shipped", "retrain", "train_cap",
+         "memory")
 # Run only when named: a cluster with replicas, a master killed (bench.failover).
 ON_REQUEST = ("failover",)
 
 FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
         "latency_requests": 2000, "serve_extras": True, "ingest_items": 100_000,
         "rescore_items": 1_000_000, "rescore_chunk": None, "rescore_model": True,
-        "rerank_pool": 100_000, "rerank_trials": 5, "memory_items": 100_000,
+        "rerank_pools": [100_000, 1_000_000], "rerank_trials": 10, "shipped_pool": 100_000,
+        "shipped_seconds": 10.0, "shipped_rounds": 3, "memory_items": 100_000,
         "retrain_sizes": [10_000, 100_000, 1_000_000], "retrain_trials": 5,
         "retrain_full_up_to": 1_000_000,
         "train_cap_plan": [["classes10", 20_000], ["classes10", 50_000],
@@ -44,7 +46,8 @@ FULL = {"serve_sizes": [10_000, 100_000, 1_000_000], "serve_seconds": 10.0,
 QUICK = {"serve_sizes": [1_000, 3_000, 6_000], "serve_seconds": 1.0,
          "latency_requests": 100, "serve_extras": False, "ingest_items": 6_000,
          "rescore_items": 20_000, "rescore_chunk": 5_000, "rescore_model": False,
-         "rerank_pool": 2_000, "rerank_trials": 1, "memory_items": 2_000,
+         "rerank_pools": [2_000], "rerank_trials": 2, "shipped_pool": 3_000,
+         "shipped_seconds": 1.0, "shipped_rounds": 1, "memory_items": 2_000,
          "retrain_sizes": [1_000, 4_000], "retrain_trials": 2, "retrain_full_up_to": 4_000,
          "train_cap_plan": [["classes10", 3_000]], "train_cap_caps": [1_000, 2_000],
          "train_cap_seeds": [0],
@@ -96,7 +99,14 @@ def _rescore(sizes: dict) -> dict:
 def _rerank(sizes: dict) -> dict:
     from taskrank.scripts.bench import rerank as bench_rerank
 
-    return bench_rerank.run(sizes["rerank_pool"], sizes["rerank_trials"])
+    return bench_rerank.run(sizes["rerank_pools"], sizes["rerank_trials"])
+
+
+def _shipped(sizes: dict) -> dict:
+    from taskrank.scripts.bench import shipped as bench_shipped
+
+    return bench_shipped.run(sizes["shipped_pool"], sizes["shipped_seconds"],
+                             sizes["shipped_rounds"])
 
 
 def _retrain(sizes: dict) -> dict:
@@ -127,8 +137,8 @@ def _failover(sizes: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[dict], dict]] = {
     "scoring": _scoring, "serve": _serve, "ingest": _ingest, "rescore": _rescore,
-    "rerank": _rerank, "retrain": _retrain, "train_cap": _train_cap, "memory": _memory,
-    "failover": _failover}
+    "rerank": _rerank, "shipped": _shipped, "retrain": _retrain, "train_cap": _train_cap,
+    "memory": _memory, "failover": _failover}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -66,8 +66,11 @@ def gunicorn(settings: Settings, app: str = WEB_APP, workers: int = 2,
 @contextlib.contextmanager
 def rq_workers(settings: Settings, count: int) -> Iterator[list[Child]]:
     """``count`` ``taskrank worker`` processes on the benchmark's Redis (quiet), each
-    registered on the queue (so their start-up is not timed)."""
+    registered on the queue (so their start-up is not timed), at niceness 0: no request
+    runs beside them here, and on a shared machine a niced worker would measure the
+    machine's other load (``bench shipped`` runs them as shipped, niced)."""
     with Stack(settings, clean_environ(), stdout=subprocess.DEVNULL) as stack:
-        workers = stack.start_workers(count, TASKRANK_LOG_LEVEL="WARNING")
+        workers = stack.start_workers(count, TASKRANK_LOG_LEVEL="WARNING",
+                                      TASKRANK_WORKER_NICE="0")
         stack.wait_workers(count)
         yield workers

@@ -27,7 +27,7 @@ from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim, submit_label
-from taskrank.queue.worker import task_queue
+from taskrank.queue.worker import task_queues
 from taskrank.scripts.bench.data import declare_experts, new_project, prefill
 from taskrank.scripts.bench.items import LABELS, MODELS
 from taskrank.scripts.bench.machine import redis_cpu_seconds, workers_cpu_seconds
@@ -127,17 +127,21 @@ def poll(check: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT,
     raise RuntimeError(f"{what} not done within {timeout} s")
 
 
-def wait_rescore(settings: Settings, r: redis.Redis, run_id: str) -> tuple[dict, int]:
-    """The finished run's progress, and how often Redis answered BUSY meanwhile."""
-    failed = FailedJobRegistry(queue=task_queue(settings, _binary(settings)))
+def wait_rescore(settings: Settings, r: redis.Redis, run_id: str,
+                 state: str = "finished") -> tuple[dict, int]:
+    """The run's progress once it is ``finished`` (or ``reranked``), and how often Redis
+    answered BUSY meanwhile."""
+    registries = [FailedJobRegistry(queue=queue) for queue in task_queues(
+        settings, _binary(settings))]
 
-    def finished() -> dict | None:
-        if failed.count:  # out of retries: the run can never finish
-            raise RuntimeError(f"re-score run {run_id}: jobs failed: {failed.get_job_ids()[:3]}")
+    def reached() -> dict | None:
+        failed = [job for registry in registries for job in registry.get_job_ids()]
+        if failed:  # out of retries: the run can never finish
+            raise RuntimeError(f"re-score run {run_id}: jobs failed: {failed[:3]}")
         progress = rescore_progress(r, PID, run_id)
-        return progress if progress and progress["finished"] else None
+        return progress if progress and progress[state] else None
 
-    return poll(finished, f"re-score run {run_id}")
+    return poll(reached, f"re-score run {run_id} {state}", interval=0.01)
 
 
 def train_model(settings: Settings, r: redis.Redis) -> dict:

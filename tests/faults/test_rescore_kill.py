@@ -21,7 +21,7 @@ from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import create_project, get_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.retrain import enqueue_retrain
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queues
 from taskrank.scripts.stack import child_pids as children
 from taskrank.scripts.stack import started_at
 from tests.invariants import check_store, not_rescored, pooled
@@ -135,7 +135,7 @@ def test_a_retry_after_the_chunk_was_stored_finishes_the_run(r, settings):
     progress = K.rescore_progress_key("p", run)
     # The state a kill between the chunk's stored work and the run's finish leaves.
     r.hset(progress, mapping={"done:0": 10, "items_done": 10, "chunks_done": 1})
-    InProcessWorker([task_queue(settings, connect_rq(settings))],
+    InProcessWorker(task_queues(settings, connect_rq(settings)),
                  connection=connect_rq(settings)).work(burst=True, logging_level="WARNING")
     assert rescore_progress(r, "p", run)["finished"]
     assert not r.exists(K.rescore_snapshot_key("p", run, 0, 0))

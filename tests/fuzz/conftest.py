@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from taskrank.queue.connection import connect, connect_rq
 from taskrank.queue.settings import Settings
 from taskrank.queue.tokens import create_token
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queues
 from taskrank.server import create_app
 from tests.server import helpers
 
@@ -88,7 +88,7 @@ def seeded(fuzz_settings: Settings, fuzz_app) -> Seed:
                                json={"label": helpers.LABELS[n % 2]})
         assert response.status_code == 201, response.json
     trained = client.post("/v1/projects/p1/retrain", headers=auth()).json["job_id"]
-    InProcessWorker([task_queue(fuzz_settings, binary)], connection=binary).work(
+    InProcessWorker(task_queues(fuzz_settings, binary), connection=binary).work(
         burst=True, logging_level="WARNING")
     assert client.get("/v1/projects/p1/model", headers=auth()).json["version"] is not None
     released = helpers.next_task(client, auth, eid="e2").json["task"]["id"]

@@ -15,7 +15,7 @@ from rq.job import Job
 from taskrank.queue.abandoned import dead_here, live_workers, reap_abandoned, worker_name
 from taskrank.queue.connection import connect_rq
 from taskrank.queue.processes import started_at
-from taskrank.queue.worker import TaskWorker, task_queue
+from taskrank.queue.worker import TaskWorker, task_queue, task_queues
 
 HOST = socket.gethostname()
 FOREIGN = "8bcd514c91024594849b16975d5267d9"  # RQ's own kind of name (plain `rq worker`)
@@ -87,3 +87,19 @@ def test_the_cleanup_waits_for_rq_maintenance_held_elsewhere(settings, r):
     queue.release_maintenance_lock()
     reap_abandoned(queue)
     assert job.get_status() == "failed"
+
+
+def test_a_dead_workers_job_from_the_low_queue_is_handed_to_rq_too(settings, r):
+    """A worker serves the main and the low queue: a tail job it was running when it died
+    is retried on the low queue like any other."""
+    main, low = task_queues(settings, connect_rq(settings))
+    job = low.enqueue("time.sleep", 60, retry=Retry(max=1))
+    worker = TaskWorker([main, low], name=f"{HOST}.{_exited_pid()}.{started_at(os.getpid())}",
+                        connection=main.connection)
+    worker.register_birth()
+    dequeued, _ = Queue.dequeue_any([main, low], None, connection=main.connection)
+    worker.prepare_execution(dequeued)
+    worker.prepare_job_execution(dequeued)
+    assert reap_abandoned(main, low) == [job.id]
+    job.refresh()
+    assert job.get_status() == "queued" and low.job_ids == [job.id]

@@ -21,7 +21,7 @@ from taskrank.queue.events import emit
 from taskrank.queue.projects import create_project
 from taskrank.queue.settings import current, install
 from taskrank.queue.webhooks import delete_webhook, put_webhook
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue, task_queues
 from tests.receiver import SECRET, Receiver
 from tests.waits import wait_for
 
@@ -267,7 +267,7 @@ def test_deleted_webhook_stops_its_retries(r, hooks, run_jobs):
         assert len(receiver.requests) == 2
         record(r, 2)
         with connect_rq(hooks) as connection:
-            InProcessWorker([task_queue(hooks, connection)], connection=connection).work(
+            InProcessWorker(task_queues(hooks, connection), connection=connection).work(
                 burst=True, max_jobs=1, logging_level="WARNING")  # the drain only
         delete_webhook(r, "p", "w")
         run_jobs()

@@ -3,6 +3,7 @@ burst, and never failing (nor losing) what caused them when the drain cannot be 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -14,7 +15,7 @@ from taskrank.queue.connection import connect_rq
 from taskrank.queue.delivery import drain_all
 from taskrank.queue.events import emit, item_finished
 from taskrank.queue.projects import create_project
-from taskrank.queue.rescore import _finish_run
+from taskrank.queue.rerank import mark_reranked
 from taskrank.queue.settings import current, install
 from taskrank.queue.webhooks import put_webhook
 from taskrank.queue.worker import task_queue
@@ -73,15 +74,20 @@ def test_an_unfinished_item_sends_nothing(r, project):
     assert not r.exists(K.webhook_outbox_key("p"))
 
 
-def test_reranked_once_though_the_last_chunk_finishes_twice(r, project):
-    """A re-score run's last chunk finishing again (RQ's retry) sends no second event."""
+def test_reranked_once_though_the_last_top_chunk_finishes_twice(r, project):
+    """A re-score run's last top chunk finishing again (RQ's retry, killed after it sent
+    the event but before it recorded the re-rank) sends no second event."""
     subscribe(r)
     progress = K.rescore_progress_key("p", "run-1")
-    r.hset(progress, mapping={"chunks": 1, "chunks_done": 1, "items_done": 4,
-                              "layout": "[[]]", "reason": "model v1", "started_at": 1.0})
-    _finish_run(r, "p", "run-1")
-    _finish_run(r, "p", "run-1")
+    r.hset(progress, mapping={"chunks": 2, "chunks_done": 1, "top_chunks": 1, "done:0": 4,
+                              "items_done": 4, "total_items": 10, "layout": "[[], []]",
+                              "tags": '[""]', "reason": "model v1", "started_at": 1.0})
+    mark_reranked(r, "p", "run-1")
+    r.hdel(progress, "reranked_at")
+    mark_reranked(r, "p", "run-1")
     assert r.xlen(K.webhook_outbox_key("p")) == 1
+    event = json.loads(r.xrange(K.webhook_outbox_key("p"))[0][1]["body"])
+    assert event["data"]["items"] == 4 and event["data"]["tail_items"] == 6
 
 
 @pytest.fixture

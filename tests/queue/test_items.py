@@ -12,7 +12,7 @@ from taskrank.queue.experts import load_expert
 from taskrank.queue.items import get_item, ranked_queue
 from taskrank.queue.models import current_ranker
 from taskrank.queue.projects import get_project, update_project
-from taskrank.queue.rescore import rescore_items
+from taskrank.queue.rescore_items import rescore_items
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.scoring import score_items, stored_item
 from tests.cluster import both_backends

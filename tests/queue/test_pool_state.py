@@ -27,7 +27,7 @@ from taskrank.queue.items import ingest
 from taskrank.queue.label_import import finish_import, import_labels
 from taskrank.queue.lifecycle import withdraw_item
 from taskrank.queue.projects import create_project, get_project
-from taskrank.queue.rescore import rescore_items
+from taskrank.queue.rescore_items import rescore_items
 from taskrank.queue.settings import Settings, install
 from tests.cluster import both_backends
 from tests.invariants import check_store, pooled

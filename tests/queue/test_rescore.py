@@ -14,7 +14,8 @@ from taskrank.queue.experts import load_expert
 from taskrank.queue.items import ingest
 from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import create_project, get_project, update_project
-from taskrank.queue.rescore import enqueue_rescore, rescore_items, rescore_progress
+from taskrank.queue.rescore import enqueue_rescore, rescore_progress
+from taskrank.queue.rescore_items import rescore_items
 from taskrank.queue.retrain import enqueue_retrain
 from taskrank.queue.worker import task_queue
 from tests.cluster import both_backends

@@ -17,7 +17,7 @@ from taskrank.queue.models import current_ranker, model_info
 from taskrank.queue.projects import get_project
 from taskrank.queue.reaggregate import request_full
 from taskrank.queue.retrain import _bounded_ids, enqueue_evaluation, enqueue_retrain
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, low_queue, task_queue
 from tests.invariants import not_rescored, pooled
 from tests.pools import Crowd, features_project
 
@@ -66,20 +66,29 @@ def test_burst_of_labels_merges_into_few_retrains(r, settings, run_jobs):
 
 def test_cross_validation_runs_after_the_re_score_and_skips_a_superseded_version(
         r, settings, run_jobs):
-    """The retrain stores its version without metrics and queues the re-score before the
-    evaluation; the evaluation fills the metrics in, and does nothing for a version that
-    is no longer current."""
+    """The retrain stores its version without metrics and queues the re-score's top on
+    the main queue; the evaluation waits for the top, then goes to the low queue ahead
+    of the tail; it fills the metrics in, and does nothing for a version that is no
+    longer current."""
     _, truth = features_project(r, every=10**6)
     run_jobs()  # the pool map of the ingest
     _label_next(r, settings, truth, 20)
     enqueue_retrain(r, settings, "p")
     connection = connect_rq(settings)
     queue = task_queue(settings, connection)
-    InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
-                                                       logging_level="WARNING")
+    low = low_queue(settings, connection)
+
+    def one_job() -> None:
+        InProcessWorker([queue], connection=connection).work(burst=True, max_jobs=1,
+                                                           logging_level="WARNING")
+
+    one_job()  # the retrain
     assert model_info(r, "p")["metrics"] == {}
-    waiting = queue.job_ids
-    assert waiting[-1].startswith("evaluate-") and waiting[0].startswith("rescore-")
+    assert queue.job_ids and all(job.startswith("rescore-") for job in queue.job_ids)
+    assert low.job_ids == [] and any(
+        job.startswith("evaluate-") for job in low.deferred_job_registry.get_job_ids())
+    one_job()  # the top of the re-score
+    assert low.job_ids[0].startswith("evaluate-")
     run_jobs()
     assert model_info(r, "p")["metrics"]["accuracy"] is not None
     _label_next(r, settings, truth, 5)
@@ -153,3 +162,18 @@ def test_above_the_cap_the_training_set_is_the_new_labels_and_a_seeded_sample(r,
     assert ids == _bounded_ids(r, "p", recent, 100, seed=7)
     assert ids != _bounded_ids(r, "p", recent, 100, seed=8)
     assert len(_bounded_ids(r, "p", sorted(r.smembers(K.relabeled_key("p"))), 100, 1)) == 100
+
+
+def test_cross_validation_is_skipped_while_a_retrain_waits(r, settings, run_jobs):
+    """Under a stream of labels a retrain always waits: the current version's evaluation
+    is skipped (it would hold the worker from that retrain); the last one is evaluated."""
+    _, truth = features_project(r, every=10**6)
+    run_jobs()
+    _label_next(r, settings, truth, 20)
+    enqueue_retrain(r, settings, "p")
+    run_jobs()
+    r.set(K.retrain_pending_key("p"), "retrain-00000000-70")
+    job_id = enqueue_evaluation(r, "p", 1)
+    run_jobs()
+    assert Job.fetch(job_id, connection=connect_rq(settings)).return_value() == {
+        "skipped": "a retrain waits to replace model v1"}

@@ -16,7 +16,7 @@ from taskrank.queue.projects import create_project, get_project, update_project
 from taskrank.queue.rescore import enqueue_rescore, rescore_progress
 from taskrank.queue.settings import Settings
 from taskrank.queue.tasks import claim
-from taskrank.queue.worker import InProcessWorker, task_queue
+from taskrank.queue.worker import InProcessWorker, task_queue, task_queues
 from taskrank.scripts import backfill
 from tests.invariants import pooled
 from tests.scripts.helpers import rq_worker
@@ -56,7 +56,7 @@ def _priorities(r, pid: str) -> dict[str, float]:
 
 def _work(settings, max_jobs: int | None = None) -> None:
     connection = connect_rq(settings)
-    InProcessWorker([task_queue(settings, connection)], connection=connection).work(
+    InProcessWorker(task_queues(settings, connection), connection=connection).work(
         burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
 
