@@ -94,7 +94,9 @@ def test_killed_rescore_chunk_is_retried_and_the_pool_stays_exact(r, settings):
     re-scores every item still pending with the new model, finishes the run, and the pool
     (and each skill set) holds exactly the pending items at their stored priority."""
     project = _project(r)
-    settings = settings.replace(rescore_chunk=N_ITEMS)
+    # One chunk per set, the top step included (its size follows the claim's depth: a top
+    # split in two jobs of a few thousand items ends before the kill).
+    settings = settings.replace(rescore_chunk=N_ITEMS, claim_depth=N_ITEMS)
     stop = threading.Event()
     churn = Churn(r, project, stop)
     with rq_worker(settings, r) as worker:
